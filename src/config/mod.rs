@@ -1,0 +1,485 @@
+//! Configuration: one [`Settings`] value, loaded once at start (and on SIGHUP).
+//!
+//! Layers, lowest first: built-in defaults → config file → `NAS_` environment variables →
+//! command-line flags. The file is TOML (`.toml`), JSON (`.json`), or anything else in the
+//! nats-server syntax the Go account server used ([`natsconf`]), so its files load unchanged.
+//! Keys are case-insensitive. Keys the Go server knew but this one does not implement are
+//! accepted with a warning; unknown keys and bad values fail with the key's path in the message.
+
+pub mod cli;
+pub mod natsconf;
+mod types;
+
+pub use cli::Cli;
+pub use types::{Dur, StringList};
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the server reads from its configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Operator JWT file: the trust anchor for POSTed account JWTs.
+    pub operatorjwtpath: Option<PathBuf>,
+    /// System-account JWT file, served even when the store lacks it.
+    pub systemaccountjwtpath: Option<PathBuf>,
+    /// Primaries to replicate from, tried in order. Empty: this server is a primary.
+    pub primary: StringList,
+    /// Timeout of requests to the primary (Go: integer milliseconds).
+    pub replicationtimeout: Dur,
+    /// Most tokens taken from a Go primary's pack at start (0 disables the pack import).
+    pub maxreplicationpack: i64,
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// The NATS connection used for notifications.
+    pub nats: NatsSettings,
+    /// Which store, and where.
+    pub store: StoreSettings,
+    /// Log output.
+    pub logging: LoggingSettings,
+    /// Replica behaviour beyond the Go keys.
+    pub replication: ReplicationSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            operatorjwtpath: None,
+            systemaccountjwtpath: None,
+            primary: StringList::default(),
+            replicationtimeout: Dur(Duration::from_secs(5)),
+            maxreplicationpack: 10_000,
+            http: HttpSettings::default(),
+            nats: NatsSettings::default(),
+            store: StoreSettings::default(),
+            logging: LoggingSettings::default(),
+            replication: ReplicationSettings::default(),
+        }
+    }
+}
+
+/// `http { … }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Bind address.
+    pub host: String,
+    /// Bind port; 0 picks a free one (the bound port is logged).
+    pub port: u16,
+    /// Time allowed to receive a request (Go: integer milliseconds).
+    pub readtimeout: Dur,
+    /// Time allowed to send a response (Go: integer milliseconds).
+    pub writetimeout: Dur,
+    /// Largest accepted request body in bytes.
+    pub maxbodybytes: usize,
+    /// `Cache-Control: max-age` for tokens that do not expire (and the cap for those that do).
+    pub maxage: Dur,
+    /// HTTPS.
+    pub tls: Option<TlsSettings>,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 9090,
+            readtimeout: Dur(Duration::from_secs(5)),
+            writetimeout: Dur(Duration::from_secs(5)),
+            maxbodybytes: 1024 * 1024,
+            maxage: Dur(Duration::from_secs(60)),
+            tls: None,
+            workers: None,
+        }
+    }
+}
+
+/// `tls { cert, key, root }` (HTTP and NATS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle to verify the peer with.
+    pub root: Option<PathBuf>,
+}
+
+/// `nats { … }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Server URLs; empty disables NATS.
+    pub servers: StringList,
+    /// Decorated creds file of a system-account user.
+    pub usercredentials: Option<PathBuf>,
+    /// File holding an nkey seed (`SU…`) to authenticate with, instead of creds.
+    pub nkey: Option<PathBuf>,
+    /// Connect timeout (Go: integer milliseconds).
+    pub connecttimeout: Dur,
+    /// Wait between reconnect attempts (Go: integer milliseconds).
+    pub reconnectwait: Dur,
+    /// Accepted for compatibility; the connection is always retried forever.
+    pub maxreconnects: Option<i64>,
+    /// TLS to the NATS server.
+    pub tls: Option<TlsSettings>,
+    /// Which account update subjects to publish on: `old` (default), `new` or `both`.
+    pub updatesubjects: crate::nats::notify::UpdateSubjects,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            servers: StringList::default(),
+            usercredentials: None,
+            nkey: None,
+            connecttimeout: Dur(Duration::from_secs(5)),
+            reconnectwait: Dur(Duration::from_secs(1)),
+            maxreconnects: None,
+            tls: None,
+            updatesubjects: Default::default(),
+        }
+    }
+}
+
+/// `store { … }`: exactly one of `memory`, `dir`, `nsc`, or (default) the sled `data` dir.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// sled data directory (default `./data`).
+    pub data: Option<PathBuf>,
+    /// Directory of `.jwt` files.
+    pub dir: Option<PathBuf>,
+    /// Shard the directory store by the last two characters of the key.
+    pub shard: bool,
+    /// Refuse writes (directory or memory store).
+    pub readonly: bool,
+    /// nsc operator folder (read-only).
+    pub nsc: Option<PathBuf>,
+    /// In-memory store.
+    pub memory: bool,
+}
+
+/// `logging { … }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// Timestamps on log lines.
+    pub time: bool,
+    /// Debug level.
+    pub debug: bool,
+    /// Trace level.
+    pub trace: bool,
+    /// ANSI colours.
+    pub colors: bool,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings {
+            time: true,
+            debug: false,
+            trace: false,
+            colors: false,
+            json: false,
+        }
+    }
+}
+
+/// `replication { … }`: replica tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationSettings {
+    /// How long the primary holds a change-feed long poll open.
+    pub pollwait: Dur,
+    /// Changes fetched per feed request.
+    pub batch: usize,
+    /// How long a replica remembers that the primary does not know a key.
+    pub notfoundttl: Dur,
+    /// Longest wait between retries while the primary is unreachable.
+    pub maxbackoff: Dur,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        ReplicationSettings {
+            pollwait: Dur(Duration::from_secs(25)),
+            batch: 5000,
+            notfoundttl: Dur(Duration::from_secs(5)),
+            maxbackoff: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Which store the settings select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// sled in this directory.
+    Sled(PathBuf),
+    /// In memory; writable unless `readonly`.
+    Memory {
+        /// Writes refused.
+        readonly: bool,
+    },
+    /// A directory of `.jwt` files.
+    Dir {
+        /// Root.
+        path: PathBuf,
+        /// Sharded layout.
+        shard: bool,
+        /// Writes refused, directory watched.
+        readonly: bool,
+    },
+    /// An nsc operator folder.
+    Nsc(PathBuf),
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file, environment or flags could not be parsed.
+    #[error("{0}")]
+    Parse(String),
+    /// A key has a bad value or is unknown.
+    #[error("config key `{key}`: {message}")]
+    Key {
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Keys the Go server (v0.8 or v1.0) knew that this server does not implement. They are
+/// accepted, so old files load, and each is named in a warning.
+const LEGACY_KEYS: &[&str] = &[
+    "logging.pid",
+    "logging.custom",
+    "store.cleanupinterval",
+    "signrequestsubject",
+    "signrequesttimeout",
+];
+
+/// What [`Settings::load`] found besides the settings.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Keys that were accepted but ignored.
+    pub ignored_keys: Vec<String>,
+}
+
+impl Settings {
+    /// Loads defaults → `file` → `NAS_*` environment (from `env`) → `overrides` (flags, as
+    /// dotted keys), then validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, Value)],
+    ) -> Result<(Settings, LoadReport), ConfigError> {
+        let mut merged = Value::Object(Default::default());
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            merge(&mut merged, parse_file(path, &text)?);
+        }
+        merge(&mut merged, env_layer(env)?);
+        for (key, value) in overrides {
+            set_path(&mut merged, key, value.clone());
+        }
+        lowercase_keys(&mut merged);
+        let mut report = LoadReport::default();
+        for key in LEGACY_KEYS {
+            if remove_path(&mut merged, key) {
+                report.ignored_keys.push((*key).to_string());
+            }
+        }
+        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Key {
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+        settings.validate()?;
+        Ok((settings, report))
+    }
+
+    /// Cross-field checks.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] naming the conflicting key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key_err = |key: &str, message: &str| {
+            Err(ConfigError::Key {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        let s = &self.store;
+        let chosen = [s.memory, s.dir.is_some(), s.nsc.is_some()].iter().filter(|b| **b).count();
+        if chosen > 1 {
+            return key_err("store", "choose one of memory, dir and nsc");
+        }
+        if chosen == 1 && s.data.is_some() {
+            return key_err("store.data", "the sled data directory cannot be combined with memory, dir or nsc");
+        }
+        if !self.primary.0.is_empty() && (s.readonly || s.nsc.is_some()) {
+            return key_err("primary", "a replica needs a writable store (not read-only, not nsc)");
+        }
+        for url in &self.primary.0 {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return key_err("primary", &format!("{url:?} is not an http(s) URL"));
+            }
+        }
+        if let Some(tls) = &self.http.tls {
+            if tls.cert.is_none() || tls.key.is_none() {
+                return key_err("http.tls", "both cert and key are required for HTTPS");
+            }
+        }
+        if self.http.maxbodybytes == 0 {
+            return key_err("http.maxbodybytes", "must be positive");
+        }
+        if self.replication.batch == 0 {
+            return key_err("replication.batch", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The store the settings select.
+    pub fn store_choice(&self) -> StoreChoice {
+        let s = &self.store;
+        if let Some(path) = &s.nsc {
+            StoreChoice::Nsc(path.clone())
+        } else if let Some(path) = &s.dir {
+            StoreChoice::Dir {
+                path: path.clone(),
+                shard: s.shard,
+                readonly: s.readonly,
+            }
+        } else if s.memory {
+            StoreChoice::Memory { readonly: s.readonly }
+        } else {
+            StoreChoice::Sled(s.data.clone().unwrap_or_else(|| PathBuf::from("data")))
+        }
+    }
+
+    /// The operator JWT file: the configured one, or `<nsc>/<basename>.jwt` for an nsc store.
+    pub fn operator_path(&self) -> Option<PathBuf> {
+        self.operatorjwtpath.clone().or_else(|| {
+            let nsc = self.store.nsc.as_ref()?;
+            let name = nsc.file_name()?.to_string_lossy().into_owned();
+            Some(nsc.join(format!("{name}.jwt")))
+        })
+    }
+
+    /// True when this server replicates from a primary.
+    pub fn is_replica(&self) -> bool {
+        !self.primary.0.is_empty()
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<Value, ConfigError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let parse_err = |e: String| ConfigError::Parse(format!("config file {}: {e}", path.display()));
+    match ext.as_str() {
+        "toml" => toml_to_json(text).map_err(parse_err),
+        "json" => serde_json::from_str(text).map_err(|e| parse_err(e.to_string())),
+        _ => natsconf::parse_with_base(text, path.parent())
+            .map(Value::Object)
+            .map_err(|e| parse_err(e.to_string())),
+    }
+}
+
+fn toml_to_json(text: &str) -> Result<Value, String> {
+    // The `config` crate owns the TOML parser; going through it keeps one TOML dialect.
+    let cfg = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| e.to_string())?;
+    cfg.try_deserialize::<Value>().map_err(|e| e.to_string())
+}
+
+/// `NAS_HTTP__PORT=9091` → `http.port = 9091`; values are typed the way a config file would
+/// type them (numbers, booleans), and lists are comma-separated strings.
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Value, ConfigError> {
+    let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("NAS_")).collect();
+    let source = config::Environment::with_prefix("NAS")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(vars.into_iter().collect()));
+    let cfg = config::Config::builder()
+        .add_source(source)
+        .build()
+        .map_err(|e| ConfigError::Parse(format!("environment: {e}")))?;
+    cfg.try_deserialize::<Value>()
+        .map_err(|e| ConfigError::Parse(format!("environment: {e}")))
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let k = k.to_ascii_lowercase();
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set_path(root: &mut Value, dotted: &str, value: Value) {
+    let mut cur = root;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !cur.is_object() {
+            *cur = Value::Object(Default::default());
+        }
+        let obj = cur.as_object_mut().expect("just made an object");
+        if parts.peek().is_none() {
+            obj.insert(part.to_string(), value);
+            return;
+        }
+        cur = obj.entry(part.to_string()).or_insert(Value::Object(Default::default()));
+    }
+}
+
+fn remove_path(root: &mut Value, dotted: &str) -> bool {
+    let (parent, last) = match dotted.rsplit_once('.') {
+        Some((p, l)) => (p.split('.').try_fold(&mut *root, |v, k| v.get_mut(k)), l),
+        None => (Some(root), dotted),
+    };
+    parent
+        .and_then(Value::as_object_mut)
+        .is_some_and(|o| o.remove(last).is_some())
+}
+
+fn lowercase_keys(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (k, mut val) in old {
+                lowercase_keys(&mut val);
+                map.insert(k.to_ascii_lowercase(), val);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(lowercase_keys),
+        _ => {}
+    }
+}

@@ -1,0 +1,140 @@
+//! Errors at the HTTP edge. Every failure a handler can return is an [`ApiError`] variant, and
+//! this file is the one place that maps them to status codes and bodies.
+//!
+//! Bodies are one line of plain text: `nsc push` shows the body verbatim as the server's
+//! message, and `curl` users read it directly. 5xx bodies never carry internal error text;
+//! the cause is logged instead.
+
+use crate::jwt::JwtError;
+use crate::store::StoreError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+/// A request failure, with the status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The path key is not a valid account public key (or activation hash).
+    #[error("{0}")]
+    BadKey(String),
+    /// The posted token failed validation.
+    #[error("{0}")]
+    InvalidJwt(#[from] JwtError),
+    /// The posted token's subject is not the path key.
+    #[error("JWT subject {sub} does not match the account in the path {path}")]
+    KeyMismatch {
+        /// Key from the URL.
+        path: String,
+        /// `sub` from the token.
+        sub: String,
+    },
+    /// The issuing account of an activation is unknown.
+    #[error("{0}")]
+    UnknownIssuer(String),
+    /// The stored token is newer than the posted one.
+    #[error("a newer JWT is stored (iat {stored_iat} > {posted_iat}); the posted JWT was not stored")]
+    Stale {
+        /// `iat` of the stored token.
+        stored_iat: i64,
+        /// `iat` of the rejected token.
+        posted_iat: i64,
+    },
+    /// Nothing stored under the key.
+    #[error("no JWT stored for {0}")]
+    NotFound(String),
+    /// Writes are not possible on this server (read-only store, or no operator to verify with).
+    #[error("{0}")]
+    WritesDisabled(String),
+    /// The body exceeds the configured limit.
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A bad query parameter or body encoding.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A replica could not reach its primary for a write or a miss.
+    #[error("the primary account server is unreachable: {0}")]
+    PrimaryUnavailable(String),
+    /// The store failed; details are logged, not returned.
+    #[error("the JWT could not be stored; see the server log")]
+    Storage(#[source] StoreError),
+    /// A response from the primary, passed through unchanged (replica write forwarding).
+    #[error("{body}")]
+    Upstream {
+        /// The primary's status.
+        status: StatusCode,
+        /// The primary's body.
+        body: String,
+    },
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ReadOnly => ApiError::WritesDisabled(
+                "this server's store is read-only; post JWTs to a writable primary instead".into(),
+            ),
+            other => ApiError::Storage(other),
+        }
+    }
+}
+
+impl ApiError {
+    /// A stable machine-readable code, sent as `X-Error-Code` and used as a metrics label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadKey(_) => "bad_key",
+            ApiError::InvalidJwt(_) => "invalid_jwt",
+            ApiError::KeyMismatch { .. } => "key_mismatch",
+            ApiError::UnknownIssuer(_) => "unknown_issuer",
+            ApiError::Stale { .. } => "stale",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::WritesDisabled(_) => "writes_disabled",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::PrimaryUnavailable(_) => "primary_unavailable",
+            ApiError::Storage(_) => "storage",
+            ApiError::Upstream { .. } => "upstream",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadKey(_)
+            | ApiError::InvalidJwt(_)
+            | ApiError::KeyMismatch { .. }
+            | ApiError::UnknownIssuer(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Stale { .. } => StatusCode::CONFLICT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::WritesDisabled(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PrimaryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream { status, .. } => *status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Storage(cause) = self {
+            tracing::error!(cause = %cause, "storage failure");
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        resp.insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
+            .insert_header(("X-Error-Code", self.code()));
+        match self {
+            ApiError::PrimaryUnavailable(_) => {
+                resp.insert_header((header::RETRY_AFTER, "5"));
+            }
+            ApiError::WritesDisabled(_) => {
+                resp.insert_header((header::ALLOW, "GET, HEAD"));
+            }
+            _ => {}
+        }
+        let mut body = self.to_string();
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        resp.body(body)
+    }
+}

@@ -1,0 +1,62 @@
+//! `/jwt/v1/accounts[/<pubkey>]`: the resolver probe, account reads and account writes.
+
+use super::render::{self, ReadOpts};
+use super::read_body;
+use crate::error::ApiError;
+use crate::jwt;
+use crate::service;
+use crate::state::AppState;
+use crate::store::Kind;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// nats-server's startup probe (`GET <resolver URL>`): must be 200 or nats-server will not start.
+pub async fn probe() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-cache, no-store, must-revalidate"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .insert_header((header::EXPIRES, "0"))
+        .finish()
+}
+
+/// The path key, checked to be an account public key before anything else sees it.
+fn account_key(key: &str) -> Result<&str, ApiError> {
+    if jwt::is_account_key(key) {
+        Ok(key)
+    } else {
+        Err(ApiError::BadKey(format!("{:?} is not an account public key", truncate(key))))
+    }
+}
+
+/// Long hostile paths are not echoed back whole.
+pub(super) fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// `GET /jwt/v1/accounts/<pubkey>`
+pub async fn get(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    opts: web::Query<ReadOpts>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let key = account_key(&key)?;
+    let entry = service::lookup(&state, Kind::Account, key).await?;
+    if super::flag(&opts.notify) {
+        state.notifier.changed(entry.clone());
+    }
+    render::token(&entry, &opts, &req, state.http.max_age)
+}
+
+/// `POST /jwt/v1/accounts/<pubkey>`: the body is the raw JWT, whatever the Content-Type.
+pub async fn post(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key = account_key(&key)?;
+    let body = read_body(&req, payload, state.http.max_body).await?;
+    service::post_account(&state, key, &body).await?;
+    Ok(HttpResponse::Ok().finish())
+}

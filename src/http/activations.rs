@@ -1,0 +1,36 @@
+//! `/jwt/v1/activations[/<hash>]`: activation tokens, keyed by the official `HashID()`.
+
+use super::accounts::truncate;
+use super::read_body;
+use super::render::{self, ReadOpts};
+use crate::error::ApiError;
+use crate::jwt;
+use crate::service;
+use crate::state::AppState;
+use crate::store::Kind;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// `GET /jwt/v1/activations/<hash>`
+pub async fn get(
+    state: web::Data<AppState>,
+    hash: web::Path<String>,
+    opts: web::Query<ReadOpts>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if !jwt::is_activation_hash(&hash) {
+        return Err(ApiError::BadKey(format!("{:?} is not an activation hash", truncate(&hash))));
+    }
+    let entry = service::lookup(&state, Kind::Activation, &hash).await?;
+    if super::flag(&opts.notify) {
+        state.notifier.changed(entry.clone());
+    }
+    render::token(&entry, &opts, &req, state.http.max_age)
+}
+
+/// `POST /jwt/v1/activations`: the body is the raw activation token. Answers with its hash,
+/// the key to fetch it under.
+pub async fn post(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.http.max_body).await?;
+    let hash = service::post_activation(&state, &body).await?;
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(hash))
+}

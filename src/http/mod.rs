@@ -1,0 +1,124 @@
+//! The HTTP API: one route table ([`configure`]) used by the server and by tests, plus the
+//! middleware every response passes (metrics, CORS as the Go server allowed, request logs).
+//!
+//! Handlers extract, call `service`/`store`, and map; rendering of token responses (ETag, 304,
+//! Cache-Control, `?text`/`?decode`) lives in [`render`].
+
+mod accounts;
+mod activations;
+mod operator;
+mod ops;
+pub mod render;
+mod replication;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{web, HttpMessage};
+use futures_util::StreamExt;
+use std::time::Instant;
+
+/// Registers every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::BadRequest(format!("bad query: {err}")).into()))
+        .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::BadRequest(format!("bad path: {err}")).into()))
+        .service(
+            web::resource(["/jwt/v1/accounts", "/jwt/v1/accounts/"])
+                .name("accounts_probe")
+                .route(web::get().to(accounts::probe))
+                .route(web::head().to(accounts::probe)),
+        )
+        .service(
+            web::resource("/jwt/v1/accounts/{key}")
+                .route(web::get().to(accounts::get))
+                .route(web::head().to(accounts::get))
+                .route(web::post().to(accounts::post)),
+        )
+        .service(web::resource("/jwt/v1/activations").route(web::post().to(activations::post)))
+        .service(
+            web::resource("/jwt/v1/activations/{hash}")
+                .route(web::get().to(activations::get))
+                .route(web::head().to(activations::get)),
+        )
+        .service(web::resource("/jwt/v1/operator").route(web::get().to(operator::get)))
+        .service(web::resource("/jwt/v1/pack").route(web::get().to(replication::pack)))
+        .service(web::resource("/jwt/v1/changes").route(web::get().to(replication::changes)))
+        .service(web::resource("/jwt/v1/help").route(web::get().to(ops::help)))
+        .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/").route(web::get().to(ops::status_page)));
+}
+
+/// Builds the whole application for `state`: routes plus middleware.
+pub fn app(
+    state: AppState,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    actix_web::App::new()
+        .app_data(web::Data::new(state))
+        .configure(configure)
+        .wrap(actix_web::middleware::DefaultHeaders::new().add(("Access-Control-Allow-Origin", "*")))
+        .wrap_fn(move |req, srv| {
+            let start = Instant::now();
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let req = res.request();
+                // Unmatched paths share one label so scanners cannot blow up cardinality.
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let status = res.status().as_u16();
+                metrics.request(&route, req.method().as_str(), status, start.elapsed().as_secs_f64());
+                if let Some(err) = res.response().error() {
+                    if let Some(api) = err.as_error::<ApiError>() {
+                        if matches!(req.method().as_str(), "POST") {
+                            metrics.rejection(api.code());
+                        }
+                    }
+                }
+                tracing::debug!(method = %req.method(), path = %req.path(), status, micros = start.elapsed().as_micros() as u64, "request");
+                let _ = req.extensions();
+                Ok(res)
+            }
+        })
+}
+
+/// Reads a request body up to `limit` bytes; larger bodies are refused as soon as they are
+/// known to be larger (from `Content-Length`, or while streaming).
+///
+/// # Errors
+/// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the stream breaks.
+pub async fn read_body(req: &actix_web::HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `true`/`1` (case-insensitive), as the Go server compared query flags.
+pub fn flag(v: &Option<String>) -> bool {
+    v.as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}

@@ -1,0 +1,176 @@
+//! Operational endpoints: liveness, readiness, metrics, the API help text and the status page.
+
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use std::fmt::Write;
+
+/// `GET /healthz`: the process serves HTTP. The body says which role and NATS state it has.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "role": state.role(),
+        "nats": state.nats.state(),
+    }))
+}
+
+/// `GET /readyz`: 200 once the store is open and, on a replica, the initial sync is done;
+/// 503 before. A replica whose primary is down stays ready (it serves what it has), and says so.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (accounts, activations) = state.store.counts();
+    let mut detail = json!({
+        "role": state.role(),
+        "store": state.store.backend_name(),
+        "accounts": accounts,
+        "activations": activations,
+        "head_seq": state.store.head(),
+        "nats": state.nats.state(),
+    });
+    let ready = match &state.replica {
+        None => true,
+        Some(r) => {
+            let s = r.status();
+            detail["replica"] = json!({
+                "initial_sync_done": s.synced,
+                "primary": s.primary,
+                "primary_reachable": s.reachable,
+                "applied_seq": s.applied_seq,
+                "primary_head_seq": s.primary_head,
+                "lag_sequences": s.primary_head.saturating_sub(s.applied_seq),
+                "lag_seconds": s.lag_seconds,
+            });
+            s.synced
+        }
+    };
+    detail["ready"] = json!(ready);
+    if ready {
+        HttpResponse::Ok().json(detail)
+    } else {
+        HttpResponse::ServiceUnavailable().json(detail)
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (accounts, activations) = state.store.counts();
+    if let Some(r) = &state.replica {
+        let s = r.status();
+        state
+            .metrics
+            .replica_state(s.primary_head.saturating_sub(s.applied_seq), s.lag_seconds, s.reachable);
+    }
+    let body = state
+        .metrics
+        .render(accounts, activations, state.store.head(), state.nats.state() == "connected");
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+}
+
+/// `GET /jwt/v1/help`
+pub async fn help() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(HELP)
+}
+
+const HELP: &str = "# NATS Account Server JWT API HELP
+
+## GET /jwt/v1/help
+Returns this page.
+
+## GET /jwt/v1/operator
+The operator JWT this server trusts, if one is configured. Options: text=true, decode=true.
+
+## GET /jwt/v1/accounts and /jwt/v1/accounts/
+200 with an empty body: the probe nats-server sends at startup to its URL resolver.
+
+## GET /jwt/v1/accounts/<pubkey>
+The account JWT, Content-Type application/jwt, ETag \"<jti>\" (If-None-Match answers 304),
+Cache-Control from the JWT's expiry and the configured max-age. 404 when unknown, 400 when the
+key is not an account public key. Options:
+  text=true    the JWT as text/plain
+  decode=true  header and claims as JSON (dates and nested activation tokens expanded)
+  check=true   404 when the JWT has expired
+  notify=true  re-send the claims-update notification to nats-server
+
+## POST /jwt/v1/accounts/<pubkey>
+Body: the raw account JWT (any Content-Type). It must be signed by the operator or one of its
+signing keys, its subject must be <pubkey>, and it must not be expired. 200 once stored durably
+and nats-server has been notified; 400 with the reason when invalid; 409 when a newer JWT is
+stored; 413 when the body is too large; 405 on a read-only store; 503 on a replica whose
+primary is unreachable (replicas forward writes to their primary).
+
+## GET /jwt/v1/activations/<hash>
+An activation token by its hash: padded base32 of sha256(\"<iss>.<sub>.<subject up to its
+first wildcard>\"), `_` for a subject that starts with a wildcard. Options: text, decode,
+notify; ETag, 304 and Cache-Control as for accounts.
+
+## POST /jwt/v1/activations
+Body: the raw activation token. Its issuing account must be known to this server. 200 with the
+hash as the body.
+
+## GET /jwt/v1/pack?max=N
+All tokens as `key|jwt` lines (the Go server's format).
+
+## GET /jwt/v1/changes?since=SEQ&limit=N&wait=SECS
+The change feed replicas follow: `seq|kind|key|jwt` lines, headers X-Store-Id and X-Head-Seq;
+wait holds the request until a change after SEQ exists.
+
+## GET /healthz, /readyz, /metrics, /
+Liveness, readiness (JSON detail), Prometheus metrics, and a status page.
+";
+
+/// `GET /`: a status page for people; plain HTML, no external assets.
+pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
+    let (accounts, activations) = state.store.counts();
+    let mut rows = String::new();
+    let recent = state.store.changes_since(state.store.head().saturating_sub(20), 20);
+    for e in recent.iter().rev() {
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            e.seq,
+            e.kind.as_str(),
+            html_escape(&e.key),
+            html_escape(&crate::jwt::unix_to_rfc3339(e.iat))
+        );
+    }
+    let replica = match &state.replica {
+        None => String::new(),
+        Some(r) => {
+            let s = r.status();
+            format!(
+                "<tr><th>Primary</th><td>{} ({})</td></tr><tr><th>Replica lag</th><td>{} sequences, {:.1} s</td></tr><tr><th>Initial sync</th><td>{}</td></tr>",
+                html_escape(&s.primary),
+                if s.reachable { "reachable" } else { "unreachable" },
+                s.primary_head.saturating_sub(s.applied_seq),
+                s.lag_seconds,
+                if s.synced { "done" } else { "in progress" }
+            )
+        }
+    };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>nats-account-server</title>\
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style></head>\
+<body><h1>nats-account-server</h1><table>\
+<tr><th>Role</th><td id=\"role\">{role}</td></tr>\
+<tr><th>Accounts</th><td id=\"accounts\">{accounts}</td></tr>\
+<tr><th>Activations</th><td>{activations}</td></tr>\
+<tr><th>Store</th><td>{store} (lineage {lineage})</td></tr>\
+<tr><th>Head sequence</th><td>{head}</td></tr>\
+<tr><th>NATS</th><td>{nats}</td></tr>{replica}</table>\
+<h2>Latest changes</h2><table><tr><th>Seq</th><th>Kind</th><th>Key</th><th>Issued</th></tr>{rows}</table>\
+<p><a href=\"/jwt/v1/help\">API help</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
+        role = state.role(),
+        store = state.store.backend_name(),
+        lineage = html_escape(state.store.lineage()),
+        head = state.store.head(),
+        nats = state.nats.state(),
+    );
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

@@ -1,0 +1,80 @@
+//! Token responses: the body, `ETag`, `If-None-Match` → 304, `Cache-Control`, and the `text`,
+//! `decode` and `check` options. Shared by accounts, activations and the operator.
+
+use super::flag;
+use crate::error::ApiError;
+use crate::jwt::{self, view};
+use crate::store::Entry;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Query options of token GETs.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadOpts {
+    /// Serve as `text/plain`.
+    pub text: Option<String>,
+    /// Serve the decoded view.
+    pub decode: Option<String>,
+    /// 404 when expired.
+    pub check: Option<String>,
+    /// Re-send the NATS notification.
+    pub notify: Option<String>,
+}
+
+/// `Cache-Control` for a token: never a negative max-age (the Go server's bug). A token that
+/// does not expire gets `max_age`; one that does gets the time left, capped at `max_age`; an
+/// expired one must not be cached.
+pub fn cache_control(exp: Option<i64>, now: i64, max_age: Duration) -> String {
+    let cap = max_age.as_secs() as i64;
+    let age = match exp {
+        None => cap,
+        Some(exp) if exp <= now => return "no-cache".to_string(),
+        Some(exp) => (exp - now).min(cap),
+    };
+    format!("max-age={age}, stale-while-revalidate=3600, stale-if-error=3600")
+}
+
+/// Renders `entry` according to `opts`.
+///
+/// # Errors
+/// [`ApiError::NotFound`] for `check=true` on an expired token.
+pub fn token(entry: &Entry, opts: &ReadOpts, req: &HttpRequest, max_age: Duration) -> Result<HttpResponse, ApiError> {
+    let now = jwt::now_unix();
+    if flag(&opts.check) && entry.exp.is_some_and(|e| e < now) {
+        return Err(ApiError::NotFound(format!("{} (the stored JWT has expired)", entry.key)));
+    }
+    if flag(&opts.decode) {
+        let view = view::render(entry.jwt_str())?;
+        return Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(view));
+    }
+    if flag(&opts.text) {
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(entry.jwt.clone()));
+    }
+    let cc = cache_control(entry.exp, now, max_age);
+    if if_none_match(req, &entry.etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, entry.etag.as_str()))
+            .insert_header((header::CACHE_CONTROL, cc))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/jwt"))
+        .insert_header((header::ETAG, entry.etag.as_str()))
+        .insert_header((header::CACHE_CONTROL, cc))
+        .body(entry.jwt.clone()))
+}
+
+/// True when `If-None-Match` lists `etag` (or `*`).
+fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers().get_all(header::IF_NONE_MATCH).any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == "*")
+        })
+    })
+}

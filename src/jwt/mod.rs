@@ -1,0 +1,434 @@
+//! NATS JWTs: decoding, signature verification, typed claims and claim validation.
+//!
+//! This module is pure (no I/O). It understands both JWT generations that nats-server accepts:
+//! v2 (`alg: ed25519-nkey`, signature over `header.payload`) and v1 (`alg: ed25519`, signature
+//! over the payload segment only). Keys are nkeys; the issuer's public key is the verification key,
+//! so a token is self-describing and verification needs no key store.
+//!
+//! What a token *means* for this server (which issuers are trusted, whether it is newer than the
+//! stored one) is decided elsewhere: [`trust`] for issuers, `store` for ordering.
+
+pub mod encode;
+pub mod trust;
+pub mod view;
+
+use data_encoding::{BASE32, BASE64URL_NOPAD};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `alg` of JWT v2 tokens (nats-io/jwt v2).
+pub const ALG_V2: &str = "ed25519-nkey";
+/// `alg` of JWT v1 tokens (nats-io/jwt v1); still accepted, as nats-server does.
+pub const ALG_V1: &str = "ed25519";
+
+/// Why a token was refused. Messages are one line and safe to show to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// Not three base64url segments of JSON, or missing required claims.
+    #[error("malformed JWT: {0}")]
+    Malformed(String),
+    /// The header names an algorithm nats does not use.
+    #[error("unsupported JWT algorithm {0:?} (expected \"ed25519-nkey\" or \"ed25519\")")]
+    UnsupportedAlgorithm(String),
+    /// The issuer is not a valid nkey public key.
+    #[error("JWT issuer {0:?} is not a valid nkey public key")]
+    BadIssuerKey(String),
+    /// The signature does not verify against the issuer key.
+    #[error("JWT signature does not verify against its issuer {0}")]
+    BadSignature(String),
+    /// The token is of another kind than the endpoint takes.
+    #[error("expected an {expected} JWT, got {got:?}")]
+    WrongType {
+        /// What the caller needed.
+        expected: ClaimType,
+        /// The `type` the token declares.
+        got: String,
+    },
+    /// `exp` is in the past.
+    #[error("JWT expired at {0}")]
+    Expired(String),
+    /// `nbf` is in the future.
+    #[error("JWT is not valid before {0}")]
+    NotYetValid(String),
+    /// A claim is structurally wrong for its type (for example a user key as an account subject).
+    #[error("invalid claims: {0}")]
+    InvalidClaims(String),
+}
+
+/// The role a public nkey plays, from its prefix character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `O…`
+    Operator,
+    /// `A…`
+    Account,
+    /// `U…`
+    User,
+    /// `N…`, `C…` and anything else valid but irrelevant here.
+    Other,
+}
+
+/// Classifies a public key, validating its base32 encoding and CRC.
+/// Returns `None` for anything that is not a well-formed nkey public key.
+pub fn key_kind(key: &str) -> Option<KeyKind> {
+    // Cheap shape checks first: public nkeys are 56 upper-case base32 characters. This also keeps
+    // path-like input (`..`, `/`, `%2e`) away from the decoder and any store.
+    if key.len() != 56 || !key.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)) {
+        return None;
+    }
+    nkeys::KeyPair::from_public_key(key).ok()?;
+    Some(match key.as_bytes()[0] {
+        b'O' => KeyKind::Operator,
+        b'A' => KeyKind::Account,
+        b'U' => KeyKind::User,
+        _ => KeyKind::Other,
+    })
+}
+
+/// True when `key` is a valid account public key.
+pub fn is_account_key(key: &str) -> bool {
+    key_kind(key) == Some(KeyKind::Account)
+}
+
+/// The `type` of a claim set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimType {
+    /// An operator JWT (self-signed, lists signing keys).
+    Operator,
+    /// An account JWT (signed by the operator or one of its signing keys).
+    Account,
+    /// An activation token (an account's grant to import a private export).
+    Activation,
+    /// A user JWT.
+    User,
+    /// Anything else (generic claims).
+    Generic,
+}
+
+impl std::fmt::Display for ClaimType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClaimType::Operator => "operator",
+            ClaimType::Account => "account",
+            ClaimType::Activation => "activation",
+            ClaimType::User => "user",
+            ClaimType::Generic => "generic",
+        })
+    }
+}
+
+/// A signing key entry: a bare key, or (accounts, v2) a scoped signing key object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SigningKey {
+    /// `"O…"` / `"A…"`
+    Key(String),
+    /// `{"kind": "user_scope", "key": "A…", …}`
+    Scoped {
+        /// The public key.
+        key: String,
+    },
+}
+
+impl SigningKey {
+    /// The public key, whatever the form.
+    pub fn key(&self) -> &str {
+        match self {
+            SigningKey::Key(k) | SigningKey::Scoped { key: k } => k,
+        }
+    }
+}
+
+/// The `nats` section fields this server needs. Everything else stays in the raw token.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NatsClaims {
+    /// v2 claim type (`operator`, `account`, `activation`, …).
+    #[serde(rename = "type", default)]
+    pub claim_type: Option<String>,
+    /// Claims version: 2 for v2 tokens, absent or 1 for v1.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// Operator and account signing keys.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKey>,
+    /// Activation: the import subject.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Activation (v2): the account that issued it when signed by a signing key.
+    #[serde(default)]
+    pub issuer_account: Option<String>,
+    /// Operator: the system account public key.
+    #[serde(default)]
+    pub system_account: Option<String>,
+    /// Operator: the account server URL nsc pushes to.
+    #[serde(default)]
+    pub account_server_url: Option<String>,
+}
+
+/// The registered claims plus the parts of `nats` this server uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    /// Unique id of this token; the ETag.
+    #[serde(default)]
+    pub jti: String,
+    /// Issued-at, seconds since the epoch; orders versions of the same account.
+    #[serde(default)]
+    pub iat: i64,
+    /// Issuer public key (the signer).
+    pub iss: String,
+    /// Subject public key (the account, operator, or for activations the importing account).
+    pub sub: String,
+    /// Expiry, seconds since the epoch; 0 or absent means never.
+    #[serde(default)]
+    pub exp: Option<i64>,
+    /// Not-before, seconds since the epoch.
+    #[serde(default)]
+    pub nbf: Option<i64>,
+    /// Friendly name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// v1 tokens carry the type at the top level.
+    #[serde(rename = "type", default)]
+    pub v1_type: Option<String>,
+    /// The nats-specific section.
+    #[serde(default)]
+    pub nats: NatsClaims,
+}
+
+impl Claims {
+    /// The declared claim type, from `nats.type` (v2) or the top-level `type` (v1).
+    pub fn claim_type(&self) -> ClaimType {
+        match self.type_str() {
+            "operator" => ClaimType::Operator,
+            "account" => ClaimType::Account,
+            "activation" => ClaimType::Activation,
+            "user" => ClaimType::User,
+            _ => ClaimType::Generic,
+        }
+    }
+
+    fn type_str(&self) -> &str {
+        self.nats
+            .claim_type
+            .as_deref()
+            .or(self.v1_type.as_deref())
+            .unwrap_or("")
+    }
+
+    /// `exp` as an `Option`, treating 0 as "never" like the Go library.
+    pub fn expires(&self) -> Option<i64> {
+        self.exp.filter(|e| *e > 0)
+    }
+
+    /// Time checks as the Go library's `Validate` does them: `exp` passed, `nbf` not reached.
+    ///
+    /// # Errors
+    /// [`JwtError::Expired`] or [`JwtError::NotYetValid`].
+    pub fn check_time(&self, now: i64) -> Result<(), JwtError> {
+        if let Some(exp) = self.expires() {
+            if exp < now {
+                return Err(JwtError::Expired(unix_to_rfc3339(exp)));
+            }
+        }
+        if let Some(nbf) = self.nbf.filter(|n| *n > 0) {
+            if nbf > now {
+                return Err(JwtError::NotYetValid(unix_to_rfc3339(nbf)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails unless the token is of type `expected`.
+    ///
+    /// # Errors
+    /// [`JwtError::WrongType`].
+    pub fn expect_type(&self, expected: ClaimType) -> Result<(), JwtError> {
+        if self.claim_type() == expected {
+            Ok(())
+        } else {
+            Err(JwtError::WrongType {
+                expected,
+                got: self.type_str().to_string(),
+            })
+        }
+    }
+}
+
+/// A decoded token whose signature has been verified against its `iss`.
+#[derive(Debug, Clone)]
+pub struct Jwt {
+    /// The token text exactly as received (no surrounding whitespace).
+    pub raw: String,
+    /// The `alg` from the header.
+    pub alg: String,
+    /// The typed claims.
+    pub claims: Claims,
+}
+
+/// Decodes `token` and verifies its signature with the issuer's key.
+///
+/// Surrounding whitespace is ignored (files and `curl --data @file` often add a newline).
+///
+/// # Errors
+/// Any [`JwtError`] that says why the token is not a well-formed, correctly signed NATS JWT.
+pub fn decode(token: &str) -> Result<Jwt, JwtError> {
+    let token = token.trim();
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed("expected three '.'-separated segments".into()));
+    };
+    let header: Header = serde_json::from_slice(&b64(h64, "header")?)
+        .map_err(|e| JwtError::Malformed(format!("header is not valid JSON: {e}")))?;
+    let payload = b64(p64, "payload")?;
+    let claims: Claims = serde_json::from_slice(&payload)
+        .map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))?;
+    let sig = b64(s64, "signature")?;
+
+    // v2 signs "header.payload"; v1 signed the payload segment alone.
+    let signed: &[u8] = match header.alg.as_str() {
+        ALG_V2 => &token.as_bytes()[..h64.len() + 1 + p64.len()],
+        ALG_V1 => p64.as_bytes(),
+        other => return Err(JwtError::UnsupportedAlgorithm(other.to_string())),
+    };
+    let kp = nkeys::KeyPair::from_public_key(&claims.iss)
+        .map_err(|_| JwtError::BadIssuerKey(claims.iss.clone()))?;
+    kp.verify(signed, &sig)
+        .map_err(|_| JwtError::BadSignature(claims.iss.clone()))?;
+    Ok(Jwt {
+        raw: token.to_string(),
+        alg: header.alg,
+        claims,
+    })
+}
+
+/// Parses the claims of a token without verifying the signature. Only for tokens that were
+/// verified before they were stored.
+///
+/// # Errors
+/// [`JwtError::Malformed`].
+pub fn parse_unverified(token: &str) -> Result<Claims, JwtError> {
+    let p64 = token
+        .trim()
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| JwtError::Malformed("expected three '.'-separated segments".into()))?;
+    serde_json::from_slice(&b64(p64, "payload")?).map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))
+}
+
+/// Decodes and verifies an account JWT and checks what the claims alone can tell: the type, that
+/// `sub` is an account key and `iss` an operator key, and the time window.
+///
+/// Whether the issuer is *trusted* is [`trust::TrustedKeys::check_issuer`]'s job.
+///
+/// # Errors
+/// Any [`JwtError`].
+pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
+    let jwt = decode(token)?;
+    let c = &jwt.claims;
+    c.expect_type(ClaimType::Account)?;
+    if !is_account_key(&c.sub) {
+        return Err(JwtError::InvalidClaims(format!("subject {:?} is not an account public key", c.sub)));
+    }
+    if key_kind(&c.iss) != Some(KeyKind::Operator) {
+        return Err(JwtError::InvalidClaims(format!(
+            "issuer {} is not an operator key (account JWTs are signed by the operator or one of its signing keys)",
+            c.iss
+        )));
+    }
+    for sk in &c.nats.signing_keys {
+        if !is_account_key(sk.key()) {
+            return Err(JwtError::InvalidClaims(format!("signing key {:?} is not an account public key", sk.key())));
+        }
+    }
+    c.check_time(now)?;
+    Ok(jwt)
+}
+
+/// Decodes and verifies an activation token and checks its shape: issued by an account (or an
+/// operator), for an account subject, with an import subject, within its time window.
+///
+/// # Errors
+/// Any [`JwtError`].
+pub fn decode_activation(token: &str, now: i64) -> Result<Jwt, JwtError> {
+    let jwt = decode(token)?;
+    let c = &jwt.claims;
+    c.expect_type(ClaimType::Activation)?;
+    if !matches!(key_kind(&c.iss), Some(KeyKind::Account | KeyKind::Operator)) {
+        return Err(JwtError::InvalidClaims(format!("issuer {} is not an account or operator key", c.iss)));
+    }
+    if !is_account_key(&c.sub) {
+        return Err(JwtError::InvalidClaims(format!("subject {:?} is not an account public key", c.sub)));
+    }
+    if let Some(ia) = c.nats.issuer_account.as_deref().filter(|s| !s.is_empty()) {
+        if !is_account_key(ia) {
+            return Err(JwtError::InvalidClaims(format!("issuer_account {ia:?} is not an account public key")));
+        }
+    }
+    if c.nats.subject.as_deref().unwrap_or("").is_empty() {
+        return Err(JwtError::InvalidClaims("activation has no import subject".into()));
+    }
+    c.check_time(now)?;
+    Ok(jwt)
+}
+
+/// The official `ActivationClaims.HashID()`: padded base32 of sha256 of
+/// `iss.sub.<import subject cut before its first wildcard token>` (`_` when the subject starts
+/// with a wildcard). It is the key activations are stored and served under.
+///
+/// # Errors
+/// [`JwtError::InvalidClaims`] when issuer, subject or import subject is empty.
+pub fn activation_hash(claims: &Claims) -> Result<String, JwtError> {
+    let subject = claims.nats.subject.as_deref().unwrap_or("");
+    if claims.iss.is_empty() || claims.sub.is_empty() || subject.is_empty() {
+        return Err(JwtError::InvalidClaims("not enough data in the activation claims to create a hash".into()));
+    }
+    let base = format!("{}.{}.{}", claims.iss, claims.sub, clean_subject(subject));
+    Ok(BASE32.encode(&Sha256::digest(base.as_bytes())))
+}
+
+/// Cuts a subject before its first `*` or `>` token, as the Go library's `cleanSubject` does.
+fn clean_subject(subject: &str) -> String {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    match tokens.iter().position(|t| *t == "*" || *t == ">") {
+        Some(0) => "_".to_string(),
+        Some(i) => tokens[..i].join("."),
+        None => subject.to_string(),
+    }
+}
+
+/// True when `s` has the shape of an activation hash (56 base32 characters, `=` padded to 56).
+pub fn is_activation_hash(s: &str) -> bool {
+    s.len() == 56 && BASE32.decode(s.as_bytes()).is_ok_and(|d| d.len() == 32)
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    alg: String,
+}
+
+fn b64(seg: &str, what: &str) -> Result<Vec<u8>, JwtError> {
+    // Some encoders pad; the Go library accepts both, so strip '=' before strict decoding.
+    BASE64URL_NOPAD
+        .decode(seg.trim_end_matches('=').as_bytes())
+        .map_err(|_| JwtError::Malformed(format!("{what} is not base64url")))
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC rendering of a Unix time; negative or absurd values fall back to the number.
+pub fn unix_to_rfc3339(t: i64) -> String {
+    u64::try_from(t)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)))
+        .filter(|st| st.duration_since(UNIX_EPOCH).is_ok_and(|d| d.as_secs() < 253_402_300_800))
+        .map(|st| humantime::format_rfc3339_seconds(st).to_string())
+        .unwrap_or_else(|| t.to_string())
+}

@@ -1,0 +1,116 @@
+//! The binary: parse flags, load settings, set up logging, bind, run until a signal.
+//! SIGINT/SIGTERM stop gracefully; SIGHUP reloads the configuration (log level, operator and
+//! system-account JWTs) without dropping the listener.
+
+use anyhow::Context;
+use nats_account_server::config::{Cli, LoadReport, LoggingSettings, Settings};
+use nats_account_server::server::{load_trust, RunningServer};
+use std::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::parse_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2.into() } else { 0.into() };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0.into(),
+        Err(e) => {
+            eprintln!("nats-account-server: {e:#}");
+            1.into()
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<(Settings, LoadReport)> {
+    let overrides = cli.overrides().map_err(anyhow::Error::msg)?;
+    Ok(Settings::load(cli.config.as_deref(), std::env::vars(), &overrides)?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (settings, report) = load(&cli)?;
+    if cli.command.is_some() {
+        println!("configuration OK");
+        return Ok(());
+    }
+    let filter = init_logging(&settings.logging);
+    for key in &report.ignored_keys {
+        tracing::warn!(key = %key, "config key from the Go account server is not supported here and is ignored");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(cli, settings, filter))
+}
+
+async fn serve(cli: Cli, settings: Settings, filter: FilterHandle) -> anyhow::Result<()> {
+    let bind = format!("{}:{}", settings.http.host, settings.http.port);
+    let listener = TcpListener::bind(&bind).with_context(|| format!("binding HTTP listener on {bind}"))?;
+    let server = RunningServer::start(settings, listener).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&cli, &server, &filter),
+        }
+    }
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+/// SIGHUP: re-read the configuration; apply what can change live, keep the rest.
+fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
+    let settings = match load(cli) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            tracing::error!(cause = %format!("{e:#}"), "reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    let _ = filter.reload(env_filter(&settings.logging));
+    match load_trust(&settings) {
+        Ok(trust) => {
+            server.set_trust(trust);
+            tracing::info!("configuration reloaded (log level, operator, system account)");
+        }
+        Err(e) => tracing::error!(cause = %e, "reload failed; keeping the running trust anchor"),
+    }
+}
+
+fn env_filter(logging: &LoggingSettings) -> EnvFilter {
+    let level = if logging.trace {
+        "trace"
+    } else if logging.debug {
+        "debug"
+    } else {
+        "info"
+    };
+    // Our crate at the chosen level; dependencies one notch quieter unless tracing.
+    let deps = if logging.trace { "debug" } else { "warn" };
+    EnvFilter::new(format!("{deps},nats_account_server={level}"))
+}
+
+fn init_logging(logging: &LoggingSettings) -> FilterHandle {
+    let (filter, handle) = reload::Layer::new(env_filter(logging));
+    let registry = tracing_subscriber::registry().with(filter);
+    let base = fmt::layer().with_ansi(logging.colors).with_target(false);
+    match (logging.json, logging.time) {
+        (true, _) => registry.with(fmt::layer().json().with_target(false)).init(),
+        (false, true) => registry.with(base).init(),
+        (false, false) => registry.with(base.without_time()).init(),
+    }
+    handle
+}

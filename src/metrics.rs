@@ -1,0 +1,178 @@
+//! Prometheus metrics, one registry per server instance (so a primary and replicas can run in
+//! one test process). Labels are low-cardinality: route templates and status codes, never keys.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::Arc;
+
+/// Cheap, cloneable handle to this instance's metric families.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    notifications: IntCounterVec,
+    rejections: IntCounterVec,
+    store_entries: IntGaugeVec,
+    head_seq: IntGauge,
+    nats_connected: IntGauge,
+    replica_lag_seq: IntGauge,
+    replica_lag_seconds: prometheus::Gauge,
+    primary_reachable: IntGauge,
+    replica_applied: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("nas_http_requests_total", "HTTP requests by route template, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("nas_http_request_duration_seconds", "HTTP request latency by route template")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let notifications = IntCounterVec::new(
+            Opts::new("nas_notifications_total", "NATS claims-update notifications by result (sent, failed, dropped)"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let rejections = IntCounterVec::new(
+            Opts::new("nas_validation_rejections_total", "Rejected writes by reason code"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let store_entries = IntGaugeVec::new(Opts::new("nas_store_entries", "Stored tokens by kind"), &["kind"])
+            .expect("valid metric");
+        let head_seq = IntGauge::new("nas_store_head_sequence", "Head sequence of the change log").expect("valid metric");
+        let nats_connected =
+            IntGauge::new("nas_nats_connected", "1 when connected to NATS, 0 otherwise (absent NATS: 0)").expect("valid metric");
+        let replica_lag_seq = IntGauge::new(
+            "nas_replica_lag_sequences",
+            "Replica: primary head sequence minus the last applied sequence",
+        )
+        .expect("valid metric");
+        let replica_lag_seconds = prometheus::Gauge::new(
+            "nas_replica_lag_seconds",
+            "Replica: seconds since the replica was last known to be in sync with the primary",
+        )
+        .expect("valid metric");
+        let primary_reachable =
+            IntGauge::new("nas_replica_primary_reachable", "Replica: 1 when the last request to the primary succeeded")
+                .expect("valid metric");
+        let replica_applied = IntCounterVec::new(
+            Opts::new("nas_replica_applied_total", "Replica: tokens applied by source (feed, nats, miss, forward)"),
+            &["source"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(notifications.clone()),
+            Box::new(rejections.clone()),
+            Box::new(store_entries.clone()),
+            Box::new(head_seq.clone()),
+            Box::new(nats_connected.clone()),
+            Box::new(replica_lag_seq.clone()),
+            Box::new(replica_lag_seconds.clone()),
+            Box::new(primary_reachable.clone()),
+            Box::new(replica_applied.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                latency,
+                notifications,
+                rejections,
+                store_entries,
+                head_seq,
+                nats_connected,
+                replica_lag_seq,
+                replica_lag_seconds,
+                primary_reachable,
+                replica_applied,
+            }),
+        }
+    }
+
+    /// Records one HTTP request.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let i = &self.inner;
+        i.requests
+            .with_label_values(&[route, method, status_label(status)])
+            .inc();
+        i.latency.with_label_values(&[route]).observe(seconds);
+    }
+
+    /// Counts a notification outcome (`sent`, `failed`, `dropped`).
+    pub fn notification(&self, result: &str) {
+        self.inner.notifications.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a rejected write by reason code.
+    pub fn rejection(&self, reason: &str) {
+        self.inner.rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a token applied by a replica.
+    pub fn replica_applied(&self, source: &str) {
+        self.inner.replica_applied.with_label_values(&[source]).inc();
+    }
+
+    /// Replica lag gauges and primary reachability.
+    pub fn replica_state(&self, lag_seq: u64, lag_seconds: f64, reachable: bool) {
+        let i = &self.inner;
+        i.replica_lag_seq.set(lag_seq as i64);
+        i.replica_lag_seconds.set(lag_seconds);
+        i.primary_reachable.set(i64::from(reachable));
+    }
+
+    /// Renders the text exposition, after refreshing the gauges sampled at scrape time.
+    pub fn render(&self, accounts: usize, activations: usize, head: u64, nats_connected: bool) -> String {
+        let i = &self.inner;
+        i.store_entries.with_label_values(&["account"]).set(accounts as i64);
+        i.store_entries.with_label_values(&["activation"]).set(activations as i64);
+        i.head_seq.set(head as i64);
+        i.nats_connected.set(i64::from(nats_connected));
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&i.registry.gather(), &mut out)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        304 => "304",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        500 => "500",
+        503 => "503",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

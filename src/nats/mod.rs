@@ -1,0 +1,135 @@
+//! The NATS side: one connection to the system account, made in the background.
+//!
+//! The HTTP server never waits for NATS: nats-server needs our HTTP resolver to start, so
+//! blocking on NATS at start would deadlock a fresh cluster (the Go server's issue #53). The
+//! connection is retried forever; its state is visible through [`NatsHandle::state`].
+
+pub mod notify;
+
+use crate::config::NatsSettings;
+use async_nats::connection::State;
+use std::time::Duration;
+
+pub use notify::Notifier;
+
+/// A connection that may not be established (yet). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NatsHandle {
+    client: Option<async_nats::Client>,
+}
+
+/// Why the NATS settings cannot be used (bad creds file, bad seed).
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// A file named in the settings could not be read or parsed.
+    #[error("nats.{key}: {message}")]
+    Settings {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The client refused the options.
+    #[error("nats: {0}")]
+    Connect(String),
+}
+
+impl NatsHandle {
+    /// No NATS configured.
+    pub fn disabled() -> NatsHandle {
+        NatsHandle { client: None }
+    }
+
+    /// Starts connecting to `settings.servers` in the background; returns at once.
+    /// Returns a disabled handle when no servers are configured.
+    ///
+    /// # Errors
+    /// [`NatsError`] for unreadable credentials or invalid URLs; unreachable servers are not an
+    /// error (the client keeps retrying).
+    pub async fn connect(settings: &NatsSettings) -> Result<NatsHandle, NatsError> {
+        if settings.servers.0.is_empty() {
+            return Ok(NatsHandle::disabled());
+        }
+        let wait = settings.reconnectwait.0.max(Duration::from_millis(10));
+        let mut opts = async_nats::ConnectOptions::new()
+            .name("nats-account-server")
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(settings.connecttimeout.0)
+            .reconnect_delay_callback(move |_attempts| wait)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                    other => tracing::info!(event = %other, "NATS event"),
+                }
+            });
+        if let Some(path) = &settings.usercredentials {
+            opts = opts.credentials_file(path).await.map_err(|e| NatsError::Settings {
+                key: "usercredentials",
+                message: format!("{}: {e}", path.display()),
+            })?;
+        }
+        if let Some(path) = &settings.nkey {
+            let seed = std::fs::read_to_string(path).map_err(|e| NatsError::Settings {
+                key: "nkey",
+                message: format!("{}: {e}", path.display()),
+            })?;
+            let seed = seed
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("SU"))
+                .ok_or_else(|| NatsError::Settings {
+                    key: "nkey",
+                    message: format!("{}: no user nkey seed (SU…) found", path.display()),
+                })?;
+            opts = opts.nkey(seed.to_string());
+        }
+        if let Some(tls) = &settings.tls {
+            opts = opts.require_tls(true);
+            if let Some(root) = &tls.root {
+                opts = opts.add_root_certificates(root.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                opts = opts.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let addrs: Vec<async_nats::ServerAddr> = settings
+            .servers
+            .0
+            .iter()
+            .map(|s| s.parse().map_err(|e| NatsError::Connect(format!("server URL {s:?}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let client = opts
+            .connect(addrs)
+            .await
+            .map_err(|e| NatsError::Connect(e.to_string()))?;
+        Ok(NatsHandle { client: Some(client) })
+    }
+
+    /// The client, when NATS is configured.
+    pub fn client(&self) -> Option<&async_nats::Client> {
+        self.client.as_ref()
+    }
+
+    /// `disabled`, `connecting`, `connected` or `disconnected`.
+    pub fn state(&self) -> &'static str {
+        match self.client.as_ref().map(|c| c.connection_state()) {
+            None => "disabled",
+            Some(State::Pending) => "connecting",
+            Some(State::Connected) => "connected",
+            Some(State::Disconnected) => "disconnected",
+        }
+    }
+
+    /// Flushes and drains the connection at shutdown (bounded by the caller).
+    pub async fn close(&self) {
+        if let Some(c) = &self.client {
+            if c.connection_state() == State::Connected {
+                let _ = c.flush().await;
+                let _ = c.drain().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Claims-update notifications to nats-server.
+//!
+//! nats-server's URL resolver has no cache expiry: a loaded account is only updated when a
+//! claims-update message arrives. So after every accepted change we publish the raw JWT on
+//! `$SYS.ACCOUNT.<pub>.CLAIMS.UPDATE` (every 2.x server listens there) and/or the newer
+//! `$SYS.REQ.ACCOUNT.<pub>.CLAIMS.UPDATE`. Activations go to
+//! `$SYS.ACCOUNT.<issuer>.CLAIMS.ACTIVATE.<hash>` (only our replicas listen there).
+//!
+//! One task owns publishing, fed by a bounded queue: notifications keep their order, and a
+//! write never waits for NATS. While NATS is down, notifications are dropped and counted, like
+//! the Go server did; nats-server fetches over HTTP when it next loads the account anyway.
+
+use super::NatsHandle;
+use crate::metrics::Metrics;
+use crate::store::{Entry, Kind};
+use async_nats::connection::State;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Which account update subjects to publish on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateSubjects {
+    /// `$SYS.ACCOUNT.<pub>.CLAIMS.UPDATE`: understood by every nats-server 2.x.
+    #[default]
+    Old,
+    /// `$SYS.REQ.ACCOUNT.<pub>.CLAIMS.UPDATE`: 2.2 and later.
+    New,
+    /// Both (a server listening on both applies the second as a no-op).
+    Both,
+}
+
+/// The subjects an entry is published on.
+pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
+    match entry.kind {
+        Kind::Account => {
+            let old = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", entry.key);
+            let new = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", entry.key);
+            match which {
+                UpdateSubjects::Old => vec![old],
+                UpdateSubjects::New => vec![new],
+                UpdateSubjects::Both => vec![old, new],
+            }
+        }
+        Kind::Activation => vec![format!("$SYS.ACCOUNT.{}.CLAIMS.ACTIVATE.{}", entry.iss, entry.key)],
+    }
+}
+
+/// Handle to the notification task. Cheap to clone; a disabled notifier does nothing.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: Option<mpsc::Sender<Arc<Entry>>>,
+    metrics: Metrics,
+}
+
+/// Queue length; beyond it notifications are dropped (and counted) rather than delaying writes.
+const QUEUE: usize = 4096;
+
+impl Notifier {
+    /// Starts the publishing task on `nats` (a no-op notifier when NATS is disabled).
+    pub fn start(nats: &NatsHandle, which: UpdateSubjects, metrics: Metrics) -> Notifier {
+        let Some(client) = nats.client().cloned() else {
+            return Notifier { tx: None, metrics };
+        };
+        let (tx, mut rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            while let Some(entry) = rx.recv().await {
+                publish(&client, &entry, which, &m).await;
+            }
+        });
+        Notifier { tx: Some(tx), metrics }
+    }
+
+    /// Queues a notification for `entry`. Never blocks.
+    pub fn changed(&self, entry: Arc<Entry>) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(entry).is_err() {
+            self.metrics.notification("dropped");
+            tracing::warn!("notification queue full; notification dropped");
+        }
+    }
+}
+
+async fn publish(client: &async_nats::Client, entry: &Entry, which: UpdateSubjects, metrics: &Metrics) {
+    if client.connection_state() != State::Connected {
+        metrics.notification("failed");
+        tracing::warn!(key = %entry.key, "NATS is not connected; notification skipped");
+        return;
+    }
+    for subject in subjects(entry, which) {
+        // publish only enqueues into the client; a timeout guards against a full client buffer
+        // while the connection is being lost.
+        let sent = tokio::time::timeout(Duration::from_secs(2), client.publish(subject.clone(), entry.jwt.clone())).await;
+        match sent {
+            Ok(Ok(())) => {
+                metrics.notification("sent");
+                tracing::debug!(%subject, "notification published");
+            }
+            Ok(Err(e)) => {
+                metrics.notification("failed");
+                tracing::warn!(%subject, cause = %e, "notification failed");
+            }
+            Err(_) => {
+                metrics.notification("failed");
+                tracing::warn!(%subject, "notification timed out");
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The replica's sync task: initial sync, then a long-poll loop on the primary's change feed.
+//!
+//! The cursor (primary lineage + last applied sequence) is written in the same store commit as
+//! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
+//! state is: never skipping a change, and re-applying one is a no-op (same `jti`).
+
+use super::{ReplicaHandle, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE, META_SYNCED};
+use crate::config::Settings;
+use crate::jwt::trust::Operator;
+use crate::jwt::Jwt;
+use crate::state::Trust;
+use crate::store::Kind;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Tuning of the loop.
+#[derive(Debug, Clone)]
+pub struct Options {
+    batch: usize,
+    poll_wait: Duration,
+    max_backoff: Duration,
+}
+
+impl From<&Settings> for Options {
+    fn from(s: &Settings) -> Options {
+        Options {
+            batch: s.replication.batch,
+            poll_wait: s.replication.pollwait.0,
+            max_backoff: s.replication.maxbackoff.0,
+        }
+    }
+}
+
+/// Runs until `cancel` fires.
+pub(super) async fn run(
+    replica: ReplicaHandle,
+    opts: Options,
+    trust_tx: Arc<watch::Sender<Arc<Trust>>>,
+    status: watch::Sender<StatusCell>,
+    cancel: CancellationToken,
+) {
+    let store = replica.store.clone();
+    let client = replica.client.clone();
+    let mut lineage: Option<String> = store
+        .meta(META_PRIMARY_LINEAGE)
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let mut cursor = store.meta(META_PRIMARY_CURSOR).map_or(0, |b| super::decode_u64(&b));
+    let mut synced = store.meta(META_SYNCED).is_some();
+    let mut backoff = Duration::from_millis(100);
+
+    while !cancel.is_cancelled() {
+        if trust_tx.borrow().operator.is_none() && !fetch_operator(&replica, &trust_tx).await {
+            status.send_modify(|s| s.reachable = false);
+            if sleep_or_cancel(&cancel, backoff).await {
+                break;
+            }
+            backoff = (backoff * 2).min(opts.max_backoff);
+            continue;
+        }
+        // Long-poll only once caught up; during the initial sync, pages come back to back.
+        let wait = if synced && cursor > 0 { opts.poll_wait } else { Duration::ZERO };
+        let since = cursor;
+        let page = tokio::select! {
+            _ = cancel.cancelled() => break,
+            page = client.changes(since, opts.batch, wait) => page,
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(cause = %e, retry_in = ?backoff, "replication request failed");
+                status.send_modify(|s| {
+                    s.reachable = false;
+                    s.primary = client.current().to_string();
+                });
+                if matches!(e, super::client::SyncError::Unreachable { .. }) {
+                    client.rotate();
+                }
+                if sleep_or_cancel(&cancel, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(opts.max_backoff);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+
+        if lineage.as_deref() != Some(page.store_id.as_str()) {
+            if lineage.is_some() {
+                tracing::warn!(primary = %client.current(), old = ?lineage, new = %page.store_id,
+                    "primary store lineage changed (new or promoted primary): full resync, newer wins");
+            }
+            lineage = Some(page.store_id.clone());
+            if since != 0 {
+                // This page is relative to another store's sequence numbers; start over.
+                cursor = 0;
+                synced = false;
+                continue;
+            }
+        }
+
+        let last = page.changes.last().map(|c| c.0);
+        let count = page.changes.len();
+        let applied = apply_page(&replica, page.changes).await;
+        let new_cursor = last.unwrap_or(cursor);
+        let caught_up = count < opts.batch && new_cursor >= page.head;
+        let mut meta = Vec::new();
+        if new_cursor != cursor || since == 0 {
+            meta.push((META_PRIMARY_LINEAGE.to_string(), page.store_id.clone().into_bytes()));
+            meta.push((META_PRIMARY_CURSOR.to_string(), new_cursor.to_be_bytes().to_vec()));
+        }
+        if caught_up && !synced {
+            meta.push((META_SYNCED.to_string(), b"1".to_vec()));
+        }
+        if let Err(e) = store.put_many(applied, meta).await {
+            tracing::error!(cause = %e, "could not store replicated tokens; retrying");
+            if sleep_or_cancel(&cancel, backoff).await {
+                break;
+            }
+            continue;
+        }
+        cursor = new_cursor;
+        if caught_up && !synced {
+            tracing::info!(primary = %client.current(), head = page.head, "initial sync complete");
+            synced = true;
+        }
+        status.send_modify(|s| {
+            s.primary = client.current().to_string();
+            s.reachable = true;
+            s.synced = synced;
+            s.applied_seq = cursor;
+            s.primary_head = page.head.max(cursor);
+            if caught_up {
+                s.in_sync_at = Instant::now();
+            }
+        });
+    }
+}
+
+/// Verifies a page's tokens (in parallel: signature checks dominate a large initial sync) and
+/// returns those that pass. A token that fails is logged and skipped, never stored.
+async fn apply_page(replica: &ReplicaHandle, changes: Vec<(u64, Kind, String, String)>) -> Vec<(Kind, String, Jwt)> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let chunk = changes.len().div_ceil(workers).max(1);
+    let mut jobs = Vec::new();
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        let part = std::mem::replace(&mut rest, tail);
+        let r = replica.clone();
+        jobs.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .filter_map(|(seq, kind, key, token)| match r.verify(kind, &key, &token) {
+                    Ok(jwt) => Some((kind, key, jwt)),
+                    Err(e) => {
+                        tracing::warn!(seq, %key, cause = %e, "replicated token does not verify; skipped");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for job in jobs {
+        if let Ok(part) = job.await {
+            out.extend(part);
+        }
+    }
+    let n = out.len() as u64;
+    for _ in 0..n {
+        replica.metrics.replica_applied("feed");
+    }
+    out
+}
+
+/// Fetches the primary's operator JWT when none is configured locally. Returns whether an
+/// operator is now installed.
+async fn fetch_operator(replica: &ReplicaHandle, trust_tx: &watch::Sender<Arc<Trust>>) -> bool {
+    match replica.client.operator().await {
+        Ok(Some(token)) => match Operator::from_jwt(&token) {
+            Ok(op) => {
+                tracing::info!(operator = %op.public_key(), "using the primary's operator JWT as trust anchor");
+                trust_tx.send_modify(|t| {
+                    *t = Arc::new(Trust {
+                        operator: Some(op),
+                        system_account: t.system_account.clone(),
+                    })
+                });
+                true
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "the primary's operator JWT is invalid");
+                false
+            }
+        },
+        Ok(None) => {
+            tracing::error!("neither this replica nor its primary has an operator JWT; cannot verify tokens");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot fetch the operator JWT from the primary");
+            false
+        }
+    }
+}
+
+/// Sleeps `d`; returns true when cancelled first.
+async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

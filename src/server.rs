@@ -1,0 +1,261 @@
+//! Wiring and lifecycle: build the state from [`Settings`], serve HTTP on a listener the caller
+//! bound, start background tasks, and shut everything down in order.
+//!
+//! Start order matters: the HTTP listener serves before NATS is connected (nats-server needs
+//! our resolver probe to start), and the store is open before the first request.
+//! Shutdown order: stop accepting and drain HTTP, cancel background tasks and wait for them
+//! (bounded), drain NATS. The store needs no final flush: every acknowledged write was flushed.
+
+use crate::config::{Settings, StoreChoice};
+use crate::jwt::trust::{Operator, OperatorError};
+use crate::jwt::{self, KeyKind};
+use crate::metrics::Metrics;
+use crate::nats::{NatsError, NatsHandle, Notifier};
+use crate::replica::ReplicaHandle;
+use crate::state::{AppState, HttpOptions, Trust};
+use crate::store::{Entry, Kind, Store, StoreError};
+use actix_web::HttpServer;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file named in the settings could not be read.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// Which setting.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The operator JWT is unusable.
+    #[error("operatorjwtpath: {0}")]
+    Operator(#[from] OperatorError),
+    /// The system account JWT is unusable.
+    #[error("systemaccountjwtpath: {0}")]
+    SystemAccount(String),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// NATS settings are unusable.
+    #[error("{0}")]
+    Nats(#[from] NatsError),
+    /// The store kind is not available in this build.
+    #[error("store: {0}")]
+    Unsupported(String),
+    /// HTTP could not start.
+    #[error("http: {0}")]
+    Http(std::io::Error),
+}
+
+/// A running server: its address, state (for tests and the status page) and stop handle.
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    http: actix_web::dev::ServerHandle,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    nats: NatsHandle,
+    trust_tx: Arc<watch::Sender<Arc<Trust>>>,
+}
+
+/// Loads the operator and system-account files into a [`Trust`].
+///
+/// # Errors
+/// [`StartError`] naming the file and the problem.
+pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
+    let operator = match settings.operator_path() {
+        None => None,
+        Some(path) => Some(Operator::from_jwt(&read_token(&path, "operatorjwtpath")?)?),
+    };
+    let system_account = match &settings.systemaccountjwtpath {
+        None => None,
+        Some(path) => {
+            let token = read_token(path, "systemaccountjwtpath")?;
+            let jwt = jwt::decode(&token).map_err(|e| StartError::SystemAccount(e.to_string()))?;
+            if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
+                return Err(StartError::SystemAccount("subject is not an account key".into()));
+            }
+            if let Some(op) = &operator {
+                op.check_issuer(&jwt.claims.iss)
+                    .map_err(|e| StartError::SystemAccount(e.to_string()))?;
+                if op.system_account().is_some_and(|s| s != jwt.claims.sub) {
+                    return Err(StartError::SystemAccount(format!(
+                        "account {} is not the operator's system account {}",
+                        jwt.claims.sub,
+                        op.system_account().unwrap_or_default()
+                    )));
+                }
+            }
+            let key = jwt.claims.sub.clone();
+            Some(Arc::new(Entry::new(Kind::Account, &key, &jwt)))
+        }
+    };
+    Ok(Trust {
+        operator,
+        system_account,
+    })
+}
+
+fn read_token(path: &Path, what: &'static str) -> Result<String, StartError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| StartError::File {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Opens the store the settings select.
+///
+/// # Errors
+/// [`StartError::Store`] or [`StartError::Unsupported`].
+pub fn open_store(settings: &Settings) -> Result<Store, StartError> {
+    match settings.store_choice() {
+        StoreChoice::Sled(dir) => Ok(Store::open_sled(&dir)?),
+        StoreChoice::Memory { readonly } => Ok(Store::memory(!readonly)),
+        StoreChoice::Dir { path, .. } => Err(StartError::Unsupported(format!(
+            "the directory store ({}) is not available in this version; use the sled store (--data) or `--memory`",
+            path.display()
+        ))),
+        StoreChoice::Nsc(path) => Err(StartError::Unsupported(format!(
+            "the nsc store ({}) is not available in this version; use the sled store (--data)",
+            path.display()
+        ))),
+    }
+}
+
+impl RunningServer {
+    /// Starts serving `settings` on `listener` (already bound, so tests can bind port 0).
+    ///
+    /// # Errors
+    /// [`StartError`] when the configuration cannot be brought up.
+    pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningServer, StartError> {
+        let trust = load_trust(&settings)?;
+        if trust.operator.is_none() && !settings.is_replica() {
+            tracing::warn!("no operator JWT configured: POSTs will be refused (configure --operator)");
+        }
+        let store = open_store(&settings)?;
+        RunningServer::start_with_store(settings, listener, store, trust).await
+    }
+
+    /// [`RunningServer::start`] with an already opened store.
+    ///
+    /// # Errors
+    /// [`StartError`].
+    pub async fn start_with_store(
+        settings: Settings,
+        listener: TcpListener,
+        store: Store,
+        trust: Trust,
+    ) -> Result<RunningServer, StartError> {
+        let metrics = Metrics::new();
+        let (trust_tx, trust_rx) = watch::channel(Arc::new(trust));
+        let trust_tx = Arc::new(trust_tx);
+        let nats = NatsHandle::connect(&settings.nats).await?;
+        let notifier = Notifier::start(&nats, settings.nats.updatesubjects, metrics.clone());
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let replica = settings.is_replica().then(|| {
+            ReplicaHandle::start(
+                &settings,
+                store.clone(),
+                trust_tx.clone(),
+                nats.client().cloned(),
+                metrics.clone(),
+                cancel.clone(),
+                &tasks,
+            )
+        });
+        let state = AppState {
+            store,
+            trust: trust_rx,
+            notifier,
+            nats: nats.clone(),
+            http: HttpOptions {
+                max_age: settings.http.maxage.0,
+                max_body: settings.http.maxbodybytes,
+            },
+            replica,
+            metrics,
+        };
+
+        listener.set_nonblocking(true).map_err(StartError::Http)?;
+        let addr = listener.local_addr().map_err(StartError::Http)?;
+        let app_state = state.clone();
+        let mut http = HttpServer::new(move || crate::http::app(app_state.clone()))
+            .listen(listener)
+            .map_err(StartError::Http)?
+            .disable_signals()
+            .client_request_timeout(settings.http.readtimeout.0)
+            .shutdown_timeout(10);
+        if let Some(w) = settings.http.workers {
+            http = http.workers(w.max(1));
+        }
+        let http = http.run();
+        let handle = http.handle();
+        let http_task = tokio::spawn(http);
+
+        tracing::info!(%addr, role = state.role(), store = state.store.backend_name(), "listening");
+        tracing::info!(
+            "configure nats-server with:  resolver: URL(http://{}/jwt/v1/accounts/)",
+            display_addr(addr)
+        );
+        Ok(RunningServer {
+            addr,
+            state,
+            http: handle,
+            http_task,
+            cancel,
+            tasks,
+            nats,
+            trust_tx,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The application state (tests inspect the store through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Replaces the trust anchor (SIGHUP reload).
+    pub fn set_trust(&self, trust: Trust) {
+        self.trust_tx.send_replace(Arc::new(trust));
+    }
+
+    /// Graceful shutdown: stop HTTP (in-flight requests finish), stop background tasks, drain
+    /// NATS, each step bounded.
+    pub async fn stop(self) {
+        self.http.stop(true).await;
+        let _ = self.http_task.await;
+        self.cancel.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.nats.close()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// `0.0.0.0` is not something nats-server can connect to; suggest loopback in the hint.
+fn display_addr(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}

@@ -1,0 +1,147 @@
+//! The write path and the validation chain, independent of HTTP so the replica's NATS listener
+//! and the HTTP handlers apply exactly the same rules.
+//!
+//! Validation of an account JWT, in order (nothing that fails touches the store): it decodes;
+//! the signature verifies; `sub` is an account key equal to the path key; `iss` is the operator
+//! identity key or one of its signing keys; the claims are valid and not expired; it is not
+//! older than the stored one.
+
+use crate::error::ApiError;
+use crate::jwt::{self, Jwt};
+use crate::state::{AppState, Trust};
+use crate::store::{Entry, Kind, PutOutcome};
+use std::sync::Arc;
+
+/// Checks a posted account token against the path key and the trust anchor.
+///
+/// # Errors
+/// [`ApiError::WritesDisabled`] without an operator; otherwise the validation failure.
+pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jwt, ApiError> {
+    let operator = trust.operator.as_ref().ok_or_else(|| {
+        ApiError::WritesDisabled(
+            "no operator JWT is configured (--operator), so account JWTs cannot be verified and are not accepted".into(),
+        )
+    })?;
+    let token = token_text(body)?;
+    let jwt = jwt::decode_account(token, jwt::now_unix())?;
+    if jwt.claims.sub != path_key {
+        return Err(ApiError::KeyMismatch {
+            path: path_key.to_string(),
+            sub: jwt.claims.sub.clone(),
+        });
+    }
+    operator.check_issuer(&jwt.claims.iss)?;
+    Ok(jwt)
+}
+
+/// Checks a posted activation token: well-formed, signed, not expired, and issued by an account
+/// this store knows (or by a signing key that account lists).
+///
+/// # Errors
+/// The validation failure.
+pub fn validate_activation(state: &AppState, body: &[u8]) -> Result<(String, Jwt), ApiError> {
+    let token = token_text(body)?;
+    let jwt = jwt::decode_activation(token, jwt::now_unix())?;
+    let c = &jwt.claims;
+    // With a signing key, the account is named in issuer_account; otherwise the issuer is it.
+    let account = c.nats.issuer_account.as_deref().filter(|s| !s.is_empty()).unwrap_or(&c.iss);
+    let Some(stored) = state.store.get(Kind::Account, account) else {
+        return Err(ApiError::UnknownIssuer(format!(
+            "the issuing account {account} is not known to this server; post its account JWT first"
+        )));
+    };
+    if account != c.iss {
+        let claims = jwt::parse_unverified(stored.jwt_str()).map_err(ApiError::InvalidJwt)?;
+        if !claims.nats.signing_keys.iter().any(|k| k.key() == c.iss) {
+            return Err(ApiError::UnknownIssuer(format!(
+                "activation signer {} is not a signing key of account {account}",
+                c.iss
+            )));
+        }
+    }
+    let hash = jwt::activation_hash(c)?;
+    Ok((hash, jwt))
+}
+
+fn token_text(body: &[u8]) -> Result<&str, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("request body is not UTF-8 text".into()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::BadRequest("request body is empty; send the raw JWT".into()));
+    }
+    Ok(text)
+}
+
+/// Stores a validated token and notifies on change. Stale tokens are a conflict.
+///
+/// # Errors
+/// [`ApiError::Stale`], or a storage failure.
+pub async fn store_and_notify(state: &AppState, kind: Kind, key: &str, jwt: &Jwt) -> Result<Arc<Entry>, ApiError> {
+    match state.store.put(kind, key, jwt).await? {
+        PutOutcome::Stored(entry) => {
+            tracing::info!(kind = kind.as_str(), %key, seq = entry.seq, iat = entry.iat, "stored");
+            state.notifier.changed(entry.clone());
+            Ok(entry)
+        }
+        PutOutcome::Unchanged(entry) => Ok(entry),
+        PutOutcome::Stale { current } => Err(ApiError::Stale {
+            stored_iat: current.iat,
+            posted_iat: jwt.claims.iat,
+        }),
+    }
+}
+
+/// The whole POST of an account: forward on a replica, else validate and store.
+///
+/// # Errors
+/// Any [`ApiError`].
+pub async fn post_account(state: &AppState, key: &str, body: &[u8]) -> Result<(), ApiError> {
+    if let Some(replica) = &state.replica {
+        return replica.forward(Kind::Account, key, body).await;
+    }
+    if !state.store.writable() {
+        return Err(crate::store::StoreError::ReadOnly.into());
+    }
+    let jwt = validate_account(&state.trust(), key, body)?;
+    store_and_notify(state, Kind::Account, key, &jwt).await.map(drop)
+}
+
+/// The whole POST of an activation; returns its hash.
+///
+/// # Errors
+/// Any [`ApiError`].
+pub async fn post_activation(state: &AppState, body: &[u8]) -> Result<String, ApiError> {
+    if let Some(replica) = &state.replica {
+        let (hash, _) = validate_activation(state, body)?;
+        replica.forward(Kind::Activation, &hash, body).await?;
+        return Ok(hash);
+    }
+    if !state.store.writable() {
+        return Err(crate::store::StoreError::ReadOnly.into());
+    }
+    let (hash, jwt) = validate_activation(state, body)?;
+    store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
+    Ok(hash)
+}
+
+/// Finds a token for a GET: the store; on a replica, the primary for a miss; the configured
+/// system-account JWT as a fallback.
+///
+/// # Errors
+/// [`ApiError::NotFound`], or [`ApiError::PrimaryUnavailable`] from a replica miss.
+pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry>, ApiError> {
+    if let Some(e) = state.store.get(kind, key) {
+        return Ok(e);
+    }
+    if let Some(replica) = &state.replica {
+        if let Some(e) = replica.fetch_missing(kind, key).await? {
+            return Ok(e);
+        }
+    }
+    if kind == Kind::Account {
+        if let Some(sys) = state.trust().system_account.as_ref().filter(|s| s.key == key) {
+            return Ok(sys.clone());
+        }
+    }
+    Err(ApiError::NotFound(key.to_string()))
+}

@@ -1,0 +1,65 @@
+//! What every handler can reach: cheap handles, created once in `server.rs`, cloned into each
+//! worker. Nothing here is a lock the handlers share; the trust anchor is a `watch` receiver so
+//! a SIGHUP reload swaps it without blocking readers.
+
+use crate::jwt::trust::Operator;
+use crate::metrics::Metrics;
+use crate::nats::{NatsHandle, Notifier};
+use crate::replica::ReplicaHandle;
+use crate::store::{Entry, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The trust anchor and the system-account fallback, replaced as a whole on reload.
+#[derive(Debug, Default)]
+pub struct Trust {
+    /// The operator, when configured.
+    pub operator: Option<Operator>,
+    /// The configured system-account JWT, served when the store lacks it.
+    pub system_account: Option<Arc<Entry>>,
+}
+
+/// HTTP behaviour knobs from the settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `Cache-Control: max-age` for non-expiring tokens, and the cap for expiring ones.
+    pub max_age: Duration,
+    /// Request body limit in bytes.
+    pub max_body: usize,
+}
+
+/// Shared application state (all fields are handles).
+#[derive(Clone)]
+pub struct AppState {
+    /// The JWT store.
+    pub store: Store,
+    /// Trust anchor; `borrow()` for the current one.
+    pub trust: watch::Receiver<Arc<Trust>>,
+    /// Publishes claims updates.
+    pub notifier: Notifier,
+    /// The NATS connection (for status).
+    pub nats: NatsHandle,
+    /// HTTP options.
+    pub http: HttpOptions,
+    /// Present on replicas.
+    pub replica: Option<ReplicaHandle>,
+    /// This instance's metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// The current trust anchor.
+    pub fn trust(&self) -> Arc<Trust> {
+        self.trust.borrow().clone()
+    }
+
+    /// `primary` or `replica`.
+    pub fn role(&self) -> &'static str {
+        if self.replica.is_some() {
+            "replica"
+        } else {
+            "primary"
+        }
+    }
+}

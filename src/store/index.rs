@@ -1,0 +1,147 @@
+//! The in-memory index: every stored token with what the read path needs precomputed, plus the
+//! change log (sequence → key) the replication feed reads. Owned by `Store` behind a `RwLock`;
+//! only the writer thread mutates it, after the backend has made the change durable.
+
+use super::{parse_stored, Kind, Loaded, StoreError};
+use crate::jwt::{Claims, Jwt};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A stored token and what serving it needs, computed once at write or load time.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Account or activation.
+    pub kind: Kind,
+    /// The account public key or activation hash.
+    pub key: String,
+    /// The raw token, served as the body (cheap to clone).
+    pub jwt: Bytes,
+    /// `jti`, the ETag value.
+    pub jti: String,
+    /// The quoted ETag header value, `"<jti>"`.
+    pub etag: String,
+    /// Issued-at; orders versions.
+    pub iat: i64,
+    /// Expiry, if any (0 in the token means none).
+    pub exp: Option<i64>,
+    /// Issuer key (activations are notified on a subject naming it).
+    pub iss: String,
+    /// The sequence number of this version in the change log (0 until committed).
+    pub seq: u64,
+}
+
+impl Entry {
+    /// An entry for a verified token, not yet sequenced.
+    pub fn new(kind: Kind, key: &str, jwt: &Jwt) -> Entry {
+        Entry::from_parts(kind, key, Bytes::from(jwt.raw.clone()), &jwt.claims, 0)
+    }
+
+    pub(super) fn from_parts(kind: Kind, key: &str, jwt: Bytes, claims: &Claims, seq: u64) -> Entry {
+        Entry {
+            kind,
+            key: key.to_string(),
+            jwt,
+            jti: claims.jti.clone(),
+            etag: format!("\"{}\"", claims.jti),
+            iat: claims.iat,
+            exp: claims.expires(),
+            iss: claims.iss.clone(),
+            seq,
+        }
+    }
+
+    /// The token as text (it was UTF-8 when it was accepted).
+    pub fn jwt_str(&self) -> &str {
+        std::str::from_utf8(&self.jwt).unwrap_or("")
+    }
+}
+
+/// All entries and the change log.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    accounts: HashMap<String, Arc<Entry>>,
+    activations: HashMap<String, Arc<Entry>>,
+    /// Each key appears once, at the sequence of its latest version.
+    log: BTreeMap<u64, (Kind, String)>,
+    head: u64,
+    meta: HashMap<String, Vec<u8>>,
+}
+
+impl Index {
+    pub(super) fn from_loaded(loaded: Loaded) -> Result<Index, StoreError> {
+        let mut index = Index {
+            meta: loaded.meta,
+            ..Index::default()
+        };
+        for (kind, key, jwt, seq) in loaded.records {
+            let entry = parse_stored(kind, &key, jwt, seq)?;
+            index.insert(Arc::new(entry));
+        }
+        if let Some(h) = index.meta.get(super::sled::META_HEAD).and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()) {
+            index.head = index.head.max(u64::from_be_bytes(h));
+        }
+        Ok(index)
+    }
+
+    fn map(&self, kind: Kind) -> &HashMap<String, Arc<Entry>> {
+        match kind {
+            Kind::Account => &self.accounts,
+            Kind::Activation => &self.activations,
+        }
+    }
+
+    pub(super) fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        self.map(kind).get(key).cloned()
+    }
+
+    /// Inserts a sequenced entry, moving its key in the log.
+    pub(super) fn insert(&mut self, entry: Arc<Entry>) {
+        let map = match entry.kind {
+            Kind::Account => &mut self.accounts,
+            Kind::Activation => &mut self.activations,
+        };
+        if let Some(old) = map.insert(entry.key.clone(), entry.clone()) {
+            self.log.remove(&old.seq);
+        }
+        self.log.insert(entry.seq, (entry.kind, entry.key.clone()));
+        self.head = self.head.max(entry.seq);
+    }
+
+    pub(super) fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub(super) fn set_head(&mut self, head: u64) {
+        self.head = self.head.max(head);
+    }
+
+    pub(super) fn meta(&self, name: &str) -> Option<&[u8]> {
+        self.meta.get(name).map(Vec::as_slice)
+    }
+
+    pub(super) fn set_meta(&mut self, name: &str, value: Vec<u8>) {
+        self.meta.insert(name.to_string(), value);
+    }
+
+    pub(super) fn changes_since(&self, since: u64, limit: usize) -> Vec<Arc<Entry>> {
+        self.log
+            .range(since.saturating_add(1)..)
+            .take(limit)
+            .filter_map(|(_, (kind, key))| self.get(*kind, key))
+            .collect()
+    }
+
+    pub(super) fn all(&self, kind: Kind, max: usize) -> Vec<Arc<Entry>> {
+        self.log
+            .values()
+            .filter(|(k, _)| *k == kind)
+            .take(max)
+            .filter_map(|(k, key)| self.get(*k, key))
+            .collect()
+    }
+
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.accounts.len(), self.activations.len())
+    }
+}

@@ -1,0 +1,360 @@
+//! The JWT store: an in-memory index that serves every read, in front of a durable backend that
+//! every write goes through first.
+//!
+//! Ownership, in one place:
+//! - **Reads** (`get`, `changes_since`, `pack`) take a short read lock on the [`Index`] and clone
+//!   an `Arc<Entry>`; they never touch the disk and never parse a token.
+//! - **Writes** are sent to one writer thread (see [`writer`]). It alone decides ordering
+//!   (newer-wins, sequence numbers), commits a whole group of pending writes to the backend in one
+//!   atomic, fsynced batch (group commit), and only then publishes them to the index and answers.
+//!   So an acknowledged write is durable, and readers never see a write that could be lost.
+//!
+//! Every store has a lineage id (random, made with the store) and a head sequence: each key sits
+//! in the change log once, at the sequence of its latest write, which is what the replication
+//! feed reads.
+
+mod index;
+pub mod sled;
+mod writer;
+
+pub use index::Entry;
+
+use crate::jwt::{self, Jwt};
+use bytes::Bytes;
+use index::Index;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An account JWT, keyed by the account public key.
+    Account,
+    /// An activation token, keyed by its `HashID()`.
+    Activation,
+}
+
+impl Kind {
+    /// The name used in the change feed (`account` / `activation`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Account => "account",
+            Kind::Activation => "activation",
+        }
+    }
+
+    /// Parses a feed kind name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "account" => Some(Kind::Account),
+            "activation" => Some(Kind::Activation),
+            _ => None,
+        }
+    }
+}
+
+/// Errors a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store does not take writes (read-only memory store, read-only directory, nsc folder).
+    #[error("this store is read-only")]
+    ReadOnly,
+    /// The backend failed to persist; nothing of the batch was acknowledged.
+    #[error("storage failure: {0}")]
+    Io(String),
+    /// A stored record could not be read back (corruption or a foreign file).
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The writer thread is gone (the store is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Result of a conditional write.
+#[derive(Debug, Clone)]
+pub enum PutOutcome {
+    /// Stored at a new sequence number.
+    Stored(Arc<Entry>),
+    /// The same `jti` is already stored: nothing to do.
+    Unchanged(Arc<Entry>),
+    /// The stored token has a strictly newer `iat`; the incoming one was dropped.
+    Stale {
+        /// The newer token that stays.
+        current: Arc<Entry>,
+    },
+}
+
+/// One record handed to the backend in a commit.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// What it is.
+    pub kind: Kind,
+    /// Its key.
+    pub key: String,
+    /// The raw token.
+    pub jwt: Bytes,
+    /// Its new sequence number.
+    pub seq: u64,
+    /// The sequence it replaces in the change log, if the key was stored before.
+    pub old_seq: Option<u64>,
+}
+
+/// An atomic unit for the backend: records, metadata and the new head, all or nothing.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Records to store.
+    pub records: Vec<Record>,
+    /// Metadata to set (replication cursors and the like).
+    pub meta: Vec<(String, Vec<u8>)>,
+    /// The head sequence after this commit.
+    pub head: u64,
+}
+
+/// What a backend holds at open.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// `(kind, key, jwt, seq)` of every record.
+    pub records: Vec<(Kind, String, Bytes, u64)>,
+    /// All metadata.
+    pub meta: HashMap<String, Vec<u8>>,
+}
+
+/// Durable storage behind the index. Implementations must make `commit` atomic and durable
+/// before returning `Ok`.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads everything at open.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] / [`StoreError::Corrupt`].
+    fn load(&self) -> Result<Loaded, StoreError>;
+    /// Persists a commit atomically and durably.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`]; then nothing of the commit may be acknowledged.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// A short name for logs and the status page (`sled`, `memory`, …).
+    fn name(&self) -> &'static str;
+}
+
+/// The in-memory backend: nothing is durable. For tests and throw-away setups.
+#[derive(Debug, Default)]
+pub struct MemoryBackend;
+
+impl Backend for MemoryBackend {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        Ok(Loaded::default())
+    }
+    fn commit(&self, _commit: &Commit) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// A write request as the writer thread sees it: put each entry if it is newer than what is
+/// stored, and set `meta`, all in one atomic commit.
+pub(crate) struct WriteRequest {
+    pub(crate) entries: Vec<Arc<Entry>>,
+    pub(crate) meta: Vec<(String, Vec<u8>)>,
+    /// One outcome per entry, in order.
+    pub(crate) reply: oneshot::Sender<Result<Vec<PutOutcome>, StoreError>>,
+}
+
+/// Cheap, cloneable handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    /// Read-mostly; `std::sync::RwLock` because it is never held across an `.await` and the
+    /// critical sections are a hash lookup or a pointer swap. Only the writer thread takes it
+    /// for writing.
+    index: Arc<RwLock<Index>>,
+    writer: Option<mpsc::Sender<WriteRequest>>,
+    head: watch::Receiver<u64>,
+    lineage: Arc<str>,
+    backend_name: &'static str,
+}
+
+impl Store {
+    /// Opens (or creates) a sled store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the directory cannot be opened (locked by another process,
+    /// permissions) or [`StoreError::Corrupt`] on unreadable records.
+    pub fn open_sled(dir: &Path) -> Result<Store, StoreError> {
+        Store::open(Box::new(sled::SledBackend::open(dir)?), true)
+    }
+
+    /// An empty in-memory store, writable or not.
+    pub fn memory(writable: bool) -> Store {
+        Store::open(Box::new(MemoryBackend), writable).expect("the memory backend cannot fail to load")
+    }
+
+    /// Builds the index from `backend` and starts the writer thread (when `writable`).
+    ///
+    /// # Errors
+    /// Whatever the backend's `load` reports.
+    pub fn open(backend: Box<dyn Backend>, writable: bool) -> Result<Store, StoreError> {
+        let loaded = backend.load()?;
+        let mut index = Index::from_loaded(loaded)?;
+        let mut first_meta = Vec::new();
+        if index.meta(META_LINEAGE).is_none() {
+            let id = new_lineage_id();
+            index.set_meta(META_LINEAGE, id.as_bytes().to_vec());
+            first_meta.push((META_LINEAGE.to_string(), id.into_bytes()));
+        }
+        if !first_meta.is_empty() && writable {
+            backend.commit(&Commit {
+                records: vec![],
+                meta: first_meta,
+                head: index.head(),
+            })?;
+        }
+        let lineage: Arc<str> = String::from_utf8_lossy(index.meta(META_LINEAGE).unwrap_or_default()).into();
+        let backend_name = backend.name();
+        let (head_tx, head_rx) = watch::channel(index.head());
+        let index = Arc::new(RwLock::new(index));
+        let writer = writable.then(|| writer::spawn(backend, index.clone(), head_tx));
+        Ok(Store {
+            index,
+            writer,
+            head: head_rx,
+            lineage,
+            backend_name,
+        })
+    }
+
+    /// The stored entry for `key`, if any. Never touches the disk.
+    pub fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        self.read().get(kind, key)
+    }
+
+    /// Writes `jwt` under `key` unless the stored token is newer (strictly greater `iat`) or the
+    /// same (`jti`). Returns only after the write is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`], [`StoreError::Io`], [`StoreError::Closed`].
+    pub async fn put(&self, kind: Kind, key: &str, jwt: &Jwt) -> Result<PutOutcome, StoreError> {
+        let entry = Arc::new(Entry::new(kind, key, jwt));
+        let mut outcomes = self.send(vec![entry], Vec::new()).await?;
+        Ok(outcomes.pop().expect("the writer answers one outcome per entry"))
+    }
+
+    /// Puts several tokens (newer-wins each) and sets `meta`, in one atomic commit: how a
+    /// replica applies a feed page together with its cursor.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn put_many(
+        &self,
+        items: Vec<(Kind, String, Jwt)>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let entries = items
+            .iter()
+            .map(|(kind, key, jwt)| Arc::new(Entry::new(*kind, key, jwt)))
+            .collect();
+        self.send(entries, meta).await
+    }
+
+    /// Sets metadata durably.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn set_meta(&self, meta: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.send(Vec::new(), meta).await.map(drop)
+    }
+
+    async fn send(&self, entries: Vec<Arc<Entry>>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<PutOutcome>, StoreError> {
+        let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
+        let (reply, rx) = oneshot::channel();
+        writer
+            .send(WriteRequest { entries, meta, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Metadata value, if set.
+    pub fn meta(&self, name: &str) -> Option<Vec<u8>> {
+        self.read().meta(name).map(<[u8]>::to_vec)
+    }
+
+    /// Entries changed after `since`, in sequence order, at most `limit`.
+    pub fn changes_since(&self, since: u64, limit: usize) -> Vec<Arc<Entry>> {
+        self.read().changes_since(since, limit)
+    }
+
+    /// Waits until the head passes `since` or `timeout` elapses; returns the head.
+    pub async fn wait_for_change(&self, since: u64, timeout: Duration) -> u64 {
+        let mut rx = self.head.clone();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|h| *h > since)).await;
+        let head = *rx.borrow();
+        head
+    }
+
+    /// The highest sequence number written.
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// The lineage id of this store.
+    pub fn lineage(&self) -> &str {
+        &self.lineage
+    }
+
+    /// Whether the store takes writes.
+    pub fn writable(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// The backend's short name.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend_name
+    }
+
+    /// Number of stored accounts and activations.
+    pub fn counts(&self) -> (usize, usize) {
+        self.read().counts()
+    }
+
+    /// Every entry of `kind`, in sequence order, at most `max` (for the pack endpoint).
+    pub fn all(&self, kind: Kind, max: usize) -> Vec<Arc<Entry>> {
+        self.read().all(kind, max)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // A poisoned lock means the writer panicked mid-update of the in-memory maps; the data
+        // on disk is still consistent, and reads of the maps remain memory-safe, so keep serving.
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Metadata key of the lineage id.
+pub const META_LINEAGE: &str = "lineage";
+
+fn new_lineage_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut b);
+    data_encoding::HEXLOWER.encode(&b)
+}
+
+/// Parses a stored token without verifying it: stored tokens were verified before they were
+/// written, and re-verifying 100k signatures would slow every start.
+pub(crate) fn parse_stored(kind: Kind, key: &str, jwt: Bytes, seq: u64) -> Result<Entry, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    let text = std::str::from_utf8(&jwt).map_err(|_| corrupt("not UTF-8".into()))?;
+    let claims = jwt::parse_unverified(text).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Entry::from_parts(kind, key, jwt.clone(), &claims, seq))
+}
