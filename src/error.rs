@@ -31,7 +31,9 @@ pub enum ApiError {
     #[error("{0}")]
     UnknownIssuer(String),
     /// The stored token is newer than the posted one.
-    #[error("a newer JWT is stored (iat {stored_iat} > {posted_iat}); the posted JWT was not stored")]
+    #[error(
+        "a newer JWT is stored (iat {stored_iat} > {posted_iat}); the posted JWT was not stored"
+    )]
     Stale {
         /// `iat` of the stored token.
         stored_iat: i64,

@@ -32,7 +32,11 @@ fn main() -> std::process::ExitCode {
 
 fn load(cli: &Cli) -> anyhow::Result<(Settings, LoadReport)> {
     let overrides = cli.overrides().map_err(anyhow::Error::msg)?;
-    Ok(Settings::load(cli.config.as_deref(), std::env::vars(), &overrides)?)
+    Ok(Settings::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        &overrides,
+    )?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -54,7 +58,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(cli: Cli, settings: Settings, filter: FilterHandle) -> anyhow::Result<()> {
     let bind = format!("{}:{}", settings.http.host, settings.http.port);
-    let listener = TcpListener::bind(&bind).with_context(|| format!("binding HTTP listener on {bind}"))?;
+    let listener =
+        TcpListener::bind(&bind).with_context(|| format!("binding HTTP listener on {bind}"))?;
     let server = RunningServer::start(settings, listener).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

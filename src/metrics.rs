@@ -1,7 +1,10 @@
 //! Prometheus metrics, one registry per server instance (so a primary and replicas can run in
 //! one test process). Labels are low-cardinality: route templates and status codes, never keys.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use std::sync::Arc;
 
 /// Cheap, cloneable handle to this instance's metric families.
@@ -36,31 +39,53 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("nas_http_requests_total", "HTTP requests by route template, method and status"),
+            Opts::new(
+                "nas_http_requests_total",
+                "HTTP requests by route template, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("nas_http_request_duration_seconds", "HTTP request latency by route template")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
+            HistogramOpts::new(
+                "nas_http_request_duration_seconds",
+                "HTTP request latency by route template",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                5.0,
+            ]),
             &["route"],
         )
         .expect("valid metric");
         let notifications = IntCounterVec::new(
-            Opts::new("nas_notifications_total", "NATS claims-update notifications by result (sent, failed, dropped)"),
+            Opts::new(
+                "nas_notifications_total",
+                "NATS claims-update notifications by result (sent, failed, dropped)",
+            ),
             &["result"],
         )
         .expect("valid metric");
         let rejections = IntCounterVec::new(
-            Opts::new("nas_validation_rejections_total", "Rejected writes by reason code"),
+            Opts::new(
+                "nas_validation_rejections_total",
+                "Rejected writes by reason code",
+            ),
             &["reason"],
         )
         .expect("valid metric");
-        let store_entries = IntGaugeVec::new(Opts::new("nas_store_entries", "Stored tokens by kind"), &["kind"])
+        let store_entries = IntGaugeVec::new(
+            Opts::new("nas_store_entries", "Stored tokens by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let head_seq = IntGauge::new("nas_store_head_sequence", "Head sequence of the change log")
             .expect("valid metric");
-        let head_seq = IntGauge::new("nas_store_head_sequence", "Head sequence of the change log").expect("valid metric");
-        let nats_connected =
-            IntGauge::new("nas_nats_connected", "1 when connected to NATS, 0 otherwise (absent NATS: 0)").expect("valid metric");
+        let nats_connected = IntGauge::new(
+            "nas_nats_connected",
+            "1 when connected to NATS, 0 otherwise (absent NATS: 0)",
+        )
+        .expect("valid metric");
         let replica_lag_seq = IntGauge::new(
             "nas_replica_lag_sequences",
             "Replica: primary head sequence minus the last applied sequence",
@@ -71,11 +96,16 @@ impl Metrics {
             "Replica: seconds since the replica was last known to be in sync with the primary",
         )
         .expect("valid metric");
-        let primary_reachable =
-            IntGauge::new("nas_replica_primary_reachable", "Replica: 1 when the last request to the primary succeeded")
-                .expect("valid metric");
+        let primary_reachable = IntGauge::new(
+            "nas_replica_primary_reachable",
+            "Replica: 1 when the last request to the primary succeeded",
+        )
+        .expect("valid metric");
         let replica_applied = IntCounterVec::new(
-            Opts::new("nas_replica_applied_total", "Replica: tokens applied by source (feed, nats, miss, forward)"),
+            Opts::new(
+                "nas_replica_applied_total",
+                "Replica: tokens applied by source (feed, nats, miss, forward)",
+            ),
             &["source"],
         )
         .expect("valid metric");
@@ -133,7 +163,10 @@ impl Metrics {
 
     /// Counts a token applied by a replica.
     pub fn replica_applied(&self, source: &str) {
-        self.inner.replica_applied.with_label_values(&[source]).inc();
+        self.inner
+            .replica_applied
+            .with_label_values(&[source])
+            .inc();
     }
 
     /// Replica lag gauges and primary reachability.
@@ -145,10 +178,20 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after refreshing the gauges sampled at scrape time.
-    pub fn render(&self, accounts: usize, activations: usize, head: u64, nats_connected: bool) -> String {
+    pub fn render(
+        &self,
+        accounts: usize,
+        activations: usize,
+        head: u64,
+        nats_connected: bool,
+    ) -> String {
         let i = &self.inner;
-        i.store_entries.with_label_values(&["account"]).set(accounts as i64);
-        i.store_entries.with_label_values(&["activation"]).set(activations as i64);
+        i.store_entries
+            .with_label_values(&["account"])
+            .set(accounts as i64);
+        i.store_entries
+            .with_label_values(&["activation"])
+            .set(activations as i64);
         i.head_seq.set(head as i64);
         i.nats_connected.set(i64::from(nats_connected));
         let mut out = Vec::new();

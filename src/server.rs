@@ -83,7 +83,9 @@ pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
             let token = read_token(path, "systemaccountjwtpath")?;
             let jwt = jwt::decode(&token).map_err(|e| StartError::SystemAccount(e.to_string()))?;
             if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
-                return Err(StartError::SystemAccount("subject is not an account key".into()));
+                return Err(StartError::SystemAccount(
+                    "subject is not an account key".into(),
+                ));
             }
             if let Some(op) = &operator {
                 op.check_issuer(&jwt.claims.iss)
@@ -140,10 +142,15 @@ impl RunningServer {
     ///
     /// # Errors
     /// [`StartError`] when the configuration cannot be brought up.
-    pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningServer, StartError> {
+    pub async fn start(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> Result<RunningServer, StartError> {
         let trust = load_trust(&settings)?;
         if trust.operator.is_none() && !settings.is_replica() {
-            tracing::warn!("no operator JWT configured: POSTs will be refused (configure --operator)");
+            tracing::warn!(
+                "no operator JWT configured: POSTs will be refused (configure --operator)"
+            );
         }
         let store = open_store(&settings)?;
         RunningServer::start_with_store(settings, listener, store, trust).await

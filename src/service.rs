@@ -44,7 +44,12 @@ pub fn validate_activation(state: &AppState, body: &[u8]) -> Result<(String, Jwt
     let jwt = jwt::decode_activation(token, jwt::now_unix())?;
     let c = &jwt.claims;
     // With a signing key, the account is named in issuer_account; otherwise the issuer is it.
-    let account = c.nats.issuer_account.as_deref().filter(|s| !s.is_empty()).unwrap_or(&c.iss);
+    let account = c
+        .nats
+        .issuer_account
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&c.iss);
     let Some(stored) = state.store.get(Kind::Account, account) else {
         return Err(ApiError::UnknownIssuer(format!(
             "the issuing account {account} is not known to this server; post its account JWT first"
@@ -64,10 +69,13 @@ pub fn validate_activation(state: &AppState, body: &[u8]) -> Result<(String, Jwt
 }
 
 fn token_text(body: &[u8]) -> Result<&str, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("request body is not UTF-8 text".into()))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("request body is not UTF-8 text".into()))?;
     let text = text.trim();
     if text.is_empty() {
-        return Err(ApiError::BadRequest("request body is empty; send the raw JWT".into()));
+        return Err(ApiError::BadRequest(
+            "request body is empty; send the raw JWT".into(),
+        ));
     }
     Ok(text)
 }
@@ -76,7 +84,12 @@ fn token_text(body: &[u8]) -> Result<&str, ApiError> {
 ///
 /// # Errors
 /// [`ApiError::Stale`], or a storage failure.
-pub async fn store_and_notify(state: &AppState, kind: Kind, key: &str, jwt: &Jwt) -> Result<Arc<Entry>, ApiError> {
+pub async fn store_and_notify(
+    state: &AppState,
+    kind: Kind,
+    key: &str,
+    jwt: &Jwt,
+) -> Result<Arc<Entry>, ApiError> {
     match state.store.put(kind, key, jwt).await? {
         PutOutcome::Stored(entry) => {
             tracing::info!(kind = kind.as_str(), %key, seq = entry.seq, iat = entry.iat, "stored");
@@ -103,7 +116,9 @@ pub async fn post_account(state: &AppState, key: &str, body: &[u8]) -> Result<()
         return Err(crate::store::StoreError::ReadOnly.into());
     }
     let jwt = validate_account(&state.trust(), key, body)?;
-    store_and_notify(state, Kind::Account, key, &jwt).await.map(drop)
+    store_and_notify(state, Kind::Account, key, &jwt)
+        .await
+        .map(drop)
 }
 
 /// The whole POST of an activation; returns its hash.
@@ -139,7 +154,12 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
         }
     }
     if kind == Kind::Account {
-        if let Some(sys) = state.trust().system_account.as_ref().filter(|s| s.key == key) {
+        if let Some(sys) = state
+            .trust()
+            .system_account
+            .as_ref()
+            .filter(|s| s.key == key)
+        {
             return Ok(sys.clone());
         }
     }

@@ -1,1 +1,18 @@
+//! The single integration-test binary (one link step on our 2-core machines): every area is a
+//! module here. `common` holds the harness: in-process servers, our binary as a child process,
+//! a real nats-server, fixtures from `../shared/vectors`, and the `eventually` wait helper.
 
+mod common;
+
+/// HTTP API of a primary: every route and option, validation verdicts, bad input.
+mod accounts;
+/// Configuration: TOML, the Go syntax, env and flag precedence, deploy/ examples.
+mod config;
+/// NATS notifications against a real nats-server in operator mode.
+mod nats_notify;
+/// Our binary as a process: kill -9 durability, signals, exit codes.
+mod process;
+/// Primary/replica clusters: feed, NATS, misses, forwarding, failover, nginx.
+mod replication;
+/// The official vectors: decode, verify, hash and POST verdicts.
+mod vectors;

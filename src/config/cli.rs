@@ -176,7 +176,9 @@ pub fn rewrite_go_flags<I: IntoIterator<Item = String>>(args: I) -> Vec<String> 
             continue;
         }
         let (name, value) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with('-') && !n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            Some((n, v)) if n.starts_with('-') && !n.starts_with("--") => {
+                (n.to_string(), Some(v.to_string()))
+            }
             _ => (arg.clone(), None),
         };
         match GO_FLAGS.iter().find(|(go, _)| *go == name) {

@@ -312,10 +312,11 @@ impl Settings {
                 report.ignored_keys.push((*key).to_string());
             }
         }
-        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Key {
-            key: e.path().to_string(),
-            message: e.inner().to_string(),
-        })?;
+        let settings: Settings =
+            serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Key {
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
         settings.validate()?;
         Ok((settings, report))
     }
@@ -332,15 +333,24 @@ impl Settings {
             })
         };
         let s = &self.store;
-        let chosen = [s.memory, s.dir.is_some(), s.nsc.is_some()].iter().filter(|b| **b).count();
+        let chosen = [s.memory, s.dir.is_some(), s.nsc.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         if chosen > 1 {
             return key_err("store", "choose one of memory, dir and nsc");
         }
         if chosen == 1 && s.data.is_some() {
-            return key_err("store.data", "the sled data directory cannot be combined with memory, dir or nsc");
+            return key_err(
+                "store.data",
+                "the sled data directory cannot be combined with memory, dir or nsc",
+            );
         }
         if !self.primary.0.is_empty() && (s.readonly || s.nsc.is_some()) {
-            return key_err("primary", "a replica needs a writable store (not read-only, not nsc)");
+            return key_err(
+                "primary",
+                "a replica needs a writable store (not read-only, not nsc)",
+            );
         }
         for url in &self.primary.0 {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -373,7 +383,9 @@ impl Settings {
                 readonly: s.readonly,
             }
         } else if s.memory {
-            StoreChoice::Memory { readonly: s.readonly }
+            StoreChoice::Memory {
+                readonly: s.readonly,
+            }
         } else {
             StoreChoice::Sled(s.data.clone().unwrap_or_else(|| PathBuf::from("data")))
         }
@@ -395,7 +407,11 @@ impl Settings {
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<Value, ConfigError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let parse_err = |e: String| ConfigError::Parse(format!("config file {}: {e}", path.display()));
     match ext.as_str() {
         "toml" => toml_to_json(text).map_err(parse_err),
@@ -418,7 +434,10 @@ fn toml_to_json(text: &str) -> Result<Value, String> {
 /// `NAS_HTTP__PORT=9091` → `http.port = 9091`; values are typed the way a config file would
 /// type them (numbers, booleans), and lists are comma-separated strings.
 fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Value, ConfigError> {
-    let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("NAS_")).collect();
+    let vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("NAS_"))
+        .collect();
     let source = config::Environment::with_prefix("NAS")
         .prefix_separator("_")
         .separator("__")
@@ -456,7 +475,9 @@ fn set_path(root: &mut Value, dotted: &str, value: Value) {
             obj.insert(part.to_string(), value);
             return;
         }
-        cur = obj.entry(part.to_string()).or_insert(Value::Object(Default::default()));
+        cur = obj
+            .entry(part.to_string())
+            .or_insert(Value::Object(Default::default()));
     }
 }
 

@@ -88,7 +88,10 @@ pub fn parse(text: &str) -> Result<Map<String, Value>, ParseError> {
 ///
 /// # Errors
 /// [`ParseError`] with the line (and column) of the problem.
-pub fn parse_with_base(text: &str, base_dir: Option<&Path>) -> Result<Map<String, Value>, ParseError> {
+pub fn parse_with_base(
+    text: &str,
+    base_dir: Option<&Path>,
+) -> Result<Map<String, Value>, ParseError> {
     parse_nested(text, base_dir.map(Path::to_path_buf), 0)
 }
 

@@ -30,9 +30,9 @@ impl<'de> Deserialize<'de> for Dur {
                 if let Ok(ms) = v.trim().parse::<u64>() {
                     return Ok(Dur(Duration::from_millis(ms)));
                 }
-                humantime::parse_duration(v.trim())
-                    .map(Dur)
-                    .map_err(|e| E::custom(format!("{v:?} is not a duration ({e}); write e.g. \"5s\"")))
+                humantime::parse_duration(v.trim()).map(Dur).map_err(|e| {
+                    E::custom(format!("{v:?} is not a duration ({e}); write e.g. \"5s\""))
+                })
             }
         }
         d.deserialize_any(V)

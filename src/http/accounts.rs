@@ -1,7 +1,7 @@
 //! `/jwt/v1/accounts[/<pubkey>]`: the resolver probe, account reads and account writes.
 
-use super::render::{self, ReadOpts};
 use super::read_body;
+use super::render::{self, ReadOpts};
 use crate::error::ApiError;
 use crate::jwt;
 use crate::service;
@@ -24,7 +24,10 @@ fn account_key(key: &str) -> Result<&str, ApiError> {
     if jwt::is_account_key(key) {
         Ok(key)
     } else {
-        Err(ApiError::BadKey(format!("{:?} is not an account public key", truncate(key))))
+        Err(ApiError::BadKey(format!(
+            "{:?} is not an account public key",
+            truncate(key)
+        )))
     }
 }
 

@@ -18,7 +18,10 @@ pub async fn get(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if !jwt::is_activation_hash(&hash) {
-        return Err(ApiError::BadKey(format!("{:?} is not an activation hash", truncate(&hash))));
+        return Err(ApiError::BadKey(format!(
+            "{:?} is not an activation hash",
+            truncate(&hash)
+        )));
     }
     let entry = service::lookup(&state, Kind::Activation, &hash).await?;
     if super::flag(&opts.notify) {
@@ -29,8 +32,14 @@ pub async fn get(
 
 /// `POST /jwt/v1/activations`: the body is the raw activation token. Answers with its hash,
 /// the key to fetch it under.
-pub async fn post(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload, state.http.max_body).await?;
     let hash = service::post_activation(&state, &body).await?;
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(hash))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(hash))
 }

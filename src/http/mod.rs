@@ -20,34 +20,40 @@ use std::time::Instant;
 
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::BadRequest(format!("bad query: {err}")).into()))
-        .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::BadRequest(format!("bad path: {err}")).into()))
-        .service(
-            web::resource(["/jwt/v1/accounts", "/jwt/v1/accounts/"])
-                .name("accounts_probe")
-                .route(web::get().to(accounts::probe))
-                .route(web::head().to(accounts::probe)),
-        )
-        .service(
-            web::resource("/jwt/v1/accounts/{key}")
-                .route(web::get().to(accounts::get))
-                .route(web::head().to(accounts::get))
-                .route(web::post().to(accounts::post)),
-        )
-        .service(web::resource("/jwt/v1/activations").route(web::post().to(activations::post)))
-        .service(
-            web::resource("/jwt/v1/activations/{hash}")
-                .route(web::get().to(activations::get))
-                .route(web::head().to(activations::get)),
-        )
-        .service(web::resource("/jwt/v1/operator").route(web::get().to(operator::get)))
-        .service(web::resource("/jwt/v1/pack").route(web::get().to(replication::pack)))
-        .service(web::resource("/jwt/v1/changes").route(web::get().to(replication::changes)))
-        .service(web::resource("/jwt/v1/help").route(web::get().to(ops::help)))
-        .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
-        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(web::resource("/").route(web::get().to(ops::status_page)));
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::BadRequest(format!("bad query: {err}")).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::BadRequest(format!("bad path: {err}")).into()),
+    )
+    .service(
+        web::resource(["/jwt/v1/accounts", "/jwt/v1/accounts/"])
+            .name("accounts_probe")
+            .route(web::get().to(accounts::probe))
+            .route(web::head().to(accounts::probe)),
+    )
+    .service(
+        web::resource("/jwt/v1/accounts/{key}")
+            .route(web::get().to(accounts::get))
+            .route(web::head().to(accounts::get))
+            .route(web::post().to(accounts::post)),
+    )
+    .service(web::resource("/jwt/v1/activations").route(web::post().to(activations::post)))
+    .service(
+        web::resource("/jwt/v1/activations/{hash}")
+            .route(web::get().to(activations::get))
+            .route(web::head().to(activations::get)),
+    )
+    .service(web::resource("/jwt/v1/operator").route(web::get().to(operator::get)))
+    .service(web::resource("/jwt/v1/pack").route(web::get().to(replication::pack)))
+    .service(web::resource("/jwt/v1/changes").route(web::get().to(replication::changes)))
+    .service(web::resource("/jwt/v1/help").route(web::get().to(ops::help)))
+    .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
+    .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+    .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+    .service(web::resource("/").route(web::get().to(ops::status_page)));
 }
 
 /// Builds the whole application for `state`: routes plus middleware.
@@ -97,7 +103,11 @@ pub fn app(
 ///
 /// # Errors
 /// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the stream breaks.
-pub async fn read_body(req: &actix_web::HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+pub async fn read_body(
+    req: &actix_web::HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -108,7 +118,8 @@ pub async fn read_body(req: &actix_web::HttpRequest, mut payload: web::Payload, 
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }

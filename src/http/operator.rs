@@ -8,7 +8,10 @@ use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 
 /// `GET /jwt/v1/operator`
-pub async fn get(state: web::Data<AppState>, opts: web::Query<ReadOpts>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    opts: web::Query<ReadOpts>,
+) -> Result<HttpResponse, ApiError> {
     let trust = state.trust();
     let op = trust
         .operator
@@ -20,6 +23,10 @@ pub async fn get(state: web::Data<AppState>, opts: web::Query<ReadOpts>) -> Resu
             .content_type("text/plain; charset=utf-8")
             .body(view::render(&raw)?));
     }
-    let ct = if flag(&opts.text) { "text/plain; charset=utf-8" } else { "application/jwt" };
+    let ct = if flag(&opts.text) {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/jwt"
+    };
     Ok(HttpResponse::Ok().content_type(ct).body(raw))
 }

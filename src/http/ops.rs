@@ -55,13 +55,18 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (accounts, activations) = state.store.counts();
     if let Some(r) = &state.replica {
         let s = r.status();
-        state
-            .metrics
-            .replica_state(s.primary_head.saturating_sub(s.applied_seq), s.lag_seconds, s.reachable);
+        state.metrics.replica_state(
+            s.primary_head.saturating_sub(s.applied_seq),
+            s.lag_seconds,
+            s.reachable,
+        );
     }
-    let body = state
-        .metrics
-        .render(accounts, activations, state.store.head(), state.nats.state() == "connected");
+    let body = state.metrics.render(
+        accounts,
+        activations,
+        state.store.head(),
+        state.nats.state() == "connected",
+    );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)
@@ -125,7 +130,9 @@ Liveness, readiness (JSON detail), Prometheus metrics, and a status page.
 pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
     let (accounts, activations) = state.store.counts();
     let mut rows = String::new();
-    let recent = state.store.changes_since(state.store.head().saturating_sub(20), 20);
+    let recent = state
+        .store
+        .changes_since(state.store.head().saturating_sub(20), 20);
     for e in recent.iter().rev() {
         let _ = write!(
             rows,
@@ -168,9 +175,14 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
         head = state.store.head(),
         nats = state.nats.state(),
     );
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body)
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

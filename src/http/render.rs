@@ -40,14 +40,24 @@ pub fn cache_control(exp: Option<i64>, now: i64, max_age: Duration) -> String {
 ///
 /// # Errors
 /// [`ApiError::NotFound`] for `check=true` on an expired token.
-pub fn token(entry: &Entry, opts: &ReadOpts, req: &HttpRequest, max_age: Duration) -> Result<HttpResponse, ApiError> {
+pub fn token(
+    entry: &Entry,
+    opts: &ReadOpts,
+    req: &HttpRequest,
+    max_age: Duration,
+) -> Result<HttpResponse, ApiError> {
     let now = jwt::now_unix();
     if flag(&opts.check) && entry.exp.is_some_and(|e| e < now) {
-        return Err(ApiError::NotFound(format!("{} (the stored JWT has expired)", entry.key)));
+        return Err(ApiError::NotFound(format!(
+            "{} (the stored JWT has expired)",
+            entry.key
+        )));
     }
     if flag(&opts.decode) {
         let view = view::render(entry.jwt_str())?;
-        return Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(view));
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(view));
     }
     if flag(&opts.text) {
         return Ok(HttpResponse::Ok()

@@ -15,7 +15,10 @@ pub struct PackOpts {
 
 /// `GET /jwt/v1/pack?max=N`: `key|jwt` lines joined by `\n` (no trailing newline), as the Go
 /// server wrote them; accounts and activations in change-log order.
-pub async fn pack(state: web::Data<AppState>, opts: web::Query<PackOpts>) -> Result<HttpResponse, ApiError> {
+pub async fn pack(
+    state: web::Data<AppState>,
+    opts: web::Query<PackOpts>,
+) -> Result<HttpResponse, ApiError> {
     let max = match opts.max.as_deref() {
         None | Some("") => usize::MAX,
         Some(s) => match s.parse::<i64>() {
@@ -25,7 +28,8 @@ pub async fn pack(state: web::Data<AppState>, opts: web::Query<PackOpts>) -> Res
         },
     };
     let entries = state.store.changes_since(0, max);
-    let mut body = String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 2).sum());
+    let mut body =
+        String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 2).sum());
     for (i, e) in entries.iter().enumerate() {
         if i > 0 {
             body.push('\n');
@@ -34,7 +38,9 @@ pub async fn pack(state: web::Data<AppState>, opts: web::Query<PackOpts>) -> Res
         body.push('|');
         body.push_str(e.jwt_str());
     }
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(body))
 }
 
 /// Change-feed parameters.
@@ -57,7 +63,10 @@ const MAX_WAIT: f64 = 55.0;
 
 /// `GET /jwt/v1/changes?since=S&limit=N&wait=W`: lines `seq|kind|key|jwt\n` in sequence order,
 /// with `X-Store-Id` (lineage) and `X-Head-Seq`.
-pub async fn changes(state: web::Data<AppState>, opts: web::Query<ChangesOpts>) -> Result<HttpResponse, ApiError> {
+pub async fn changes(
+    state: web::Data<AppState>,
+    opts: web::Query<ChangesOpts>,
+) -> Result<HttpResponse, ApiError> {
     let limit = opts.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let mut entries = state.store.changes_since(opts.since, limit);
     if entries.is_empty() {
@@ -68,9 +77,17 @@ pub async fn changes(state: web::Data<AppState>, opts: web::Query<ChangesOpts>) 
         }
     }
     let head = state.store.head().max(entries.last().map_or(0, |e| e.seq));
-    let mut body = String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 32).sum());
+    let mut body =
+        String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 32).sum());
     for e in &entries {
-        let _ = writeln!(body, "{}|{}|{}|{}", e.seq, e.kind.as_str(), e.key, e.jwt_str());
+        let _ = writeln!(
+            body,
+            "{}|{}|{}|{}",
+            e.seq,
+            e.kind.as_str(),
+            e.key,
+            e.jwt_str()
+        );
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 /// # Panics
 /// If `claims` is not a JSON object or the key pair has no seed (both are programming errors).
 pub fn sign(mut claims: Value, signer: &KeyPair) -> String {
-    let obj = claims.as_object_mut().expect("claims must be a JSON object");
+    let obj = claims
+        .as_object_mut()
+        .expect("claims must be a JSON object");
     obj.insert("iss".into(), Value::String(signer.public_key()));
     obj.entry("iat").or_insert_with(|| json!(now_unix()));
     if !obj.contains_key("jti") {
@@ -26,17 +28,27 @@ pub fn sign(mut claims: Value, signer: &KeyPair) -> String {
     let header = BASE64URL_NOPAD.encode(format!(r#"{{"typ":"JWT","alg":"{ALG_V2}"}}"#).as_bytes());
     let payload = BASE64URL_NOPAD.encode(&serde_json::to_vec(&claims).expect("serializable"));
     let signing_input = format!("{header}.{payload}");
-    let sig = signer.sign(signing_input.as_bytes()).expect("key pair has a seed");
+    let sig = signer
+        .sign(signing_input.as_bytes())
+        .expect("key pair has a seed");
     format!("{signing_input}.{}", BASE64URL_NOPAD.encode(&sig))
 }
 
 /// Operator claims: self-signed by `identity`, with optional signing keys and system account.
-pub fn operator(identity: &KeyPair, name: &str, signing_keys: &[String], system_account: Option<&str>) -> String {
+pub fn operator(
+    identity: &KeyPair,
+    name: &str,
+    signing_keys: &[String],
+    system_account: Option<&str>,
+) -> String {
     let mut nats = json!({ "type": "operator", "version": 2, "signing_keys": signing_keys });
     if let Some(sys) = system_account {
         nats["system_account"] = json!(sys);
     }
-    sign(json!({ "name": name, "sub": identity.public_key(), "nats": nats }), identity)
+    sign(
+        json!({ "name": name, "sub": identity.public_key(), "nats": nats }),
+        identity,
+    )
 }
 
 /// Account claims for `account` signed by `signer`; `nats` fields are merged over the defaults
@@ -50,7 +62,10 @@ pub fn account(signer: &KeyPair, account: &str, name: &str, nats: Value) -> Stri
         "version": 2
     });
     merge(&mut section, nats);
-    sign(json!({ "name": name, "sub": account, "nats": section }), signer)
+    sign(
+        json!({ "name": name, "sub": account, "nats": section }),
+        signer,
+    )
 }
 
 /// User claims for `user` signed by its account key `signer`.

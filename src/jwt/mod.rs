@@ -74,7 +74,11 @@ pub enum KeyKind {
 pub fn key_kind(key: &str) -> Option<KeyKind> {
     // Cheap shape checks first: public nkeys are 56 upper-case base32 characters. This also keeps
     // path-like input (`..`, `/`, `%2e`) away from the decoder and any store.
-    if key.len() != 56 || !key.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)) {
+    if key.len() != 56
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    {
         return None;
     }
     nkeys::KeyPair::from_public_key(key).ok()?;
@@ -275,8 +279,12 @@ pub struct Jwt {
 pub fn decode(token: &str) -> Result<Jwt, JwtError> {
     let token = token.trim();
     let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Malformed("expected three '.'-separated segments".into()));
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed(
+            "expected three '.'-separated segments".into(),
+        ));
     };
     let header: Header = serde_json::from_slice(&b64(h64, "header")?)
         .map_err(|e| JwtError::Malformed(format!("header is not valid JSON: {e}")))?;
@@ -313,7 +321,8 @@ pub fn parse_unverified(token: &str) -> Result<Claims, JwtError> {
         .split('.')
         .nth(1)
         .ok_or_else(|| JwtError::Malformed("expected three '.'-separated segments".into()))?;
-    serde_json::from_slice(&b64(p64, "payload")?).map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))
+    serde_json::from_slice(&b64(p64, "payload")?)
+        .map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))
 }
 
 /// Decodes and verifies an account JWT and checks what the claims alone can tell: the type, that
@@ -328,7 +337,10 @@ pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
     let c = &jwt.claims;
     c.expect_type(ClaimType::Account)?;
     if !is_account_key(&c.sub) {
-        return Err(JwtError::InvalidClaims(format!("subject {:?} is not an account public key", c.sub)));
+        return Err(JwtError::InvalidClaims(format!(
+            "subject {:?} is not an account public key",
+            c.sub
+        )));
     }
     if key_kind(&c.iss) != Some(KeyKind::Operator) {
         return Err(JwtError::InvalidClaims(format!(
@@ -338,7 +350,10 @@ pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
     }
     for sk in &c.nats.signing_keys {
         if !is_account_key(sk.key()) {
-            return Err(JwtError::InvalidClaims(format!("signing key {:?} is not an account public key", sk.key())));
+            return Err(JwtError::InvalidClaims(format!(
+                "signing key {:?} is not an account public key",
+                sk.key()
+            )));
         }
     }
     c.check_time(now)?;
@@ -355,18 +370,28 @@ pub fn decode_activation(token: &str, now: i64) -> Result<Jwt, JwtError> {
     let c = &jwt.claims;
     c.expect_type(ClaimType::Activation)?;
     if !matches!(key_kind(&c.iss), Some(KeyKind::Account | KeyKind::Operator)) {
-        return Err(JwtError::InvalidClaims(format!("issuer {} is not an account or operator key", c.iss)));
+        return Err(JwtError::InvalidClaims(format!(
+            "issuer {} is not an account or operator key",
+            c.iss
+        )));
     }
     if !is_account_key(&c.sub) {
-        return Err(JwtError::InvalidClaims(format!("subject {:?} is not an account public key", c.sub)));
+        return Err(JwtError::InvalidClaims(format!(
+            "subject {:?} is not an account public key",
+            c.sub
+        )));
     }
     if let Some(ia) = c.nats.issuer_account.as_deref().filter(|s| !s.is_empty()) {
         if !is_account_key(ia) {
-            return Err(JwtError::InvalidClaims(format!("issuer_account {ia:?} is not an account public key")));
+            return Err(JwtError::InvalidClaims(format!(
+                "issuer_account {ia:?} is not an account public key"
+            )));
         }
     }
     if c.nats.subject.as_deref().unwrap_or("").is_empty() {
-        return Err(JwtError::InvalidClaims("activation has no import subject".into()));
+        return Err(JwtError::InvalidClaims(
+            "activation has no import subject".into(),
+        ));
     }
     c.check_time(now)?;
     Ok(jwt)
@@ -381,7 +406,9 @@ pub fn decode_activation(token: &str, now: i64) -> Result<Jwt, JwtError> {
 pub fn activation_hash(claims: &Claims) -> Result<String, JwtError> {
     let subject = claims.nats.subject.as_deref().unwrap_or("");
     if claims.iss.is_empty() || claims.sub.is_empty() || subject.is_empty() {
-        return Err(JwtError::InvalidClaims("not enough data in the activation claims to create a hash".into()));
+        return Err(JwtError::InvalidClaims(
+            "not enough data in the activation claims to create a hash".into(),
+        ));
     }
     let base = format!("{}.{}.{}", claims.iss, claims.sub, clean_subject(subject));
     Ok(BASE32.encode(&Sha256::digest(base.as_bytes())))
@@ -428,7 +455,10 @@ pub fn unix_to_rfc3339(t: i64) -> String {
     u64::try_from(t)
         .ok()
         .and_then(|s| UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)))
-        .filter(|st| st.duration_since(UNIX_EPOCH).is_ok_and(|d| d.as_secs() < 253_402_300_800))
+        .filter(|st| {
+            st.duration_since(UNIX_EPOCH)
+                .is_ok_and(|d| d.as_secs() < 253_402_300_800)
+        })
         .map(|st| humantime::format_rfc3339_seconds(st).to_string())
         .unwrap_or_else(|| t.to_string())
 }

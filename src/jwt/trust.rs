@@ -2,7 +2,7 @@
 //! operator's identity key or one of its signing keys, which is also what nats-server checks
 //! when it loads an account (`verifyAccountClaims`), so we never store what it would refuse.
 
-use super::{decode, ClaimType, JwtError, Jwt, KeyKind};
+use super::{decode, ClaimType, Jwt, JwtError, KeyKind};
 use std::collections::HashSet;
 
 /// A verified operator JWT and the set of keys it trusts.
@@ -34,11 +34,24 @@ impl Operator {
         let c = &jwt.claims;
         c.expect_type(ClaimType::Operator)?;
         if super::key_kind(&c.sub) != Some(KeyKind::Operator) {
-            return Err(OperatorError::NotOperator(format!("subject {} is not an operator key", c.sub)));
+            return Err(OperatorError::NotOperator(format!(
+                "subject {} is not an operator key",
+                c.sub
+            )));
         }
-        let mut trusted: HashSet<String> = c.nats.signing_keys.iter().map(|k| k.key().to_string()).collect();
-        if let Some(bad) = trusted.iter().find(|k| super::key_kind(k) != Some(KeyKind::Operator)) {
-            return Err(OperatorError::NotOperator(format!("signing key {bad} is not an operator key")));
+        let mut trusted: HashSet<String> = c
+            .nats
+            .signing_keys
+            .iter()
+            .map(|k| k.key().to_string())
+            .collect();
+        if let Some(bad) = trusted
+            .iter()
+            .find(|k| super::key_kind(k) != Some(KeyKind::Operator))
+        {
+            return Err(OperatorError::NotOperator(format!(
+                "signing key {bad} is not an operator key"
+            )));
         }
         trusted.insert(c.sub.clone());
         if !trusted.contains(&c.iss) {
@@ -62,7 +75,12 @@ impl Operator {
 
     /// The system account named by the operator, if any.
     pub fn system_account(&self) -> Option<&str> {
-        self.jwt.claims.nats.system_account.as_deref().filter(|s| !s.is_empty())
+        self.jwt
+            .claims
+            .nats
+            .system_account
+            .as_deref()
+            .filter(|s| !s.is_empty())
     }
 
     /// Accepts `issuer` when it is the identity key or a signing key of this operator.

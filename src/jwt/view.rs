@@ -19,32 +19,46 @@ pub fn render(token: &str) -> Result<String, JwtError> {
     let token = token.trim();
     let mut parts = token.splitn(3, '.');
     let (Some(h), Some(p), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Malformed("expected three '.'-separated segments".into()));
+        return Err(JwtError::Malformed(
+            "expected three '.'-separated segments".into(),
+        ));
     };
     let header = segment_json(h)?;
     let mut claims = segment_json(p)?;
     annotate(&mut claims);
-    Ok(format!("{}\r\n{}\r\n{}\n", pretty(&header), pretty(&claims), sig))
+    Ok(format!(
+        "{}\r\n{}\r\n{}\n",
+        pretty(&header),
+        pretty(&claims),
+        sig
+    ))
 }
 
 fn segment_json(seg: &str) -> Result<Value, JwtError> {
     let bytes = BASE64URL_NOPAD
         .decode(seg.trim_end_matches('=').as_bytes())
         .map_err(|_| JwtError::Malformed("segment is not base64url".into()))?;
-    serde_json::from_slice(&bytes).map_err(|e| JwtError::Malformed(format!("segment is not JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| JwtError::Malformed(format!("segment is not JSON: {e}")))
 }
 
 /// Adds date annotations to a claims object and expands activation tokens in its imports.
 fn annotate(claims: &mut Value) {
-    let Some(obj) = claims.as_object_mut() else { return };
+    let Some(obj) = claims.as_object_mut() else {
+        return;
+    };
     add_dates(obj);
     let imports = obj
         .get_mut("nats")
         .and_then(|n| n.get_mut("imports"))
         .and_then(Value::as_array_mut);
     for import in imports.into_iter().flatten() {
-        let Some(imp) = import.as_object_mut() else { continue };
-        let Some(token) = imp.get("token").and_then(Value::as_str).map(str::to_owned) else { continue };
+        let Some(imp) = import.as_object_mut() else {
+            continue;
+        };
+        let Some(token) = imp.get("token").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
         // v1 imports could hold a URL instead of a token; leave those as they are.
         if token.contains("://") || token.is_empty() {
             continue;
@@ -68,7 +82,10 @@ fn render_claims(token: &str) -> Result<Value, JwtError> {
 fn add_dates(obj: &mut Map<String, Value>) {
     for field in ["iat", "exp", "nbf"] {
         if let Some(t) = obj.get(field).and_then(Value::as_i64).filter(|t| *t > 0) {
-            obj.insert(format!("{field}_rfc3339"), Value::String(unix_to_rfc3339(t)));
+            obj.insert(
+                format!("{field}_rfc3339"),
+                Value::String(unix_to_rfc3339(t)),
+            );
         }
     }
 }

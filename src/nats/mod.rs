@@ -61,15 +61,20 @@ impl NatsHandle {
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
                     other => tracing::info!(event = %other, "NATS event"),
                 }
             });
         if let Some(path) = &settings.usercredentials {
-            opts = opts.credentials_file(path).await.map_err(|e| NatsError::Settings {
-                key: "usercredentials",
-                message: format!("{}: {e}", path.display()),
-            })?;
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| NatsError::Settings {
+                    key: "usercredentials",
+                    message: format!("{}: {e}", path.display()),
+                })?;
         }
         if let Some(path) = &settings.nkey {
             let seed = std::fs::read_to_string(path).map_err(|e| NatsError::Settings {
@@ -99,13 +104,18 @@ impl NatsHandle {
             .servers
             .0
             .iter()
-            .map(|s| s.parse().map_err(|e| NatsError::Connect(format!("server URL {s:?}: {e}"))))
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| NatsError::Connect(format!("server URL {s:?}: {e}")))
+            })
             .collect::<Result<_, _>>()?;
         let client = opts
             .connect(addrs)
             .await
             .map_err(|e| NatsError::Connect(e.to_string()))?;
-        Ok(NatsHandle { client: Some(client) })
+        Ok(NatsHandle {
+            client: Some(client),
+        })
     }
 
     /// The client, when NATS is configured.

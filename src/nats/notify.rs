@@ -43,7 +43,10 @@ pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
                 UpdateSubjects::Both => vec![old, new],
             }
         }
-        Kind::Activation => vec![format!("$SYS.ACCOUNT.{}.CLAIMS.ACTIVATE.{}", entry.iss, entry.key)],
+        Kind::Activation => vec![format!(
+            "$SYS.ACCOUNT.{}.CLAIMS.ACTIVATE.{}",
+            entry.iss, entry.key
+        )],
     }
 }
 
@@ -70,7 +73,10 @@ impl Notifier {
                 publish(&client, &entry, which, &m).await;
             }
         });
-        Notifier { tx: Some(tx), metrics }
+        Notifier {
+            tx: Some(tx),
+            metrics,
+        }
     }
 
     /// Queues a notification for `entry`. Never blocks.
@@ -83,7 +89,12 @@ impl Notifier {
     }
 }
 
-async fn publish(client: &async_nats::Client, entry: &Entry, which: UpdateSubjects, metrics: &Metrics) {
+async fn publish(
+    client: &async_nats::Client,
+    entry: &Entry,
+    which: UpdateSubjects,
+    metrics: &Metrics,
+) {
     if client.connection_state() != State::Connected {
         metrics.notification("failed");
         tracing::warn!(key = %entry.key, "NATS is not connected; notification skipped");
@@ -92,7 +103,11 @@ async fn publish(client: &async_nats::Client, entry: &Entry, which: UpdateSubjec
     for subject in subjects(entry, which) {
         // publish only enqueues into the client; a timeout guards against a full client buffer
         // while the connection is being lost.
-        let sent = tokio::time::timeout(Duration::from_secs(2), client.publish(subject.clone(), entry.jwt.clone())).await;
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.publish(subject.clone(), entry.jwt.clone()),
+        )
+        .await;
         match sent {
             Ok(Ok(())) => {
                 metrics.notification("sent");

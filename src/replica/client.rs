@@ -58,7 +58,10 @@ impl PrimaryClient {
             .user_agent(concat!("nats-account-server/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("building the HTTP client");
-        let primaries: Vec<String> = primaries.into_iter().map(|p| p.trim_end_matches('/').to_string()).collect();
+        let primaries: Vec<String> = primaries
+            .into_iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect();
         PrimaryClient {
             http,
             primaries: primaries.into(),
@@ -104,7 +107,12 @@ impl PrimaryClient {
     ///
     /// # Errors
     /// [`SyncError`].
-    pub async fn changes(&self, since: u64, limit: usize, wait: Duration) -> Result<FeedPage, SyncError> {
+    pub async fn changes(
+        &self,
+        since: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedPage, SyncError> {
         let url = format!(
             "{}/jwt/v1/changes?since={since}&limit={limit}&wait={}",
             self.current(),
@@ -120,9 +128,17 @@ impl PrimaryClient {
         if !resp.status().is_success() {
             return Err(self.protocol(format!("change feed answered {}", resp.status())));
         }
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let store_id = header("X-Store-Id").ok_or_else(|| self.protocol("change feed without X-Store-Id".into()))?;
-        let head = header("X-Head-Seq").and_then(|h| h.parse().ok()).unwrap_or(0);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let store_id = header("X-Store-Id")
+            .ok_or_else(|| self.protocol("change feed without X-Store-Id".into()))?;
+        let head = header("X-Head-Seq")
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         let mut changes = Vec::new();
         for line in body.lines().filter(|l| !l.is_empty()) {
@@ -134,9 +150,15 @@ impl PrimaryClient {
                 let jwt = parts.next()?.to_string();
                 Some((seq, kind, key, jwt))
             })();
-            changes.push(parsed.ok_or_else(|| self.protocol(format!("malformed change-feed line {:.60}", line)))?);
+            changes.push(parsed.ok_or_else(|| {
+                self.protocol(format!("malformed change-feed line {:.60}", line))
+            })?);
         }
-        Ok(FeedPage { store_id, head, changes })
+        Ok(FeedPage {
+            store_id,
+            head,
+            changes,
+        })
     }
 
     /// `GET` one token. `Ok(None)` when the primary answers 404.
@@ -163,7 +185,12 @@ impl PrimaryClient {
     ///
     /// # Errors
     /// [`SyncError::Unreachable`] when no answer came.
-    pub async fn post(&self, kind: Kind, key: &str, body: &[u8]) -> Result<(u16, String), SyncError> {
+    pub async fn post(
+        &self,
+        kind: Kind,
+        key: &str,
+        body: &[u8],
+    ) -> Result<(u16, String), SyncError> {
         let path = match kind {
             Kind::Account => path(kind, key),
             Kind::Activation => "/jwt/v1/activations".to_string(),

@@ -44,7 +44,9 @@ pub async fn run(replica: ReplicaHandle, nc: async_nats::Client, cancel: Cancell
             _ = cancel.cancelled() => break,
             msg = messages.next() => match msg { Some(m) => m, None => break },
         };
-        let Some((kind, key)) = parse_subject(msg.subject.as_str()) else { continue };
+        let Some((kind, key)) = parse_subject(msg.subject.as_str()) else {
+            continue;
+        };
         let token = String::from_utf8_lossy(&msg.payload);
         let jwt = match replica.verify(kind, key, token.trim()) {
             Ok(jwt) => jwt,
@@ -70,9 +72,18 @@ mod tests {
 
     #[test]
     fn subjects_name_their_keys() {
-        assert_eq!(parse_subject("$SYS.ACCOUNT.AKEY.CLAIMS.UPDATE"), Some((Kind::Account, "AKEY")));
-        assert_eq!(parse_subject("$SYS.REQ.ACCOUNT.AKEY.CLAIMS.UPDATE"), Some((Kind::Account, "AKEY")));
-        assert_eq!(parse_subject("$SYS.ACCOUNT.AISS.CLAIMS.ACTIVATE.HASH"), Some((Kind::Activation, "HASH")));
+        assert_eq!(
+            parse_subject("$SYS.ACCOUNT.AKEY.CLAIMS.UPDATE"),
+            Some((Kind::Account, "AKEY"))
+        );
+        assert_eq!(
+            parse_subject("$SYS.REQ.ACCOUNT.AKEY.CLAIMS.UPDATE"),
+            Some((Kind::Account, "AKEY"))
+        );
+        assert_eq!(
+            parse_subject("$SYS.ACCOUNT.AISS.CLAIMS.ACTIVATE.HASH"),
+            Some((Kind::Activation, "HASH"))
+        );
         assert_eq!(parse_subject("$SYS.ACCOUNT.AKEY.CONNECT"), None);
     }
 }

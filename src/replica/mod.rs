@@ -96,7 +96,9 @@ impl ReplicaHandle {
             primary: client.current().to_string(),
             reachable: false,
             synced,
-            applied_seq: store.meta(META_PRIMARY_CURSOR).map_or(0, |b| decode_u64(&b)),
+            applied_seq: store
+                .meta(META_PRIMARY_CURSOR)
+                .map_or(0, |b| decode_u64(&b)),
             primary_head: 0,
             in_sync_at: Instant::now(),
         });
@@ -137,7 +139,11 @@ impl ReplicaHandle {
             synced: s.synced,
             applied_seq: s.applied_seq,
             primary_head: s.primary_head,
-            lag_seconds: if in_sync { 0.0 } else { s.in_sync_at.elapsed().as_secs_f64() },
+            lag_seconds: if in_sync {
+                0.0
+            } else {
+                s.in_sync_at.elapsed().as_secs_f64()
+            },
         }
     }
 
@@ -146,7 +152,11 @@ impl ReplicaHandle {
     ///
     /// # Errors
     /// [`ApiError::PrimaryUnavailable`] when the primary cannot be asked.
-    pub async fn fetch_missing(&self, kind: Kind, key: &str) -> Result<Option<Arc<Entry>>, ApiError> {
+    pub async fn fetch_missing(
+        &self,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Option<Arc<Entry>>, ApiError> {
         let id = (kind, key.to_string());
         {
             let mut nf = self.not_found.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,21 +247,30 @@ impl ReplicaHandle {
             Kind::Account => {
                 c.expect_type(ClaimType::Account)?;
                 if c.sub != key {
-                    return Err(JwtError::InvalidClaims(format!("subject {} is not the key {key}", c.sub)));
+                    return Err(JwtError::InvalidClaims(format!(
+                        "subject {} is not the key {key}",
+                        c.sub
+                    )));
                 }
                 let trust = self.trust.borrow().clone();
                 match &trust.operator {
                     Some(op) => op.check_issuer(&c.iss)?,
                     // Without an operator the signature is all we can check; the sync task
                     // fetches the primary's operator before it applies anything.
-                    None => return Err(JwtError::InvalidClaims("no operator known to verify against".into())),
+                    None => {
+                        return Err(JwtError::InvalidClaims(
+                            "no operator known to verify against".into(),
+                        ))
+                    }
                 }
             }
             Kind::Activation => {
                 c.expect_type(ClaimType::Activation)?;
                 let hash = jwt::activation_hash(c)?;
                 if hash != key {
-                    return Err(JwtError::InvalidClaims(format!("activation hash {hash} is not the key {key}")));
+                    return Err(JwtError::InvalidClaims(format!(
+                        "activation hash {hash} is not the key {key}"
+                    )));
                 }
             }
         }

@@ -46,7 +46,9 @@ pub(super) async fn run(
     let mut lineage: Option<String> = store
         .meta(META_PRIMARY_LINEAGE)
         .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let mut cursor = store.meta(META_PRIMARY_CURSOR).map_or(0, |b| super::decode_u64(&b));
+    let mut cursor = store
+        .meta(META_PRIMARY_CURSOR)
+        .map_or(0, |b| super::decode_u64(&b));
     let mut synced = store.meta(META_SYNCED).is_some();
     let mut backoff = Duration::from_millis(100);
 
@@ -60,7 +62,11 @@ pub(super) async fn run(
             continue;
         }
         // Long-poll only once caught up; during the initial sync, pages come back to back.
-        let wait = if synced && cursor > 0 { opts.poll_wait } else { Duration::ZERO };
+        let wait = if synced && cursor > 0 {
+            opts.poll_wait
+        } else {
+            Duration::ZERO
+        };
         let since = cursor;
         let page = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -107,8 +113,14 @@ pub(super) async fn run(
         let caught_up = count < opts.batch && new_cursor >= page.head;
         let mut meta = Vec::new();
         if new_cursor != cursor || since == 0 {
-            meta.push((META_PRIMARY_LINEAGE.to_string(), page.store_id.clone().into_bytes()));
-            meta.push((META_PRIMARY_CURSOR.to_string(), new_cursor.to_be_bytes().to_vec()));
+            meta.push((
+                META_PRIMARY_LINEAGE.to_string(),
+                page.store_id.clone().into_bytes(),
+            ));
+            meta.push((
+                META_PRIMARY_CURSOR.to_string(),
+                new_cursor.to_be_bytes().to_vec(),
+            ));
         }
         if caught_up && !synced {
             meta.push((META_SYNCED.to_string(), b"1".to_vec()));
@@ -140,8 +152,13 @@ pub(super) async fn run(
 
 /// Verifies a page's tokens (in parallel: signature checks dominate a large initial sync) and
 /// returns those that pass. A token that fails is logged and skipped, never stored.
-async fn apply_page(replica: &ReplicaHandle, changes: Vec<(u64, Kind, String, String)>) -> Vec<(Kind, String, Jwt)> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+async fn apply_page(
+    replica: &ReplicaHandle,
+    changes: Vec<(u64, Kind, String, String)>,
+) -> Vec<(Kind, String, Jwt)> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
     let chunk = changes.len().div_ceil(workers).max(1);
     let mut jobs = Vec::new();
     let mut rest = changes;
@@ -195,7 +212,9 @@ async fn fetch_operator(replica: &ReplicaHandle, trust_tx: &watch::Sender<Arc<Tr
             }
         },
         Ok(None) => {
-            tracing::error!("neither this replica nor its primary has an operator JWT; cannot verify tokens");
+            tracing::error!(
+                "neither this replica nor its primary has an operator JWT; cannot verify tokens"
+            );
             false
         }
         Err(e) => {

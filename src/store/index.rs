@@ -37,7 +37,13 @@ impl Entry {
         Entry::from_parts(kind, key, Bytes::from(jwt.raw.clone()), &jwt.claims, 0)
     }
 
-    pub(super) fn from_parts(kind: Kind, key: &str, jwt: Bytes, claims: &Claims, seq: u64) -> Entry {
+    pub(super) fn from_parts(
+        kind: Kind,
+        key: &str,
+        jwt: Bytes,
+        claims: &Claims,
+        seq: u64,
+    ) -> Entry {
         Entry {
             kind,
             key: key.to_string(),
@@ -78,7 +84,11 @@ impl Index {
             let entry = parse_stored(kind, &key, jwt, seq)?;
             index.insert(Arc::new(entry));
         }
-        if let Some(h) = index.meta.get(super::sled::META_HEAD).and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()) {
+        if let Some(h) = index
+            .meta
+            .get(super::sled::META_HEAD)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        {
             index.head = index.head.max(u64::from_be_bytes(h));
         }
         Ok(index)

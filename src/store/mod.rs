@@ -194,7 +194,8 @@ impl Store {
 
     /// An empty in-memory store, writable or not.
     pub fn memory(writable: bool) -> Store {
-        Store::open(Box::new(MemoryBackend), writable).expect("the memory backend cannot fail to load")
+        Store::open(Box::new(MemoryBackend), writable)
+            .expect("the memory backend cannot fail to load")
     }
 
     /// Builds the index from `backend` and starts the writer thread (when `writable`).
@@ -217,7 +218,8 @@ impl Store {
                 head: index.head(),
             })?;
         }
-        let lineage: Arc<str> = String::from_utf8_lossy(index.meta(META_LINEAGE).unwrap_or_default()).into();
+        let lineage: Arc<str> =
+            String::from_utf8_lossy(index.meta(META_LINEAGE).unwrap_or_default()).into();
         let backend_name = backend.name();
         let (head_tx, head_rx) = watch::channel(index.head());
         let index = Arc::new(RwLock::new(index));
@@ -244,7 +246,9 @@ impl Store {
     pub async fn put(&self, kind: Kind, key: &str, jwt: &Jwt) -> Result<PutOutcome, StoreError> {
         let entry = Arc::new(Entry::new(kind, key, jwt));
         let mut outcomes = self.send(vec![entry], Vec::new()).await?;
-        Ok(outcomes.pop().expect("the writer answers one outcome per entry"))
+        Ok(outcomes
+            .pop()
+            .expect("the writer answers one outcome per entry"))
     }
 
     /// Puts several tokens (newer-wins each) and sets `meta`, in one atomic commit: how a
@@ -272,11 +276,19 @@ impl Store {
         self.send(Vec::new(), meta).await.map(drop)
     }
 
-    async fn send(&self, entries: Vec<Arc<Entry>>, meta: Vec<(String, Vec<u8>)>) -> Result<Vec<PutOutcome>, StoreError> {
+    async fn send(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         let (reply, rx) = oneshot::channel();
         writer
-            .send(WriteRequest { entries, meta, reply })
+            .send(WriteRequest {
+                entries,
+                meta,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -349,7 +361,12 @@ fn new_lineage_id() -> String {
 
 /// Parses a stored token without verifying it: stored tokens were verified before they were
 /// written, and re-verifying 100k signatures would slow every start.
-pub(crate) fn parse_stored(kind: Kind, key: &str, jwt: Bytes, seq: u64) -> Result<Entry, StoreError> {
+pub(crate) fn parse_stored(
+    kind: Kind,
+    key: &str,
+    jwt: Bytes,
+    seq: u64,
+) -> Result<Entry, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: key.to_string(),
         reason,

@@ -63,10 +63,12 @@ impl Backend for SledBackend {
         let mut seqs: HashMap<(Kind, String), u64> = HashMap::new();
         for item in self.db.scan_prefix(b"s/") {
             let (k, v) = item.map_err(io)?;
-            let seq = <[u8; 8]>::try_from(&k[2..]).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into(),
-                reason: "bad sequence key".into(),
-            })?;
+            let seq = <[u8; 8]>::try_from(&k[2..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into(),
+                    reason: "bad sequence key".into(),
+                })?;
             let kind = match v.first() {
                 Some(b'a') => Kind::Account,
                 Some(b't') => Kind::Activation,
@@ -85,12 +87,16 @@ impl Backend for SledBackend {
                 let (k, v) = item.map_err(io)?;
                 let key = String::from_utf8_lossy(&k[2..]).into_owned();
                 let seq = seqs.get(&(kind, key.clone())).copied().unwrap_or(0);
-                loaded.records.push((kind, key, Bytes::copy_from_slice(&v), seq));
+                loaded
+                    .records
+                    .push((kind, key, Bytes::copy_from_slice(&v), seq));
             }
         }
         for item in self.db.scan_prefix(b"m/") {
             let (k, v) = item.map_err(io)?;
-            loaded.meta.insert(String::from_utf8_lossy(&k[2..]).into_owned(), v.to_vec());
+            loaded
+                .meta
+                .insert(String::from_utf8_lossy(&k[2..]).into_owned(), v.to_vec());
         }
         Ok(loaded)
     }
@@ -111,7 +117,10 @@ impl Backend for SledBackend {
         for (name, value) in &commit.meta {
             batch.insert(format!("m/{name}").into_bytes(), value.as_slice());
         }
-        batch.insert(format!("m/{META_HEAD}").into_bytes(), &commit.head.to_be_bytes()[..]);
+        batch.insert(
+            format!("m/{META_HEAD}").into_bytes(),
+            &commit.head.to_be_bytes()[..],
+        );
         self.db.apply_batch(batch).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())

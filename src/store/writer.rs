@@ -42,7 +42,12 @@ pub(super) fn spawn(
     tx
 }
 
-fn commit_batch(backend: &dyn Backend, index: &RwLock<Index>, head_tx: &watch::Sender<u64>, batch: Vec<WriteRequest>) {
+fn commit_batch(
+    backend: &dyn Backend,
+    index: &RwLock<Index>,
+    head_tx: &watch::Sender<u64>,
+    batch: Vec<WriteRequest>,
+) {
     let mut head = index.read().unwrap_or_else(|p| p.into_inner()).head();
     // Writes earlier in this batch are not in the index yet; later writes of the same key must
     // be compared against them, not against the index.
@@ -56,10 +61,12 @@ fn commit_batch(backend: &dyn Backend, index: &RwLock<Index>, head_tx: &watch::S
         let mut these = Vec::with_capacity(req.entries.len());
         for entry in &req.entries {
             let id = (entry.kind, entry.key.clone());
-            let current = staged
-                .get(&id)
-                .cloned()
-                .or_else(|| index.read().unwrap_or_else(|p| p.into_inner()).get(entry.kind, &entry.key));
+            let current = staged.get(&id).cloned().or_else(|| {
+                index
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(entry.kind, &entry.key)
+            });
             these.push(match current {
                 Some(cur) if cur.jti == entry.jti => PutOutcome::Unchanged(cur),
                 // Newer-wins on `iat`: strictly older loses; equal `iat` with another `jti`

@@ -1,0 +1,94 @@
+//! Fixtures: the official vectors (`../shared/vectors`, made by the Go JWT library) and helpers
+//! that mint more tokens with the same operator and account keys.
+
+use nats_account_server::jwt::encode;
+use nkeys::KeyPair;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The vectors folder, beside the checkout.
+pub fn vectors() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
+    assert!(
+        p.is_dir(),
+        "test vectors not found at {} (shared/ must sit beside the checkout)",
+        p.display()
+    );
+    p
+}
+
+/// A vector file's text, trimmed.
+pub fn vector(name: &str) -> String {
+    std::fs::read_to_string(vectors().join(name))
+        .unwrap_or_else(|e| panic!("reading vector {name}: {e}"))
+        .trim()
+        .to_string()
+}
+
+fn keys() -> Value {
+    serde_json::from_str(&vector("keys.json")).expect("keys.json")
+}
+
+/// The vectors' operator identity key pair.
+pub fn operator_key() -> KeyPair {
+    KeyPair::from_seed(keys()["operator_seed"].as_str().unwrap()).unwrap()
+}
+
+/// The vectors' operator signing key pair.
+pub fn signing_key() -> KeyPair {
+    KeyPair::from_seed(keys()["signing_seed"].as_str().unwrap()).unwrap()
+}
+
+/// The system account key pair.
+pub fn sys_key() -> KeyPair {
+    KeyPair::from_seed(keys()["sys_seed"].as_str().unwrap()).unwrap()
+}
+
+/// Account A (`account_a.pub`) key pair.
+pub fn account_a() -> KeyPair {
+    account(&vector("account_a.pub"))
+}
+
+/// Account B (`account_b.pub`) key pair.
+pub fn account_b() -> KeyPair {
+    account(&vector("account_b.pub"))
+}
+
+/// The key pair of one of the vectors' accounts, by public key.
+pub fn account(public: &str) -> KeyPair {
+    KeyPair::from_seed(
+        keys()["accounts"][public]
+            .as_str()
+            .unwrap_or_else(|| panic!("no seed for {public}")),
+    )
+    .unwrap()
+}
+
+/// An account JWT for `account` signed by the operator's signing key, with extra `nats` fields.
+pub fn account_jwt(account: &str, name: &str, nats: Value) -> String {
+    encode::account(&signing_key(), account, name, nats)
+}
+
+/// An account JWT with an explicit `iat` (ordering tests).
+pub fn account_jwt_at(account: &str, name: &str, iat: i64) -> String {
+    let signer = signing_key();
+    encode::sign(
+        serde_json::json!({ "name": name, "sub": account, "iat": iat,
+            "nats": { "type": "account", "version": 2, "limits": { "conn": -1 } } }),
+        &signer,
+    )
+}
+
+/// A fresh account key pair and its JWT (signed by the signing key).
+pub fn new_account(name: &str) -> (KeyPair, String) {
+    let kp = KeyPair::new_account();
+    let jwt = account_jwt(&kp.public_key(), name, serde_json::json!({}));
+    (kp, jwt)
+}
+
+/// A creds file text for a new user of `account`.
+pub fn user_creds(account: &KeyPair, name: &str) -> String {
+    let user = KeyPair::new_user();
+    let jwt = encode::user(account, &user.public_key(), name);
+    encode::creds(&jwt, &user.seed().unwrap())
+}

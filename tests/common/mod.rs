@@ -1,0 +1,146 @@
+//! Test harness shared by every test area.
+//!
+//! - [`TestServer`]: an in-process server on `127.0.0.1:0` with its own temp dir.
+//! - [`process::ServerProcess`]: our binary as a child process (signals, exit codes, kill -9).
+//! - [`nats::NatsServer`]: a real nats-server in operator mode, killed on drop.
+//! - [`fixtures`]: the official test vectors and helpers to mint more tokens with their keys.
+//! - [`eventually`]: the only way tests wait.
+
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod nats;
+pub mod process;
+
+use nats_account_server::config::Settings;
+use nats_account_server::RunningServer;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// An in-process server. Dropping it stops nothing gracefully (the runtime ends with the
+/// test), but the temp dir lives as long as the value.
+pub struct TestServer {
+    /// The running server (take it to stop it gracefully).
+    pub server: Option<RunningServer>,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    /// The server's data directory and scratch space.
+    pub dir: TempDir,
+}
+
+/// Settings for a primary on a sled store in `dir`, trusting the vectors' operator.
+pub fn primary_settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings::default();
+    s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"));
+    s.store.data = Some(dir.join("data"));
+    s.http.workers = Some(2);
+    s
+}
+
+impl TestServer {
+    /// A primary with the vectors' operator on a fresh sled store.
+    pub async fn primary() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A primary, after `tweak` adjusts its settings (sled under the temp dir by default).
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = primary_settings(dir.path());
+        tweak(&mut settings);
+        TestServer::start_in(dir, settings).await
+    }
+
+    /// Starts `settings` with `dir` as the owned temp dir.
+    pub async fn start_in(dir: TempDir, settings: Settings) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = RunningServer::start(settings, listener)
+            .await
+            .expect("server starts");
+        let url = format!("http://{}", server.addr());
+        TestServer {
+            server: Some(server),
+            url,
+            dir,
+        }
+    }
+
+    /// The running server.
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Graceful stop; the temp dir stays.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+
+    /// Path under the temp dir.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+/// A client with a short timeout, so a hung server fails the test instead of hanging it.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// GET → (status, body).
+pub async fn get(url: &str) -> (u16, String) {
+    let r = http().get(url).send().await.expect("GET");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// POST body → (status, body).
+pub async fn post(url: &str, body: impl Into<String>) -> (u16, String) {
+    let r = http()
+        .post(url)
+        .body(body.into())
+        .send()
+        .await
+        .expect("POST");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Polls `check` until it returns true or `within` passes; panics with `what` on timeout.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        // Polling interval, not a wait for an outcome: backs off to at most 100 ms.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A TCP port that was free a moment ago (for processes that must keep a port across restarts).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

@@ -1,0 +1,127 @@
+//! A real nats-server (the Debian package, installed by `tests/run.sh`) in operator mode whose
+//! URL resolver points at one of our servers. Killed on drop; its log is kept in its temp dir
+//! and printed when it fails to start.
+
+use super::fixtures;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// A nats-server child process.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Client port.
+    pub port: u16,
+    /// `nats://127.0.0.1:<port>`
+    pub url: String,
+    dir: TempDir,
+    config: PathBuf,
+}
+
+/// Where the nats-server binary is.
+pub fn nats_server_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nats-server is not installed: run tests/run.sh, which installs it (apt-get install nats-server)");
+}
+
+impl NatsServer {
+    /// Starts nats-server on `port` (0 picks one) trusting the vectors' operator, with its
+    /// resolver at `resolver_url` (e.g. `http://127.0.0.1:9090/jwt/v1/accounts/`).
+    pub fn start(port: u16, resolver_url: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = if port == 0 { super::free_port() } else { port };
+        let config = dir.path().join("nats.conf");
+        let conf = format!(
+            "listen: 127.0.0.1:{port}\n\
+             operator: {op}\n\
+             system_account: {sys}\n\
+             resolver: URL({resolver_url})\n",
+            op = fixtures::vectors().join("operator.jwt").display(),
+            sys = fixtures::vector("system_account.pub"),
+        );
+        std::fs::write(&config, conf).expect("writing nats.conf");
+        let mut s = NatsServer {
+            child: None,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+            config,
+        };
+        s.spawn();
+        s
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("-l")
+            .arg(self.log())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "nats-server exited with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server did not listen on {}; log:\n{}",
+                    self.port,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Kills it (the port becomes free).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same config.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// A creds file for the system account user (for our server's `--creds`).
+    pub fn sys_creds(&self) -> PathBuf {
+        fixtures::vectors().join("sys.creds")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
