@@ -33,8 +33,10 @@ pub struct TestServer {
 
 /// Settings for a primary on a sled store in `dir`, trusting the vectors' operator.
 pub fn primary_settings(dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"));
+    let mut s = Settings {
+        operatorjwtpath: Some(fixtures::vectors().join("operator.jwt")),
+        ..Settings::default()
+    };
     s.store.data = Some(dir.join("data"));
     s.http.workers = Some(2);
     s
