@@ -10,6 +10,7 @@
 
 pub mod fixtures;
 pub mod nats;
+pub mod nginx;
 pub mod process;
 
 use nats_account_server::config::Settings;
@@ -58,7 +59,12 @@ impl TestServer {
 
     /// Starts `settings` with `dir` as the owned temp dir.
     pub async fn start_in(dir: TempDir, settings: Settings) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        TestServer::start_on(dir, settings, 0).await
+    }
+
+    /// Starts on a given port (0: any), for servers that must come back on the same address.
+    pub async fn start_on(dir: TempDir, settings: Settings, port: u16) -> TestServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let server = RunningServer::start(settings, listener)
             .await
             .expect("server starts");

@@ -33,6 +33,12 @@ pub fn nats_server_bin() -> PathBuf {
     panic!("nats-server is not installed: run tests/run.sh, which installs it (apt-get install nats-server)");
 }
 
+/// The system account user's creds file, usable before any nats-server runs (our server is
+/// configured before nats-server can start).
+pub fn sys_creds_path() -> PathBuf {
+    fixtures::vectors().join("sys.creds")
+}
+
 impl NatsServer {
     /// Starts nats-server on `port` (0 picks one) trusting the vectors' operator, with its
     /// resolver at `resolver_url` (e.g. `http://127.0.0.1:9090/jwt/v1/accounts/`).
@@ -116,7 +122,7 @@ impl NatsServer {
 
     /// A creds file for the system account user (for our server's `--creds`).
     pub fn sys_creds(&self) -> PathBuf {
-        fixtures::vectors().join("sys.creds")
+        sys_creds_path()
     }
 }
 
