@@ -3,7 +3,9 @@
 //! system-account JWTs) without dropping the listener.
 
 use anyhow::Context;
+use nats_account_server::config::cli::Command;
 use nats_account_server::config::{Cli, LoadReport, LoggingSettings, Settings};
+use nats_account_server::import;
 use nats_account_server::server::{load_trust, RunningServer};
 use std::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -41,7 +43,7 @@ fn load(cli: &Cli) -> anyhow::Result<(Settings, LoadReport)> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (settings, report) = load(&cli)?;
-    if cli.command.is_some() {
+    if let Some(Command::CheckConfig) = &cli.command {
         println!("configuration OK");
         return Ok(());
     }
@@ -53,6 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Some(Command::Import(args)) = &cli.command {
+        let summary = runtime.block_on(import::run(&settings, args))?;
+        print!("{summary}");
+        return Ok(());
+    }
     runtime.block_on(serve(cli, settings, filter))
 }
 
@@ -86,10 +93,15 @@ fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
         }
     };
     let _ = filter.reload(env_filter(&settings.logging));
+    if let Err(e) = server.reload_tls() {
+        tracing::error!(cause = %e, "TLS reload failed; keeping the running certificate");
+    }
     match load_trust(&settings) {
         Ok(trust) => {
             server.set_trust(trust);
-            tracing::info!("configuration reloaded (log level, operator, system account)");
+            tracing::info!(
+                "configuration reloaded (log level, TLS certificate, operator, system account)"
+            );
         }
         Err(e) => tracing::error!(cause = %e, "reload failed; keeping the running trust anchor"),
     }

@@ -161,12 +161,12 @@ impl Metrics {
         self.inner.rejections.with_label_values(&[reason]).inc();
     }
 
-    /// Counts a token applied by a replica.
-    pub fn replica_applied(&self, source: &str) {
+    /// Counts `n` tokens applied by a replica from `source`.
+    pub fn replica_applied(&self, source: &str, n: u64) {
         self.inner
             .replica_applied
             .with_label_values(&[source])
-            .inc();
+            .inc_by(n);
     }
 
     /// Replica lag gauges and primary reachability.

@@ -14,6 +14,7 @@ use crate::nats::{NatsError, NatsHandle, Notifier};
 use crate::replica::ReplicaHandle;
 use crate::state::{AppState, HttpOptions, Trust};
 use crate::store::{Entry, Kind, Store, StoreError};
+use crate::tls::{ReloadableCert, TlsError};
 use actix_web::HttpServer;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The store kind is not available in this build.
     #[error("store: {0}")]
     Unsupported(String),
+    /// HTTPS files are unusable.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// HTTP could not start.
     #[error("http: {0}")]
     Http(std::io::Error),
@@ -66,6 +70,7 @@ pub struct RunningServer {
     tasks: TaskTracker,
     nats: NatsHandle,
     trust_tx: Arc<watch::Sender<Arc<Trust>>>,
+    tls: Option<Arc<ReloadableCert>>,
 }
 
 /// Loads the operator and system-account files into a [`Trust`].
@@ -118,22 +123,36 @@ fn read_token(path: &Path, what: &'static str) -> Result<String, StartError> {
         })
 }
 
-/// Opens the store the settings select.
+/// Opens the store the settings select. A read-only directory store and an nsc folder are
+/// opened watched: [`RunningServer::start_with_store`] starts their watcher.
 ///
 /// # Errors
-/// [`StartError::Store`] or [`StartError::Unsupported`].
+/// [`StartError::Store`] when the store cannot be opened.
 pub fn open_store(settings: &Settings) -> Result<Store, StartError> {
+    use crate::store::{dir::DirBackend, nsc::NscBackend, watch::Source};
     match settings.store_choice() {
         StoreChoice::Sled(dir) => Ok(Store::open_sled(&dir)?),
         StoreChoice::Memory { readonly } => Ok(Store::memory(!readonly)),
-        StoreChoice::Dir { path, .. } => Err(StartError::Unsupported(format!(
-            "the directory store ({}) is not available in this version; use the sled store (--data) or `--memory`",
-            path.display()
-        ))),
-        StoreChoice::Nsc(path) => Err(StartError::Unsupported(format!(
-            "the nsc store ({}) is not available in this version; use the sled store (--data)",
-            path.display()
-        ))),
+        StoreChoice::Dir {
+            path,
+            shard,
+            readonly: false,
+        } => Ok(Store::open(
+            Box::new(DirBackend::open(&path, shard, true)?),
+            true,
+        )?),
+        StoreChoice::Dir {
+            path,
+            shard,
+            readonly: true,
+        } => Ok(Store::open_watched(
+            Box::new(DirBackend::open(&path, shard, false)?),
+            Source::dir(&path, shard),
+        )?),
+        StoreChoice::Nsc(path) => Ok(Store::open_watched(
+            Box::new(NscBackend::open(&path)?),
+            Source::nsc(&path),
+        )?),
     }
 }
 
@@ -173,6 +192,14 @@ impl RunningServer {
         let notifier = Notifier::start(&nats, settings.nats.updatesubjects, metrics.clone());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // Read-only directory and nsc stores: file edits are loaded and notified like writes.
+        let on_file_change = notifier.clone();
+        crate::store::watch::spawn(
+            &store,
+            move |entry| on_file_change.changed(entry),
+            cancel.clone(),
+            &tasks,
+        )?;
         let replica = settings.is_replica().then(|| {
             ReplicaHandle::start(
                 &settings,
@@ -195,13 +222,22 @@ impl RunningServer {
             },
             replica,
             metrics,
+            draining: cancel.child_token(),
         };
 
         listener.set_nonblocking(true).map_err(StartError::Http)?;
         let addr = listener.local_addr().map_err(StartError::Http)?;
         let app_state = state.clone();
-        let mut http = HttpServer::new(move || crate::http::app(app_state.clone()))
-            .listen(listener)
+        let tls = match &settings.http.tls {
+            Some(t) => Some(ReloadableCert::load(t)?),
+            None => None,
+        };
+        let http = HttpServer::new(move || crate::http::app(app_state.clone()));
+        let http = match &tls {
+            Some(cert) => http.listen_rustls_0_23(listener, cert.server_config()),
+            None => http.listen(listener),
+        };
+        let mut http = http
             .map_err(StartError::Http)?
             .disable_signals()
             .client_request_timeout(settings.http.readtimeout.0)
@@ -213,9 +249,10 @@ impl RunningServer {
         let handle = http.handle();
         let http_task = tokio::spawn(http);
 
-        tracing::info!(%addr, role = state.role(), store = state.store.backend_name(), "listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, role = state.role(), store = state.store.backend_name(), "listening");
         tracing::info!(
-            "configure nats-server with:  resolver: URL(http://{}/jwt/v1/accounts/)",
+            "configure nats-server with:  resolver: URL({scheme}://{}/jwt/v1/accounts/)",
             display_addr(addr)
         );
         Ok(RunningServer {
@@ -227,6 +264,7 @@ impl RunningServer {
             tasks,
             nats,
             trust_tx,
+            tls,
         })
     }
 
@@ -245,9 +283,19 @@ impl RunningServer {
         self.trust_tx.send_replace(Arc::new(trust));
     }
 
+    /// Re-reads the HTTPS certificate and key (SIGHUP); a no-op without HTTPS.
+    ///
+    /// # Errors
+    /// [`TlsError`] when the new files are unusable (the old certificate stays).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.as_ref().map_or(Ok(()), |t| t.reload())
+    }
+
     /// Graceful shutdown: stop HTTP (in-flight requests finish), stop background tasks, drain
     /// NATS, each step bounded.
     pub async fn stop(self) {
+        // Wake parked long polls first, or the graceful stop would wait out their timeout.
+        self.state.draining.cancel();
         self.http.stop(true).await;
         let _ = self.http_task.await;
         self.cancel.cancel();

@@ -46,9 +46,31 @@ pub struct AppState {
     pub replica: Option<ReplicaHandle>,
     /// This instance's metrics.
     pub metrics: Metrics,
+    /// Cancelled when the server starts shutting down, so long polls return at once instead
+    /// of holding the graceful stop for their whole wait.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
+    /// A primary's state without NATS or background tasks, for driving [`crate::http::app`]
+    /// directly (benchmarks, `actix_web::test`). The trust anchor is fixed.
+    pub fn standalone(store: Store, trust: Trust, http: HttpOptions) -> AppState {
+        let metrics = Metrics::new();
+        let nats = NatsHandle::disabled();
+        let notifier = Notifier::start(&nats, Default::default(), metrics.clone());
+        let (_fixed, trust) = watch::channel(Arc::new(trust));
+        AppState {
+            store,
+            trust,
+            notifier,
+            nats,
+            http,
+            replica: None,
+            metrics,
+            draining: Default::default(),
+        }
+    }
+
     /// The current trust anchor.
     pub fn trust(&self) -> Arc<Trust> {
         self.trust.borrow().clone()

@@ -1,1 +1,555 @@
-//! (being written)
+//! Configuration loading (`Settings::load(file, env, overrides)`): TOML, the Go server's config
+//! syntax unchanged, case-insensitive keys, legacy keys, errors that name the key, the layering
+//! defaults < file < `NAS_` environment < flags, the Go-style flags, and the example configs
+//! in `deploy/config/`.
+
+use nats_account_server::config::{Cli, ConfigError, LoadReport, Settings, StoreChoice};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// The Go account server's config file, verbatim.
+const GO_ERA_CONFIG: &str = r#"# Go-era config
+operatorjwtpath: "deploy/demo/operator.jwt"
+http { host: "127.0.0.1", port: 9090, ReadTimeout: 5000 }
+nats: { Servers: ["nats://127.0.0.1:4222"], ConnectTimeout: 5000, UserCredentials: "sys.creds" }
+store = { dir: "/var/lib/jwts", shard: true }
+logging: { time: true, debug: false, colors: true, pid: false }
+"#;
+
+/// Writes `text` to `name` in a fresh temp dir.
+fn file(name: &str, text: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Loads a file of `name` holding `text`, no env, no flags.
+fn load_text(name: &str, text: &str) -> Result<(Settings, LoadReport), ConfigError> {
+    let (_dir, path) = file(name, text);
+    Settings::load(Some(&path), no_env(), &[])
+}
+
+/// The flags' overrides, as `main` computes them.
+fn flags(args: &[&str]) -> Vec<(String, Value)> {
+    cli(args).overrides().expect("flags convert to overrides")
+}
+
+fn cli(args: &[&str]) -> Cli {
+    let argv = std::iter::once("nats-account-server")
+        .chain(args.iter().copied())
+        .map(String::from);
+    Cli::parse_args(argv).unwrap_or_else(|e| panic!("parsing {args:?}: {e}"))
+}
+
+fn key_error(result: Result<(Settings, LoadReport), ConfigError>) -> (String, String) {
+    match result {
+        Err(ConfigError::Key { key, message }) => (key, message),
+        Err(other) => panic!("expected an error naming a key, got: {other}"),
+        Ok((s, _)) => panic!("expected an error, loaded: {s:?}"),
+    }
+}
+
+/// Without file, env or flags the defaults are the documented ones.
+#[test]
+fn defaults_are_the_documented_ones() {
+    let (s, report) = Settings::load(None, no_env(), &[]).unwrap();
+    assert_eq!(s.http.host, "127.0.0.1");
+    assert_eq!(s.http.port, 9090);
+    assert_eq!(s.http.maxbodybytes, 1024 * 1024);
+    assert_eq!(s.http.maxage.0, Duration::from_secs(60));
+    assert_eq!(s.http.readtimeout.0, Duration::from_secs(5));
+    assert_eq!(s.store_choice(), StoreChoice::Sled(PathBuf::from("data")));
+    assert!(s.primary.0.is_empty() && !s.is_replica());
+    assert!(s.nats.servers.0.is_empty());
+    assert!(s.operatorjwtpath.is_none());
+    assert!(report.ignored_keys.is_empty());
+}
+
+/// A TOML file loads into the matching fields.
+#[test]
+fn toml_file_loads() {
+    let (s, report) = load_text(
+        "nas.toml",
+        r#"
+operatorjwtpath = "/etc/nas/operator.jwt"
+systemaccountjwtpath = "/etc/nas/sys.jwt"
+replicationtimeout = "2s"
+maxreplicationpack = 5
+[http]
+host = "0.0.0.0"
+port = 8080
+maxbodybytes = 4096
+maxage = "2m"
+readtimeout = "250ms"
+writetimeout = 1500
+[store]
+data = "/var/lib/nas"
+[nats]
+servers = ["nats://a:4222", "nats://b:4222"]
+usercredentials = "/etc/nas/sys.creds"
+updatesubjects = "both"
+[logging]
+debug = true
+json = true
+[replication]
+pollwait = "10s"
+batch = 100
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.operatorjwtpath,
+        Some(PathBuf::from("/etc/nas/operator.jwt"))
+    );
+    assert_eq!(
+        s.systemaccountjwtpath,
+        Some(PathBuf::from("/etc/nas/sys.jwt"))
+    );
+    assert_eq!(s.replicationtimeout.0, Duration::from_secs(2));
+    assert_eq!(s.maxreplicationpack, 5);
+    assert_eq!(s.http.host, "0.0.0.0");
+    assert_eq!(s.http.port, 8080);
+    assert_eq!(s.http.maxbodybytes, 4096);
+    assert_eq!(s.http.maxage.0, Duration::from_secs(120));
+    assert_eq!(s.http.readtimeout.0, Duration::from_millis(250));
+    assert_eq!(s.http.writetimeout.0, Duration::from_millis(1500));
+    assert_eq!(
+        s.store_choice(),
+        StoreChoice::Sled(PathBuf::from("/var/lib/nas"))
+    );
+    assert_eq!(s.nats.servers.0, ["nats://a:4222", "nats://b:4222"]);
+    assert_eq!(
+        s.nats.usercredentials,
+        Some(PathBuf::from("/etc/nas/sys.creds"))
+    );
+    assert_eq!(
+        s.nats.updatesubjects,
+        nats_account_server::nats::notify::UpdateSubjects::Both
+    );
+    assert!(s.logging.debug && s.logging.json && !s.logging.trace);
+    assert_eq!(s.replication.pollwait.0, Duration::from_secs(10));
+    assert_eq!(s.replication.batch, 100);
+    assert!(report.ignored_keys.is_empty());
+}
+
+/// The Go server's config file loads unchanged, each value in its field; `pid` is reported.
+#[test]
+fn go_era_config_loads_unchanged() {
+    let (s, report) = load_text("server.conf", GO_ERA_CONFIG).unwrap();
+    assert_eq!(
+        s.operatorjwtpath,
+        Some(PathBuf::from("deploy/demo/operator.jwt"))
+    );
+    assert_eq!(s.http.host, "127.0.0.1");
+    assert_eq!(s.http.port, 9090);
+    assert_eq!(s.http.readtimeout.0, Duration::from_secs(5), "5000 ms");
+    assert_eq!(s.nats.servers.0, ["nats://127.0.0.1:4222"]);
+    assert_eq!(s.nats.connecttimeout.0, Duration::from_secs(5));
+    assert_eq!(s.nats.usercredentials, Some(PathBuf::from("sys.creds")));
+    assert_eq!(
+        s.store_choice(),
+        StoreChoice::Dir {
+            path: PathBuf::from("/var/lib/jwts"),
+            shard: true,
+            readonly: false
+        }
+    );
+    assert!(s.logging.time && s.logging.colors && !s.logging.debug);
+    assert_eq!(report.ignored_keys, ["logging.pid"]);
+
+    // Any extension other than .toml/.json is the Go syntax.
+    let (s, _) = load_text("server.cfg", GO_ERA_CONFIG).unwrap();
+    assert_eq!(s.http.readtimeout.0, Duration::from_secs(5));
+}
+
+/// Keys are case-insensitive, in the Go syntax and in TOML.
+#[test]
+fn keys_are_case_insensitive() {
+    let (s, _) = load_text(
+        "mixed.conf",
+        "OperatorJWTPath: \"/op.jwt\"\nHTTP { HOST: \"10.0.0.1\", Port: 1234, MaxBodyBytes: 999 }\nStore { ReadOnly: true, Memory: true }\n",
+    )
+    .unwrap();
+    assert_eq!(s.operatorjwtpath, Some(PathBuf::from("/op.jwt")));
+    assert_eq!((s.http.host.as_str(), s.http.port), ("10.0.0.1", 1234));
+    assert_eq!(s.http.maxbodybytes, 999);
+    assert_eq!(s.store_choice(), StoreChoice::Memory { readonly: true });
+
+    let (s, _) = load_text(
+        "mixed.toml",
+        "OperatorJwtPath = \"/op2.jwt\"\n[Http]\nPORT = 4321\nReadTimeout = \"3s\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.operatorjwtpath, Some(PathBuf::from("/op2.jwt")));
+    assert_eq!(s.http.port, 4321);
+    assert_eq!(s.http.readtimeout.0, Duration::from_secs(3));
+}
+
+/// Keys the Go server knew but this one does not implement load and are reported as ignored.
+#[test]
+fn legacy_keys_are_accepted_and_reported() {
+    let (s, report) = load_text(
+        "legacy.conf",
+        "logging { pid: true, debug: true }\nstore { cleanupinterval: 60000 }\nsignrequestsubject: \"sign\"\n",
+    )
+    .unwrap();
+    assert!(s.logging.debug, "the rest of the block still applies");
+    let mut ignored = report.ignored_keys.clone();
+    ignored.sort();
+    assert_eq!(
+        ignored,
+        ["logging.pid", "signrequestsubject", "store.cleanupinterval"]
+    );
+    // Case-insensitive here too.
+    let (_, report) = load_text("legacy2.conf", "Logging { PID: true }\n").unwrap();
+    assert_eq!(report.ignored_keys, ["logging.pid"]);
+}
+
+/// An unknown key fails, naming its path (`http.prot`), in every syntax.
+#[test]
+fn unknown_key_is_an_error_naming_the_key() {
+    for (name, text) in [
+        ("typo.toml", "[http]\nprot = 1\n"),
+        ("typo.conf", "http { prot: 1 }\n"),
+        ("typo.json", r#"{"http": {"prot": 1}}"#),
+    ] {
+        let (key, message) = key_error(load_text(name, text));
+        assert_eq!(key, "http.prot", "{name}: {message}");
+        assert!(message.contains("prot"), "{name}: {message}");
+    }
+    let (key, _) = key_error(load_text("top.conf", "operatorjwtpth: \"x\"\n"));
+    assert_eq!(key, "operatorjwtpth");
+    let (key, _) = key_error(load_text("deep.toml", "[store]\nshards = true\n"));
+    assert_eq!(key, "store.shards");
+}
+
+/// A bad value fails naming the key (`http.port`), and the message says what is wrong.
+#[test]
+fn bad_value_is_an_error_naming_the_key() {
+    for (name, text) in [
+        ("port.toml", "[http]\nport = \"x\"\n"),
+        ("port.conf", "http { port: \"x\" }\n"),
+        ("port.conf", "http { port: 70000 }\n"),
+        ("port.conf", "http { port: -1 }\n"),
+    ] {
+        let (key, message) = key_error(load_text(name, text));
+        assert_eq!(key, "http.port", "{text}: {message}");
+    }
+    let (key, message) = key_error(load_text("dur.toml", "[http]\nreadtimeout = \"soon\"\n"));
+    assert_eq!(key, "http.readtimeout");
+    assert!(message.contains("soon"), "{message}");
+    let (key, _) = key_error(load_text("neg.conf", "http { readtimeout: -5 }\n"));
+    assert_eq!(key, "http.readtimeout");
+    let (key, _) = key_error(load_text("bool.conf", "store { shard: \"maybe\" }\n"));
+    assert_eq!(key, "store.shard");
+
+    // A syntax error names the file and the line.
+    match load_text("broken.conf", "http {\n  port: 1\n") {
+        Err(ConfigError::Parse(msg)) => {
+            assert!(msg.contains("broken.conf") && msg.contains("line"), "{msg}")
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+    match Settings::load(Some(Path::new("/nonexistent/nas.toml")), no_env(), &[]) {
+        Err(e @ ConfigError::Read { .. }) => assert!(e.to_string().contains("/nonexistent")),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+}
+
+/// Durations are accepted as humantime strings ("250ms", "5s") and as integer milliseconds.
+#[test]
+fn durations_accept_strings_and_integer_milliseconds() {
+    for (text, expected) in [
+        ("readtimeout = \"250ms\"", Duration::from_millis(250)),
+        ("readtimeout = \"5s\"", Duration::from_secs(5)),
+        ("readtimeout = \"1m 30s\"", Duration::from_secs(90)),
+        ("readtimeout = 250", Duration::from_millis(250)),
+        ("readtimeout = \"750\"", Duration::from_millis(750)),
+    ] {
+        let (s, _) = load_text("d.toml", &format!("[http]\n{text}\n")).unwrap();
+        assert_eq!(s.http.readtimeout.0, expected, "{text}");
+    }
+    let (s, _) = load_text(
+        "d.conf",
+        "replicationtimeout: 250ms\nnats { reconnectwait: 2000 }\n",
+    )
+    .unwrap();
+    assert_eq!(s.replicationtimeout.0, Duration::from_millis(250));
+    assert_eq!(s.nats.reconnectwait.0, Duration::from_secs(2));
+}
+
+/// Layers: defaults < file < `NAS_` environment < flags.
+#[test]
+fn precedence_is_defaults_then_file_then_env_then_flags() {
+    let (_dir, path) = file(
+        "p.toml",
+        "[http]\nport = 9000\nhost = \"10.1.1.1\"\nmaxbodybytes = 5000\n[logging]\ndebug = false\n",
+    );
+    // File over defaults.
+    let (s, _) = Settings::load(Some(&path), no_env(), &[]).unwrap();
+    assert_eq!((s.http.port, s.http.maxbodybytes), (9000, 5000));
+    assert_eq!(s.http.maxage.0, Duration::from_secs(60), "default kept");
+
+    // Environment over file; variables without the prefix are ignored.
+    let e = env(&[
+        ("NAS_HTTP__PORT", "9091"),
+        ("NAS_PRIMARY", "http://a:1,http://b:2"),
+        ("NAS_LOGGING__DEBUG", "true"),
+        ("HTTP__PORT", "1"),
+        ("PATH", "/usr/bin"),
+    ]);
+    let (s, _) = Settings::load(Some(&path), e.clone(), &[]).unwrap();
+    assert_eq!(s.http.port, 9091);
+    assert_eq!(s.http.host, "10.1.1.1", "file value not overridden stays");
+    assert_eq!(s.primary.0, ["http://a:1", "http://b:2"]);
+    assert!(s.is_replica());
+    assert!(s.logging.debug);
+
+    // Flags over environment.
+    let o = flags(&[
+        "--listen",
+        "127.0.0.1:7777",
+        "--primary",
+        "http://c:3",
+        "-D",
+    ]);
+    let (s, _) = Settings::load(Some(&path), e, &o).unwrap();
+    assert_eq!((s.http.host.as_str(), s.http.port), ("127.0.0.1", 7777));
+    assert_eq!(s.primary.0, ["http://c:3"]);
+    assert_eq!(s.http.maxbodybytes, 5000, "file value survives both layers");
+
+    // A bad environment value names the key too.
+    let (key, _) = key_error(Settings::load(
+        Some(&path),
+        env(&[("NAS_HTTP__PORT", "x")]),
+        &[],
+    ));
+    assert_eq!(key, "http.port");
+    let (key, _) = key_error(Settings::load(None, env(&[("NAS_HTTP__PROT", "1")]), &[]));
+    assert_eq!(key, "http.prot");
+}
+
+/// The Go server's single-dash flags are understood and land in the right settings.
+#[test]
+fn go_style_flags_parse() {
+    let c = cli(&[
+        "-hp",
+        "127.0.0.1:7777",
+        "-nsc",
+        "NSCDIR",
+        "-dir",
+        "D",
+        "-ro",
+        "-nats",
+        "nats://x:4222",
+        "-creds",
+        "f",
+        "-primary",
+        "http://p:9090",
+        "-DV",
+    ]);
+    assert!(c.debug && c.trace, "-DV is debug and trace");
+    assert!(c.read_only);
+    let o: serde_json::Map<String, Value> = c.overrides().unwrap().into_iter().collect();
+    let expected = json!({
+        "http.host": "127.0.0.1",
+        "http.port": 7777,
+        "store.nsc": "NSCDIR",
+        "store.dir": "D",
+        "store.readonly": true,
+        "nats.servers": "nats://x:4222",
+        "nats.usercredentials": "f",
+        "primary": "http://p:9090",
+        "logging.debug": true,
+        "logging.trace": true,
+    });
+    assert_eq!(Value::Object(o), expected);
+
+    // A consistent subset loads, values in place.
+    let o = flags(&[
+        "-hp",
+        "0.0.0.0:7778",
+        "-dir",
+        "D",
+        "-ro",
+        "-nats",
+        "nats://x:4222,nats://y:4222",
+        "-creds",
+        "f",
+        "-D",
+        "-V",
+        "-operator",
+        "op.jwt",
+    ]);
+    let (s, _) = Settings::load(None, no_env(), &o).unwrap();
+    assert_eq!((s.http.host.as_str(), s.http.port), ("0.0.0.0", 7778));
+    assert_eq!(
+        s.store_choice(),
+        StoreChoice::Dir {
+            path: PathBuf::from("D"),
+            shard: false,
+            readonly: true
+        }
+    );
+    assert_eq!(s.nats.servers.0, ["nats://x:4222", "nats://y:4222"]);
+    assert_eq!(s.nats.usercredentials, Some(PathBuf::from("f")));
+    assert_eq!(s.operatorjwtpath, Some(PathBuf::from("op.jwt")));
+    assert!(s.logging.debug && s.logging.trace);
+
+    // -nsc alone: the operator is read from the nsc folder, as the Go server did.
+    let (s, _) = Settings::load(None, no_env(), &flags(&["-nsc", "/nsc/MyOp"])).unwrap();
+    assert_eq!(
+        s.store_choice(),
+        StoreChoice::Nsc(PathBuf::from("/nsc/MyOp"))
+    );
+    assert_eq!(s.operator_path(), Some(PathBuf::from("/nsc/MyOp/MyOp.jwt")));
+
+    // -c and -config name the file; `-hp=` works too.
+    assert_eq!(cli(&["-c", "x.conf"]).config, Some(PathBuf::from("x.conf")));
+    assert_eq!(
+        cli(&["-config", "y.conf"]).config,
+        Some(PathBuf::from("y.conf"))
+    );
+    assert_eq!(
+        cli(&["-hp=127.0.0.1:1"]).listen.as_deref(),
+        Some("127.0.0.1:1")
+    );
+}
+
+/// The long flags of the new CLI work and map to the same settings.
+#[test]
+fn long_flags_parse() {
+    let o = flags(&[
+        "--listen",
+        "[::1]:9999",
+        "--operator",
+        "op.jwt",
+        "--system-account",
+        "sys.jwt",
+        "--dir",
+        "/jwts",
+        "--shard",
+        "--read-only",
+        "--nats",
+        "nats://n:4222",
+        "--creds",
+        "sys.creds",
+        "--log-json",
+    ]);
+    let (s, _) = Settings::load(None, no_env(), &o).unwrap();
+    assert_eq!((s.http.host.as_str(), s.http.port), ("::1", 9999));
+    assert_eq!(s.operatorjwtpath, Some(PathBuf::from("op.jwt")));
+    assert_eq!(s.systemaccountjwtpath, Some(PathBuf::from("sys.jwt")));
+    assert_eq!(
+        s.store_choice(),
+        StoreChoice::Dir {
+            path: PathBuf::from("/jwts"),
+            shard: true,
+            readonly: true
+        }
+    );
+    assert_eq!(s.nats.servers.0, ["nats://n:4222"]);
+    assert_eq!(s.nats.usercredentials, Some(PathBuf::from("sys.creds")));
+    assert!(s.logging.json);
+
+    let (s, _) = Settings::load(None, no_env(), &flags(&["--memory", "--listen", ":0"])).unwrap();
+    assert_eq!(s.store_choice(), StoreChoice::Memory { readonly: false });
+    assert_eq!(s.http.port, 0);
+    let (s, _) = Settings::load(
+        None,
+        no_env(),
+        &flags(&["--data", "/d", "--primary", "http://p:1,https://q:2"]),
+    )
+    .unwrap();
+    assert_eq!(s.store_choice(), StoreChoice::Sled(PathBuf::from("/d")));
+    assert_eq!(s.primary.0, ["http://p:1", "https://q:2"]);
+
+    // Bad flag values are errors, not silently ignored.
+    assert!(cli(&["--listen", "nocolon"]).overrides().is_err());
+    assert!(cli(&["--listen", "h:notaport"]).overrides().is_err());
+    let argv = ["nats-account-server", "--no-such-flag"].map(String::from);
+    assert!(Cli::parse_args(argv).is_err());
+}
+
+/// Conflicting stores (memory + dir, and the like) are rejected naming `store`.
+#[test]
+fn conflicting_stores_are_rejected() {
+    for (what, text) in [
+        ("memory + dir", "[store]\nmemory = true\ndir = \"/jwts\"\n"),
+        ("dir + nsc", "[store]\ndir = \"/jwts\"\nnsc = \"/nsc/op\"\n"),
+        ("memory + data", "[store]\nmemory = true\ndata = \"/d\"\n"),
+    ] {
+        let (key, message) = key_error(load_text("s.toml", text));
+        assert!(key.starts_with("store"), "{what}: key {key:?}");
+        assert!(!message.is_empty());
+    }
+    // And through flags, over a file that chose another store.
+    let (_dir, path) = file("m.toml", "[store]\nmemory = true\n");
+    let (key, _) = key_error(Settings::load(
+        Some(&path),
+        no_env(),
+        &flags(&["--dir", "/x"]),
+    ));
+    assert!(key.starts_with("store"), "{key}");
+    // A replica on a read-only store is contradictory as well.
+    let (key, _) = key_error(Settings::load(
+        None,
+        no_env(),
+        &flags(&["--primary", "http://p:1", "--dir", "/x", "--read-only"]),
+    ));
+    assert_eq!(key, "primary");
+    let (key, _) = key_error(Settings::load(
+        None,
+        env(&[("NAS_PRIMARY", "ftp://x")]),
+        &[],
+    ));
+    assert_eq!(key, "primary");
+}
+
+/// Every example config in `deploy/config/` (TOML and Go syntax) loads.
+#[test]
+fn deploy_example_configs_load() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/config");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext != "toml" && ext != "conf" {
+            continue;
+        }
+        let (s, report) = Settings::load(Some(&path), no_env(), &[])
+            .unwrap_or_else(|e| panic!("{} does not load: {e}", path.display()));
+        assert!(
+            report.ignored_keys.is_empty() || ext == "conf",
+            "{}: the native examples use no legacy keys: {:?}",
+            path.display(),
+            report.ignored_keys
+        );
+        assert!(s.http.port > 0, "{}", path.display());
+        found.push(ext.to_string());
+    }
+    assert!(
+        found.iter().any(|e| e == "toml"),
+        "no .toml in {}",
+        dir.display()
+    );
+    assert!(
+        found.iter().any(|e| e == "conf"),
+        "no .conf in {}",
+        dir.display()
+    );
+}

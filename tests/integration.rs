@@ -6,13 +6,19 @@ mod common;
 
 /// HTTP API of a primary: every route and option, validation verdicts, bad input.
 mod accounts;
+/// Activation tokens: hashes, round trip, validation, replication.
+mod activations;
 /// Configuration: TOML, the Go syntax, env and flag precedence, deploy/ examples.
 mod config;
 /// NATS notifications against a real nats-server in operator mode.
 mod nats_notify;
+/// Operations: metrics, HTTPS, SIGHUP reload, the status page in a browser.
+mod ops;
 /// Our binary as a process: kill -9 durability, signals, exit codes.
 mod process;
 /// Primary/replica clusters: feed, NATS, misses, forwarding, failover, nginx.
 mod replication;
+/// Compatible stores: directory (sharded, read-only, watched), nsc folder, import.
+mod stores;
 /// The official vectors: decode, verify, hash and POST verdicts.
 mod vectors;

@@ -1,1 +1,486 @@
-//! (being written)
+//! NATS notifications, proven against a real nats-server (2.9) in operator mode whose URL
+//! resolver is one of our in-process servers.
+//!
+//! nats-server's URL resolver fetches an account over HTTP once, when it first loads it, and
+//! never again (no expiry, no cache headers): only a claims-update message on NATS changes a
+//! loaded account. So a connection limit that takes effect without restarting nats-server proves
+//! that our notification reached it.
+//!
+//! Start order is the real one (DESIGN §7): our server first, configured with the port
+//! nats-server will listen on; then nats-server, whose startup probe needs our HTTP server.
+//! Every test runs its own pair, so tests run in parallel.
+
+use crate::common::fixtures::{self, account_jwt, user_creds};
+use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::{eventually, free_port, get, http, post, TestServer};
+use async_nats::{Client, ConnectError, Message, Subscriber};
+use futures_util::{FutureExt, StreamExt};
+use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::nats::notify::UpdateSubjects;
+use nkeys::KeyPair;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How long a claims update may take to apply in nats-server (the bound).
+const APPLY_WITHIN: Duration = Duration::from_secs(2);
+/// How long our server may take to (re)connect to a nats-server that has just started.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// What nats-server answers a CONNECT beyond the account's `limits.conn`.
+const CONN_LIMIT_ERROR: &str = "maximum account active connections exceeded";
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// Our server and the nats-server that resolves accounts from it.
+struct Stack {
+    server: TestServer,
+    nats: NatsServer,
+}
+
+/// Points `s` at a NATS server on `port` as the vectors' system-account user, reconnecting
+/// quickly, and serves the system account JWT (nats-server fetches it at startup).
+fn with_nats(s: &mut Settings, port: u16) {
+    s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
+    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
+    s.nats.usercredentials = Some(sys_creds_path());
+    s.nats.reconnectwait = Dur(Duration::from_millis(100));
+}
+
+/// Our server, configured for a nats-server on `port` that need not be running.
+async fn our_server(port: u16, tweak: impl FnOnce(&mut Settings)) -> TestServer {
+    TestServer::start_with(|s| {
+        with_nats(s, port);
+        tweak(s);
+    })
+    .await
+}
+
+/// Starts nats-server on `port` resolving from `server` (blocking until it listens, which
+/// needs its startup probe to pass).
+fn start_nats(port: u16, server: &TestServer) -> NatsServer {
+    let resolver = format!("{}/jwt/v1/accounts/", server.url);
+    tokio::task::block_in_place(|| NatsServer::start(port, &resolver))
+}
+
+/// Our server, then nats-server; returns once our server is connected to it.
+async fn stack(tweak: impl FnOnce(&mut Settings)) -> Stack {
+    let port = free_port();
+    let server = our_server(port, tweak).await;
+    let nats = start_nats(port, &server);
+    wait_nats_state(&server, "connected").await;
+    Stack { server, nats }
+}
+
+/// Stands in for a nats-server that is down but reachable: accepts and at once closes
+/// connections on `port` until our server has tried `attempts` times, proving it keeps retrying
+/// after failures (not only once). The port is free again on return.
+async fn observe_retries(port: u16, attempts: usize) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("binding the nats port");
+    let accept_all = async {
+        for _ in 0..attempts {
+            let (socket, _) = listener.accept().await.expect("accept");
+            drop(socket);
+        }
+    };
+    tokio::time::timeout(CONNECT_WITHIN, accept_all)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("our server stopped trying to connect to NATS (fewer than {attempts} attempts)")
+        });
+}
+
+/// The `nats` field of `/healthz`.
+async fn nats_state(server: &TestServer) -> String {
+    let (status, body) = get(&server.at("/healthz")).await;
+    assert_eq!(status, 200, "healthz: {body}");
+    let v: Value = serde_json::from_str(&body).expect("healthz is JSON");
+    v["nats"].as_str().unwrap_or_default().to_string()
+}
+
+async fn wait_nats_state(server: &TestServer, want: &str) {
+    eventually(
+        CONNECT_WITHIN,
+        &format!("healthz reports \"nats\":\"{want}\""),
+        || async move { nats_state(server).await == want },
+    )
+    .await;
+}
+
+/// `nas_notifications_total{result="<result>"}` from `/metrics` (0 when absent).
+async fn notifications(server: &TestServer, result: &str) -> u64 {
+    let (status, body) = get(&server.at("/metrics")).await;
+    assert_eq!(status, 200, "metrics: {body}");
+    let prefix = format!("nas_notifications_total{{result=\"{result}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse::<f64>().expect("metric value") as u64)
+        .unwrap_or(0)
+}
+
+/// POSTs an account JWT; it must be accepted.
+async fn post_account(server: &TestServer, account: &str, jwt: &str) {
+    let (status, body) = post(&server.at(&format!("/jwt/v1/accounts/{account}")), jwt).await;
+    assert_eq!(status, 200, "POST of account {account}: {body}");
+}
+
+/// An account JWT with `limits.conn` = `conn` (iat = now, never older than a stored one).
+fn jwt_with_conn_limit(account: &str, conn: i64) -> String {
+    account_jwt(account, "notified", json!({ "limits": { "conn": conn } }))
+}
+
+/// One connection attempt as a user with `creds` (no retries).
+async fn connect(nats: &NatsServer, creds: &str) -> Result<Client, ConnectError> {
+    async_nats::ConnectOptions::with_credentials(creds)
+        .expect("creds parse")
+        .connection_timeout(Duration::from_secs(2))
+        .connect(nats.url.as_str())
+        .await
+}
+
+/// Opens and closes one more connection; true when nats-server admitted it.
+async fn admits(nats: &NatsServer, creds: &str) -> bool {
+    match connect(nats, creds).await {
+        Ok(c) => {
+            let _ = c.drain().await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// One more connection is refused, and because of the account's connection limit.
+async fn refused_by_conn_limit(nats: &NatsServer, creds: &str) -> bool {
+    match connect(nats, creds).await {
+        Ok(c) => {
+            let _ = c.drain().await;
+            false
+        }
+        Err(e) => {
+            let why = format!("{e} {:?}", std::error::Error::source(&e));
+            assert!(
+                why.contains(CONN_LIMIT_ERROR),
+                "connection refused for another reason: {why}"
+            );
+            true
+        }
+    }
+}
+
+/// The core proof, on a running stack whose nats-server has not loaded `account` yet:
+/// a user connects (nats-server fetches the JWT over HTTP); lowering the connection limit to 1
+/// refuses a second connection within 2 s; raising it admits one again. nats-server is never
+/// restarted, so only our NATS notifications can have changed its view of the account.
+async fn assert_limit_changes_apply(stack: &Stack, account: &KeyPair) {
+    let key = account.public_key();
+    let creds = user_creds(account, "user");
+    let first = connect(&stack.nats, &creds)
+        .await
+        .expect("a user of a posted account connects (nats-server fetched it over HTTP)");
+    assert!(
+        admits(&stack.nats, &creds).await,
+        "no connection limit yet: a second connection is admitted"
+    );
+
+    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, 1)).await;
+    eventually(
+        APPLY_WITHIN,
+        "a second connection is refused after lowering limits.conn to 1",
+        || refused_by_conn_limit(&stack.nats, &creds),
+    )
+    .await;
+
+    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    eventually(
+        APPLY_WITHIN,
+        "a second connection is admitted after raising limits.conn to -1",
+        || admits(&stack.nats, &creds),
+    )
+    .await;
+
+    // `first` stayed open throughout, so it counted against the limit. It is not asserted to be
+    // the survivor: when a limit drops, nats-server keeps the newest connections, and a probe
+    // admitted just before the update may have displaced it (it then reconnects on its own).
+    drop(first);
+}
+
+/// A system-account client subscribed to the old and the new update subjects, registered at
+/// the server. One connection: messages from one publisher reach it in publish order.
+async fn sys_subscribe(nats: &NatsServer) -> (Client, Subscriber, Subscriber) {
+    let creds = std::fs::read_to_string(sys_creds_path()).expect("sys.creds");
+    let client = connect(nats, &creds)
+        .await
+        .expect("system account user connects");
+    let old = client
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .expect("subscribe");
+    let new = client
+        .subscribe("$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .expect("subscribe");
+    // A round trip: the SUBs are registered before anything is published.
+    client.flush().await.expect("flush");
+    (client, old, new)
+}
+
+/// The next message on `sub`, within the update bound.
+async fn next_msg(sub: &mut Subscriber, what: &str) -> Message {
+    tokio::time::timeout(APPLY_WITHIN, sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("no message within {APPLY_WITHIN:?}: {what}"))
+        .expect("subscription open")
+}
+
+/// Asserts `msg` came on `subject` and carries exactly `jwt`.
+fn assert_update(msg: &Message, subject: &str, jwt: &str) {
+    assert_eq!(msg.subject.as_str(), subject);
+    assert_eq!(
+        std::str::from_utf8(&msg.payload).expect("UTF-8 payload"),
+        jwt,
+        "payload is the raw account JWT"
+    );
+    assert!(msg.headers.is_none(), "published without headers");
+}
+
+fn old_subject(account: &str) -> String {
+    format!("$SYS.ACCOUNT.{account}.CLAIMS.UPDATE")
+}
+
+fn new_subject(account: &str) -> String {
+    format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.UPDATE")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// nats-server in operator mode starts against us (its startup probe passes) and admits a user
+/// of an account only once that account was POSTed to us (it fetches the JWT over HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_boots_and_resolves_posted_accounts() {
+    let stack = stack(|_| {}).await;
+    let account = fixtures::account_a();
+    let key = account.public_key();
+    let creds = user_creds(&account, "alice");
+
+    let err = connect(&stack.nats, &creds)
+        .await
+        .expect_err("an account we do not have cannot be resolved");
+    let why = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(
+        why.to_lowercase().contains("authorization"),
+        "refused for an unexpected reason: {why}"
+    );
+
+    post_account(
+        &stack.server,
+        &key,
+        &account_jwt(&key, "A", json!({ "limits": { "conn": -1 } })),
+    )
+    .await;
+    let client = connect(&stack.nats, &creds)
+        .await
+        .expect("a user of the posted account connects");
+    client.flush().await.expect("round trip");
+}
+
+/// A limit change applies to a running nats-server within 2 s (the update went over NATS), both
+/// ways: `conn: 1` refuses a second connection, `conn: -1` admits it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_changes_reach_running_nats_server() {
+    let stack = stack(|_| {}).await;
+    let account = KeyPair::new_account();
+    let key = account.public_key();
+    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    assert_limit_changes_apply(&stack, &account).await;
+    assert_eq!(notifications(&stack.server, "failed").await, 0);
+    assert!(notifications(&stack.server, "sent").await >= 3);
+}
+
+/// Started before any nats-server listens, our server serves HTTP at once, keeps trying, connects
+/// by itself when nats-server comes up, and its notifications then apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_to_nats_server_started_later() {
+    let port = free_port();
+    let server = our_server(port, |_| {}).await;
+    let state = nats_state(&server).await;
+    assert!(
+        state == "connecting" || state == "disconnected",
+        "no nats-server yet, but healthz says {state:?}"
+    );
+    let account = KeyPair::new_account();
+    let key = account.public_key();
+    post_account(&server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    observe_retries(port, 3).await;
+    assert_ne!(nats_state(&server).await, "connected");
+
+    let nats = start_nats(port, &server);
+    wait_nats_state(&server, "connected").await;
+    let stack = Stack { server, nats };
+    assert_limit_changes_apply(&stack, &account).await;
+}
+
+/// After nats-server is killed, writes still succeed at once (notification counted as failed),
+/// our server keeps retrying, and once nats-server restarts on the same port it reconnects and
+/// notifications apply again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_nats_server_restart() {
+    let mut stack = stack(|_| {}).await;
+    let account = KeyPair::new_account();
+    let key = account.public_key();
+    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+
+    tokio::task::block_in_place(|| stack.nats.kill());
+    eventually(
+        CONNECT_WITHIN,
+        "healthz reports NATS lost after killing nats-server",
+        || async { nats_state(&stack.server).await != "connected" },
+    )
+    .await;
+    let failed = notifications(&stack.server, "failed").await;
+    let started = Instant::now();
+    post_account(
+        &stack.server,
+        &key,
+        &account_jwt(&key, "during-outage", json!({})),
+    )
+    .await;
+    assert!(
+        started.elapsed() < APPLY_WITHIN,
+        "a write during the NATS outage took {:?}",
+        started.elapsed()
+    );
+    eventually(
+        APPLY_WITHIN,
+        "the notification during the outage is counted as failed",
+        || async { notifications(&stack.server, "failed").await > failed },
+    )
+    .await;
+
+    observe_retries(stack.nats.port, 3).await;
+    tokio::task::block_in_place(|| stack.nats.restart());
+    wait_nats_state(&stack.server, "connected").await;
+    assert_limit_changes_apply(&stack, &account).await;
+}
+
+/// A POST publishes the JWT on `$SYS.ACCOUNT.<pub>.CLAIMS.UPDATE` only (the default);
+/// `GET ?notify=true` re-sends it, a plain GET does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_and_get_notify_publish_claims_update() {
+    let stack = stack(|_| {}).await;
+    let (_sys, mut old, mut new) = sys_subscribe(&stack.nats).await;
+    let key = KeyPair::new_account().public_key();
+    let url = stack.server.at(&format!("/jwt/v1/accounts/{key}"));
+
+    let first = account_jwt(&key, "first", json!({}));
+    post_account(&stack.server, &key, &first).await;
+    let msg = next_msg(&mut old, "the POST's notification").await;
+    assert_update(&msg, &old_subject(&key), &first);
+
+    let (status, body) = get(&format!("{url}?notify=true")).await;
+    assert_eq!((status, body.as_str()), (200, first.as_str()));
+    let msg = next_msg(&mut old, "the GET ?notify=true re-send").await;
+    assert_update(&msg, &old_subject(&key), &first);
+
+    // A plain GET sends nothing: the next message is the next POST's, not a re-send of `first`
+    // (one publisher, one subscriber connection, so order is kept).
+    let (status, _) = get(&url).await;
+    assert_eq!(status, 200);
+    let second = account_jwt(&key, "second", json!({}));
+    post_account(&stack.server, &key, &second).await;
+    let msg = next_msg(&mut old, "the second POST's notification").await;
+    assert_update(&msg, &old_subject(&key), &second);
+
+    // Nothing went to the new subject: such a message, published before `second`, would have
+    // reached our one subscriber connection, and been queued on `new`, before `second`.
+    assert!(
+        new.next().now_or_never().is_none(),
+        "the default `old` setting published on {}",
+        new_subject(&key)
+    );
+}
+
+/// `nats.updatesubjects = both` publishes every change, and every `?notify=true`, on
+/// `$SYS.ACCOUNT.<pub>.CLAIMS.UPDATE` and `$SYS.REQ.ACCOUNT.<pub>.CLAIMS.UPDATE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updatesubjects_both_publishes_on_both_subjects() {
+    let stack = stack(|s| s.nats.updatesubjects = UpdateSubjects::Both).await;
+    let (_sys, mut old, mut new) = sys_subscribe(&stack.nats).await;
+    let key = KeyPair::new_account().public_key();
+    let jwt = account_jwt(&key, "both", json!({}));
+
+    post_account(&stack.server, &key, &jwt).await;
+    assert_update(
+        &next_msg(&mut old, "POST, old").await,
+        &old_subject(&key),
+        &jwt,
+    );
+    assert_update(
+        &next_msg(&mut new, "POST, new").await,
+        &new_subject(&key),
+        &jwt,
+    );
+
+    let (status, _) = get(&stack
+        .server
+        .at(&format!("/jwt/v1/accounts/{key}?notify=true")))
+    .await;
+    assert_eq!(status, 200);
+    assert_update(
+        &next_msg(&mut old, "notify, old").await,
+        &old_subject(&key),
+        &jwt,
+    );
+    assert_update(
+        &next_msg(&mut new, "notify, new").await,
+        &new_subject(&key),
+        &jwt,
+    );
+}
+
+/// `nats.updatesubjects = new` alone updates nats-server 2.9 (it listens on the new subject too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updatesubjects_new_alone_updates_nats_server() {
+    let stack = stack(|s| s.nats.updatesubjects = UpdateSubjects::New).await;
+    let account = KeyPair::new_account();
+    let key = account.public_key();
+    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    assert_limit_changes_apply(&stack, &account).await;
+}
+
+/// With NATS configured but unreachable, a write is answered 200 at once and the lost
+/// notification shows in `nas_notifications_total{result="failed"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_never_fails_or_delays_a_write() {
+    let server = our_server(free_port(), |_| {}).await;
+    assert_ne!(nats_state(&server).await, "connected");
+    assert_eq!(notifications(&server, "failed").await, 0);
+
+    let (account, jwt) = fixtures::new_account("offline");
+    let key = account.public_key();
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        APPLY_WITHIN,
+        http()
+            .post(server.at(&format!("/jwt/v1/accounts/{key}")))
+            .body(jwt.clone())
+            .send(),
+    )
+    .await
+    .expect("the POST is answered promptly while NATS is down")
+    .expect("POST");
+    assert_eq!(response.status().as_u16(), 200, "{:?}", started.elapsed());
+
+    eventually(
+        APPLY_WITHIN,
+        "nas_notifications_total{result=\"failed\"} counts the lost notification",
+        || async { notifications(&server, "failed").await >= 1 },
+    )
+    .await;
+    assert_eq!(notifications(&server, "sent").await, 0);
+    let (status, body) = get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await;
+    assert_eq!((status, body), (200, jwt), "the write was stored");
+}

@@ -40,7 +40,10 @@ async fn serves(base: &str, key: &str, jwt: &str) -> bool {
 
 async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Duration {
     let start = Instant::now();
-    eventually(within, &format!("{base} serves {key}"), || serves(base, key, jwt)).await;
+    eventually(within, &format!("{base} serves {key}"), || {
+        serves(base, key, jwt)
+    })
+    .await;
     start.elapsed()
 }
 
@@ -58,9 +61,18 @@ async fn metric(base: &str, needle: &str) -> f64 {
 async fn change_feed_snapshot_and_long_poll() {
     let primary = TestServer::primary().await;
     let (a, a_jwt) = account("a");
-    assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{a}")), a_jwt.clone()).await.0, 200);
+    assert_eq!(
+        post(&primary.at(&format!("/jwt/v1/accounts/{a}")), a_jwt.clone())
+            .await
+            .0,
+        200
+    );
 
-    let r = http().get(primary.at("/jwt/v1/changes?since=0")).send().await.unwrap();
+    let r = http()
+        .get(primary.at("/jwt/v1/changes?since=0"))
+        .send()
+        .await
+        .unwrap();
     let store_id = r.headers()["x-store-id"].to_str().unwrap().to_string();
     assert_eq!(store_id, primary.running().state().store.lineage());
     assert_eq!(r.headers()["x-head-seq"], "1");
@@ -77,17 +89,34 @@ async fn change_feed_snapshot_and_long_poll() {
     // The poll must be parked before the write for this to test anything; the primary holds it
     // for 20 s, so waiting for it to be in flight is a condition on the server, not a sleep.
     eventually(Duration::from_secs(5), "long poll in flight", || async {
-        metric(&primary.url, "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/changes\"").await >= 1.0
+        metric(
+            &primary.url,
+            "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/changes\"",
+        )
+        .await
+            >= 1.0
             || !poll.is_finished()
     })
     .await;
-    assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{b}")), b_jwt.clone()).await.0, 200);
+    assert_eq!(
+        post(&primary.at(&format!("/jwt/v1/accounts/{b}")), b_jwt.clone())
+            .await
+            .0,
+        200
+    );
     let (body, took) = poll.await.unwrap();
     assert_eq!(body, format!("2|account|{b}|{b_jwt}\n"));
-    assert!(took < Duration::from_secs(15), "long poll returned on the write, not on its timeout");
+    assert!(
+        took < Duration::from_secs(15),
+        "long poll returned on the write, not on its timeout"
+    );
 
     // An empty poll with a short wait returns empty with the head.
-    let r = http().get(primary.at("/jwt/v1/changes?since=2&wait=0.2")).send().await.unwrap();
+    let r = http()
+        .get(primary.at("/jwt/v1/changes?since=2&wait=0.2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-head-seq"], "2");
     assert_eq!(r.text().await.unwrap(), "");
     // limit pages through in order.
@@ -110,7 +139,12 @@ async fn replicas_converge_through_the_feed_without_nats() {
     let mut worst = Duration::ZERO;
     for i in 0..20 {
         let (key, jwt) = account(&format!("feed-{i}"));
-        assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone()).await.0, 200);
+        assert_eq!(
+            post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
+                .await
+                .0,
+            200
+        );
         for r in [&r1, &r2] {
             worst = worst.max(wait_serves(&r.url, &key, &jwt, Duration::from_secs(5)).await);
         }
@@ -138,7 +172,10 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     let replica = replica_of(&[&primary.url], with_nats).await;
     for url in [&primary.url, &replica.url] {
         eventually(Duration::from_secs(10), "connected to NATS", || async {
-            get(&format!("{url}/healthz")).await.1.contains("\"connected\"")
+            get(&format!("{url}/healthz"))
+                .await
+                .1
+                .contains("\"connected\"")
         })
         .await;
     }
@@ -150,7 +187,12 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     let mut worst = Duration::ZERO;
     for i in 0..10 {
         let (key, jwt) = account(&format!("nats-{i}"));
-        assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone()).await.0, 200);
+        assert_eq!(
+            post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
+                .await
+                .0,
+            200
+        );
         worst = worst.max(wait_serves(&replica.url, &key, &jwt, Duration::from_secs(5)).await);
     }
     eprintln!("NATS convergence: worst {worst:?} over 10 writes");
@@ -162,21 +204,30 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     // A rogue operator signs a JWT for account A and publishes it where the primary would.
     let rogue_op = nkeys::KeyPair::new_operator();
     let a = fixtures::vector("account_a.pub");
-    let forged = nats_account_server::jwt::encode::account(&rogue_op, &a, "forged", serde_json::json!({}));
-    let sys = async_nats::ConnectOptions::with_credentials(&std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap())
-        .unwrap()
-        .connect(&nats_url)
-        .await
-        .unwrap();
-    sys.publish(format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE"), forged.clone().into())
-        .await
-        .unwrap();
+    let forged =
+        nats_account_server::jwt::encode::account(&rogue_op, &a, "forged", serde_json::json!({}));
+    let sys = async_nats::ConnectOptions::with_credentials(
+        &std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap(),
+    )
+    .unwrap()
+    .connect(&nats_url)
+    .await
+    .unwrap();
+    sys.publish(
+        format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE"),
+        forged.clone().into(),
+    )
+    .await
+    .unwrap();
     // Then a genuine update through the same path; once it is applied, the forgery (sent
     // earlier on the same connection and subject) has been processed too.
     let genuine = fixtures::account_jwt(&a, "genuine", serde_json::json!({}));
-    sys.publish(format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE"), genuine.clone().into())
-        .await
-        .unwrap();
+    sys.publish(
+        format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE"),
+        genuine.clone().into(),
+    )
+    .await
+    .unwrap();
     sys.flush().await.unwrap();
     wait_serves(&replica.url, &a, &genuine, Duration::from_secs(5)).await;
     let (_, feed) = get(&format!("{}/jwt/v1/changes?since=0", replica.url)).await;
@@ -188,19 +239,30 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_forwards_writes_and_reads_its_own() {
     let primary = TestServer::primary().await;
-    let replica = replica_of(&[&primary.url], |s| s.replication.pollwait = Dur(Duration::from_secs(30))).await;
+    let replica = replica_of(&[&primary.url], |s| {
+        s.replication.pollwait = Dur(Duration::from_secs(30))
+    })
+    .await;
     eventually(Duration::from_secs(10), "replica ready", || async {
         get(&format!("{}/readyz", replica.url)).await.0 == 200
     })
     .await;
     let (key, jwt) = account("forwarded");
-    let (status, _) = post(&format!("{}/jwt/v1/accounts/{key}", replica.url), jwt.clone()).await;
+    let (status, _) = post(
+        &format!("{}/jwt/v1/accounts/{key}", replica.url),
+        jwt.clone(),
+    )
+    .await;
     assert_eq!(status, 200);
     // Read-your-writes: no waiting.
     assert!(serves(&replica.url, &key, &jwt).await);
     assert!(serves(&primary.url, &key, &jwt).await);
     // A bad JWT gets the primary's 400 and reason.
-    let (status, body) = post(&format!("{}/jwt/v1/accounts/{key}", replica.url), fixtures::vector("post/bad_self_signed.jwt")).await;
+    let (status, body) = post(
+        &format!("{}/jwt/v1/accounts/{key}", replica.url),
+        fixtures::vector("post/bad_self_signed.jwt"),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -211,7 +273,10 @@ async fn replica_forwards_writes_and_reads_its_own() {
 async fn replicas_survive_a_primary_outage() {
     let pdir = tempfile::tempdir().unwrap();
     let data = pdir.path().join("data").display().to_string();
-    let op = fixtures::vectors().join("operator.jwt").display().to_string();
+    let op = fixtures::vectors()
+        .join("operator.jwt")
+        .display()
+        .to_string();
     let args = ["--operator", op.as_str(), "--data", data.as_str()];
     let pport = free_port();
     let mut primary = ServerProcess::start(pdir.path(), "primary", pport, &args);
@@ -220,7 +285,15 @@ async fn replicas_survive_a_primary_outage() {
     let mut known = Vec::new();
     for i in 0..10 {
         let (key, jwt) = account(&format!("outage-{i}"));
-        assert_eq!(post(&format!("{}/jwt/v1/accounts/{key}", primary.url), jwt.clone()).await.0, 200);
+        assert_eq!(
+            post(
+                &format!("{}/jwt/v1/accounts/{key}", primary.url),
+                jwt.clone()
+            )
+            .await
+            .0,
+            200
+        );
         known.push((key, jwt));
     }
     for r in [&r1, &r2] {
@@ -232,23 +305,43 @@ async fn replicas_survive_a_primary_outage() {
     primary.kill9();
     for r in [&r1, &r2] {
         for (k, j) in &known {
-            assert!(serves(&r.url, k, j).await, "replica stopped serving {k} while the primary is down");
+            assert!(
+                serves(&r.url, k, j).await,
+                "replica stopped serving {k} while the primary is down"
+            );
         }
         let (key, jwt) = account("during-outage");
-        let resp = http().post(format!("{}/jwt/v1/accounts/{key}", r.url)).body(jwt).send().await.unwrap();
+        let resp = http()
+            .post(format!("{}/jwt/v1/accounts/{key}", r.url))
+            .body(jwt)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 503);
         assert!(resp.headers().contains_key("retry-after"));
         assert!(resp.text().await.unwrap().contains("unreachable"));
-        eventually(Duration::from_secs(10), "replica reports the primary unreachable", || async {
-            let (status, body) = get(&format!("{}/readyz", r.url)).await;
-            status == 200 && body.contains("\"primary_reachable\":false")
-        })
+        eventually(
+            Duration::from_secs(10),
+            "replica reports the primary unreachable",
+            || async {
+                let (status, body) = get(&format!("{}/readyz", r.url)).await;
+                status == 200 && body.contains("\"primary_reachable\":false")
+            },
+        )
         .await;
     }
 
     let primary = ServerProcess::start(pdir.path(), "primary-again", pport, &args);
     let (key, jwt) = account("after-outage");
-    assert_eq!(post(&format!("{}/jwt/v1/accounts/{key}", primary.url), jwt.clone()).await.0, 200);
+    assert_eq!(
+        post(
+            &format!("{}/jwt/v1/accounts/{key}", primary.url),
+            jwt.clone()
+        )
+        .await
+        .0,
+        200
+    );
     for r in [&r1, &r2] {
         wait_serves(&r.url, &key, &jwt, Duration::from_secs(10)).await;
     }
@@ -263,7 +356,12 @@ async fn replica_catches_up_after_missing_1000_writes() {
     let settings = replica_settings(rdir.path(), &[&primary.url]);
     let mut first = TestServer::start_in(tempfile::tempdir().unwrap(), settings.clone()).await;
     let (k0, j0) = account("before");
-    assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{k0}")), j0.clone()).await.0, 200);
+    assert_eq!(
+        post(&primary.at(&format!("/jwt/v1/accounts/{k0}")), j0.clone())
+            .await
+            .0,
+        200
+    );
     wait_serves(&first.url, &k0, &j0, Duration::from_secs(10)).await;
     first.stop().await;
 
@@ -277,7 +375,15 @@ async fn replica_catches_up_after_missing_1000_writes() {
             let c = client.clone();
             let url = primary.at(&format!("/jwt/v1/accounts/{key}"));
             let body = jwt.clone();
-            posts.push(tokio::spawn(async move { c.post(url).body(body).send().await.unwrap().status().as_u16() }));
+            posts.push(tokio::spawn(async move {
+                c.post(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
             all.push((key, jwt));
         }
         for p in posts {
@@ -287,16 +393,23 @@ async fn replica_catches_up_after_missing_1000_writes() {
 
     let replica = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
     let store = replica.running().state().store.clone();
-    eventually(Duration::from_secs(20), "replica holds all 1,001 accounts", || {
-        let store = store.clone();
-        async move { store.counts().0 == 1001 }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "replica holds all 1,001 accounts",
+        || {
+            let store = store.clone();
+            async move { store.counts().0 == 1001 }
+        },
+    )
     .await;
     for (k, j) in all.iter().step_by(97) {
         assert!(serves(&replica.url, k, j).await);
     }
     // It resumed from its cursor: the feed applied only the 1,000 it missed.
-    assert_eq!(metric(&replica.url, "nas_replica_applied_total{source=\"feed\"}").await, 1000.0);
+    assert_eq!(
+        metric(&replica.url, "nas_replica_applied_total{source=\"feed\"}").await,
+        1000.0
+    );
 }
 
 /// Failover: the primary is gone, a replica restarts without `--primary` on its own data and
@@ -308,12 +421,18 @@ async fn promoted_replica_becomes_the_primary() {
     let r1_port = free_port();
     let r1_dir = tempfile::tempdir().unwrap();
     let r1_settings = replica_settings(r1_dir.path(), &[&old.url]);
-    let mut r1 = TestServer::start_on(tempfile::tempdir().unwrap(), r1_settings.clone(), r1_port).await;
+    let mut r1 =
+        TestServer::start_on(tempfile::tempdir().unwrap(), r1_settings.clone(), r1_port).await;
     let r1_url = r1.url.clone();
     let r2 = replica_of(&[&old.url, &r1_url], |_| {}).await;
 
     let (k, j) = account("before-failover");
-    assert_eq!(post(&old.at(&format!("/jwt/v1/accounts/{k}")), j.clone()).await.0, 200);
+    assert_eq!(
+        post(&old.at(&format!("/jwt/v1/accounts/{k}")), j.clone())
+            .await
+            .0,
+        200
+    );
     wait_serves(&r1_url, &k, &j, Duration::from_secs(10)).await;
     wait_serves(&r2.url, &k, &j, Duration::from_secs(10)).await;
 
@@ -324,10 +443,18 @@ async fn promoted_replica_becomes_the_primary() {
     promoted.primary = StringList::default();
     promoted.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"));
     let r1 = TestServer::start_on(tempfile::tempdir().unwrap(), promoted, r1_port).await;
-    assert!(serves(&r1.url, &k, &j).await, "the promoted replica kept its data");
+    assert!(
+        serves(&r1.url, &k, &j).await,
+        "the promoted replica kept its data"
+    );
 
     let (k2, j2) = account("after-failover");
-    assert_eq!(post(&r1.at(&format!("/jwt/v1/accounts/{k2}")), j2.clone()).await.0, 200);
+    assert_eq!(
+        post(&r1.at(&format!("/jwt/v1/accounts/{k2}")), j2.clone())
+            .await
+            .0,
+        200
+    );
     wait_serves(&r2.url, &k2, &j2, Duration::from_secs(15)).await;
     assert!(serves(&r2.url, &k, &j).await);
 }
@@ -340,7 +467,12 @@ async fn replica_fetches_misses_from_the_primary() {
     let mut keys = Vec::new();
     for i in 0..300 {
         let (k, j) = account(&format!("miss-{i}"));
-        assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{k}")), j.clone()).await.0, 200);
+        assert_eq!(
+            post(&primary.at(&format!("/jwt/v1/accounts/{k}")), j.clone())
+                .await
+                .0,
+            200
+        );
         keys.push((k, j));
     }
     // One change per feed page makes the initial sync slow enough to observe.
@@ -348,13 +480,23 @@ async fn replica_fetches_misses_from_the_primary() {
     let (status, _) = get(&format!("{}/readyz", replica.url)).await;
     assert_eq!(status, 503, "not ready before the initial sync");
     let (k, j) = keys.last().unwrap();
-    assert!(serves(&replica.url, k, j).await, "a miss is fetched from the primary");
+    assert!(
+        serves(&replica.url, k, j).await,
+        "a miss is fetched from the primary"
+    );
     assert!(metric(&replica.url, "nas_replica_applied_total{source=\"miss\"}").await >= 1.0);
     let unknown = nkeys::KeyPair::new_account().public_key();
-    assert_eq!(get(&format!("{}/jwt/v1/accounts/{unknown}", replica.url)).await.0, 404);
-    eventually(Duration::from_secs(30), "replica ready after the initial sync", || async {
-        get(&format!("{}/readyz", replica.url)).await.0 == 200
-    })
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{unknown}", replica.url))
+            .await
+            .0,
+        404
+    );
+    eventually(
+        Duration::from_secs(30),
+        "replica ready after the initial sync",
+        || async { get(&format!("{}/readyz", replica.url)).await.0 == 200 },
+    )
     .await;
 }
 
@@ -372,8 +514,27 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
     // The system account and account A, POSTed to the primary.
     let a = fixtures::account_a();
     let a_jwt = fixtures::account_jwt(&a.public_key(), "A", serde_json::json!({}));
-    assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{}", a.public_key())), a_jwt.clone()).await.0, 200);
-    assert_eq!(post(&primary.at(&format!("/jwt/v1/accounts/{}", fixtures::vector("system_account.pub"))), fixtures::vector("sys.jwt")).await.0, 200);
+    assert_eq!(
+        post(
+            &primary.at(&format!("/jwt/v1/accounts/{}", a.public_key())),
+            a_jwt.clone()
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            &primary.at(&format!(
+                "/jwt/v1/accounts/{}",
+                fixtures::vector("system_account.pub")
+            )),
+            fixtures::vector("sys.jwt")
+        )
+        .await
+        .0,
+        200
+    );
     for r in [&r1, &r2] {
         wait_serves(&r.url, &a.public_key(), &a_jwt, Duration::from_secs(10)).await;
     }
@@ -381,9 +542,20 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
     for _ in 0..10 {
         assert!(serves(&lb.url, &a.public_key(), &a_jwt).await);
     }
-    let served_by_r1 = metric(&r1.url, "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/accounts/{key}\"").await;
-    let served_by_r2 = metric(&r2.url, "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/accounts/{key}\"").await;
-    assert!(served_by_r1 > 0.0 && served_by_r2 > 0.0, "nginx balanced over both replicas ({served_by_r1}, {served_by_r2})");
+    let served_by_r1 = metric(
+        &r1.url,
+        "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/accounts/{key}\"",
+    )
+    .await;
+    let served_by_r2 = metric(
+        &r2.url,
+        "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/accounts/{key}\"",
+    )
+    .await;
+    assert!(
+        served_by_r1 > 0.0 && served_by_r2 > 0.0,
+        "nginx balanced over both replicas ({served_by_r1}, {served_by_r2})"
+    );
 
     let nats = NatsServer::start(0, &format!("{}/jwt/v1/accounts/", lb.url));
     let creds = fixtures::user_creds(&a, "alice");
@@ -391,7 +563,12 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
         .unwrap()
         .connect(&nats.url)
         .await
-        .unwrap_or_else(|e| panic!("user of A could not connect through nginx: {e}; nats log:\n{}", nats.log_text()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "user of A could not connect through nginx: {e}; nats log:\n{}",
+                nats.log_text()
+            )
+        });
     client.flush().await.unwrap();
 
     // A POST through nginx lands on the primary and reaches both replicas.

@@ -18,19 +18,19 @@ pub struct Cli {
     #[arg(long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
     /// Config file: TOML (.toml), JSON (.json) or the Go server's nats-server syntax (other).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// HTTP bind address (alias -hp); port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// Operator JWT; POSTed account JWTs must be signed by it or one of its signing keys.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub operator: Option<PathBuf>,
     /// System account JWT, served even when absent from the store.
     #[arg(long = "system-account", value_name = "FILE")]
     pub system_account: Option<PathBuf>,
     /// sled data directory (the default store; default ./data).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data: Option<PathBuf>,
     /// Directory store of .jwt files.
     #[arg(long, value_name = "DIR")]
@@ -75,6 +75,24 @@ pub struct Cli {
 pub enum Command {
     /// Check the configuration and exit (0 when it loads).
     CheckConfig,
+    /// Import JWTs from a directory store or a running server into the sled store selected by
+    /// the usual settings (`--data`), newer-wins, then exit.
+    Import(ImportArgs),
+}
+
+/// Where `import` reads from: exactly one of `--from-dir` and `--from-url`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("from").required(true).args(["from_dir", "from_url"]))]
+pub struct ImportArgs {
+    /// A directory store of `.jwt` files (the Go server's or nats-server's).
+    #[arg(long = "from-dir", value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
+    /// The directory is sharded (`<dir>/<last 2 chars>/<key>.jwt`).
+    #[arg(long, requires = "from_dir")]
+    pub shard: bool,
+    /// A running account server (Go or this one); reads its `/jwt/v1/pack`.
+    #[arg(long = "from-url", value_name = "URL")]
+    pub from_url: Option<String>,
 }
 
 /// Go-style single-dash long flags and their modern spelling.

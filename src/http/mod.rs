@@ -14,7 +14,7 @@ mod replication;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{web, HttpMessage};
+use actix_web::web;
 use futures_util::StreamExt;
 use std::time::Instant;
 
@@ -92,7 +92,6 @@ pub fn app(
                     }
                 }
                 tracing::debug!(method = %req.method(), path = %req.path(), status, micros = start.elapsed().as_micros() as u64, "request");
-                let _ = req.extensions();
                 Ok(res)
             }
         })

@@ -72,7 +72,10 @@ pub async fn changes(
     if entries.is_empty() {
         if let Some(wait) = opts.wait.filter(|w| *w > 0.0) {
             let wait = Duration::from_secs_f64(wait.min(MAX_WAIT));
-            state.store.wait_for_change(opts.since, wait).await;
+            tokio::select! {
+                _ = state.store.wait_for_change(opts.since, wait) => {}
+                _ = state.draining.cancelled() => {}
+            }
             entries = state.store.changes_since(opts.since, limit);
         }
     }

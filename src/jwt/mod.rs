@@ -1,9 +1,11 @@
 //! NATS JWTs: decoding, signature verification, typed claims and claim validation.
 //!
 //! This module is pure (no I/O). It understands both JWT generations that nats-server accepts:
-//! v2 (`alg: ed25519-nkey`, signature over `header.payload`) and v1 (`alg: ed25519`, signature
-//! over the payload segment only). Keys are nkeys; the issuer's public key is the verification key,
-//! so a token is self-describing and verification needs no key store.
+//! v2 (`alg: ed25519-nkey`, `nats.version: 2`, signature over `header.payload`) and v1
+//! (`alg: ed25519`, `type` at the top level, signature over the payload segment only). Like the
+//! Go library's `Decode`, the claims' version rather than the header selects the signed input.
+//! Keys are nkeys; the issuer's public key is the verification key, so a token is
+//! self-describing and verification needs no key store.
 //!
 //! What a token *means* for this server (which issuers are trusted, whether it is newer than the
 //! stored one) is decided elsewhere: [`trust`] for issuers, `store` for ordering.
@@ -220,6 +222,16 @@ impl Claims {
             .unwrap_or("")
     }
 
+    /// The claims' format version as the Go library reads it: 1 when `type` sits at the top
+    /// level (v1 tokens), otherwise `nats.version` (0 when absent).
+    pub fn version(&self) -> i64 {
+        if self.v1_type.as_deref().is_some_and(|t| !t.is_empty()) {
+            1
+        } else {
+            self.nats.version.unwrap_or(0)
+        }
+    }
+
     /// `exp` as an `Option`, treating 0 as "never" like the Go library.
     pub fn expires(&self) -> Option<i64> {
         self.exp.filter(|e| *e > 0)
@@ -288,16 +300,34 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
     };
     let header: Header = serde_json::from_slice(&b64(h64, "header")?)
         .map_err(|e| JwtError::Malformed(format!("header is not valid JSON: {e}")))?;
+    // The Go library's `Header.Valid`: `typ` is JWT and `alg` an nkey algorithm, in any case.
+    if !header.typ.eq_ignore_ascii_case("JWT") {
+        return Err(JwtError::Malformed(format!(
+            "unsupported token type {:?} (expected \"JWT\")",
+            header.typ
+        )));
+    }
+    let alg = header.alg.to_ascii_lowercase();
+    if alg != ALG_V2 && alg != ALG_V1 {
+        return Err(JwtError::UnsupportedAlgorithm(header.alg));
+    }
     let payload = b64(p64, "payload")?;
     let claims: Claims = serde_json::from_slice(&payload)
         .map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))?;
+    let version = claims.version();
+    if version > 2 {
+        return Err(JwtError::Malformed(format!(
+            "claims version {version} is newer than this server understands (2)"
+        )));
+    }
     let sig = b64(s64, "signature")?;
 
-    // v2 signs "header.payload"; v1 signed the payload segment alone.
-    let signed: &[u8] = match header.alg.as_str() {
-        ALG_V2 => &token.as_bytes()[..h64.len() + 1 + p64.len()],
-        ALG_V1 => p64.as_bytes(),
-        other => return Err(JwtError::UnsupportedAlgorithm(other.to_string())),
+    // As in the Go library's `Decode` (what nats-server runs), the claims' version decides what
+    // was signed, not the header: v1 signed the payload segment alone, v2 "header.payload".
+    let signed: &[u8] = if version <= 1 {
+        p64.as_bytes()
+    } else {
+        &token.as_bytes()[..h64.len() + 1 + p64.len()]
     };
     let kp = nkeys::KeyPair::from_public_key(&claims.iss)
         .map_err(|_| JwtError::BadIssuerKey(claims.iss.clone()))?;
@@ -431,6 +461,8 @@ pub fn is_activation_hash(s: &str) -> bool {
 
 #[derive(Deserialize)]
 struct Header {
+    #[serde(default)]
+    typ: String,
     #[serde(default)]
     alg: String,
 }

@@ -55,9 +55,24 @@ pub async fn run(replica: ReplicaHandle, nc: async_nats::Client, cancel: Cancell
                 continue;
             }
         };
+        // The primary only hosts activations of accounts it knows; a message about an account
+        // this replica has never seen is not something the primary published.
+        if kind == Kind::Activation {
+            let c = &jwt.claims;
+            let account = c
+                .nats
+                .issuer_account
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&c.iss);
+            if replica.store.get(Kind::Account, account).is_none() {
+                tracing::warn!(subject = %msg.subject, %account, "ignored an activation from an unknown account");
+                continue;
+            }
+        }
         match replica.store.put(kind, key, &jwt).await {
             Ok(PutOutcome::Stored(e)) => {
-                replica.metrics.replica_applied("nats");
+                replica.metrics.replica_applied("nats", 1);
                 tracing::debug!(%key, seq = e.seq, "applied claims update from NATS");
             }
             Ok(_) => {}

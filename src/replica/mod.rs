@@ -183,12 +183,11 @@ impl ReplicaHandle {
         };
         match self.verify(kind, key, &token) {
             Ok(jwt) => {
-                let outcome = self.store.put(kind, key, &jwt).await?;
-                self.metrics.replica_applied("miss");
-                Ok(self.store.get(kind, key).or(match outcome {
-                    crate::store::PutOutcome::Stored(e) => Some(e),
-                    _ => None,
-                }))
+                // Newer-wins still applies: if the feed stored a newer version meanwhile, that
+                // is what the index returns.
+                self.store.put(kind, key, &jwt).await?;
+                self.metrics.replica_applied("miss", 1);
+                Ok(self.store.get(kind, key))
             }
             Err(e) => {
                 tracing::warn!(%key, cause = %e, "primary served a token that does not verify; ignored");
@@ -210,7 +209,7 @@ impl ReplicaHandle {
                     let token = String::from_utf8_lossy(body);
                     if let Ok(jwt) = self.verify(kind, key, token.trim()) {
                         if self.store.put(kind, key, &jwt).await.is_ok() {
-                            self.metrics.replica_applied("forward");
+                            self.metrics.replica_applied("forward", 1);
                         }
                     }
                     return Ok(());

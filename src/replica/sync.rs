@@ -62,7 +62,7 @@ pub(super) async fn run(
             continue;
         }
         // Long-poll only once caught up; during the initial sync, pages come back to back.
-        let wait = if synced && cursor > 0 {
+        let wait = if synced {
             opts.poll_wait
         } else {
             Duration::ZERO
@@ -184,10 +184,7 @@ async fn apply_page(
             out.extend(part);
         }
     }
-    let n = out.len() as u64;
-    for _ in 0..n {
-        replica.metrics.replica_applied("feed");
-    }
+    replica.metrics.replica_applied("feed", out.len() as u64);
     out
 }
 

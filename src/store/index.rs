@@ -118,6 +118,18 @@ impl Index {
         self.head = self.head.max(entry.seq);
     }
 
+    /// Removes a key and its change-log entry. The head does not move: a removal adds nothing
+    /// to the feed (replicas never delete, as nats-server's own stores never do).
+    pub(super) fn remove(&mut self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        let map = match kind {
+            Kind::Account => &mut self.accounts,
+            Kind::Activation => &mut self.activations,
+        };
+        let old = map.remove(key)?;
+        self.log.remove(&old.seq);
+        Some(old)
+    }
+
     pub(super) fn head(&self) -> u64 {
         self.head
     }

@@ -12,9 +12,17 @@
 //! Every store has a lineage id (random, made with the store) and a head sequence: each key sits
 //! in the change log once, at the sequence of its latest write, which is what the replication
 //! feed reads.
+//!
+//! Backends: [`sled`] (the default), [`dir`] (a folder of `.jwt` files, nats-server's layout),
+//! [`nsc`] (an nsc operator folder, read-only) and [`MemoryBackend`]. Read-only file stores are
+//! opened with [`Store::open_watched`]: someone else edits the files, and [`watch`] feeds the
+//! changes in through the same writer, so they are sequenced like any write.
 
+pub mod dir;
 mod index;
+pub mod nsc;
 pub mod sled;
+pub mod watch;
 mod writer;
 
 pub use index::Entry;
@@ -26,7 +34,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// What a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,6 +173,12 @@ impl Backend for MemoryBackend {
 pub(crate) struct WriteRequest {
     pub(crate) entries: Vec<Arc<Entry>>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
+    /// Store each entry unless it has the stored `jti`, whatever its `iat` (external changes:
+    /// the watched file is the truth). `false`: newer-wins.
+    pub(crate) replace: bool,
+    /// Keys to drop from the index. Only watched stores send these; their backend commit is a
+    /// no-op, so removals are not part of [`Commit`] and never reach a durable backend.
+    pub(crate) removals: Vec<(Kind, String)>,
     /// One outcome per entry, in order.
     pub(crate) reply: oneshot::Sender<Result<Vec<PutOutcome>, StoreError>>,
 }
@@ -177,9 +191,21 @@ pub struct Store {
     /// for writing.
     index: Arc<RwLock<Index>>,
     writer: Option<mpsc::Sender<WriteRequest>>,
-    head: watch::Receiver<u64>,
+    /// Whether API writes are taken. A watched store has a writer (for external changes) but
+    /// is not writable.
+    writable: bool,
+    /// The files a watched store mirrors; `None` for every other store.
+    source: Option<Arc<watch::Source>>,
+    head: tokio::sync::watch::Receiver<u64>,
     lineage: Arc<str>,
     backend_name: &'static str,
+}
+
+/// How [`Store::open_with`] runs the store.
+enum Mode {
+    Writable,
+    ReadOnly,
+    Watched(watch::Source),
 }
 
 impl Store {
@@ -203,6 +229,33 @@ impl Store {
     /// # Errors
     /// Whatever the backend's `load` reports.
     pub fn open(backend: Box<dyn Backend>, writable: bool) -> Result<Store, StoreError> {
+        Store::open_with(
+            backend,
+            if writable {
+                Mode::Writable
+            } else {
+                Mode::ReadOnly
+            },
+        )
+    }
+
+    /// Opens a read-only store over files that someone else edits (a read-only directory, an
+    /// nsc folder): the index is loaded from `backend`, API writes are refused, and the
+    /// watcher ([`watch::spawn`]) applies file changes through the writer thread, so they are
+    /// sequenced in order and wake change-feed long polls like any write. Nothing is ever
+    /// committed to `backend`.
+    ///
+    /// # Errors
+    /// Whatever the backend's `load` reports.
+    pub fn open_watched(
+        backend: Box<dyn Backend>,
+        source: watch::Source,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(backend, Mode::Watched(source))
+    }
+
+    fn open_with(backend: Box<dyn Backend>, mode: Mode) -> Result<Store, StoreError> {
+        let writable = matches!(mode, Mode::Writable);
         let loaded = backend.load()?;
         let mut index = Index::from_loaded(loaded)?;
         let mut first_meta = Vec::new();
@@ -221,12 +274,27 @@ impl Store {
         let lineage: Arc<str> =
             String::from_utf8_lossy(index.meta(META_LINEAGE).unwrap_or_default()).into();
         let backend_name = backend.name();
-        let (head_tx, head_rx) = watch::channel(index.head());
+        let (head_tx, head_rx) = tokio::sync::watch::channel(index.head());
         let index = Arc::new(RwLock::new(index));
-        let writer = writable.then(|| writer::spawn(backend, index.clone(), head_tx));
+        let (writer, source) = match mode {
+            Mode::Writable => (Some(writer::spawn(backend, index.clone(), head_tx)), None),
+            Mode::ReadOnly => (None, None),
+            // The files are already the durable copy of every external change: the writer
+            // only orders and sequences them, so its backend is the no-op one.
+            Mode::Watched(source) => (
+                Some(writer::spawn(
+                    Box::new(MemoryBackend),
+                    index.clone(),
+                    head_tx,
+                )),
+                Some(Arc::new(source)),
+            ),
+        };
         Ok(Store {
             index,
             writer,
+            writable,
+            source,
             head: head_rx,
             lineage,
             backend_name,
@@ -276,10 +344,46 @@ impl Store {
         self.send(Vec::new(), meta).await.map(drop)
     }
 
+    /// Applies changes found in watched files: each entry replaces the stored one unless it
+    /// has the same `jti` (the file is the truth, older or not), and each removed key leaves
+    /// the index. Outcomes are one per entry, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] on a store that is not watched; [`StoreError::Closed`].
+    pub(crate) async fn apply_external(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        removals: Vec<(Kind, String)>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        if self.source.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        self.submit(entries, Vec::new(), true, removals).await
+    }
+
+    /// The files this store mirrors, when it is a watched store (see [`Store::open_watched`]).
+    pub fn watch_source(&self) -> Option<Arc<watch::Source>> {
+        self.source.clone()
+    }
+
+    /// The API write path: refused unless the store is writable.
     async fn send(
         &self,
         entries: Vec<Arc<Entry>>,
         meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        if !self.writable {
+            return Err(StoreError::ReadOnly);
+        }
+        self.submit(entries, meta, false, Vec::new()).await
+    }
+
+    async fn submit(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        meta: Vec<(String, Vec<u8>)>,
+        replace: bool,
+        removals: Vec<(Kind, String)>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         let (reply, rx) = oneshot::channel();
@@ -287,6 +391,8 @@ impl Store {
             .send(WriteRequest {
                 entries,
                 meta,
+                replace,
+                removals,
                 reply,
             })
             .await
@@ -324,7 +430,7 @@ impl Store {
 
     /// Whether the store takes writes.
     pub fn writable(&self) -> bool {
-        self.writer.is_some()
+        self.writable
     }
 
     /// The backend's short name.

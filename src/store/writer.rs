@@ -51,7 +51,8 @@ fn commit_batch(
     let mut head = index.read().unwrap_or_else(|p| p.into_inner()).head();
     // Writes earlier in this batch are not in the index yet; later writes of the same key must
     // be compared against them, not against the index.
-    let mut staged: HashMap<(Kind, String), Arc<Entry>> = HashMap::new();
+    // `None` marks a key removed earlier in the batch.
+    let mut staged: HashMap<(Kind, String), Option<Arc<Entry>>> = HashMap::new();
     let mut commit = Commit::default();
     let mut outcomes = Vec::with_capacity(batch.len());
 
@@ -61,17 +62,22 @@ fn commit_batch(
         let mut these = Vec::with_capacity(req.entries.len());
         for entry in &req.entries {
             let id = (entry.kind, entry.key.clone());
-            let current = staged.get(&id).cloned().or_else(|| {
-                index
+            let current = match staged.get(&id) {
+                Some(staged) => staged.clone(),
+                None => index
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get(entry.kind, &entry.key)
-            });
+                    .get(entry.kind, &entry.key),
+            };
             these.push(match current {
                 Some(cur) if cur.jti == entry.jti => PutOutcome::Unchanged(cur),
                 // Newer-wins on `iat`: strictly older loses; equal `iat` with another `jti`
-                // replaces (the vectors and nats-server's own store agree on this).
-                Some(cur) if entry.iat < cur.iat => PutOutcome::Stale { current: cur },
+                // replaces (the vectors and nats-server's own store agree on this). An
+                // external change (a watched file) is not a claim to order: the file is the
+                // truth, even when someone put an older token back.
+                Some(cur) if !req.replace && entry.iat < cur.iat => {
+                    PutOutcome::Stale { current: cur }
+                }
                 current => {
                     head += 1;
                     let new = Arc::new(Entry {
@@ -85,10 +91,15 @@ fn commit_batch(
                         seq: head,
                         old_seq: current.map(|c| c.seq),
                     });
-                    staged.insert(id, new.clone());
+                    staged.insert(id, Some(new.clone()));
                     PutOutcome::Stored(new)
                 }
             });
+        }
+        // Removals come from watched files only, whose backend commit is a no-op (the file is
+        // already gone), so they touch the index alone; see `WriteRequest::removals`.
+        for (kind, key) in &req.removals {
+            staged.insert((*kind, key.clone()), None);
         }
         outcomes.push(these);
     }
@@ -103,10 +114,13 @@ fn commit_batch(
         Ok(()) => {
             {
                 let mut idx = index.write().unwrap_or_else(|p| p.into_inner());
-                let mut stored: Vec<&Arc<Entry>> = staged.values().collect();
+                let mut stored: Vec<&Arc<Entry>> = staged.values().flatten().collect();
                 stored.sort_by_key(|e| e.seq);
                 for e in stored {
                     idx.insert(e.clone());
+                }
+                for ((kind, key), _) in staged.iter().filter(|(_, e)| e.is_none()) {
+                    idx.remove(*kind, key);
                 }
                 for (k, v) in commit.meta {
                     idx.set_meta(&k, v);

@@ -43,6 +43,11 @@ impl NatsServer {
     /// Starts nats-server on `port` (0 picks one) trusting the vectors' operator, with its
     /// resolver at `resolver_url` (e.g. `http://127.0.0.1:9090/jwt/v1/accounts/`).
     pub fn start(port: u16, resolver_url: &str) -> NatsServer {
+        NatsServer::start_with(port, resolver_url, "")
+    }
+
+    /// [`NatsServer::start`] with extra configuration lines (e.g. a `resolver_tls` block).
+    pub fn start_with(port: u16, resolver_url: &str, extra: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = if port == 0 { super::free_port() } else { port };
         let config = dir.path().join("nats.conf");
@@ -50,7 +55,7 @@ impl NatsServer {
             "listen: 127.0.0.1:{port}\n\
              operator: {op}\n\
              system_account: {sys}\n\
-             resolver: URL({resolver_url})\n",
+             resolver: URL({resolver_url})\n{extra}\n",
             op = fixtures::vectors().join("operator.jwt").display(),
             sys = fixtures::vector("system_account.pub"),
         );

@@ -20,7 +20,9 @@ fn nginx_bin() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    panic!("nginx is not installed: run tests/run.sh, which installs it (apt-get install nginx-light)");
+    panic!(
+        "nginx is not installed: run tests/run.sh, which installs it (apt-get install nginx-light)"
+    );
 }
 
 impl Nginx {
@@ -28,8 +30,10 @@ impl Nginx {
     pub fn start(replicas: [&str; 2], primary: &str) -> Nginx {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = super::free_port();
-        let template = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/test-template.conf"))
-            .expect("deploy/nginx/test-template.conf");
+        let template = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/test-template.conf"),
+        )
+        .expect("deploy/nginx/test-template.conf");
         let logdir = dir.path().display().to_string();
         let conf = template
             .replace("{{REPLICA_1}}", replicas[0])
@@ -60,7 +64,11 @@ impl Nginx {
             if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
                 panic!("nginx exited with {status}; error log:\n{}", n.error_log());
             }
-            assert!(Instant::now() < deadline, "nginx did not listen; error log:\n{}", n.error_log());
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen; error log:\n{}",
+                n.error_log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         n

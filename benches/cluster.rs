@@ -1,0 +1,837 @@
+//! System benchmarks that run the release binary as real processes on 127.0.0.1 (see
+//! `benches/BENCHMARKS.md`):
+//!
+//! ```text
+//! cargo bench --bench cluster -- replication   # POST on primary → replica serves it (with/without NATS)
+//! cargo bench --bench cluster -- scale         # 100k accounts: durable POST rate (16 clients), RSS, replica sync
+//! cargo bench --bench cluster                  # both
+//! ```
+//!
+//! Helper modes used by `benches/load.sh`:
+//! `mint --out DIR --count N` (operator + N account JWTs as files, keys list) and
+//! `post --url URL --dir DIR [--clients N]` (POSTs them).
+//!
+//! `cargo test --all-targets` builds this in test mode and runs it without `--bench`: it then
+//! exits at once. Every loop is bounded in count and time; everything listens on 127.0.0.1.
+
+use nats_account_server::jwt::{self, encode};
+use nkeys::KeyPair;
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do.
+        println!("cluster benchmarks: skipped (run them with `cargo bench --bench cluster`)");
+        return;
+    }
+    let opts = Opts::parse(&args);
+    match opts.mode.as_deref() {
+        None => {
+            replication(&opts);
+            scale(&opts);
+        }
+        Some("replication") => replication(&opts),
+        Some("scale") => scale(&opts),
+        Some("mint") => mint_files(&opts),
+        Some("post") => post_files(&opts),
+        Some(other) => {
+            eprintln!("unknown mode {other:?}: replication | scale | mint | post");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Command-line options (`--name value`); unknown flags such as cargo's `--bench` are ignored.
+struct Opts {
+    mode: Option<String>,
+    values: HashMap<String, String>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let mut mode = None;
+        let mut values = HashMap::new();
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                if let Some(v) = it.peek().filter(|v| !v.starts_with("--")) {
+                    values.insert(name.to_string(), v.to_string());
+                    it.next();
+                }
+            } else if mode.is_none() {
+                mode = Some(a.clone());
+            }
+        }
+        Opts { mode, values }
+    }
+
+    fn num(&self, name: &str, default: usize) -> usize {
+        self.values
+            .get(name)
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("--{name}: not a number: {v}"))
+            })
+            .unwrap_or(default)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        PathBuf::from(
+            self.values
+                .get(name)
+                .unwrap_or_else(|| panic!("--{name} DIR is required")),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys and tokens
+
+/// A fresh operator with a system account and a system-account user (for NATS), written to `dir`.
+struct Operator {
+    kp: KeyPair,
+    jwt_path: PathBuf,
+    sys_pub: String,
+    sys_jwt_path: PathBuf,
+    creds_path: PathBuf,
+}
+
+impl Operator {
+    fn create(dir: &Path) -> Operator {
+        let kp = KeyPair::new_operator();
+        let sys = KeyPair::new_account();
+        let sys_pub = sys.public_key();
+        let op_jwt = encode::operator(&kp, "bench", &[], Some(&sys_pub));
+        let sys_jwt = encode::account(&kp, &sys_pub, "SYS", json!({}));
+        let user = KeyPair::new_user();
+        let user_jwt = encode::user(&sys, &user.public_key(), "sys");
+        let creds = encode::creds(&user_jwt, &user.seed().expect("seed"));
+        let jwt_path = dir.join("operator.jwt");
+        let sys_jwt_path = dir.join("sys.jwt");
+        let creds_path = dir.join("sys.creds");
+        std::fs::write(&jwt_path, op_jwt).expect("write operator.jwt");
+        std::fs::write(&sys_jwt_path, sys_jwt).expect("write sys.jwt");
+        std::fs::write(&creds_path, creds).expect("write sys.creds");
+        Operator {
+            kp,
+            jwt_path,
+            sys_pub,
+            sys_jwt_path,
+            creds_path,
+        }
+    }
+
+    /// `n` new accounts signed by the operator, `(public key, jwt)`, minted on every core.
+    fn mint_accounts(&self, n: usize, tag: &str) -> Vec<(String, String)> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        (t * per..((t + 1) * per).min(n))
+                            .map(|i| {
+                                let key = KeyPair::new_account().public_key();
+                                let jwt = encode::account(
+                                    &self.kp,
+                                    &key,
+                                    &format!("{tag}-{i}"),
+                                    json!({}),
+                                );
+                                (key, jwt)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("minting thread"))
+                .collect()
+        })
+    }
+
+    /// A new version of `key` (distinct `jti` thanks to the distinct name).
+    fn update(&self, key: &str, name: &str) -> String {
+        encode::account(&self.kp, key, name, json!({}))
+    }
+}
+
+fn etag_of(token: &str) -> String {
+    format!(
+        "\"{}\"",
+        jwt::parse_unverified(token).expect("own token").jti
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 keep-alive client (blocking, no allocations beyond the buffers): cheaper
+// than a full client on a 2-core machine where the client competes with the servers.
+
+struct Resp {
+    status: u16,
+    etag: Option<String>,
+    body: Vec<u8>,
+}
+
+struct Conn {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Conn {
+        Conn {
+            addr,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        // One retry on a fresh connection (the server may have closed an idle keep-alive).
+        match self.try_request(method, path, headers, body) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                self.stream = None;
+                self.try_request(method, path, headers, body)
+            }
+        }
+    }
+
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            self.stream = Some(s);
+            self.buf.clear();
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        let mut req = Vec::with_capacity(256 + body.len());
+        write!(
+            req,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+            body.len()
+        )?;
+        for (k, v) in headers {
+            write!(req, "{k}: {v}\r\n")?;
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
+        stream.write_all(&req)?;
+
+        let mut chunk = [0u8; 16 * 1024];
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+        let mut len = 0usize;
+        let mut etag = None;
+        for l in lines {
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("etag") {
+                    etag = Some(v.trim().to_string());
+                }
+            }
+        }
+        while self.buf.len() < head_end + len {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = self.buf[head_end..head_end + len].to_vec();
+        self.buf.drain(..head_end + len);
+        Ok(Resp { status, etag, body })
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        self.request("GET", path, &[], b"")
+            .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", self.addr))
+    }
+
+    fn post(&mut self, path: &str, body: &[u8]) -> Resp {
+        self.request("POST", path, &[("Content-Type", "application/jwt")], body)
+            .unwrap_or_else(|e| panic!("POST {path} on {}: {e}", self.addr))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// The release binary cargo built for this bench.
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nats-account-server"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A child process, killed on drop; its output goes to a log file shown on failure.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{}: {why}; log:\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.fail(&format!("exited with {status}"));
+        }
+    }
+
+    /// Resident set size in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// SIGTERM, then wait (bounded), then SIGKILL.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Our server on `port` with `args`, waited for until `/healthz` answers.
+fn start_server(name: &str, dir: &Path, port: u16, args: &[String]) -> Proc {
+    let mut cmd = Command::new(server_bin());
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args);
+    let mut p = Proc::spawn(name, dir, &mut cmd);
+    wait_until(&mut p, Duration::from_secs(60), "serving /healthz", || {
+        Conn::new(addr(port))
+            .request("GET", "/healthz", &[], b"")
+            .is_ok_and(|r| r.status == 200)
+    });
+    p
+}
+
+fn start_nats(dir: &Path, port: u16, op: &Operator, resolver_port: u16) -> Proc {
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\noperator: {}\nsystem_account: {}\nresolver: URL(http://127.0.0.1:{resolver_port}/jwt/v1/accounts/)\n",
+            op.jwt_path.display(),
+            op.sys_pub
+        ),
+    )
+    .expect("nats.conf");
+    let bin = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("nats-server is not installed (apt-get install nats-server)");
+    let mut p = Proc::spawn("nats-server", dir, Command::new(bin).arg("-c").arg(&conf));
+    wait_until(&mut p, Duration::from_secs(15), "listening", || {
+        TcpStream::connect(addr(port)).is_ok()
+    });
+    p
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `p`'s log after `timeout`.
+fn wait_until(p: &mut Proc, timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        p.check_alive();
+        if Instant::now() > deadline {
+            p.fail(&format!("not {what} after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn json_of(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+}
+
+fn account_path(key: &str) -> String {
+    format!("/jwt/v1/accounts/{key}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication latency
+
+fn replication(opts: &Opts) {
+    let updates = opts.num("updates", 200);
+    println!("== replication latency: POST on the primary → the replica serves the new JWT ({updates} updates each)");
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9}   {:>26}",
+        "mode", "p50 ms", "p90 ms", "p99 ms", "max ms", "timeouts", "ack→visible p50/p99 ms"
+    );
+    for with_nats in [true, false] {
+        replication_run(with_nats, updates);
+    }
+}
+
+fn replication_run(with_nats: bool, updates: usize) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let op = Operator::create(dir);
+    let (pp, rp, np) = (free_port(), free_port(), free_port());
+    let nats_args = |args: &mut Vec<String>| {
+        if with_nats {
+            args.extend([
+                "--nats".into(),
+                format!("nats://127.0.0.1:{np}"),
+                "--creds".into(),
+                op.creds_path.display().to_string(),
+            ]);
+        }
+    };
+    let mut pargs = vec![
+        "--operator".into(),
+        op.jwt_path.display().to_string(),
+        "--system-account".into(),
+        op.sys_jwt_path.display().to_string(),
+        "--data".into(),
+        dir.join("primary").display().to_string(),
+    ];
+    nats_args(&mut pargs);
+    let mut primary = start_server("primary", dir, pp, &pargs);
+    let _nats = with_nats.then(|| start_nats(dir, np, &op, pp));
+    let mut rargs = vec![
+        "--operator".into(),
+        op.jwt_path.display().to_string(),
+        "--data".into(),
+        dir.join("replica").display().to_string(),
+        "--primary".into(),
+        format!("http://127.0.0.1:{pp}"),
+    ];
+    nats_args(&mut rargs);
+    let mut replica = start_server("replica", dir, rp, &rargs);
+
+    let mut pc = Conn::new(addr(pp));
+    let mut rc = Conn::new(addr(rp));
+    if with_nats {
+        for (p, port) in [(&mut primary, pp), (&mut replica, rp)] {
+            wait_until(p, Duration::from_secs(30), "connected to NATS", || {
+                json_of(&Conn::new(addr(port)).get("/healthz"))["nats"] == "connected"
+            });
+        }
+    }
+    wait_until(&mut replica, Duration::from_secs(30), "ready", || {
+        Conn::new(addr(rp)).get("/readyz").status == 200
+    });
+    // The replica's NATS subscriptions are made right after it connects; give them a moment
+    // to reach the server before the first measured update.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A few accounts to update in turn, replicated before measuring.
+    let seeds = op.mint_accounts(10, "seed");
+    let mut etags: Vec<String> = Vec::new();
+    for (key, token) in &seeds {
+        let r = pc.post(&account_path(key), token.as_bytes());
+        assert_eq!(
+            r.status,
+            200,
+            "seed POST: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        etags.push(etag_of(token));
+    }
+    for (i, (key, _)) in seeds.iter().enumerate() {
+        wait_until(
+            &mut replica,
+            Duration::from_secs(30),
+            "holding the seed accounts",
+            || rc.get(&account_path(key)).etag.as_deref() == Some(&etags[i]),
+        );
+    }
+    let updates_tokens: Vec<(usize, String)> = (0..updates)
+        .map(|i| {
+            let k = i % seeds.len();
+            (k, op.update(&seeds[k].0, &format!("update-{i}")))
+        })
+        .collect();
+
+    let timeout = Duration::from_secs(5);
+    let mut e2e = Vec::with_capacity(updates);
+    let mut after_ack = Vec::with_capacity(updates);
+    let mut timeouts = 0;
+    for (k, token) in &updates_tokens {
+        let key = &seeds[*k].0;
+        let path = account_path(key);
+        let old = etags[*k].clone();
+        let new = etag_of(token);
+        let t0 = Instant::now();
+        let r = pc.post(&path, token.as_bytes());
+        let acked = Instant::now();
+        assert_eq!(
+            r.status,
+            200,
+            "update POST: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let seen = loop {
+            let r = rc
+                .request("GET", &path, &[("If-None-Match", &old)], b"")
+                .expect("GET on the replica");
+            if r.status == 200 && r.etag.as_deref() == Some(new.as_str()) {
+                break Some(Instant::now());
+            }
+            if t0.elapsed() > timeout {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        match seen {
+            Some(t) => {
+                e2e.push(t - t0);
+                after_ack.push(t - acked);
+            }
+            None => timeouts += 1,
+        }
+        etags[*k] = new;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    e2e.sort();
+    after_ack.sort();
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9}   {:>26}",
+        if with_nats {
+            "with NATS"
+        } else {
+            "without NATS"
+        },
+        ms(pct(&e2e, 50.0)),
+        ms(pct(&e2e, 90.0)),
+        ms(pct(&e2e, 99.0)),
+        ms(e2e.last().copied().unwrap_or_default()),
+        timeouts,
+        format!(
+            "{} / {}",
+            ms(pct(&after_ack, 50.0)),
+            ms(pct(&after_ack, 99.0))
+        ),
+    );
+    replica.stop();
+    primary.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale: durable write rate, memory, replica sync
+
+fn scale(opts: &Opts) {
+    let n = opts.num("accounts", 100_000);
+    let clients = opts.num("clients", 16);
+    println!("== scale: {n} accounts");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let op = Operator::create(dir);
+    let t = Instant::now();
+    let accounts = op.mint_accounts(n, "acct");
+    let bytes: usize = accounts.iter().map(|(_, j)| j.len()).sum();
+    println!(
+        "minted {n} account JWTs in {:.1} s (mean {} bytes)",
+        t.elapsed().as_secs_f64(),
+        bytes / n.max(1)
+    );
+
+    let pp = free_port();
+    let pargs = vec![
+        "--operator".into(),
+        op.jwt_path.display().to_string(),
+        "--data".into(),
+        dir.join("primary").display().to_string(),
+    ];
+    let mut primary = start_server("primary", dir, pp, &pargs);
+    let rss0 = primary.rss_mib();
+
+    let w = post_all(addr(pp), &accounts, clients);
+    println!(
+        "durable POST, {clients} clients, {n} new accounts: {:.0} POST/s  (p50 {} ms, p99 {} ms, max {} ms; {} s)",
+        w.rate,
+        ms(w.p50),
+        ms(w.p99),
+        ms(w.max),
+        format_args!("{:.1}", w.elapsed.as_secs_f64()),
+    );
+    let r = Conn::new(addr(pp)).get("/readyz");
+    assert_eq!(
+        json_of(&r)["accounts"],
+        json!(n),
+        "primary holds every account"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let primary_rss = primary.rss_mib();
+    println!("primary RSS: {rss0:.1} MiB empty, {primary_rss:.1} MiB after {n} POSTs");
+
+    // A fresh replica: spawn → ready with every account.
+    let rp = free_port();
+    let rargs = vec![
+        "--operator".into(),
+        op.jwt_path.display().to_string(),
+        "--data".into(),
+        dir.join("replica").display().to_string(),
+        "--primary".into(),
+        format!("http://127.0.0.1:{pp}"),
+    ];
+    let t0 = Instant::now();
+    let mut cmd = Command::new(server_bin());
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{rp}"))
+        .args(&rargs);
+    let mut replica = Proc::spawn("replica", dir, &mut cmd);
+    let mut peak = 0.0f64;
+    wait_until(
+        &mut replica,
+        Duration::from_secs(120),
+        "synced",
+        || match Conn::new(addr(rp)).request("GET", "/readyz", &[], b"") {
+            Ok(r) => r.status == 200 && json_of(&r)["accounts"] == json!(n),
+            Err(_) => false,
+        },
+    );
+    let sync = t0.elapsed();
+    peak = peak.max(replica.rss_mib());
+    std::thread::sleep(Duration::from_secs(1));
+    let replica_rss = replica.rss_mib();
+    println!(
+        "fresh replica sync of {n} accounts: {:.2} s (process start → /readyz 200 with {n} accounts)",
+        sync.as_secs_f64()
+    );
+    println!("replica RSS: {peak:.1} MiB at sync completion, {replica_rss:.1} MiB 1 s later");
+    replica.stop();
+
+    // Cold start of the primary on its 100k store.
+    primary.stop();
+    let t0 = Instant::now();
+    let primary = start_server("primary-restart", dir, pp, &pargs);
+    let start = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "primary restart on {n} accounts: serving after {:.2} s, RSS {:.1} MiB",
+        start.as_secs_f64(),
+        primary.rss_mib()
+    );
+    primary.stop();
+    println!(
+        "RESULT scale accounts={n} post_per_s={:.0} post_p99_ms={} primary_rss_mib={primary_rss:.1} replica_sync_s={:.2} replica_rss_mib={replica_rss:.1}",
+        w.rate,
+        ms(w.p99),
+        sync.as_secs_f64()
+    );
+}
+
+struct WriteStats {
+    rate: f64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+/// POSTs every token, `clients` connections in parallel, each waiting for its answer.
+fn post_all(to: SocketAddr, tokens: &[(String, String)], clients: usize) -> WriteStats {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let t0 = Instant::now();
+    let mut lat: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut conn = Conn::new(to);
+                    let mut lat = Vec::new();
+                    for (key, token) in tokens.iter().skip(c).step_by(clients) {
+                        assert!(Instant::now() < deadline, "POST loop exceeded 10 minutes");
+                        let t = Instant::now();
+                        let r = conn.post(&account_path(key), token.as_bytes());
+                        lat.push(t.elapsed());
+                        assert_eq!(
+                            r.status,
+                            200,
+                            "POST {key}: {}",
+                            String::from_utf8_lossy(&r.body)
+                        );
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let elapsed = t0.elapsed();
+    lat.sort();
+    WriteStats {
+        rate: tokens.len() as f64 / elapsed.as_secs_f64(),
+        elapsed,
+        p50: pct(&lat, 50.0),
+        p99: pct(&lat, 99.0),
+        max: lat.last().copied().unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for benches/load.sh
+
+/// `mint --out DIR --count N`: DIR/operator.jwt, DIR/keys.txt, DIR/www/jwt/v1/accounts/<key>
+/// (the JWT, as nginx serves it), and DIR/server.path (the release binary to run).
+fn mint_files(opts: &Opts) {
+    let out = opts.path("out");
+    let n = opts.num("count", 10_000);
+    let www = out.join("www/jwt/v1/accounts");
+    std::fs::create_dir_all(&www).expect("create www");
+    let op = Operator::create(&out);
+    let accounts = op.mint_accounts(n, "load");
+    let mut keys = String::with_capacity(n * 57);
+    for (key, token) in &accounts {
+        std::fs::write(www.join(key), token).expect("write token file");
+        keys.push_str(key);
+        keys.push('\n');
+    }
+    std::fs::write(out.join("keys.txt"), keys).expect("write keys.txt");
+    std::fs::write(out.join("server.path"), server_bin().display().to_string())
+        .expect("write server.path");
+    println!("minted {n} accounts into {}", out.display());
+}
+
+/// `post --url http://127.0.0.1:PORT --dir DIR [--clients N]`: POSTs every file of
+/// DIR/www/jwt/v1/accounts.
+fn post_files(opts: &Opts) {
+    let dir = opts.path("dir");
+    let url = opts.values.get("url").expect("--url http://127.0.0.1:PORT");
+    let to: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("--url http://127.0.0.1:PORT");
+    let mut tokens = Vec::new();
+    for e in std::fs::read_dir(dir.join("www/jwt/v1/accounts")).expect("read www") {
+        let e = e.expect("dir entry");
+        tokens.push((
+            e.file_name().to_string_lossy().into_owned(),
+            std::fs::read_to_string(e.path()).expect("read token"),
+        ));
+    }
+    let w = post_all(to, &tokens, opts.num("clients", 16));
+    println!(
+        "posted {} accounts: {:.0} POST/s (p99 {} ms)",
+        tokens.len(),
+        w.rate,
+        ms(w.p99)
+    );
+}

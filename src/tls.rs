@@ -1,0 +1,100 @@
+//! HTTPS: a rustls server configuration whose certificate can be swapped at runtime, so SIGHUP
+//! picks up renewed certificate files without dropping the listener or open connections.
+//! Minimum TLS 1.2, no client authentication (as the Go server).
+
+use crate::config::TlsSettings;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+/// Why TLS files cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("http.tls: {0}")]
+pub struct TlsError(String);
+
+/// A certificate resolver that always answers the current certificate.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    /// std `RwLock`: read on every handshake for a pointer clone, written only on reload;
+    /// never held across an `.await`.
+    current: RwLock<Arc<CertifiedKey>>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl ReloadableCert {
+    /// Loads the files named in `tls`.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file.
+    pub fn load(tls: &TlsSettings) -> Result<Arc<ReloadableCert>, TlsError> {
+        let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+            return Err(TlsError("both cert and key are required".into()));
+        };
+        let ck = certified_key(cert, key)?;
+        Ok(Arc::new(ReloadableCert {
+            current: RwLock::new(Arc::new(ck)),
+            cert: cert.clone(),
+            key: key.clone(),
+        }))
+    }
+
+    /// Re-reads the certificate and key files; on error the old certificate stays.
+    ///
+    /// # Errors
+    /// [`TlsError`].
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let ck = certified_key(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
+        Ok(())
+    }
+
+    /// The rustls server configuration using this resolver.
+    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(self.clone())
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let open = |p: &Path| {
+        File::open(p)
+            .map(BufReader::new)
+            .map_err(|e| TlsError(format!("{}: {e}", p.display())))
+    };
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut open(cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{}: no PEM certificate found",
+            cert.display()
+        )));
+    }
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut open(key)?)
+        .map_err(|e| TlsError(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| TlsError(format!("{}: no PEM private key found", key.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| TlsError(format!("{}: unsupported private key: {e}", key.display())))?;
+    Ok(CertifiedKey::new(certs, signing))
+}

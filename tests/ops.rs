@@ -1,0 +1,385 @@
+//! Operations: metrics families, HTTPS end to end (nats-server resolving through it), SIGHUP
+//! reload without dropping connections, and the status page in a real headless browser.
+
+use crate::common::fixtures::{self, new_account};
+use crate::common::nats::NatsServer;
+use crate::common::process::ServerProcess;
+use crate::common::{eventually, free_port, get, post, TestServer};
+use nats_account_server::jwt::encode;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+async fn metric(base: &str, needle: &str) -> f64 {
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    text.lines()
+        .filter(|l| l.starts_with(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Each metric family moves when its event happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_families_move_with_their_events() {
+    let server = TestServer::primary().await;
+    let route =
+        "nas_http_requests_total{method=\"POST\",route=\"/jwt/v1/accounts/{key}\",status=\"200\"}";
+    assert_eq!(metric(&server.url, route).await, 0.0);
+    assert_eq!(
+        metric(&server.url, "nas_store_entries{kind=\"account\"}").await,
+        0.0
+    );
+
+    let (kp, jwt) = new_account("metrics");
+    let key = kp.public_key();
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{key}")), jwt)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(metric(&server.url, route).await, 1.0);
+    assert_eq!(
+        metric(&server.url, "nas_store_entries{kind=\"account\"}").await,
+        1.0
+    );
+    assert_eq!(metric(&server.url, "nas_store_head_sequence").await, 1.0);
+    assert!(
+        metric(
+            &server.url,
+            "nas_http_request_duration_seconds_count{route=\"/jwt/v1/accounts/{key}\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{key}")), "garbage")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        metric(
+            &server.url,
+            "nas_validation_rejections_total{reason=\"invalid_jwt\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        post(
+            &server.at(&format!("/jwt/v1/accounts/{key}")),
+            fixtures::vector("post/bad_untrusted_issuer.jwt")
+        )
+        .await
+        .0,
+        400
+    );
+    assert!(metric(&server.url, "nas_validation_rejections_total").await >= 2.0);
+    // Unmatched paths share one label.
+    assert_eq!(get(&server.at("/no/such/path/abc")).await.0, 404);
+    assert_eq!(
+        metric(
+            &server.url,
+            "nas_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(metric(&server.url, "nas_nats_connected").await, 0.0);
+}
+
+fn tls_files(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nas test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let (ca_pem, cert_pem, key_pem) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    (ca_pem, cert_pem, key_pem)
+}
+
+/// HTTPS end to end with a CA made at test time, and a nats-server resolving accounts through
+/// it with `resolver_tls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_and_nats_server_resolves_through_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(certs.path());
+    let server = TestServer::start_with(|s| {
+        s.http.tls = Some(nats_account_server::config::TlsSettings {
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+            root: None,
+        });
+    })
+    .await;
+    let https = server.url.replace("http://", "https://");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let probe = client
+        .get(format!("{https}/jwt/v1/accounts/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status().as_u16(), 200);
+    // Plain HTTP on the TLS port does not work.
+    assert!(reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .map(|r| r.status().as_u16() != 200)
+        .unwrap_or(true));
+
+    let a = fixtures::account_a();
+    let a_jwt = fixtures::account_jwt(&a.public_key(), "A", serde_json::json!({}));
+    let resp = client
+        .post(format!("{https}/jwt/v1/accounts/{}", a.public_key()))
+        .body(a_jwt.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let nats = NatsServer::start_with(
+        0,
+        &format!("{https}/jwt/v1/accounts/"),
+        &format!("resolver_tls {{ ca_file: \"{}\" }}", ca.display()),
+    );
+    let creds = fixtures::user_creds(&a, "tls-user");
+    let nc = async_nats::ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .connect(&nats.url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "user could not connect: {e}; nats log:\n{}",
+                nats.log_text()
+            )
+        });
+    nc.flush().await.unwrap();
+}
+
+/// Reads one HTTP/1.1 response (status line + headers + Content-Length body) from a kept-alive
+/// connection.
+fn read_response(reader: &mut BufReader<std::net::TcpStream>) -> (u16, String) {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// SIGHUP reloads the configuration: the log level changes and a new operator signing key is
+/// trusted, while an open keep-alive connection keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_log_level_and_operator_keys_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = nkeys::KeyPair::new_operator();
+    let new_sk = nkeys::KeyPair::new_operator();
+    let op_path = dir.path().join("operator.jwt");
+    std::fs::write(&op_path, encode::operator(&op, "HUP", &[], None)).unwrap();
+    let conf = dir.path().join("server.conf");
+    let write_conf = |debug: bool| {
+        std::fs::write(
+            &conf,
+            format!(
+                "operatorjwtpath: \"{}\"\nstore {{ data: \"{}\" }}\nlogging {{ debug: {debug} }}\n",
+                op_path.display(),
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap()
+    };
+    write_conf(false);
+    let port = free_port();
+    let server = ServerProcess::start(dir.path(), "hup", port, &["-c", conf.to_str().unwrap()]);
+
+    let account = nkeys::KeyPair::new_account();
+    let signed_by_new_key = encode::account(
+        &new_sk,
+        &account.public_key(),
+        "via-new-key",
+        serde_json::json!({}),
+    );
+    let url = format!("{}/jwt/v1/accounts/{}", server.url, account.public_key());
+    assert_eq!(
+        post(&url, signed_by_new_key.clone()).await.0,
+        400,
+        "not trusted before the reload"
+    );
+
+    // A keep-alive connection opened before the reload.
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    writer.write_all(request.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut reader).0, 200);
+    assert!(
+        !server.log_text().contains("request method=GET"),
+        "no request logs at info level"
+    );
+
+    std::fs::write(
+        &op_path,
+        encode::operator(&op, "HUP", &[new_sk.public_key()], None),
+    )
+    .unwrap();
+    write_conf(true);
+    server.signal("HUP");
+    eventually(Duration::from_secs(10), "reload logged", || async {
+        server.log_text().contains("configuration reloaded")
+    })
+    .await;
+
+    assert_eq!(
+        post(&url, signed_by_new_key).await.0,
+        200,
+        "the new signing key is trusted after SIGHUP"
+    );
+    writer.write_all(request.as_bytes()).unwrap();
+    assert_eq!(
+        read_response(&mut reader).0,
+        200,
+        "the connection opened before the reload still works"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "debug request log after reload",
+        || async {
+            server.log_text().contains("request")
+                && server
+                    .log_text()
+                    .lines()
+                    .any(|l| l.contains("DEBUG") && l.contains("/healthz"))
+        },
+    )
+    .await;
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn chromium_args(profile: &std::path::Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// The status page renders in headless Chromium: the rendered DOM shows the role and the
+/// account count, and a screenshot is produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_in_headless_chromium() {
+    let bin = chromium()
+        .expect("chromium is not installed: tests/run.sh installs it (apt-get install chromium)");
+    let server = TestServer::primary().await;
+    for i in 0..3 {
+        let (kp, jwt) = new_account(&format!("page-{i}"));
+        assert_eq!(
+            post(
+                &server.at(&format!("/jwt/v1/accounts/{}", kp.public_key())),
+                jwt
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let url = format!("{}/", server.url);
+    let profile = tempfile::tempdir().unwrap();
+    let shot = server.path("status.png");
+    let (bin2, url2, args, shot2) = (
+        bin.to_string(),
+        url.clone(),
+        chromium_args(profile.path()),
+        shot.clone(),
+    );
+    let (dom, shot_ok) = tokio::task::spawn_blocking(move || {
+        let dom = std::process::Command::new(&bin2)
+            .args(&args)
+            .arg("--dump-dom")
+            .arg(&url2)
+            .output()
+            .unwrap();
+        let shot = std::process::Command::new(&bin2)
+            .args(&args)
+            .arg(format!("--screenshot={}", shot2.display()))
+            .arg("--window-size=1000,700")
+            .arg(&url2)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&dom.stdout).into_owned(),
+            shot.status.success(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        dom.contains("<td id=\"role\">primary</td>"),
+        "rendered DOM:\n{dom}"
+    );
+    assert!(
+        dom.contains("<td id=\"accounts\">3</td>"),
+        "rendered DOM:\n{dom}"
+    );
+    assert!(shot_ok);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "screenshot is a real PNG ({} bytes)",
+        png.len()
+    );
+    if let Ok(keep) = std::env::var("KEEP_STATUS_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, keep);
+    }
+}

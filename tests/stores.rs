@@ -1,0 +1,932 @@
+//! Compatible stores with real files: the directory store (flat and sharded, writable and
+//! read-only), the nsc operator folder, the memory store, file watching (create, modify, rename,
+//! delete) with notifications through a real nats-server, replicas following a read-only
+//! directory primary, and the `import` subcommand (our binary as a process).
+
+use crate::common::fixtures::{self, account_jwt, account_jwt_at, new_account};
+use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::process::run_to_exit;
+use crate::common::{eventually, free_port, get, http, post, TestServer};
+use async_nats::Subscriber;
+use futures_util::StreamExt;
+use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::jwt;
+use nats_account_server::store::dir::{DirBackend, DirLayout, META_FILE};
+use nats_account_server::store::{Backend, Commit, Kind, Record};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Generous bound for a file change to be picked up (inotify is immediate; CI machines are not).
+const WITHIN: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// nats-server's `DirJWTStore` path of `key`.
+fn nats_path(root: &Path, key: &str, shard: bool) -> PathBuf {
+    if shard {
+        root.join(&key[key.len() - 2..]).join(format!("{key}.jwt"))
+    } else {
+        root.join(format!("{key}.jwt"))
+    }
+}
+
+/// Writes a token file the way nats-server (and `cp`) would: in place.
+fn write_in_place(path: &Path, jwt: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, jwt).unwrap();
+}
+
+/// Writes a token file the way git and editors do: a temporary file, then a rename over it.
+fn write_by_rename(path: &Path, jwt: &str) {
+    let tmp = path.with_file_name(".incoming.tmp");
+    std::fs::write(&tmp, jwt).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Every file under `root` (relative paths), our metadata file excepted.
+fn files_under(root: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.file_name().unwrap() != META_FILE {
+                out.insert(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn account(name: &str) -> (String, String) {
+    let (kp, jwt) = new_account(name);
+    (kp.public_key(), jwt)
+}
+
+async fn serves(base: &str, key: &str, jwt: &str) -> bool {
+    let (status, body) = get(&format!("{base}/jwt/v1/accounts/{key}")).await;
+    status == 200 && body == jwt
+}
+
+async fn wait_serves(base: &str, key: &str, jwt: &str) {
+    eventually(
+        WITHIN,
+        &format!("{base} serves the expected JWT of {key}"),
+        || serves(base, key, jwt),
+    )
+    .await;
+}
+
+async fn status_of(base: &str, key: &str) -> u16 {
+    get(&format!("{base}/jwt/v1/accounts/{key}")).await.0
+}
+
+/// The change feed from 0: `(store id, head, lines)`.
+async fn feed(base: &str) -> (String, u64, Vec<String>) {
+    let r = http()
+        .get(format!("{base}/jwt/v1/changes?since=0&limit=10000"))
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-store-id"].to_str().unwrap().to_string();
+    let head = r.headers()["x-head-seq"].to_str().unwrap().parse().unwrap();
+    let body = r.text().await.unwrap();
+    (id, head, body.lines().map(str::to_string).collect())
+}
+
+/// A directory-store server over `root` (no sled), trusting the vectors' operator.
+async fn dir_server(root: &Path, shard: bool, readonly: bool) -> TestServer {
+    let root = root.to_path_buf();
+    TestServer::start_with(move |s| {
+        s.store.data = None;
+        s.store.dir = Some(root);
+        s.store.shard = shard;
+        s.store.readonly = readonly;
+    })
+    .await
+}
+
+/// Points `s` at a nats-server on `port` as the system-account user.
+fn with_nats(s: &mut Settings, port: u16) {
+    s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
+    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
+    s.nats.usercredentials = Some(sys_creds_path());
+    s.nats.reconnectwait = Dur(Duration::from_millis(100));
+}
+
+/// Starts nats-server resolving from `server` and waits until `server` is connected to it.
+async fn start_nats(port: u16, server: &TestServer) -> NatsServer {
+    let resolver = format!("{}/jwt/v1/accounts/", server.url);
+    let nats = tokio::task::block_in_place(|| NatsServer::start(port, &resolver));
+    eventually(WITHIN, "our server is connected to NATS", || async {
+        get(&server.at("/healthz"))
+            .await
+            .1
+            .contains("\"connected\"")
+    })
+    .await;
+    nats
+}
+
+/// A system-account client subscribed to every account's claims-update subject.
+async fn sys_updates(nats: &NatsServer) -> (async_nats::Client, Subscriber) {
+    let creds = std::fs::read_to_string(sys_creds_path()).unwrap();
+    let client = async_nats::ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .connect(&nats.url)
+        .await
+        .expect("system-account client connects");
+    let sub = client
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    // The subscription is registered on the server before anything is changed.
+    client.flush().await.unwrap();
+    (client, sub)
+}
+
+/// Waits for the claims update of `key` carrying exactly `jwt` (other messages are skipped).
+async fn expect_update(sub: &mut Subscriber, key: &str, jwt: &str) {
+    let subject = format!("$SYS.ACCOUNT.{key}.CLAIMS.UPDATE");
+    let wait = async {
+        while let Some(msg) = sub.next().await {
+            if msg.subject.as_str() == subject && msg.payload.as_ref() == jwt.as_bytes() {
+                return;
+            }
+        }
+        panic!("subscription ended");
+    };
+    tokio::time::timeout(WITHIN, wait)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("no claims update for {key} with the new JWT within {WITHIN:?}")
+        });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writable directory store
+// ---------------------------------------------------------------------------------------------
+
+/// A flat writable directory: POST writes `<dir>/<key>.jwt` with exactly the JWT (0640 at
+/// most), GET serves it, newer-wins holds, and a restart reloads the files with the same lineage
+/// and a head above every sequence handed out before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_dir_store_reads_writes_and_keeps_newer() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = dir_server(root.path(), false, false).await;
+    let a = fixtures::vector("account_a.pub");
+    let newer = account_jwt_at(&a, "newer", jwt::now_unix());
+    let older = account_jwt_at(&a, "older", jwt::now_unix() - 60);
+
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{a}")), newer.clone())
+            .await
+            .0,
+        200
+    );
+    let file = nats_path(root.path(), &a, false);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        newer,
+        "file holds exactly the JWT"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode & !0o640,
+        0,
+        "file mode {mode:o} is wider than nats-server's 0640"
+    );
+    assert!(serves(&server.url, &a, &newer).await);
+
+    // Older loses (409) and the file is untouched; same token again is a no-op 200.
+    let (status, body) = post(&server.at(&format!("/jwt/v1/accounts/{a}")), older.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), newer);
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{a}")), newer.clone())
+            .await
+            .0,
+        200
+    );
+
+    let (b, b_jwt) = account("b");
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{b}")), b_jwt.clone())
+            .await
+            .0,
+        200
+    );
+    let mut expected = BTreeSet::new();
+    expected.insert(format!("{a}.jwt"));
+    expected.insert(format!("{b}.jwt"));
+    assert_eq!(
+        files_under(root.path()),
+        expected,
+        "flat layout, no temp files left"
+    );
+
+    let (lineage, head, lines) = feed(&server.url).await;
+    assert_eq!(lines.len(), 2);
+    server.stop().await;
+
+    // Restart over the same files: same lineage, every token re-sequenced above the old head.
+    let server = dir_server(root.path(), false, false).await;
+    assert!(serves(&server.url, &a, &newer).await);
+    assert!(serves(&server.url, &b, &b_jwt).await);
+    let (lineage2, head2, lines2) = feed(&server.url).await;
+    assert_eq!(lineage2, lineage, "a writable directory keeps its lineage");
+    assert!(head2 > head, "head {head2} must pass the old head {head}");
+    let seqs: Vec<u64> = lines2
+        .iter()
+        .map(|l| l.split('|').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        seqs.iter().all(|s| *s > head),
+        "replicas at the old head see every token again: {seqs:?}"
+    );
+}
+
+/// A sharded writable directory uses nats-server's layout byte for byte: accounts at
+/// `<dir>/<last 2>/<key>.jwt`, activations (hash ends in `=`) in `<dir>/==/`, files holding
+/// exactly the token; newer-wins holds there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_dir_store_matches_nats_server_layout() {
+    let root = tempfile::tempdir().unwrap();
+    let server = dir_server(root.path(), true, false).await;
+    let a = fixtures::vector("account_a.pub");
+    let b = fixtures::vector("account_b.pub");
+    let a_jwt = account_jwt(&a, "a", json!({}));
+    let b_jwt = account_jwt(&b, "b", json!({}));
+    for (key, jwt) in [(&a, &a_jwt), (&b, &b_jwt)] {
+        assert_eq!(
+            post(&server.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
+                .await
+                .0,
+            200
+        );
+    }
+    let activation = fixtures::vector("activations/token.jwt");
+    let hash = fixtures::vector("activations/token.hash");
+    let (status, body) = post(&server.at("/jwt/v1/activations"), activation.clone()).await;
+    assert_eq!((status, body.trim()), (200, hash.as_str()));
+
+    let expected: BTreeSet<String> = [
+        format!("{}/{a}.jwt", &a[54..]),
+        format!("{}/{b}.jwt", &b[54..]),
+        format!("==/{hash}.jwt"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(files_under(root.path()), expected);
+    assert_eq!(
+        std::fs::read_to_string(nats_path(root.path(), &a, true)).unwrap(),
+        a_jwt
+    );
+    assert_eq!(
+        std::fs::read_to_string(nats_path(root.path(), &hash, true)).unwrap(),
+        activation
+    );
+    let shard_mode = std::fs::metadata(root.path().join("=="))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        shard_mode & !0o750,
+        0,
+        "dir mode {shard_mode:o} is wider than nats-server's 0750"
+    );
+
+    let older = account_jwt_at(&a, "older", jwt::now_unix() - 60);
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{a}")), older)
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        std::fs::read_to_string(nats_path(root.path(), &a, true)).unwrap(),
+        a_jwt
+    );
+    let (status, body) = get(&server.at(&format!("/jwt/v1/activations/{hash}"))).await;
+    assert_eq!((status, body), (200, activation));
+}
+
+/// Files written by another tool in nats-server's layout load, activations included; files
+/// that are not tokens for their name are skipped instead of failing the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_nats_server_directory_loads_and_skips_junk() {
+    let root = tempfile::tempdir().unwrap();
+    let a = fixtures::vector("account_a.pub");
+    let b = fixtures::vector("account_b.pub");
+    let a_jwt = account_jwt(&a, "a", json!({}));
+    let hash = fixtures::vector("activations/token.hash");
+    let activation = fixtures::vector("activations/token.jwt");
+    write_in_place(&nats_path(root.path(), &a, true), &a_jwt);
+    write_in_place(&nats_path(root.path(), &hash, true), &activation);
+    // B's file holds A's token: not B's token, skipped.
+    write_in_place(&nats_path(root.path(), &b, true), &a_jwt);
+    let (c, _) = account("c");
+    write_in_place(&nats_path(root.path(), &c, true), "not a jwt");
+    write_in_place(&root.path().join("README.jwt"), "notes");
+
+    let server = dir_server(root.path(), true, true).await;
+    assert!(serves(&server.url, &a, &a_jwt).await);
+    let (status, body) = get(&server.at(&format!("/jwt/v1/activations/{hash}"))).await;
+    assert_eq!((status, body), (200, activation));
+    assert_eq!(status_of(&server.url, &b).await, 404);
+    assert_eq!(status_of(&server.url, &c).await, 404);
+    let (_, head, lines) = feed(&server.url).await;
+    assert_eq!((head, lines.len()), (2, 2), "{lines:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key validation: nothing escapes the directory
+// ---------------------------------------------------------------------------------------------
+
+/// Path-like keys are refused over HTTP and by the backend itself, and nothing is written
+/// outside (or inside) the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_traversal_is_refused() {
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("store");
+    let server = dir_server(&root, false, false).await;
+    let a = fixtures::vector("account_a.pub");
+    let jwt = account_jwt(&a, "a", json!({}));
+    for key in [
+        "..%2F..%2Fescape",
+        "..%2Fescape",
+        "%2E%2E",
+        "..",
+        "A..",
+        "%2Ftmp%2Fescape",
+    ] {
+        let (status, body) =
+            post(&server.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone()).await;
+        assert!(
+            (400..500).contains(&status) && status != 409,
+            "POST to {key:?} answered {status} {body}"
+        );
+        let (status, _) = get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await;
+        assert!(
+            (400..500).contains(&status),
+            "GET {key:?} answered {status}"
+        );
+    }
+    assert_eq!(
+        files_under(outer.path()),
+        BTreeSet::new(),
+        "nothing was written"
+    );
+
+    // The backend refuses on its own, whatever a caller validated.
+    let backend = DirBackend::open(&root, true, true).unwrap();
+    for key in [
+        "../escape",
+        "/tmp/escape",
+        "..",
+        "",
+        "A/B",
+        &format!("../{a}"),
+    ] {
+        let commit = Commit {
+            records: vec![Record {
+                kind: Kind::Account,
+                key: key.to_string(),
+                jwt: jwt.clone().into(),
+                seq: 1,
+                old_seq: None,
+            }],
+            meta: vec![],
+            head: 1,
+        };
+        assert!(
+            backend.commit(&commit).is_err(),
+            "backend stored key {key:?}"
+        );
+    }
+    let layout = DirLayout::new(&root, true);
+    assert!(layout.path_for("../../etc/passwd").is_err());
+    assert!(layout.path_for(&a).unwrap().starts_with(&root));
+    assert_eq!(
+        files_under(outer.path()),
+        BTreeSet::new(),
+        "nothing was written"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only directory store, watched
+// ---------------------------------------------------------------------------------------------
+
+/// A read-only directory refuses writes with 405 and picks up file changes of every kind:
+/// create, modify in place, write-temp-then-rename (git pull), delete. Each change reaches the
+/// index (GET) and a real nats-server as a claims update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_dir_is_watched_and_changes_are_notified() {
+    for shard in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let (pre, pre_jwt) = account("preloaded");
+        write_in_place(&nats_path(root.path(), &pre, shard), &pre_jwt);
+
+        let port = free_port();
+        let dir = root.path().to_path_buf();
+        let server = TestServer::start_with(move |s| {
+            s.store.data = None;
+            s.store.dir = Some(dir);
+            s.store.shard = shard;
+            s.store.readonly = true;
+            with_nats(s, port);
+        })
+        .await;
+        let nats = start_nats(port, &server).await;
+        let (_client, mut updates) = sys_updates(&nats).await;
+        assert!(serves(&server.url, &pre, &pre_jwt).await);
+
+        // Writes are refused: the files are the truth.
+        let (status, body) = post(
+            &server.at(&format!("/jwt/v1/accounts/{pre}")),
+            pre_jwt.clone(),
+        )
+        .await;
+        assert_eq!(status, 405, "{body}");
+
+        // Create (a new shard directory too, when sharded).
+        let (key, v1) = account("created");
+        let path = nats_path(root.path(), &key, shard);
+        write_in_place(&path, &v1);
+        wait_serves(&server.url, &key, &v1).await;
+        expect_update(&mut updates, &key, &v1).await;
+
+        // Modify in place.
+        let v2 = account_jwt(&key, "modified", json!({ "limits": { "conn": 5 } }));
+        write_in_place(&path, &v2);
+        wait_serves(&server.url, &key, &v2).await;
+        expect_update(&mut updates, &key, &v2).await;
+
+        // Write a temp file, rename it over the token (git pull, editors).
+        let v3 = account_jwt(&key, "renamed", json!({ "limits": { "conn": 6 } }));
+        write_by_rename(&path, &v3);
+        wait_serves(&server.url, &key, &v3).await;
+        expect_update(&mut updates, &key, &v3).await;
+
+        // Rename a token file into place from outside the store.
+        let (moved, moved_jwt) = account("moved-in");
+        let staging = tempfile::tempdir_in(root.path().parent().unwrap()).unwrap();
+        let staged = staging.path().join("staged");
+        std::fs::write(&staged, &moved_jwt).unwrap();
+        let target = nats_path(root.path(), &moved, shard);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::rename(&staged, &target).unwrap();
+        wait_serves(&server.url, &moved, &moved_jwt).await;
+        expect_update(&mut updates, &moved, &moved_jwt).await;
+
+        // The file is the truth even when an older token is put back (git revert).
+        write_in_place(&path, &v1);
+        wait_serves(&server.url, &key, &v1).await;
+
+        // Delete: no longer served; the feed no longer lists it (replicas keep their copy).
+        std::fs::remove_file(&path).unwrap();
+        eventually(WITHIN, "deleted account is 404", || async {
+            status_of(&server.url, &key).await == 404
+        })
+        .await;
+        // Rename away: the key is gone too.
+        std::fs::rename(&target, root.path().join("moved-away.bak")).unwrap();
+        eventually(WITHIN, "renamed-away account is 404", || async {
+            status_of(&server.url, &moved).await == 404
+        })
+        .await;
+        let (_, _, lines) = feed(&server.url).await;
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains(&key) && !l.contains(&moved)),
+            "{lines:?}"
+        );
+        assert!(
+            serves(&server.url, &pre, &pre_jwt).await,
+            "untouched files stay"
+        );
+
+        // A half-written file (its signature cut short) never replaces a good token; the
+        // completing write does.
+        let pre_path = nats_path(root.path(), &pre, shard);
+        let pre2 = account_jwt(&pre, "rewritten", json!({ "limits": { "conn": 7 } }));
+        write_in_place(&pre_path, &pre2[..pre2.len() - 10]);
+        let (marker, marker_jwt) = account("marker");
+        write_in_place(&nats_path(root.path(), &marker, shard), &marker_jwt);
+        // The marker is written after the broken file; once it is served, the broken one has
+        // been looked at too.
+        wait_serves(&server.url, &marker, &marker_jwt).await;
+        assert!(
+            serves(&server.url, &pre, &pre_jwt).await,
+            "a half-written file replaced a good token"
+        );
+        write_in_place(&pre_path, &pre2);
+        wait_serves(&server.url, &pre, &pre2).await;
+        expect_update(&mut updates, &pre, &pre2).await;
+    }
+}
+
+/// The read-only store's lineage is new per start (its numbering starts over), so replicas
+/// resync instead of trusting a cursor into the old numbering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_dir_lineage_changes_per_start() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, a_jwt) = account("a");
+    write_in_place(&nats_path(root.path(), &a, false), &a_jwt);
+    let mut first = dir_server(root.path(), false, true).await;
+    let (id1, _, _) = feed(&first.url).await;
+    first.stop().await;
+    let second = dir_server(root.path(), false, true).await;
+    let (id2, head, lines) = feed(&second.url).await;
+    assert_ne!(id1, id2);
+    assert_eq!((head, lines.len()), (1, 1));
+    assert!(
+        !root.path().join(META_FILE).exists(),
+        "a read-only store writes nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// nsc operator folder
+// ---------------------------------------------------------------------------------------------
+
+/// Writes an nsc operator folder `<stores>/TESTOP` with the vectors' operator and `accounts`.
+fn nsc_folder(stores: &Path, accounts: &[(&str, &str)]) -> PathBuf {
+    let op = stores.join("TESTOP");
+    std::fs::create_dir_all(op.join("accounts")).unwrap();
+    std::fs::write(
+        op.join(".nsc"),
+        r#"{"managed":false,"name":"TESTOP","kind":"operator","version":"1"}"#,
+    )
+    .unwrap();
+    std::fs::write(op.join("TESTOP.jwt"), fixtures::vector("operator.jwt")).unwrap();
+    for (name, jwt) in accounts {
+        write_nsc_account(&op, name, jwt);
+    }
+    op
+}
+
+fn write_nsc_account(op: &Path, name: &str, jwt: &str) {
+    let dir = op.join("accounts").join(name);
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    write_by_rename(&dir.join(format!("{name}.jwt")), jwt);
+}
+
+/// An nsc folder serves its accounts by public key, its operator JWT from
+/// `<folder>/<name>.jwt`, refuses writes, ignores user JWTs, and picks up edited and new
+/// accounts (new account folders included) with notifications to nats-server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsc_folder_serves_accounts_and_is_watched() {
+    let stores = tempfile::tempdir().unwrap();
+    let a = fixtures::vector("account_a.pub");
+    let b = fixtures::vector("account_b.pub");
+    let a_jwt = account_jwt(&a, "A", json!({}));
+    let b_jwt = account_jwt(&b, "B", json!({}));
+    let op = nsc_folder(stores.path(), &[("A", &a_jwt), ("B", &b_jwt)]);
+    // A user JWT where nsc keeps them: never served.
+    let user = nkeys::KeyPair::new_user();
+    let user_jwt = jwt::encode::user(&fixtures::account_a(), &user.public_key(), "u");
+    std::fs::write(op.join("accounts/A/users/u.jwt"), &user_jwt).unwrap();
+
+    let port = free_port();
+    let folder = op.clone();
+    let server = TestServer::start_with(move |s| {
+        s.store.data = None;
+        s.operatorjwtpath = None; // derived: <folder>/TESTOP.jwt
+        s.store.nsc = Some(folder);
+        with_nats(s, port);
+    })
+    .await;
+    let nats = start_nats(port, &server).await;
+    let (_client, mut updates) = sys_updates(&nats).await;
+
+    assert!(serves(&server.url, &a, &a_jwt).await);
+    assert!(serves(&server.url, &b, &b_jwt).await);
+    assert_eq!(
+        status_of(&server.url, &user.public_key()).await,
+        400,
+        "a user key is not an account key"
+    );
+    let (status, body) = get(&server.at("/jwt/v1/operator")).await;
+    assert_eq!((status, body), (200, fixtures::vector("operator.jwt")));
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{a}")), a_jwt.clone())
+            .await
+            .0,
+        405
+    );
+    let (_, _, lines) = feed(&server.url).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+
+    // `nsc edit account A` rewrites its file.
+    let a2 = account_jwt(&a, "A", json!({ "limits": { "conn": 3 } }));
+    write_nsc_account(&op, "A", &a2);
+    wait_serves(&server.url, &a, &a2).await;
+    expect_update(&mut updates, &a, &a2).await;
+
+    // `nsc add account C`: a new folder.
+    let (c, c_jwt) = account("C");
+    write_nsc_account(&op, "C", &c_jwt);
+    wait_serves(&server.url, &c, &c_jwt).await;
+    expect_update(&mut updates, &c, &c_jwt).await;
+
+    // A whole account folder moved in at once (e.g. restored from a backup).
+    let (d, d_jwt) = account("D");
+    let staging = stores.path().join("D");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("D.jwt"), &d_jwt).unwrap();
+    std::fs::rename(&staging, op.join("accounts/D")).unwrap();
+    wait_serves(&server.url, &d, &d_jwt).await;
+    expect_update(&mut updates, &d, &d_jwt).await;
+
+    // `nsc delete account B` removes its folder.
+    std::fs::remove_dir_all(op.join("accounts/B")).unwrap();
+    eventually(WITHIN, "deleted nsc account is 404", || async {
+        status_of(&server.url, &b).await == 404
+    })
+    .await;
+    assert!(serves(&server.url, &a, &a2).await);
+}
+
+/// `--nsc` must point at an operator folder (nsc's `.nsc` marker), not anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsc_store_requires_an_operator_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_nsc = dir.path().join("TESTOP");
+    std::fs::create_dir_all(&not_nsc).unwrap();
+    std::fs::write(not_nsc.join("TESTOP.jwt"), fixtures::vector("operator.jwt")).unwrap();
+    let mut s = Settings::default();
+    s.store.nsc = Some(not_nsc);
+    let err = nats_account_server::server::open_store(&s)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains(".nsc"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory store
+// ---------------------------------------------------------------------------------------------
+
+/// The memory store serves the same API: writable takes POSTs and feeds the change log;
+/// read-only is empty and answers 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_writable_and_read_only() {
+    for readonly in [false, true] {
+        let server = TestServer::start_with(|s| {
+            s.store.data = None;
+            s.store.memory = true;
+            s.store.readonly = readonly;
+        })
+        .await;
+        let (key, jwt) = account("mem");
+        let (status, _) = post(&server.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone()).await;
+        if readonly {
+            assert_eq!(status, 405);
+            assert_eq!(status_of(&server.url, &key).await, 404);
+        } else {
+            assert_eq!(status, 200);
+            assert!(serves(&server.url, &key, &jwt).await);
+            assert_eq!(feed(&server.url).await.2.len(), 1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication from a read-only directory primary
+// ---------------------------------------------------------------------------------------------
+
+/// A replica of a primary that serves a read-only directory sees the files' edits: new files
+/// and in-place changes travel through the change feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_follows_a_read_only_directory_primary() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, a1) = account("a");
+    write_in_place(&nats_path(root.path(), &a, true), &a1);
+    let primary = dir_server(root.path(), true, true).await;
+    let primary_url = primary.url.clone();
+    let replica = TestServer::start_with(move |s| {
+        s.operatorjwtpath = None;
+        s.primary = StringList(vec![primary_url]);
+        s.replication.maxbackoff = Dur(Duration::from_millis(200));
+        s.replicationtimeout = Dur(Duration::from_secs(2));
+    })
+    .await;
+    eventually(WITHIN, "replica ready", || async {
+        get(&replica.at("/readyz")).await.0 == 200
+    })
+    .await;
+    wait_serves(&replica.url, &a, &a1).await;
+
+    let a2 = account_jwt(&a, "edited", json!({ "limits": { "conn": 2 } }));
+    write_by_rename(&nats_path(root.path(), &a, true), &a2);
+    let (b, b_jwt) = account("b");
+    write_in_place(&nats_path(root.path(), &b, true), &b_jwt);
+    wait_serves(&replica.url, &a, &a2).await;
+    wait_serves(&replica.url, &b, &b_jwt).await;
+
+    // Deleting on the primary does not delete on the replica.
+    std::fs::remove_file(nats_path(root.path(), &b, true)).unwrap();
+    eventually(WITHIN, "primary stops serving b", || async {
+        status_of(&primary.url, &b).await == 404
+    })
+    .await;
+    assert!(serves(&replica.url, &b, &b_jwt).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// import
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `nats-account-server <args>` to its exit (blocking work off the runtime threads).
+async fn run_binary(cwd: &Path, args: Vec<String>) -> (i32, String) {
+    let cwd = cwd.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_to_exit(&cwd, &args, &[])
+    })
+    .await
+    .unwrap()
+}
+
+fn summary_line(output: &str) -> &str {
+    output
+        .lines()
+        .find(|l| l.starts_with("imported "))
+        .unwrap_or_else(|| panic!("no summary in output:\n{output}"))
+}
+
+/// `import --from-dir` verifies every token (signature, key, operator) and stores newer-wins;
+/// a second run changes nothing; a server then serves the imported tokens from sled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_a_sharded_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("jwts");
+    let data = work.path().join("data");
+    let (a, a_jwt) = account("a");
+    let (b, b_jwt) = account("b");
+    let hash = fixtures::vector("activations/token.hash");
+    let activation = fixtures::vector("activations/token.jwt");
+    for (key, jwt) in [(&a, &a_jwt), (&b, &b_jwt), (&hash, &activation)] {
+        write_in_place(&nats_path(&src, key, true), jwt);
+    }
+    // Signed by another operator: valid signature, untrusted issuer.
+    let rogue = nkeys::KeyPair::new_operator();
+    let (c, _) = account("c");
+    write_in_place(
+        &nats_path(&src, &c, true),
+        &jwt::encode::account(&rogue, &c, "rogue", json!({})),
+    );
+    // A tampered signature.
+    let (d, d_jwt) = account("d");
+    write_in_place(
+        &nats_path(&src, &d, true),
+        &format!("{}AAAA", &d_jwt[..d_jwt.len() - 4]),
+    );
+
+    let operator = fixtures::vectors().join("operator.jwt");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "import".into(),
+            "--from-dir".into(),
+            src.display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        // Store flags may follow the subcommand.
+        v.extend([
+            "--data".into(),
+            data.display().to_string(),
+            "--operator".into(),
+            operator.display().to_string(),
+        ]);
+        v
+    };
+    let (code, out) = run_binary(work.path(), args(&["--shard"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        summary_line(&out),
+        "imported 3, unchanged 0, stale 0, invalid 2",
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("invalid {c}")) && out.contains(&format!("invalid {d}")),
+        "{out}"
+    );
+
+    let (code, out) = run_binary(work.path(), args(&["--shard"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        summary_line(&out),
+        "imported 0, unchanged 3, stale 0, invalid 2",
+        "{out}"
+    );
+
+    // An older copy of A in a flat directory loses against the imported one.
+    let flat = work.path().join("flat");
+    write_in_place(
+        &nats_path(&flat, &a, false),
+        &account_jwt_at(&a, "old", jwt::now_unix() - 600),
+    );
+    let mut older_args = vec![
+        "--data".to_string(),
+        data.display().to_string(),
+        "import".into(),
+        "--from-dir".into(),
+    ];
+    older_args.push(flat.display().to_string());
+    let (code, out) = run_binary(work.path(), older_args).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        summary_line(&out),
+        "imported 0, unchanged 0, stale 1, invalid 0",
+        "{out}"
+    );
+
+    let server = TestServer::start_with(|s| s.store.data = Some(data.clone())).await;
+    assert!(serves(&server.url, &a, &a_jwt).await);
+    assert!(serves(&server.url, &b, &b_jwt).await);
+    assert_eq!(status_of(&server.url, &c).await, 404);
+    assert_eq!(
+        get(&server.at(&format!("/jwt/v1/activations/{hash}"))).await,
+        (200, activation)
+    );
+}
+
+/// `import --from-url` reads a live primary's pack; a missing source fails with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_a_live_primary() {
+    let primary = TestServer::primary().await;
+    let mut posted = Vec::new();
+    for i in 0..5 {
+        let (key, jwt) = account(&format!("p{i}"));
+        assert_eq!(
+            post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
+                .await
+                .0,
+            200
+        );
+        posted.push((key, jwt));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let args = |url: &str| -> Vec<String> {
+        [
+            "--data",
+            &data.display().to_string(),
+            "import",
+            "--from-url",
+            url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (code, out) = run_binary(work.path(), args(&primary.url)).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        summary_line(&out),
+        "imported 5, unchanged 0, stale 0, invalid 0",
+        "{out}"
+    );
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (code, out) = run_binary(work.path(), args(&dead)).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("/jwt/v1/pack"), "{out}");
+
+    let (code, out) = run_binary(work.path(), vec!["import".into()]).await;
+    assert_ne!(code, 0, "import without a source must fail: {out}");
+
+    let server = TestServer::start_with(|s| s.store.data = Some(data.clone())).await;
+    for (key, jwt) in &posted {
+        assert!(serves(&server.url, key, jwt).await, "{key} imported");
+    }
+}
+
+/// Pack parsing follows the Go server: blank lines ignored, lines must be exactly `key|jwt`.
+#[test]
+fn pack_lines_parse_like_the_go_server() {
+    let parsed = nats_account_server::import::parse_pack("A|x\n\n  \nB|y|z\nnopipe\nC|w");
+    let keys: Vec<(&str, bool)> = parsed
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.is_ok()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("A", true),
+            ("line 4", false),
+            ("line 5", false),
+            ("C", true)
+        ]
+    );
+}
