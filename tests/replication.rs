@@ -580,3 +580,69 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
         wait_serves(&r.url, &k, &j, Duration::from_secs(10)).await;
     }
 }
+
+/// A replica of a Go-era primary (no change feed, only `/jwt/v1/pack`) copies the pack, up to
+/// `maxreplicationpack` tokens, and refreshes it. The Go server cannot run here, so a minimal
+/// HTTP responder serves the Go routes with real tokens, in the Go server's formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_of_a_go_primary_imports_its_pack() {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let pack: Vec<(String, String)> = (0..5).map(|i| account(&format!("go-{i}"))).collect();
+    let body = pack
+        .iter()
+        .map(|(k, j)| format!("{k}|{j}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let operator = fixtures::vector("operator.jwt");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let go_url = format!("http://{}", listener.local_addr().unwrap());
+    let go = HttpServer::new(move || {
+        let (body, operator) = (body.clone(), operator.clone());
+        App::new()
+            .route(
+                "/jwt/v1/pack",
+                web::get().to(
+                    move |q: web::Query<std::collections::HashMap<String, String>>| {
+                        let max: usize = q
+                            .get("max")
+                            .and_then(|m| m.parse().ok())
+                            .unwrap_or(usize::MAX);
+                        let lines: Vec<&str> = body.lines().take(max).collect();
+                        let out = lines.join("\n");
+                        async move { HttpResponse::Ok().body(out) }
+                    },
+                ),
+            )
+            .route(
+                "/jwt/v1/operator",
+                web::get().to(move || {
+                    let op = operator.clone();
+                    async move { HttpResponse::Ok().body(op) }
+                }),
+            )
+    })
+    .listen(listener)
+    .unwrap()
+    .workers(1)
+    .disable_signals()
+    .run();
+    let handle = go.handle();
+    tokio::spawn(go);
+
+    let replica = replica_of(&[&go_url], |s| s.maxreplicationpack = 3).await;
+    eventually(
+        Duration::from_secs(10),
+        "replica ready after the pack import",
+        || async { get(&format!("{}/readyz", replica.url)).await.0 == 200 },
+    )
+    .await;
+    for (k, j) in &pack[..3] {
+        assert!(serves(&replica.url, k, j).await);
+    }
+    assert_eq!(
+        replica.running().state().store.counts().0,
+        3,
+        "maxreplicationpack caps the import"
+    );
+    handle.stop(false).await;
+}

@@ -18,6 +18,12 @@ pub enum SyncError {
         /// What happened.
         message: String,
     },
+    /// The primary has no change feed (404): a Go nats-account-server, which only has the pack.
+    #[error("{url}: no change feed (a Go nats-account-server?)")]
+    NoFeed {
+        /// The primary.
+        url: String,
+    },
     /// An answer we cannot use (bad status, malformed feed).
     #[error("{url}: {message}")]
     Protocol {
@@ -125,6 +131,11 @@ impl PrimaryClient {
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
+        if resp.status().as_u16() == 404 {
+            return Err(SyncError::NoFeed {
+                url: self.current().to_string(),
+            });
+        }
         if !resp.status().is_success() {
             return Err(self.protocol(format!("change feed answered {}", resp.status())));
         }
@@ -159,6 +170,30 @@ impl PrimaryClient {
             head,
             changes,
         })
+    }
+
+    /// `GET /jwt/v1/pack?max=N` (the Go server's bulk format): `(key, jwt)` pairs.
+    ///
+    /// # Errors
+    /// [`SyncError`].
+    pub async fn pack(&self, max: i64) -> Result<Vec<(String, String)>, SyncError> {
+        let resp = self
+            .http
+            .get(format!("{}/jwt/v1/pack?max={max}", self.current()))
+            .timeout(self.timeout * 4)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return Err(self.protocol(format!("pack answered {}", resp.status())));
+        }
+        let body = resp.text().await.map_err(|e| self.unreachable(e))?;
+        Ok(body
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .filter(|(_, jwt)| !jwt.contains('|'))
+            .map(|(k, j)| (k.trim().to_string(), j.trim().to_string()))
+            .collect())
     }
 
     /// `GET` one token. `Ok(None)` when the primary answers 404.

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Options {
     batch: usize,
+    /// Most tokens taken from a Go primary's pack (`maxreplicationpack`; 0 disables).
+    max_pack: i64,
     poll_wait: Duration,
     max_backoff: Duration,
 }
@@ -27,6 +29,7 @@ impl From<&Settings> for Options {
     fn from(s: &Settings) -> Options {
         Options {
             batch: s.replication.batch,
+            max_pack: s.maxreplicationpack,
             poll_wait: s.replication.pollwait.0,
             max_backoff: s.replication.maxbackoff.0,
         }
@@ -74,6 +77,21 @@ pub(super) async fn run(
         };
         let page = match page {
             Ok(page) => page,
+            Err(super::client::SyncError::NoFeed { url }) => {
+                // A Go primary: no feed, so copy its pack now and again every poll interval
+                // (the Go replicas refreshed lazily; this bounds staleness instead).
+                let wait = if sync_from_pack(&replica, &opts, &status).await {
+                    synced = true;
+                    opts.poll_wait
+                } else {
+                    tracing::warn!(primary = %url, "cannot replicate from this primary (no change feed, pack disabled or failing)");
+                    backoff
+                };
+                if sleep_or_cancel(&cancel, wait).await {
+                    break;
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(cause = %e, retry_in = ?backoff, "replication request failed");
                 status.send_modify(|s| {
@@ -186,6 +204,48 @@ async fn apply_page(
     }
     replica.metrics.replica_applied("feed", out.len() as u64);
     out
+}
+
+/// Copies a Go primary's pack (accounts and activations, newer-wins). Returns whether it worked.
+async fn sync_from_pack(
+    replica: &ReplicaHandle,
+    opts: &Options,
+    status: &watch::Sender<StatusCell>,
+) -> bool {
+    if opts.max_pack == 0 {
+        return false;
+    }
+    let lines = match replica.client.pack(opts.max_pack).await {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::warn!(cause = %e, "pack import from the primary failed");
+            return false;
+        }
+    };
+    let changes = lines
+        .into_iter()
+        .map(|(key, jwt)| {
+            let kind = if crate::jwt::is_account_key(&key) {
+                Kind::Account
+            } else {
+                Kind::Activation
+            };
+            (0, kind, key, jwt)
+        })
+        .collect();
+    let applied = apply_page(replica, changes).await;
+    let meta = vec![(META_SYNCED.to_string(), b"1".to_vec())];
+    if let Err(e) = replica.store.put_many(applied, meta).await {
+        tracing::error!(cause = %e, "could not store the primary's pack");
+        return false;
+    }
+    status.send_modify(|s| {
+        s.primary = replica.client.current().to_string();
+        s.reachable = true;
+        s.synced = true;
+        s.in_sync_at = Instant::now();
+    });
+    true
 }
 
 /// Fetches the primary's operator JWT when none is configured locally. Returns whether an
