@@ -26,6 +26,9 @@ const CHUNK: usize = 1000;
 /// Longest wait for a primary's pack (it holds every token).
 const PACK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One token from a source: the key it is filed under, and its text or why it could not be read.
+pub type SourceItem = (String, Result<String, String>);
+
 /// Why an import could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -115,7 +118,7 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
 pub async fn import(
     store: &Store,
     operator: Option<&Operator>,
-    items: Vec<(String, Result<String, String>)>,
+    items: Vec<SourceItem>,
 ) -> Result<Summary, ImportError> {
     let mut summary = Summary::default();
     let now = jwt::now_unix();
@@ -177,17 +180,14 @@ fn verify(
     }
 }
 
-fn read_dir(
-    dir: &std::path::Path,
-    shard: bool,
-) -> Result<Vec<(String, Result<String, String>)>, ImportError> {
+fn read_dir(dir: &std::path::Path, shard: bool) -> Result<Vec<SourceItem>, ImportError> {
     dir::read_all(dir, shard).map_err(|e| ImportError::Source {
         source_name: dir.display().to_string(),
         reason: e.to_string(),
     })
 }
 
-async fn read_pack(base: &str) -> Result<Vec<(String, Result<String, String>)>, ImportError> {
+async fn read_pack(base: &str) -> Result<Vec<SourceItem>, ImportError> {
     let url = format!("{}/jwt/v1/pack", base.trim_end_matches('/'));
     let source = |reason: String| ImportError::Source {
         source_name: url.clone(),
@@ -209,7 +209,7 @@ async fn read_pack(base: &str) -> Result<Vec<(String, Result<String, String>)>, 
 }
 
 /// Parses pack lines `key|jwt`; blank lines are skipped, malformed ones reported.
-pub fn parse_pack(body: &str) -> Vec<(String, Result<String, String>)> {
+pub fn parse_pack(body: &str) -> Vec<SourceItem> {
     body.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())

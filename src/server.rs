@@ -302,6 +302,8 @@ impl RunningServer {
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.nats.close()).await;
+        // Last: release the store (and sled's directory lock) so a restart can reopen it.
+        self.state.store.close().await;
         tracing::info!("stopped");
     }
 }

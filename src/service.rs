@@ -23,7 +23,9 @@ pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jw
         )
     })?;
     let token = token_text(body)?;
-    let jwt = jwt::decode_account(token, jwt::now_unix())?;
+    // The documented order, so a token failing several checks gets the first reason.
+    let jwt = jwt::decode(token)?;
+    jwt::check_account_subject(&jwt.claims)?;
     if jwt.claims.sub != path_key {
         return Err(ApiError::KeyMismatch {
             path: path_key.to_string(),
@@ -31,6 +33,7 @@ pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jw
         });
     }
     operator.check_issuer(&jwt.claims.iss)?;
+    jwt::check_account_claims(&jwt.claims, jwt::now_unix())?;
     Ok(jwt)
 }
 

@@ -30,6 +30,7 @@ impl Reply {
     }
 }
 
+/// Sends `req` and collects status, headers and body.
 async fn send(req: reqwest::RequestBuilder) -> Reply {
     let r = req.send().await.expect("request");
     Reply {
@@ -39,6 +40,7 @@ async fn send(req: reqwest::RequestBuilder) -> Reply {
     }
 }
 
+/// `/jwt/v1/accounts/<key>` on `server`.
 fn account_url(server: &TestServer, key: &str) -> String {
     server.at(&format!("/jwt/v1/accounts/{key}"))
 }
@@ -424,6 +426,64 @@ async fn post_with_path_subject_mismatch_is_400() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains(&other), "{body}");
     assert_eq!(get(&account_url(&server, &other)).await.0, 404);
+    assert_eq!(server.running().state().store.head(), 0);
+}
+
+/// A JWT failing several checks is refused for the first in the contract's order: subject is
+/// an account key, subject equals the path key, issuer is trusted, then claims and expiry.
+#[tokio::test]
+async fn validation_reports_the_first_failure_in_contract_order() {
+    let server = TestServer::primary().await;
+    let (kp, _) = fixtures::new_account("multi");
+    let key = kp.public_key();
+    let elsewhere = KeyPair::new_account().public_key();
+    let rogue = KeyPair::new_operator();
+    let expired = account_with(&key, json!({ "exp": jwt::now_unix() - 60 }));
+    let rogue_expired = encode::sign(
+        json!({ "name": "r", "sub": key, "exp": jwt::now_unix() - 60,
+                "nats": { "type": "account", "version": 2 } }),
+        &rogue,
+    );
+    let self_signed = encode::account(&kp, &key, "self", json!({}));
+    let user = KeyPair::new_user().public_key();
+    let user_sub_rogue = encode::account(&rogue, &user, "u", json!({}));
+    let cases = [
+        (
+            "expired, for another path",
+            &elsewhere,
+            &expired,
+            "does not match",
+        ),
+        ("untrusted and expired", &key, &rogue_expired, "untrusted"),
+        (
+            "untrusted and expired, another path",
+            &elsewhere,
+            &rogue_expired,
+            "does not match",
+        ),
+        (
+            "self-signed, for another path",
+            &elsewhere,
+            &self_signed,
+            "does not match",
+        ),
+        ("self-signed", &key, &self_signed, "untrusted"),
+        (
+            "user subject, untrusted",
+            &key,
+            &user_sub_rogue,
+            "not an account",
+        ),
+        ("expired", &key, &expired, "expired"),
+    ];
+    for (what, path, token, reason) in cases {
+        let (status, body) = post(&account_url(&server, path), token.clone()).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(
+            body.contains(reason),
+            "{what}: expected {reason:?} in {body:?}"
+        );
+    }
     assert_eq!(server.running().state().store.head(), 0);
 }
 
@@ -1139,6 +1199,14 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
     );
     assert_eq!(get(&account_url(&server, a)).await, (200, a_jwt));
     assert_eq!(get(&server.at("/healthz")).await.0, 200);
+
+    // Control: the builder's token without a flaw is accepted, so each case failed for its flaw.
+    let control = with(json!({ "name": "control" }));
+    assert_eq!(
+        post(&account_url(&server, a), control.clone()).await,
+        (200, String::new())
+    );
+    assert_eq!(get(&account_url(&server, a)).await, (200, control));
     let metrics = get(&server.at("/metrics")).await.1;
     assert!(
         metrics.contains("nas_validation_rejections_total{reason=\"invalid_jwt\"}"),

@@ -26,10 +26,12 @@ fn file(name: &str, text: &str) -> (TempDir, PathBuf) {
     (dir, path)
 }
 
+/// An empty environment (tests never read the real one).
 fn no_env() -> Vec<(String, String)> {
     Vec::new()
 }
 
+/// An environment of `pairs`.
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -48,6 +50,7 @@ fn flags(args: &[&str]) -> Vec<(String, Value)> {
     cli(args).overrides().expect("flags convert to overrides")
 }
 
+/// Parses `args` as the command line (the program name is added).
 fn cli(args: &[&str]) -> Cli {
     let argv = std::iter::once("nats-account-server")
         .chain(args.iter().copied())
@@ -55,6 +58,7 @@ fn cli(args: &[&str]) -> Cli {
     Cli::parse_args(argv).unwrap_or_else(|e| panic!("parsing {args:?}: {e}"))
 }
 
+/// The key and message of a [`ConfigError::Key`]; panics on anything else.
 fn key_error(result: Result<(Settings, LoadReport), ConfigError>) -> (String, String) {
     match result {
         Err(ConfigError::Key { key, message }) => (key, message),
@@ -231,6 +235,11 @@ fn unknown_key_is_an_error_naming_the_key() {
         assert_eq!(key, "http.prot", "{name}: {message}");
         assert!(message.contains("prot"), "{name}: {message}");
     }
+    // What the user reads names the key path too.
+    let shown = load_text("typo.conf", "http { prot: 1 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(shown.contains("`http.prot`"), "{shown}");
     let (key, _) = key_error(load_text("top.conf", "operatorjwtpth: \"x\"\n"));
     assert_eq!(key, "operatorjwtpth");
     let (key, _) = key_error(load_text("deep.toml", "[store]\nshards = true\n"));
@@ -488,13 +497,25 @@ fn long_flags_parse() {
 /// Conflicting stores (memory + dir, and the like) are rejected naming `store`.
 #[test]
 fn conflicting_stores_are_rejected() {
-    for (what, text) in [
-        ("memory + dir", "[store]\nmemory = true\ndir = \"/jwts\"\n"),
-        ("dir + nsc", "[store]\ndir = \"/jwts\"\nnsc = \"/nsc/op\"\n"),
-        ("memory + data", "[store]\nmemory = true\ndata = \"/d\"\n"),
+    for (what, text, expected) in [
+        (
+            "memory + dir",
+            "[store]\nmemory = true\ndir = \"/jwts\"\n",
+            "store",
+        ),
+        (
+            "dir + nsc",
+            "[store]\ndir = \"/jwts\"\nnsc = \"/nsc/op\"\n",
+            "store",
+        ),
+        (
+            "memory + data",
+            "[store]\nmemory = true\ndata = \"/d\"\n",
+            "store.data",
+        ),
     ] {
         let (key, message) = key_error(load_text("s.toml", text));
-        assert!(key.starts_with("store"), "{what}: key {key:?}");
+        assert_eq!(key, expected, "{what}: {message}");
         assert!(!message.is_empty());
     }
     // And through flags, over a file that chose another store.

@@ -18,6 +18,8 @@ mod ops;
 mod process;
 /// Primary/replica clusters: feed, NATS, misses, forwarding, failover, nginx.
 mod replication;
+/// Robustness: faults, hostile input, property tests.
+mod robustness;
 /// Compatible stores: directory (sharded, read-only, watched), nsc folder, import.
 mod stores;
 /// The official vectors: decode, verify, hash and POST verdicts.

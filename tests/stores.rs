@@ -930,3 +930,145 @@ fn pack_lines_parse_like_the_go_server() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Interoperability with nats-server's own directory store
+// ---------------------------------------------------------------------------------------------
+
+/// A nats-server child in operator mode with the `full` resolver, whose `DirJWTStore` (flat)
+/// lives in `dir`. Killed on drop.
+struct FullResolverNats {
+    child: std::process::Child,
+    url: String,
+    log: PathBuf,
+    _conf_dir: tempfile::TempDir,
+}
+
+impl FullResolverNats {
+    async fn start(dir: &Path) -> FullResolverNats {
+        let conf_dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = conf_dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\noperator: {op}\nsystem_account: {sys}\n\
+                 resolver: {{ type: full, dir: \"{dir}\" }}\n\
+                 resolver_preload: {{ {sys}: \"{sys_jwt}\" }}\n",
+                op = fixtures::vectors().join("operator.jwt").display(),
+                sys = fixtures::vector("system_account.pub"),
+                sys_jwt = fixtures::vector("sys.jwt"),
+                dir = dir.display(),
+            ),
+        )
+        .unwrap();
+        let log = conf_dir.path().join("nats.log");
+        let child = std::process::Command::new(crate::common::nats::nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning nats-server");
+        let n = FullResolverNats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            log,
+            _conf_dir: conf_dir,
+        };
+        let what = format!("nats-server listening (log {})", n.log.display());
+        eventually(WITHIN, &what, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        n
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FullResolverNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Both directions against a real nats-server sharing one directory: what nats-server's full
+/// resolver stores is served (and watched) by our read-only directory store, and what our
+/// writable directory store writes, nats-server resolves for connecting users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_is_shared_with_nats_servers_full_resolver() {
+    let root = tempfile::tempdir().unwrap();
+    let nats = FullResolverNats::start(root.path()).await;
+
+    // nats-server → us: a claims update makes nats-server write <dir>/<key>.jwt; our
+    // read-only store picks the file up.
+    let mut reader = dir_server(root.path(), false, true).await;
+    let (a_kp, a_jwt) = new_account("from-nats-server");
+    let a = a_kp.public_key();
+    let creds = std::fs::read_to_string(sys_creds_path()).unwrap();
+    let sys = async_nats::ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .connect(&nats.url)
+        .await
+        .expect("system-account client connects");
+    let reply = tokio::time::timeout(
+        WITHIN,
+        sys.request("$SYS.REQ.CLAIMS.UPDATE", a_jwt.clone().into()),
+    )
+    .await
+    .expect("nats-server answers the claims update")
+    .expect("request");
+    let reply = String::from_utf8_lossy(&reply.payload).into_owned();
+    assert!(
+        !reply.contains("error"),
+        "nats-server refused the update: {reply}"
+    );
+    wait_serves(&reader.url, &a, &a_jwt).await;
+    assert_eq!(
+        std::fs::read_to_string(nats_path(root.path(), &a, false)).unwrap(),
+        a_jwt
+    );
+    reader.stop().await;
+
+    // us → nats-server: a POST to our writable store over the same directory; a user of that
+    // account connects, so nats-server read our file.
+    let writer = dir_server(root.path(), false, false).await;
+    let (b_kp, b_jwt) = new_account("from-us");
+    let b = b_kp.public_key();
+    assert_eq!(
+        post(&writer.at(&format!("/jwt/v1/accounts/{b}")), b_jwt.clone())
+            .await
+            .0,
+        200
+    );
+    // Control: a user of an account that is in no file is refused.
+    let (c_kp, _) = new_account("nowhere");
+    let stranger = fixtures::user_creds(&c_kp, "u");
+    let refused = async_nats::ConnectOptions::with_credentials(&stranger)
+        .unwrap()
+        .connect(&nats.url)
+        .await;
+    assert!(
+        refused.is_err(),
+        "nats-server admitted a user of an unknown account"
+    );
+    let user = fixtures::user_creds(&b_kp, "u");
+    let connected = async_nats::ConnectOptions::with_credentials(&user)
+        .unwrap()
+        .connect(&nats.url)
+        .await;
+    assert!(
+        connected.is_ok(),
+        "nats-server could not resolve account {b} from our file: {:?}\n{}",
+        connected.err(),
+        nats.log_text()
+    );
+}

@@ -378,8 +378,8 @@ async fn check_true_is_404_once_the_stored_jwt_expires() {
     assert_eq!(status, 400, "{body}");
 }
 
-/// A token from arbitrary header and claims JSON (issued by `signer`), signed by `signer` over `header.payload`
-/// (v2) or over the payload segment alone (v1).
+/// A token from arbitrary header and claims JSON, issued and signed by `signer`, over
+/// `header.payload` (v2) or over the payload segment alone (v1).
 fn token_with(header: Value, claims: Value, signer: &nkeys::KeyPair, v1_signing: bool) -> String {
     use data_encoding::BASE64URL_NOPAD;
     let mut claims = claims;

@@ -43,6 +43,11 @@ use serde_json::{Map, Number, Value};
 /// variables) may nest before we assume a cycle and give up.
 const MAX_DEPTH: usize = 16;
 
+/// How deep blocks and arrays may nest inside one another. The parser recurses per level, so
+/// without a bound a hostile or corrupt file of `{{{{…` overflows the stack and aborts the
+/// process; real files nest a handful of levels.
+const MAX_NESTING: usize = 128;
+
 /// Format for `config::File` that reads the nats-server configuration syntax.
 ///
 /// `config::File::from_str(text, NatsConf)` parses text directly; with a file
@@ -205,6 +210,7 @@ fn parse_nested(
         base_dir,
         depth,
         scopes: Vec::new(),
+        nesting: 0,
     }
     .document()
 }
@@ -541,6 +547,8 @@ struct Parser<'a> {
     /// The maps being built, outermost first: variables look in them from
     /// the innermost outwards.
     scopes: Vec<Map<String, Value>>,
+    /// Blocks and arrays open around the value being parsed.
+    nesting: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -665,6 +673,21 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self) -> Result<Value, ParseError> {
+        if matches!(self.lx.peek(), Some('{' | '[')) {
+            if self.nesting >= MAX_NESTING {
+                return Err(self.lx.syntax(format!(
+                    "blocks and arrays are nested more than {MAX_NESTING} deep"
+                )));
+            }
+            self.nesting += 1;
+            let value = self.nested_value();
+            self.nesting -= 1;
+            return value;
+        }
+        self.nested_value()
+    }
+
+    fn nested_value(&mut self) -> Result<Value, ParseError> {
         match self.lx.peek() {
             Some('{') => {
                 let opened_line = self.lx.line;

@@ -364,7 +364,18 @@ pub fn parse_unverified(token: &str) -> Result<Claims, JwtError> {
 /// Any [`JwtError`].
 pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
     let jwt = decode(token)?;
-    let c = &jwt.claims;
+    check_account_subject(&jwt.claims)?;
+    check_account_claims(&jwt.claims, now)?;
+    Ok(jwt)
+}
+
+/// The first half of [`decode_account`]'s checks: an account JWT whose subject is an account
+/// key. Split from [`check_account_claims`] so the write path can check the path key and the
+/// issuer's trust in between, in the order the API documents.
+///
+/// # Errors
+/// [`JwtError::WrongType`] or [`JwtError::InvalidClaims`].
+pub fn check_account_subject(c: &Claims) -> Result<(), JwtError> {
     c.expect_type(ClaimType::Account)?;
     if !is_account_key(&c.sub) {
         return Err(JwtError::InvalidClaims(format!(
@@ -372,6 +383,15 @@ pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
             c.sub
         )));
     }
+    Ok(())
+}
+
+/// The second half of [`decode_account`]'s checks: an operator-key issuer, account signing
+/// keys, and the time window.
+///
+/// # Errors
+/// [`JwtError::InvalidClaims`], [`JwtError::Expired`] or [`JwtError::NotYetValid`].
+pub fn check_account_claims(c: &Claims, now: i64) -> Result<(), JwtError> {
     if key_kind(&c.iss) != Some(KeyKind::Operator) {
         return Err(JwtError::InvalidClaims(format!(
             "issuer {} is not an operator key (account JWTs are signed by the operator or one of its signing keys)",
@@ -386,8 +406,7 @@ pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
             )));
         }
     }
-    c.check_time(now)?;
-    Ok(jwt)
+    c.check_time(now)
 }
 
 /// Decodes and verifies an activation token and checks its shape: issued by an account (or an

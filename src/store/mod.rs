@@ -190,7 +190,7 @@ pub struct Store {
     /// critical sections are a hash lookup or a pointer swap. Only the writer thread takes it
     /// for writing.
     index: Arc<RwLock<Index>>,
-    writer: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<mpsc::Sender<writer::Msg>>,
     /// Whether API writes are taken. A watched store has a writer (for external changes) but
     /// is not writable.
     writable: bool,
@@ -388,16 +388,28 @@ impl Store {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         let (reply, rx) = oneshot::channel();
         writer
-            .send(WriteRequest {
+            .send(writer::Msg::Write(WriteRequest {
                 entries,
                 meta,
                 replace,
                 removals,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer after the writes queued before this call, and releases the backend
+    /// (for sled: its directory lock), so the same data directory can be opened again at once.
+    /// Reads keep working from the index; later writes fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            let (done, closed) = oneshot::channel();
+            if writer.send(writer::Msg::Close(done)).await.is_ok() {
+                let _ = closed.await;
+            }
+        }
     }
 
     /// Metadata value, if set.

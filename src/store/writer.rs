@@ -12,30 +12,60 @@ use super::index::Index;
 use super::{Backend, Commit, Entry, Kind, PutOutcome, Record, StoreError, WriteRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Largest number of requests folded into one commit; bounds commit latency under load.
 const MAX_BATCH: usize = 512;
 
-/// Starts the writer thread; it stops when every sender (every `Store` clone) is dropped.
+/// What the writer thread receives.
+pub(super) enum Msg {
+    /// A write to commit.
+    Write(WriteRequest),
+    /// Commit what came before, release the backend, answer, and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// Starts the writer thread; it stops on [`Msg::Close`] or when every sender (every `Store`
+/// clone) is dropped, and drops the backend as it stops.
 pub(super) fn spawn(
     backend: Box<dyn Backend>,
     index: Arc<RwLock<Index>>,
     head_tx: watch::Sender<u64>,
-) -> mpsc::Sender<WriteRequest> {
-    let (tx, mut rx) = mpsc::channel::<WriteRequest>(4096);
+) -> mpsc::Sender<Msg> {
+    let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(req) => batch.push(req),
-                        Err(_) => break,
+            let mut close = None;
+            while close.is_none() {
+                let Some(first) = rx.blocking_recv() else {
+                    break;
+                };
+                let mut batch = Vec::new();
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Write(req) => batch.push(req),
+                        Msg::Close(done) => {
+                            close = Some(done);
+                            break;
+                        }
+                    }
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
-                commit_batch(backend.as_ref(), &index, &head_tx, batch);
+                if !batch.is_empty() {
+                    commit_batch(backend.as_ref(), &index, &head_tx, batch);
+                }
+            }
+            // Refuse what is still queued, then release the backend before answering, so the
+            // closer can reopen the same directory as soon as it hears back.
+            rx.close();
+            drop(rx);
+            drop(backend);
+            if let Some(done) = close {
+                let _ = done.send(());
             }
         })
         .expect("spawning the store writer thread");

@@ -3,6 +3,7 @@
 //! - [`TestServer`]: an in-process server on `127.0.0.1:0` with its own temp dir.
 //! - [`process::ServerProcess`]: our binary as a child process (signals, exit codes, kill -9).
 //! - [`nats::NatsServer`]: a real nats-server in operator mode, killed on drop.
+//! - [`proxy::Proxy`]: a TCP proxy the test can switch to drop, delay or reset traffic.
 //! - [`fixtures`]: the official test vectors and helpers to mint more tokens with their keys.
 //! - [`eventually`]: the only way tests wait.
 
@@ -12,6 +13,7 @@ pub mod fixtures;
 pub mod nats;
 pub mod nginx;
 pub mod process;
+pub mod proxy;
 
 use nats_account_server::config::Settings;
 use nats_account_server::RunningServer;
@@ -40,6 +42,18 @@ pub fn primary_settings(dir: &std::path::Path) -> Settings {
     };
     s.store.data = Some(dir.join("data"));
     s.http.workers = Some(2);
+    s
+}
+
+/// Settings for a replica of `primaries` on a sled store in `dir`: no local operator (it
+/// fetches the primary's), quick retries and a short request timeout.
+pub fn replica_settings(dir: &std::path::Path, primaries: &[&str]) -> Settings {
+    let mut s = primary_settings(dir);
+    s.operatorjwtpath = None;
+    s.primary =
+        nats_account_server::config::StringList(primaries.iter().map(|p| p.to_string()).collect());
+    s.replication.maxbackoff = nats_account_server::config::Dur(Duration::from_millis(200));
+    s.replicationtimeout = nats_account_server::config::Dur(Duration::from_secs(2));
     s
 }
 
