@@ -49,9 +49,6 @@ pub enum StartError {
     /// NATS settings are unusable.
     #[error("{0}")]
     Nats(#[from] NatsError),
-    /// The store kind is not available in this build.
-    #[error("store: {0}")]
-    Unsupported(String),
     /// HTTPS files are unusable.
     #[error("{0}")]
     Tls(#[from] TlsError),
@@ -185,6 +182,14 @@ impl RunningServer {
         store: Store,
         trust: Trust,
     ) -> Result<RunningServer, StartError> {
+        // Everything that can fail on bad settings comes before any task is spawned, so a
+        // failed start leaves nothing running.
+        let tls = match &settings.http.tls {
+            Some(t) => Some(ReloadableCert::load(t)?),
+            None => None,
+        };
+        listener.set_nonblocking(true).map_err(StartError::Http)?;
+        let addr = listener.local_addr().map_err(StartError::Http)?;
         let metrics = Metrics::new();
         let (trust_tx, trust_rx) = watch::channel(Arc::new(trust));
         let trust_tx = Arc::new(trust_tx);
@@ -225,14 +230,10 @@ impl RunningServer {
             draining: cancel.child_token(),
         };
 
-        listener.set_nonblocking(true).map_err(StartError::Http)?;
-        let addr = listener.local_addr().map_err(StartError::Http)?;
         let app_state = state.clone();
-        let tls = match &settings.http.tls {
-            Some(t) => Some(ReloadableCert::load(t)?),
-            None => None,
-        };
-        let http = HttpServer::new(move || crate::http::app(app_state.clone()));
+        let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
+        let http =
+            HttpServer::new(move || crate::http::app(app_state.clone()).app_data(body_timeout));
         let http = match &tls {
             Some(cert) => http.listen_rustls_0_23(listener, cert.server_config()),
             None => http.listen(listener),

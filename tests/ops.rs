@@ -383,3 +383,36 @@ async fn status_page_renders_in_headless_chromium() {
         let _ = std::fs::copy(&shot, keep);
     }
 }
+
+/// Browsers may call the API from any origin, as with the Go server: preflights answer 204
+/// with the allowed methods, responses carry `Access-Control-Allow-Origin: *`, and unknown
+/// routes get a plain-text 404 pointing at the help.
+#[tokio::test]
+async fn cors_preflight_and_unknown_routes() {
+    let server = TestServer::primary().await;
+    let key = fixtures::vector("account_a.pub");
+    let resp = crate::common::http()
+        .request(
+            reqwest::Method::OPTIONS,
+            server.at(&format!("/jwt/v1/accounts/{key}")),
+        )
+        .header("Origin", "http://example.test")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(resp.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let resp = crate::common::http()
+        .get(server.at("/jwt/v1/accounts/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let (status, body) = get(&server.at("/no/such/route")).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("/jwt/v1/help"), "{body}");
+}

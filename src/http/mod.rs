@@ -18,6 +18,9 @@ use actix_web::web;
 use futures_util::StreamExt;
 use std::time::Instant;
 
+/// The pattern of the preflight catch-all resource.
+const ANY_PATH: &str = "/{any:.*}";
+
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -27,6 +30,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::BadRequest(format!("bad path: {err}")).into()),
+    )
+    // CORS preflight for every path, first, as the Go server allowed any origin to GET and
+    // POST; the guard lets every other method fall through to the routes below.
+    .service(
+        web::resource("/{any:.*}")
+            .guard(actix_web::guard::Options())
+            .to(preflight),
     )
     .service(
         web::resource(["/jwt/v1/accounts", "/jwt/v1/accounts/"])
@@ -72,7 +82,12 @@ pub fn app(
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .configure(configure)
-        .wrap(actix_web::middleware::DefaultHeaders::new().add(("Access-Control-Allow-Origin", "*")))
+        .default_service(web::route().to(not_found))
+        .wrap(
+            actix_web::middleware::DefaultHeaders::new()
+                .add(("Access-Control-Allow-Origin", "*"))
+                .add(("Access-Control-Expose-Headers", "ETag, X-Store-Id, X-Head-Seq, X-Error-Code")),
+        )
         .wrap_fn(move |req, srv| {
             let start = Instant::now();
             let metrics = metrics.clone();
@@ -81,7 +96,12 @@ pub fn app(
                 let res = fut.await?;
                 let req = res.request();
                 // Unmatched paths share one label so scanners cannot blow up cardinality.
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                // (The preflight catch-all is what actix reports for any path no route took.)
+                let route = match req.match_pattern() {
+                    Some(p) if p == ANY_PATH && req.method() == actix_web::http::Method::OPTIONS => "preflight".into(),
+                    Some(p) if p != ANY_PATH => p,
+                    _ => "unmatched".into(),
+                };
                 let status = res.status().as_u16();
                 metrics.request(&route, req.method().as_str(), status, start.elapsed().as_secs_f64());
                 if let Some(err) = res.response().error() {
@@ -97,11 +117,35 @@ pub fn app(
         })
 }
 
+async fn preflight() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::NoContent()
+        .insert_header(("Access-Control-Allow-Methods", "GET, HEAD, POST"))
+        .insert_header(("Access-Control-Allow-Headers", "*"))
+        .insert_header(("Access-Control-Max-Age", "86400"))
+        .finish()
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "route {} (see /jwt/v1/help)",
+        accounts::truncate(req.path())
+    )))
+}
+
+/// How long a handler waits for a request body: `http.readtimeout`, installed as app data by
+/// the server. (actix's own request timeout covers only the head, so without this a client
+/// trickling its body a byte at a time holds a connection and a handler for as long as it
+/// likes.) Absent when [`app`] is driven directly: no limit.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
 /// Reads a request body up to `limit` bytes; larger bodies are refused as soon as they are
-/// known to be larger (from `Content-Length`, or while streaming).
+/// known to be larger (from `Content-Length`, or while streaming), and bodies that take longer
+/// than [`BodyReadTimeout`] are cut off.
 ///
 /// # Errors
-/// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the stream breaks.
+/// [`ApiError::PayloadTooLarge`], [`ApiError::RequestTimeout`], or [`ApiError::BadRequest`]
+/// when the stream breaks.
 pub async fn read_body(
     req: &actix_web::HttpRequest,
     mut payload: web::Payload,
@@ -116,13 +160,22 @@ pub async fn read_body(
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("reading request body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(())
+    };
+    match req.app_data::<BodyReadTimeout>() {
+        Some(&BodyReadTimeout(within)) => tokio::time::timeout(within, read)
+            .await
+            .map_err(|_| ApiError::RequestTimeout(within))??,
+        None => read.await?,
     }
     Ok(body)
 }
