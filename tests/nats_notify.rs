@@ -19,6 +19,7 @@ use nats_account_server::config::{Dur, Settings, StringList};
 use nats_account_server::nats::notify::UpdateSubjects;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 /// How long a claims update may take to apply in nats-server (the bound).
@@ -68,7 +69,13 @@ async fn stack(tweak: impl FnOnce(&mut Settings)) -> Stack {
     let port = free_port();
     let server = our_server(port, tweak).await;
     let nats = start_nats(port, &server);
-    wait_nats_state(&server, "connected").await;
+    let connected = AssertUnwindSafe(wait_nats_state(&server, "connected"))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = connected {
+        eprintln!("nats-server log:\n{}", nats.log_text());
+        std::panic::resume_unwind(panic);
+    }
     Stack { server, nats }
 }
 
@@ -191,6 +198,14 @@ async fn assert_limit_changes_apply(stack: &Stack, account: &KeyPair) {
         || refused_by_conn_limit(&stack.nats, &creds),
     )
     .await;
+    // `first` holds the one slot: a round trip on its live connection. When a limit drops,
+    // nats-server keeps the newest connections, so a probe admitted just before the update may
+    // have displaced `first`; it then reconnects by itself once the probe is closed. Either
+    // way, from here on a second connection can only be admitted by the next update.
+    tokio::time::timeout(APPLY_WITHIN, first.flush())
+        .await
+        .expect("the first connection holds its slot")
+        .expect("flush");
 
     post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
     eventually(
@@ -200,10 +215,10 @@ async fn assert_limit_changes_apply(stack: &Stack, account: &KeyPair) {
     )
     .await;
 
-    // `first` stayed open throughout, so it counted against the limit. It is not asserted to be
-    // the survivor: when a limit drops, nats-server keeps the newest connections, and a probe
-    // admitted just before the update may have displaced it (it then reconnects on its own).
-    drop(first);
+    first
+        .flush()
+        .await
+        .expect("the first connection is still usable");
 }
 
 /// A system-account client subscribed to the old and the new update subjects, registered at

@@ -75,7 +75,13 @@ impl NatsServer {
         self.dir.path().join("nats.log")
     }
 
+    /// Starts the process and waits until it is ready. Ready means its log says so (the log
+    /// is appended to across restarts, so a new "Server is ready" line is awaited) and the port
+    /// accepts: a connectable port alone may be another process that took the port, with this
+    /// nats-server having failed to bind it.
     fn spawn(&mut self) {
+        const READY: &str = "Server is ready";
+        let ready_before = self.log_text().matches(READY).count();
         let child = Command::new(nats_server_bin())
             .arg("-c")
             .arg(&self.config)
@@ -88,7 +94,9 @@ impl NatsServer {
             .expect("spawning nats-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while self.log_text().matches(READY).count() <= ready_before
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!(
                     "nats-server exited with {status}; log:\n{}",
@@ -97,7 +105,7 @@ impl NatsServer {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "nats-server did not listen on {}; log:\n{}",
+                    "nats-server was not ready on {}; log:\n{}",
                     self.port,
                     self.log_text()
                 );
