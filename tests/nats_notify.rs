@@ -499,3 +499,39 @@ async fn nats_outage_never_fails_or_delays_a_write() {
     let (status, body) = get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await;
     assert_eq!((status, body), (200, jwt), "the write was stored");
 }
+
+/// A change accepted while our link to NATS is cut (nats-server itself keeps running with the
+/// account loaded) is re-sent when the link comes back, so nats-server does not keep the
+/// outdated account until someone calls `?notify=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_nats_is_unreachable_are_resent_on_reconnect() {
+    use crate::common::proxy::{Mode, Proxy};
+    let nats_port = free_port();
+    let proxy = Proxy::start(&format!("127.0.0.1:{nats_port}")).await;
+    let server = our_server(proxy.addr.port(), |_| {}).await;
+    let nats = start_nats(nats_port, &server);
+    wait_nats_state(&server, "connected").await;
+
+    let account = KeyPair::new_account();
+    let key = account.public_key();
+    let creds = user_creds(&account, "user");
+    post_account(&server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    let _first = connect(&nats, &creds).await.expect("user connects; nats-server loads the account");
+
+    proxy.set(Mode::Reset);
+    wait_nats_state(&server, "disconnected").await;
+    let failed_before = notifications(&server, "failed").await;
+    post_account(&server, &key, &jwt_with_conn_limit(&key, 1)).await;
+    eventually(APPLY_WITHIN, "the notification failed while NATS is cut off", || async {
+        notifications(&server, "failed").await > failed_before
+    })
+    .await;
+    assert!(admits(&nats, &creds).await, "nats-server has not heard of the new limit yet");
+
+    proxy.set(Mode::Pass);
+    wait_nats_state(&server, "connected").await;
+    eventually(APPLY_WITHIN, "the missed update is re-sent after reconnecting", || {
+        refused_by_conn_limit(&nats, &creds)
+    })
+    .await;
+}

@@ -8,7 +8,9 @@ pub mod notify;
 
 use crate::config::NatsSettings;
 use async_nats::connection::State;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 pub use notify::Notifier;
 
@@ -16,6 +18,9 @@ pub use notify::Notifier;
 #[derive(Clone, Debug)]
 pub struct NatsHandle {
     client: Option<async_nats::Client>,
+    /// Flips with the connection's `Connected`/`Disconnected` events; the notifier re-sends
+    /// what it could not deliver when this turns true.
+    connected: Option<watch::Receiver<bool>>,
 }
 
 /// Why the NATS settings cannot be used (bad creds file, bad seed).
@@ -37,7 +42,10 @@ pub enum NatsError {
 impl NatsHandle {
     /// No NATS configured.
     pub fn disabled() -> NatsHandle {
-        NatsHandle { client: None }
+        NatsHandle {
+            client: None,
+            connected: None,
+        }
     }
 
     /// Starts connecting to `settings.servers` in the background; returns at once.
@@ -51,6 +59,8 @@ impl NatsHandle {
             return Ok(NatsHandle::disabled());
         }
         let wait = settings.reconnectwait.0.max(Duration::from_millis(10));
+        let (connected_tx, connected) = watch::channel(false);
+        let connected_tx = Arc::new(connected_tx);
         let mut opts = async_nats::ConnectOptions::new()
             .name("nats-account-server")
             .no_echo()
@@ -58,13 +68,20 @@ impl NatsHandle {
             .max_reconnects(None)
             .connection_timeout(settings.connecttimeout.0)
             .reconnect_delay_callback(move |_attempts| wait)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("disconnected from NATS; reconnecting")
+            .event_callback(move |event| {
+                let connected_tx = connected_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            connected_tx.send_replace(true);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("disconnected from NATS; reconnecting");
+                            connected_tx.send_replace(false);
+                        }
+                        other => tracing::info!(event = %other, "NATS event"),
                     }
-                    other => tracing::info!(event = %other, "NATS event"),
                 }
             });
         if let Some(path) = &settings.usercredentials {
@@ -114,8 +131,14 @@ impl NatsHandle {
             .await
             .map_err(|e| NatsError::Connect(e.to_string()))?;
         Ok(NatsHandle {
+            connected: Some(connected),
             client: Some(client),
         })
+    }
+
+    /// A receiver of connection state changes, when NATS is configured.
+    pub fn connected(&self) -> Option<watch::Receiver<bool>> {
+        self.connected.clone()
     }
 
     /// The client, when NATS is configured.

@@ -14,9 +14,10 @@ use super::NatsHandle;
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind};
 use async_nats::connection::State;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Which account update subjects to publish on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -66,13 +67,8 @@ impl Notifier {
         let Some(client) = nats.client().cloned() else {
             return Notifier { tx: None, metrics };
         };
-        let (tx, mut rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            while let Some(entry) = rx.recv().await {
-                publish(&client, &entry, which, &m).await;
-            }
-        });
+        let (tx, rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
+        tokio::spawn(run(client, nats.connected(), rx, which, metrics.clone()));
         Notifier {
             tx: Some(tx),
             metrics,
@@ -89,17 +85,71 @@ impl Notifier {
     }
 }
 
+/// Most undelivered changes remembered for re-sending after a reconnect (latest per key).
+const MAX_PENDING: usize = 100_000;
+
+/// The publishing task: publishes in order; what cannot be delivered while NATS is down is
+/// remembered (latest version per key) and re-sent once the connection is back, so a running
+/// nats-server does not keep an outdated account after an outage.
+async fn run(
+    client: async_nats::Client,
+    mut connected: Option<watch::Receiver<bool>>,
+    mut rx: mpsc::Receiver<Arc<Entry>>,
+    which: UpdateSubjects,
+    metrics: Metrics,
+) {
+    let mut pending: HashMap<(Kind, String), Arc<Entry>> = HashMap::new();
+    loop {
+        let reconnected = async {
+            match connected.as_mut() {
+                Some(c) => c.changed().await.map(|()| *c.borrow()).map_err(drop),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            entry = rx.recv() => {
+                let Some(entry) = entry else { break };
+                let id = (entry.kind, entry.key.clone());
+                if publish(&client, &entry, which, &metrics).await {
+                    pending.remove(&id);
+                } else if pending.len() < MAX_PENDING || pending.contains_key(&id) {
+                    pending.insert(id, entry);
+                }
+            }
+            state = reconnected => match state {
+                // The connection watch is gone (client closed): stop waiting on it.
+                Err(()) => connected = None,
+                Ok(false) => {}
+                Ok(true) => {
+                    if !pending.is_empty() {
+                        tracing::info!(count = pending.len(), "re-sending notifications missed while NATS was down");
+                    }
+                    let mut missed: Vec<Arc<Entry>> = pending.drain().map(|(_, e)| e).collect();
+                    missed.sort_by_key(|e| e.seq);
+                    for entry in missed {
+                        if !publish(&client, &entry, which, &metrics).await {
+                            pending.insert((entry.kind, entry.key.clone()), entry);
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Publishes one change; true when every subject was handed to the client.
 async fn publish(
     client: &async_nats::Client,
     entry: &Entry,
     which: UpdateSubjects,
     metrics: &Metrics,
-) {
+) -> bool {
     if client.connection_state() != State::Connected {
         metrics.notification("failed");
-        tracing::warn!(key = %entry.key, "NATS is not connected; notification skipped");
-        return;
+        tracing::warn!(key = %entry.key, "NATS is not connected; the notification will be re-sent on reconnect");
+        return false;
     }
+    let mut delivered = true;
     for subject in subjects(entry, which) {
         // publish only enqueues into the client; a timeout guards against a full client buffer
         // while the connection is being lost.
@@ -116,11 +166,14 @@ async fn publish(
             Ok(Err(e)) => {
                 metrics.notification("failed");
                 tracing::warn!(%subject, cause = %e, "notification failed");
+                delivered = false;
             }
             Err(_) => {
                 metrics.notification("failed");
                 tracing::warn!(%subject, "notification timed out");
+                delivered = false;
             }
         }
     }
+    delivered
 }
