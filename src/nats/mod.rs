@@ -67,7 +67,10 @@ impl NatsHandle {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(settings.connecttimeout.0)
-            .reconnect_delay_callback(move |_attempts| wait)
+            // First attempt at once (attempts counts from 1 here); then the configured wait.
+            .reconnect_delay_callback(
+                move |attempts| if attempts <= 1 { Duration::ZERO } else { wait },
+            )
             .event_callback(move |event| {
                 let connected_tx = connected_tx.clone();
                 async move {
