@@ -46,13 +46,7 @@ pub fn validate_activation(state: &AppState, body: &[u8]) -> Result<(String, Jwt
     let token = token_text(body)?;
     let jwt = jwt::decode_activation(token, jwt::now_unix())?;
     let c = &jwt.claims;
-    // With a signing key, the account is named in issuer_account; otherwise the issuer is it.
-    let account = c
-        .nats
-        .issuer_account
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&c.iss);
+    let account = c.issuing_account();
     let Some(stored) = state.store.get(Kind::Account, account) else {
         return Err(ApiError::UnknownIssuer(format!(
             "the issuing account {account} is not known to this server; post its account JWT first"

@@ -83,7 +83,10 @@ pub fn key_kind(key: &str) -> Option<KeyKind> {
     {
         return None;
     }
-    nkeys::KeyPair::from_public_key(key).ok()?;
+    // Base32, CRC and prefix only, as the Go library's `IsValidPublicKey`: building a KeyPair
+    // would also decompress the curve point (several µs, on every GET's path key); signature
+    // verification does that anyway for the keys that sign.
+    nkeys::from_public_key(key).ok()?;
     Some(match key.as_bytes()[0] {
         b'O' => KeyKind::Operator,
         b'A' => KeyKind::Account,
@@ -232,6 +235,16 @@ impl Claims {
         }
     }
 
+    /// The account an activation token speaks for: `issuer_account` when it was signed with
+    /// one of that account's signing keys, otherwise the issuer itself.
+    pub fn issuing_account(&self) -> &str {
+        self.nats
+            .issuer_account
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.iss)
+    }
+
     /// `exp` as an `Option`, treating 0 as "never" like the Go library.
     pub fn expires(&self) -> Option<i64> {
         self.exp.filter(|e| *e > 0)
@@ -298,7 +311,9 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
             "expected three '.'-separated segments".into(),
         ));
     };
-    let header: Header = serde_json::from_slice(&b64(h64, "header")?)
+    let header = b64(h64, "header")?;
+    check_depth(&header, "header")?;
+    let header: Header = serde_json::from_slice(&header)
         .map_err(|e| JwtError::Malformed(format!("header is not valid JSON: {e}")))?;
     // The Go library's `Header.Valid`: `typ` is JWT and `alg` an nkey algorithm, in any case.
     if !header.typ.eq_ignore_ascii_case("JWT") {
@@ -312,6 +327,7 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
         return Err(JwtError::UnsupportedAlgorithm(header.alg));
     }
     let payload = b64(p64, "payload")?;
+    check_depth(&payload, "payload")?;
     let claims: Claims = serde_json::from_slice(&payload)
         .map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))?;
     let version = claims.version();
@@ -351,7 +367,9 @@ pub fn parse_unverified(token: &str) -> Result<Claims, JwtError> {
         .split('.')
         .nth(1)
         .ok_or_else(|| JwtError::Malformed("expected three '.'-separated segments".into()))?;
-    serde_json::from_slice(&b64(p64, "payload")?)
+    // Lenient about `=` padding, which earlier versions accepted: a store written by them must
+    // still load.
+    serde_json::from_slice(&b64(p64.trim_end_matches('='), "payload")?)
         .map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))
 }
 
@@ -487,10 +505,48 @@ struct Header {
 }
 
 fn b64(seg: &str, what: &str) -> Result<Vec<u8>, JwtError> {
-    // Some encoders pad; the Go library accepts both, so strip '=' before strict decoding.
+    // Unpadded and canonical only, as the Go library decodes (`RawURLEncoding`): tolerating
+    // `=` let anyone append padding to the signature of a valid token and have that variant
+    // verify, be stored, and be served to nats-server, which refuses it.
     BASE64URL_NOPAD
-        .decode(seg.trim_end_matches('=').as_bytes())
-        .map_err(|_| JwtError::Malformed(format!("{what} is not base64url")))
+        .decode(seg.as_bytes())
+        .map_err(|_| JwtError::Malformed(format!("{what} is not unpadded base64url")))
+}
+
+/// How deep a token's JSON may nest. serde skips unknown fields without any depth limit, so
+/// without this a correctly signed token could carry megabytes of `[[[[…` that the `decode`
+/// view refuses; real tokens nest a handful of levels.
+const MAX_JSON_DEPTH: usize = 128;
+
+/// Fails when `json` nests arrays and objects deeper than [`MAX_JSON_DEPTH`] (a linear scan
+/// that skips strings; the JSON parser reports every other problem).
+fn check_depth(json: &[u8], what: &str) -> Result<(), JwtError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(JwtError::Malformed(format!(
+                        "{what} nests JSON more than {MAX_JSON_DEPTH} levels deep"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, now.

@@ -201,19 +201,7 @@ impl PrimaryClient {
     /// # Errors
     /// [`SyncError`].
     pub async fn get(&self, kind: Kind, key: &str) -> Result<Option<String>, SyncError> {
-        let url = format!("{}{}", self.current(), path(kind, key));
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        match resp.status().as_u16() {
-            200 => Ok(Some(resp.text().await.map_err(|e| self.unreachable(e))?)),
-            404 => Ok(None),
-            s => Err(self.protocol(format!("GET {key} answered {s}"))),
-        }
+        self.get_optional(&path(kind, key)).await
     }
 
     /// Forwards a write; returns the primary's status and body.
@@ -248,9 +236,14 @@ impl PrimaryClient {
     /// # Errors
     /// [`SyncError`].
     pub async fn operator(&self) -> Result<Option<String>, SyncError> {
+        self.get_optional("/jwt/v1/operator").await
+    }
+
+    /// `GET path` on the current primary: the body on 200, `None` on 404, an error otherwise.
+    async fn get_optional(&self, path: &str) -> Result<Option<String>, SyncError> {
         let resp = self
             .http
-            .get(format!("{}/jwt/v1/operator", self.current()))
+            .get(format!("{}{path}", self.current()))
             .timeout(self.timeout)
             .send()
             .await
@@ -258,7 +251,7 @@ impl PrimaryClient {
         match resp.status().as_u16() {
             200 => Ok(Some(resp.text().await.map_err(|e| self.unreachable(e))?)),
             404 => Ok(None),
-            s => Err(self.protocol(format!("GET /jwt/v1/operator answered {s}"))),
+            s => Err(self.protocol(format!("GET {path} answered {s}"))),
         }
     }
 }

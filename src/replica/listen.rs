@@ -58,13 +58,7 @@ pub async fn run(replica: ReplicaHandle, nc: async_nats::Client, cancel: Cancell
         // The primary only hosts activations of accounts it knows; a message about an account
         // this replica has never seen is not something the primary published.
         if kind == Kind::Activation {
-            let c = &jwt.claims;
-            let account = c
-                .nats
-                .issuer_account
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&c.iss);
+            let account = jwt.claims.issuing_account();
             if replica.store.get(Kind::Account, account).is_none() {
                 tracing::warn!(subject = %msg.subject, %account, "ignored an activation from an unknown account");
                 continue;
