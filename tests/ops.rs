@@ -416,3 +416,62 @@ async fn cors_preflight_and_unknown_routes() {
     assert_eq!(status, 404);
     assert!(body.contains("/jwt/v1/help"), "{body}");
 }
+
+/// NATS over TLS: our server verifies a nats-server's certificate against `nats.tls.root`
+/// (a CA made at test time) and publishes notifications over that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_connection_uses_tls() {
+    use nats_account_server::config::{Dur, StringList, TlsSettings};
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(certs.path());
+    let port = free_port();
+    let server = TestServer::start_with(|s| {
+        s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
+        s.nats.usercredentials = Some(fixtures::vectors().join("sys.creds"));
+        s.nats.reconnectwait = Dur(Duration::from_millis(100));
+        s.nats.tls = Some(TlsSettings {
+            root: Some(ca.clone()),
+            cert: None,
+            key: None,
+        });
+    })
+    .await;
+    let _nats = tokio::task::block_in_place(|| {
+        NatsServer::start_with(
+            port,
+            &format!("{}/jwt/v1/accounts/", server.url),
+            &format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+                cert.display(),
+                key.display()
+            ),
+        )
+    });
+    eventually(
+        Duration::from_secs(10),
+        "connected to NATS over TLS",
+        || async {
+            get(&server.at("/healthz"))
+                .await
+                .1
+                .contains("\"nats\":\"connected\"")
+        },
+    )
+    .await;
+    let (kp, jwt) = new_account("tls-notify");
+    assert_eq!(
+        post(
+            &server.at(&format!("/jwt/v1/accounts/{}", kp.public_key())),
+            jwt
+        )
+        .await
+        .0,
+        200
+    );
+    eventually(
+        Duration::from_secs(5),
+        "notification sent over TLS",
+        || async { metric(&server.url, "nas_notifications_total{result=\"sent\"}").await >= 1.0 },
+    )
+    .await;
+}

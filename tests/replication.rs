@@ -329,6 +329,11 @@ async fn replicas_survive_a_primary_outage() {
             },
         )
         .await;
+        assert_eq!(metric(&r.url, "nas_replica_primary_reachable").await, 0.0);
+        assert!(
+            metric(&r.url, "nas_replica_lag_seconds").await > 0.0,
+            "lag grows while the primary is away"
+        );
     }
 
     let primary = ServerProcess::start(pdir.path(), "primary-again", pport, &args);
@@ -344,6 +349,15 @@ async fn replicas_survive_a_primary_outage() {
     );
     for r in [&r1, &r2] {
         wait_serves(&r.url, &key, &jwt, Duration::from_secs(10)).await;
+        eventually(
+            Duration::from_secs(10),
+            "primary reachable and no lag",
+            || async {
+                metric(&r.url, "nas_replica_primary_reachable").await == 1.0
+                    && metric(&r.url, "nas_replica_lag_sequences").await == 0.0
+            },
+        )
+        .await;
     }
 }
 
