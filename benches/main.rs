@@ -101,7 +101,7 @@ fn bench_jwt(c: &mut Criterion) {
 fn bench_store(c: &mut Criterion) {
     let rt = runtime();
     let f = shared();
-    let store = loaded_store(&rt, &f);
+    let store = loaded_store(&rt, f);
     let keys: Vec<&str> = f.accounts.iter().map(|(k, _)| k.as_str()).collect();
     let flip = [
         jwt::decode(&f.flip[0].1).expect("own token"),

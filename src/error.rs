@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The body exceeds the configured limit.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request body did not arrive within `http.readtimeout`.
+    #[error("the request body was not received within {0:?} (http.readtimeout)")]
+    RequestTimeout(std::time::Duration),
     /// A bad query parameter or body encoding.
     #[error("{0}")]
     BadRequest(String),
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::WritesDisabled(_) => "writes_disabled",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PrimaryUnavailable(_) => "primary_unavailable",
             ApiError::Storage(_) => "storage",
@@ -111,6 +115,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::WritesDisabled(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PrimaryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream { status, .. } => *status,

@@ -516,22 +516,31 @@ async fn changes_made_while_nats_is_unreachable_are_resent_on_reconnect() {
     let key = account.public_key();
     let creds = user_creds(&account, "user");
     post_account(&server, &key, &jwt_with_conn_limit(&key, -1)).await;
-    let _first = connect(&nats, &creds).await.expect("user connects; nats-server loads the account");
+    let _first = connect(&nats, &creds)
+        .await
+        .expect("user connects; nats-server loads the account");
 
     proxy.set(Mode::Reset);
     wait_nats_state(&server, "disconnected").await;
     let failed_before = notifications(&server, "failed").await;
     post_account(&server, &key, &jwt_with_conn_limit(&key, 1)).await;
-    eventually(APPLY_WITHIN, "the notification failed while NATS is cut off", || async {
-        notifications(&server, "failed").await > failed_before
-    })
+    eventually(
+        APPLY_WITHIN,
+        "the notification failed while NATS is cut off",
+        || async { notifications(&server, "failed").await > failed_before },
+    )
     .await;
-    assert!(admits(&nats, &creds).await, "nats-server has not heard of the new limit yet");
+    assert!(
+        admits(&nats, &creds).await,
+        "nats-server has not heard of the new limit yet"
+    );
 
     proxy.set(Mode::Pass);
     wait_nats_state(&server, "connected").await;
-    eventually(APPLY_WITHIN, "the missed update is re-sent after reconnecting", || {
-        refused_by_conn_limit(&nats, &creds)
-    })
+    eventually(
+        APPLY_WITHIN,
+        "the missed update is re-sent after reconnecting",
+        || refused_by_conn_limit(&nats, &creds),
+    )
     .await;
 }

@@ -413,10 +413,11 @@ async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
 }
 
 /// SIGKILL of a replica (our binary, `--primary` through a slowed proxy) a third of the way
-/// through its initial sync of 3,000 accounts, while the primary updates accounts the replica
-/// already copied. After the restart it has lost nothing it had applied and never serves an
-/// older version, resumes from its persisted cursor, and converges to exactly the primary's
-/// contents with each key once in its own change feed.
+/// through its initial sync of 3,000 accounts, after the primary updated accounts the replica
+/// had already copied and after writes forwarded through the replica put newer versions of
+/// accounts it had not reached yet. After the restart it has lost nothing it served and never
+/// goes back to an older version, resumes from its persisted cursor, and converges to exactly
+/// the primary's contents with each key once in its own change feed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates() {
     let primary = TestServer::primary().await;
@@ -434,14 +435,15 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
     }
     assert_eq!(store.head(), 3000);
 
-    // Each forwarded chunk waits a little, so a 100-account page takes a while.
+    // Each forwarded chunk waits a little, so a 50-account page takes a while and the whole
+    // initial sync a few seconds.
     let proxy = Proxy::start(&primary.running().addr().to_string()).await;
-    proxy.set(Mode::Delay(10));
+    proxy.set(Mode::Delay(15));
     let rdir = tempfile::tempdir().unwrap();
     let conf = rdir.path().join("replica.toml");
     std::fs::write(
         &conf,
-        "replicationtimeout = \"3s\"\n[replication]\nbatch = 100\nmaxbackoff = \"200ms\"\n",
+        "replicationtimeout = \"3s\"\n[replication]\nbatch = 50\nmaxbackoff = \"200ms\"\n",
     )
     .unwrap();
     let conf = conf.display().to_string();
@@ -456,34 +458,53 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
     ];
     let rport = free_port();
     let mut replica = ServerProcess::start(rdir.path(), "replica-0", rport, &args);
+    let applied = |url: String| async move {
+        let (_, r) = readyz(&url).await;
+        r["replica"]["applied_seq"].as_u64().unwrap_or(0)
+    };
     eventually(
         Duration::from_secs(30),
-        "replica 900 changes into its initial sync",
-        || async {
-            let (_, r) = readyz(&replica.url).await;
-            r["replica"]["applied_seq"].as_u64().unwrap_or(0) >= 900
-        },
+        "replica 300 changes into its initial sync",
+        || async { applied(replica.url.clone()).await >= 300 },
     )
     .await;
 
-    // Newer versions of accounts the replica already has: they move to the end of the feed.
-    let updated: Vec<String> = originals[..50].to_vec();
+    // Newer versions of accounts the replica already copied: they move to the end of the
+    // primary's feed.
     let mut newest = HashMap::new();
-    for (i, key) in updated.iter().enumerate() {
+    for (i, key) in originals[..50].iter().enumerate() {
         let token = account_jwt_at(key, &format!("updated-{i}"), jwt::now_unix() + 1);
-        assert_eq!(
-            post(
-                &primary.at(&format!("/jwt/v1/accounts/{key}")),
-                token.clone()
-            )
-            .await
-            .0,
-            200
-        );
+        let (status, body) = post(
+            &primary.at(&format!("/jwt/v1/accounts/{key}")),
+            token.clone(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
         newest.insert(key.clone(), token);
     }
+    // Newer versions of accounts the replica has not reached yet, written through the replica:
+    // it applies them at once, out of feed order, and must never trade them for older ones.
+    let mut forwarded = Vec::new();
+    for (i, key) in originals[2000..2020].iter().enumerate() {
+        let token = account_jwt_at(key, &format!("forwarded-{i}"), jwt::now_unix() + 1);
+        let url = format!("{}/jwt/v1/accounts/{key}", replica.url);
+        let body = token.clone();
+        let reply = tokio::spawn(async move { post(&url, body).await });
+        forwarded.push((key.clone(), token, reply));
+    }
+    for (key, token, reply) in forwarded.drain(..) {
+        let (status, body) = reply.await.unwrap();
+        assert_eq!(status, 200, "forwarded {key}: {body}");
+        newest.insert(key, token);
+    }
+    eventually(
+        Duration::from_secs(30),
+        "replica 900 changes into its initial sync",
+        || async { applied(replica.url.clone()).await >= 900 },
+    )
+    .await;
 
-    // What the replica serves now was durable before it was visible; then kill it.
+    // What the replica serves was durable before it was visible; kill it right away.
     let before = contents(&replica.url, "replica before the kill").await;
     let (status, detail) = readyz(&replica.url).await;
     replica.kill9();
@@ -493,6 +514,13 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
         "{} applied",
         before.len()
     );
+    for key in &originals[2000..2020] {
+        assert_eq!(
+            before.get(key),
+            newest.get(key),
+            "forwarded write of {key} served"
+        );
+    }
 
     proxy.set(Mode::Pass);
     let replica = ServerProcess::start(rdir.path(), "replica-1", rport, &args);
@@ -520,7 +548,7 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
     // It resumed from its cursor rather than copying everything again.
     let resumed = metric(&replica.url, "nas_replica_applied_total{source=\"feed\"}").await;
     assert!(
-        resumed <= (3050 - 900) as f64,
+        resumed <= (3070 - 900) as f64,
         "the restarted replica re-applied {resumed} changes: it did not resume from its cursor"
     );
 }
@@ -865,15 +893,10 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
         break;
     }
     let failed = failed.expect("a write on a full disk failed");
-    let (status, body) = post(
-        &server.at(&format!(
-            "/jwt/v1/accounts/{}",
-            KeyPair::new_account().public_key()
-        )),
-        new_account("still-full").1,
-    )
-    .await;
-    assert!(status == 500 || status == 400, "{status} {body}");
+    // Still full: still refused.
+    let (key, token) = account("still-full");
+    let (status, body) = post(&server.at(&format!("/jwt/v1/accounts/{key}")), token).await;
+    assert_clean_500(status, &body, &["space", "os error", "sled"]);
 
     // Reads, health and the feed go on.
     for (key, token) in &acked {
@@ -897,6 +920,8 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
 
     // Space again, restart: everything acknowledged is there, and writes work.
     std::fs::remove_file(&filler).unwrap();
+    // (Without a restart writes keep failing: sled refuses every write after an I/O error,
+    // until it is reopened.)
     server.stop().await;
     let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
     drop(server);
@@ -1073,9 +1098,11 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
 // ---------------------------------------------------------------------------------------------
 
 /// Raw HTTP the client libraries would never send: wrong methods on every other route,
-/// unnormalized path traversal, 10 KB paths, huge and too many headers, invalid UTF-8 in the
-/// path, query and headers, framing attacks and garbage. Each gets a 4xx (or, for a head
-/// beyond the server's buffer, a 431), the server stays up, and the store is unchanged.
+/// unnormalized path traversal, 10 KB paths, oversized and too many headers, invalid UTF-8 in
+/// the path, query and headers, framing attacks and garbage. Each gets its 4xx (a request head
+/// over the server's 128 KiB buffer or with more than 96 headers: 431), the server stays up,
+/// and the store is unchanged. A 64 KB header fits that buffer and is served normally (the Go
+/// server took up to 1 MiB of headers): checked to be answered, never with a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
     let server = TestServer::primary().await;
@@ -1113,7 +1140,7 @@ async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
         ("POST /readyz", req("POST /readyz"), &[405]),
         ("made-up method", req(&format!("FROB /jwt/v1/accounts/{key}")), &[405]),
         ("TRACE", req(&format!("TRACE /jwt/v1/accounts/{key}")), &[405]),
-        ("CONNECT", req("CONNECT 127.0.0.1:22"), &[400, 404, 405]),
+        ("CONNECT", req("CONNECT 127.0.0.1:22"), &[404]),
         ("raw ../ traversal", req("GET /jwt/v1/accounts/../../../../etc/passwd"), &[400, 404]),
         ("traversal above the root", req("GET /../../../../etc/passwd"), &[400, 404]),
         ("traversal after a key", req(&format!("GET /jwt/v1/accounts/{key}/../../operator")), &[400, 404]),
@@ -1132,10 +1159,11 @@ async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
             }
             h.push_str("\r\n");
             h.into_bytes()
-        }, &[400, 431]),
+        }, &[431]),
         ("invalid UTF-8 percent-encoded in the key", req("GET /jwt/v1/accounts/%FF%FE%C3%28"), &[400]),
         ("invalid UTF-8 bytes in the path", [b"GET /jwt/v1/accounts/\xff\xfe HTTP/1.1\r\nHost: t\r\n\r\n".as_slice()].concat(), &[400]),
-        ("invalid UTF-8 in a query flag", req(&format!("GET /jwt/v1/accounts/{key}?text=%FF%FE")), &[200, 400]),
+        // A flag is on only when it says `true` or `1` (as in the Go server); junk is off.
+        ("invalid UTF-8 in a query flag", req(&format!("GET /jwt/v1/accounts/{key}?text=%FF%FE")), &[200]),
         ("invalid UTF-8 in the feed query", req("GET /jwt/v1/changes?since=%FF"), &[400]),
         ("negative since", req("GET /jwt/v1/changes?since=-1"), &[400]),
         ("since beyond u64", req("GET /jwt/v1/changes?since=99999999999999999999999"), &[400]),
@@ -1147,11 +1175,11 @@ async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
         ("negative Content-Length", post_req(&format!("/jwt/v1/accounts/{fresh}"), "Content-Length: -1\r\n", &fresh_token), &[400]),
         ("Content-Length not a number", post_req(&format!("/jwt/v1/accounts/{fresh}"), "Content-Length: lots\r\n", &fresh_token), &[400]),
         ("bad chunk size", post_req(&format!("/jwt/v1/accounts/{fresh}"), "Transfer-Encoding: chunked\r\n", "zz\r\nabc\r\n0\r\n\r\n"), &[400]),
-        ("unknown transfer coding", post_req(&format!("/jwt/v1/accounts/{fresh}"), "Transfer-Encoding: gzip\r\n", &fresh_token), &[400, 501]),
+        ("unknown transfer coding", post_req(&format!("/jwt/v1/accounts/{fresh}"), "Transfer-Encoding: gzip\r\n", &fresh_token), &[400]),
         ("garbage request line", b"GARBAGE\r\n\r\n".to_vec(), &[400]),
         ("NUL bytes", vec![0u8; 64], &[400]),
-        ("HTTP/2 preface on HTTP/1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), &[400, 404, 405, 505]),
-        ("unsupported HTTP version", b"GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n".to_vec(), &[400, 505]),
+        ("HTTP/2 preface on HTTP/1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), &[400]),
+        ("unsupported HTTP version", b"GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n".to_vec(), &[400]),
         ("header without a colon", b"GET /healthz HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n".to_vec(), &[400]),
         ("space before the colon", b"GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n".to_vec(), &[400]),
     ];
@@ -1179,17 +1207,16 @@ async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
         }
     }
 
-    // Oversized but within the server's head buffer: answered normally (the Go server took up
-    // to 1 MiB of headers), never a 5xx or a hang.
-    for (what, request) in [
-        ("64 KB header on a read", format!("GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: {big}\r\n\r\n")),
-        ("64 KB If-None-Match", format!("GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nIf-None-Match: \"{big}\"\r\n\r\n")),
-        ("64 KB Content-Type on a write", format!("POST /jwt/v1/accounts/{fresh} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: {big}\r\nContent-Length: 3\r\n\r\nabc")),
+    // Oversized but within the server's head buffer: answered as if the header were small
+    // (the Go server took up to 1 MiB of headers).
+    for (what, request, expected) in [
+        ("64 KB header on a read", format!("GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: {big}\r\n\r\n"), 200),
+        ("64 KB If-None-Match", format!("GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nIf-None-Match: \"{big}\"\r\n\r\n"), 200),
+        ("64 KB Content-Type on a junk write", format!("POST /jwt/v1/accounts/{fresh} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: {big}\r\nContent-Length: 3\r\n\r\nabc"), 400),
     ] {
         let (status, text) = raw(addr, request.into_bytes(), Duration::from_secs(10)).await;
-        match status {
-            Some(s) if s < 500 => {}
-            other => failures.push(format!("{what}: got {other:?}: {text:.200}")),
+        if status != Some(expected) {
+            failures.push(format!("{what}: expected {expected}, got {status:?}: {text:.200}"));
         }
     }
     // Invalid UTF-8 in header values is ignored, not an error.
@@ -1306,7 +1333,7 @@ async fn slow_loris_is_cut_off_and_does_not_hold_up_other_requests() {
             (200, token.clone())
         );
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < read_timeout,
             "a normal GET took {:?}",
             t.elapsed()
         );
@@ -1320,7 +1347,7 @@ async fn slow_loris_is_cut_off_and_does_not_hold_up_other_requests() {
         );
         normal_writes += 1;
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < read_timeout,
             "a normal POST took {:?}",
             t.elapsed()
         );
@@ -1382,12 +1409,12 @@ async fn near_limit_claims_and_json_type_confusion() {
     let (status, decoded) = get(&format!("{url}?decode=true")).await;
     assert_eq!(status, 200);
     assert!(decoded.len() > 760 * 1024);
-    let before = observable(&server).await;
 
     let v2 = json!({ "typ": "JWT", "alg": "ed25519-nkey" });
+    // Valid account claims (as `encode::sign` makes them) that each case spoils in one way.
     let base = |k: &str| {
         json!({ "jti": "J", "iat": jwt::now_unix() + 10, "name": "x", "sub": k,
-                "nats": { "type": "account", "version": 2 } })
+                "iss": signer.public_key(), "nats": { "type": "account", "version": 2 } })
     };
     let with = |patch: Value| {
         let mut c = base(&key);
@@ -1414,7 +1441,8 @@ async fn near_limit_claims_and_json_type_confusion() {
             "iat as big integer",
             token_of_text(
                 &format!(
-                    r#"{{"jti":"J","iat":9223372036854775808,"name":"x","sub":"{key}","nats":{{"type":"account","version":2}}}}"#
+                    r#"{{"jti":"J","iat":9223372036854775808,"name":"x","sub":"{key}","iss":"{}","nats":{{"type":"account","version":2}}}}"#,
+                    signer.public_key()
                 ),
                 &signer,
             ),
@@ -1477,6 +1505,16 @@ async fn near_limit_claims_and_json_type_confusion() {
             format!("{}=", encode::account(&signer, &key, "padded", json!({}))),
         ),
     ];
+    // The unspoiled claims are fine (on another key), so each case fails for its own reason.
+    let control = KeyPair::new_account().public_key();
+    let (status, reply) = post(
+        &server.at(&format!("/jwt/v1/accounts/{control}")),
+        raw_token(&v2, &base(&control), &signer),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let before = observable(&server).await;
+
     let mut failures = Vec::new();
     for (what, body) in &cases {
         let (status, reply) = post(&url, body.clone()).await;

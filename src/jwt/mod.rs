@@ -312,7 +312,7 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
         ));
     };
     let header = b64(h64, "header")?;
-    check_depth(&header, "header")?;
+    check_json(&header, "header")?;
     let header: Header = serde_json::from_slice(&header)
         .map_err(|e| JwtError::Malformed(format!("header is not valid JSON: {e}")))?;
     // The Go library's `Header.Valid`: `typ` is JWT and `alg` an nkey algorithm, in any case.
@@ -327,7 +327,7 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
         return Err(JwtError::UnsupportedAlgorithm(header.alg));
     }
     let payload = b64(p64, "payload")?;
-    check_depth(&payload, "payload")?;
+    check_json(&payload, "payload")?;
     let claims: Claims = serde_json::from_slice(&payload)
         .map_err(|e| JwtError::Malformed(format!("claims are not valid: {e}")))?;
     let version = claims.version();
@@ -345,14 +345,37 @@ pub fn decode(token: &str) -> Result<Jwt, JwtError> {
     } else {
         &token.as_bytes()[..h64.len() + 1 + p64.len()]
     };
-    let kp = nkeys::KeyPair::from_public_key(&claims.iss)
-        .map_err(|_| JwtError::BadIssuerKey(claims.iss.clone()))?;
-    kp.verify(signed, &sig)
+    with_issuer_key(&claims.iss, |kp| kp.verify(signed, &sig))?
         .map_err(|_| JwtError::BadSignature(claims.iss.clone()))?;
     Ok(Jwt {
         raw: token.to_string(),
         alg: header.alg,
         claims,
+    })
+}
+
+/// Runs `f` with the issuer's public key. Decoding a key decompresses a curve point, about a
+/// fifth of the cost of a verification, and nearly every token is signed by one of a handful of
+/// keys (the operator and its signing keys), so each thread keeps the last few it decoded.
+fn with_issuer_key<T>(iss: &str, f: impl FnOnce(&nkeys::KeyPair) -> T) -> Result<T, JwtError> {
+    const KEEP: usize = 8;
+    thread_local! {
+        static RECENT: std::cell::RefCell<Vec<(String, nkeys::KeyPair)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(i) = recent.iter().position(|(k, _)| k == iss) {
+            return Ok(f(&recent[i].1));
+        }
+        let kp = nkeys::KeyPair::from_public_key(iss)
+            .map_err(|_| JwtError::BadIssuerKey(iss.to_string()))?;
+        let out = f(&kp);
+        if recent.len() == KEEP {
+            recent.remove(0);
+        }
+        recent.push((iss.to_string(), kp));
+        Ok(out)
     })
 }
 
@@ -518,9 +541,13 @@ fn b64(seg: &str, what: &str) -> Result<Vec<u8>, JwtError> {
 /// view refuses; real tokens nest a handful of levels.
 const MAX_JSON_DEPTH: usize = 128;
 
-/// Fails when `json` nests arrays and objects deeper than [`MAX_JSON_DEPTH`] (a linear scan
-/// that skips strings; the JSON parser reports every other problem).
-fn check_depth(json: &[u8], what: &str) -> Result<(), JwtError> {
+/// Fails unless `json` is a JSON object (serde would also fill a struct from an array, which
+/// the Go library refuses) nesting arrays and objects no deeper than [`MAX_JSON_DEPTH`]. A
+/// linear scan that skips strings; the JSON parser reports every other problem.
+fn check_json(json: &[u8], what: &str) -> Result<(), JwtError> {
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(JwtError::Malformed(format!("{what} is not a JSON object")));
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {
