@@ -176,6 +176,7 @@ async fn run(
     let mut mirror = Mirror {
         source,
         known: HashMap::new(),
+        unsettled: HashMap::new(),
     };
     // The first pass is a full rescan: it learns which file holds which key and catches what
     // changed between the store's load and the watch's registration.
@@ -205,12 +206,18 @@ async fn run(
                 }
             }
         }
+        let recheck = !mirror.unsettled.is_empty();
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             ev = rx.recv() => match ev {
                 Some(ev) => ev,
                 None => return,
             },
+            _ = tokio::time::sleep(RECHECK_EVERY), if recheck => {
+                mirror.unsettled.retain(|_, tries| *tries < RECHECK_TIMES);
+                pending.extend(mirror.unsettled.keys().cloned());
+                continue;
+            }
         };
         let mut absorb = |ev: notify::Result<Event>| match ev {
             Ok(ev) => {
@@ -270,7 +277,16 @@ async fn apply(store: &Store, changes: Changes, on_change: &impl Fn(Arc<Entry>))
 struct Mirror {
     source: Arc<Source>,
     known: HashMap<PathBuf, (Kind, String)>,
+    /// Token files that could not be used when looked at (most often caught mid-write: a file
+    /// created in a directory that appeared an instant earlier can be written before the
+    /// watch on that directory exists, so no later event would name it), with how many times
+    /// they were looked at. They are looked at again shortly, a bounded number of times.
+    unsettled: HashMap<PathBuf, u32>,
 }
+
+/// How often, and how many times, unusable token files are looked at again.
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+const RECHECK_TIMES: u32 = 25;
 
 impl Mirror {
     /// Looks at `paths` as they are now.
@@ -296,6 +312,7 @@ impl Mirror {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.unsettled.remove(&path);
                     gone.extend(self.known_under(&path));
                 }
                 Err(e) => {
@@ -365,6 +382,7 @@ impl Mirror {
             Ok(token) => token,
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "not a usable token; the stored version stays");
+                *self.unsettled.entry(path).or_insert(0) += 1;
                 return;
             }
         };
@@ -379,10 +397,12 @@ impl Mirror {
                     .push(Arc::new(Entry::new(token.kind, &token.key, &jwt))),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), cause = %e, "token not applied (a file caught mid-write is read again when its write completes)");
+                    *self.unsettled.entry(path).or_insert(0) += 1;
                     return;
                 }
             }
         }
+        self.unsettled.remove(&path);
         if let Some(previous) = self.known.insert(path.clone(), id.clone()) {
             if previous != id {
                 // The file now holds another account (nsc): the old one may be gone.
