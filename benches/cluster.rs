@@ -41,8 +41,9 @@ fn main() {
         Some("scale") => scale(&opts),
         Some("mint") => mint_files(&opts),
         Some("post") => post_files(&opts),
+        Some("memory") => memory(&opts),
         Some(other) => {
-            eprintln!("unknown mode {other:?}: replication | scale | mint | post");
+            eprintln!("unknown mode {other:?}: replication | scale | memory | mint | post");
             std::process::exit(2);
         }
     }
@@ -656,7 +657,7 @@ fn scale(opts: &Opts) {
         "--data".into(),
         dir.join("primary").display().to_string(),
     ];
-    let mut primary = start_server("primary", dir, pp, &pargs);
+    let primary = start_server("primary", dir, pp, &pargs);
     let rss0 = primary.rss_mib();
 
     let w = post_all(addr(pp), &accounts, clients);
@@ -694,7 +695,6 @@ fn scale(opts: &Opts) {
         .arg(format!("127.0.0.1:{rp}"))
         .args(&rargs);
     let mut replica = Proc::spawn("replica", dir, &mut cmd);
-    let mut peak = 0.0f64;
     wait_until(
         &mut replica,
         Duration::from_secs(120),
@@ -705,7 +705,7 @@ fn scale(opts: &Opts) {
         },
     );
     let sync = t0.elapsed();
-    peak = peak.max(replica.rss_mib());
+    let peak = replica.rss_mib();
     std::thread::sleep(Duration::from_secs(1));
     let replica_rss = replica.rss_mib();
     println!(
@@ -786,10 +786,71 @@ fn post_all(to: SocketAddr, tokens: &[(String, String)], clients: usize) -> Writ
 }
 
 // ---------------------------------------------------------------------------------------------
+// Memory breakdown (in this process): the index alone, then a sled store written in feed-sized
+// pages, as a replica does.
+
+fn own_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn memory(opts: &Opts) {
+    use nats_account_server::store::{Kind, Store};
+    let n = opts.num("accounts", 100_000);
+    let page = opts.num("page", 5000);
+    println!("== memory: {n} accounts in this process");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let op = Operator::create(tmp.path());
+    let accounts = op.mint_accounts(n, "mem");
+    let token_bytes: usize = accounts.iter().map(|(_, t)| t.len()).sum();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let load = |store: &Store| {
+        for chunk in accounts.chunks(page) {
+            let items = chunk
+                .iter()
+                .map(|(k, t)| (Kind::Account, k.clone(), jwt::decode(t).expect("own token")))
+                .collect();
+            rt.block_on(store.put_many(items, Vec::new()))
+                .expect("put_many");
+        }
+    };
+    let before = own_rss_mib();
+    let mem = Store::memory(true);
+    load(&mem);
+    let after = own_rss_mib();
+    println!(
+        "index (memory store): +{:.1} MiB for {n} accounts ({:.0} bytes each; the JWTs alone are {:.1} MiB)",
+        after - before,
+        (after - before) * 1048576.0 / n as f64,
+        token_bytes as f64 / 1048576.0
+    );
+    drop(mem);
+    let before = own_rss_mib();
+    let sled = Store::open_sled(&tmp.path().join("data")).expect("sled");
+    let t = Instant::now();
+    load(&sled);
+    let after = own_rss_mib();
+    println!(
+        "sled store (index + sled), written in pages of {page}: +{:.1} MiB over the previous line's baseline, {:.2} s",
+        after - before,
+        t.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Helpers for benches/load.sh
 
 /// `mint --out DIR --count N`: DIR/operator.jwt, DIR/keys.txt, DIR/www/jwt/v1/accounts/<key>
-/// (the JWT, as nginx serves it), and DIR/server.path (the release binary to run).
+/// (the JWT, as nginx serves it), DIR/server.path (the release binary to run) and DIR/tool.path
+/// (this program, to run `post` without going through cargo again).
 fn mint_files(opts: &Opts) {
     let out = opts.path("out");
     let n = opts.num("count", 10_000);
@@ -806,6 +867,8 @@ fn mint_files(opts: &Opts) {
     std::fs::write(out.join("keys.txt"), keys).expect("write keys.txt");
     std::fs::write(out.join("server.path"), server_bin().display().to_string())
         .expect("write server.path");
+    let me = std::env::current_exe().expect("own path");
+    std::fs::write(out.join("tool.path"), me.display().to_string()).expect("write tool.path");
     println!("minted {n} accounts into {}", out.display());
 }
 

@@ -5,9 +5,10 @@ use super::flag;
 use crate::error::ApiError;
 use crate::jwt::{self, view};
 use crate::store::Entry;
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::time::Duration;
 
 /// Query options of token GETs.
@@ -64,7 +65,7 @@ pub fn token(
             .content_type("text/plain; charset=utf-8")
             .body(entry.jwt.clone()));
     }
-    let cc = cache_control(entry.exp, now, max_age);
+    let cc = cache_control_value(entry.exp, now, max_age);
     if if_none_match(req, &entry.etag) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, entry.etag.as_str()))
@@ -72,10 +73,39 @@ pub fn token(
             .finish());
     }
     Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "application/jwt"))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwt"),
+        ))
         .insert_header((header::ETAG, entry.etag.as_str()))
         .insert_header((header::CACHE_CONTROL, cc))
         .body(entry.jwt.clone()))
+}
+
+/// [`cache_control`] as a header value. Most tokens never expire, and then the value depends on
+/// `max_age` alone: it is built once per worker thread and cloned (a reference count), which
+/// keeps a `format!` and a copy off every GET.
+fn cache_control_value(exp: Option<i64>, now: i64, max_age: Duration) -> HeaderValue {
+    thread_local! {
+        static NO_EXP: RefCell<Option<(Duration, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let build = |exp| {
+        HeaderValue::from_str(&cache_control(exp, now, max_age)).expect("Cache-Control is ASCII")
+    };
+    if exp.is_some() {
+        return build(exp);
+    }
+    NO_EXP.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some((cached_for, v)) if *cached_for == max_age => v.clone(),
+            _ => {
+                let v = build(None);
+                *cell = Some((max_age, v.clone()));
+                v
+            }
+        }
+    })
 }
 
 /// True when `If-None-Match` lists `etag` (or `*`).
