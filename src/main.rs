@@ -1,6 +1,6 @@
 //! The binary: parse flags, load settings, set up logging, bind, run until a signal.
-//! SIGINT/SIGTERM stop gracefully; SIGHUP reloads the configuration (log level, operator and
-//! system-account JWTs) without dropping the listener.
+//! SIGINT/SIGTERM stop gracefully; SIGHUP reloads the configuration (log level, TLS certificate,
+//! NATS settings, operator and system-account JWTs) without dropping the listener.
 
 use anyhow::Context;
 use nats_account_server::config::cli::Command;
@@ -75,7 +75,7 @@ async fn serve(cli: Cli, settings: Settings, filter: FilterHandle) -> anyhow::Re
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&cli, &server, &filter),
+            _ = hup.recv() => reload(&cli, &server, &filter).await,
         }
     }
     tracing::info!("shutting down");
@@ -84,7 +84,7 @@ async fn serve(cli: Cli, settings: Settings, filter: FilterHandle) -> anyhow::Re
 }
 
 /// SIGHUP: re-read the configuration; apply what can change live, keep the rest.
-fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
+async fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
     let settings = match load(cli) {
         Ok((s, _)) => s,
         Err(e) => {
@@ -96,11 +96,14 @@ fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
     if let Err(e) = server.reload_tls() {
         tracing::error!(cause = %e, "TLS reload failed; keeping the running certificate");
     }
+    if let Err(e) = server.reconfigure_nats(&settings.nats).await {
+        tracing::error!(cause = %e, "NATS reload failed; keeping the running connection");
+    }
     match load_trust(&settings) {
         Ok(trust) => {
             server.set_trust(trust);
             tracing::info!(
-                "configuration reloaded (log level, TLS certificate, operator, system account)"
+                "configuration reloaded (log level, TLS certificate, NATS, operator, system account)"
             );
         }
         Err(e) => tracing::error!(cause = %e, "reload failed; keeping the running trust anchor"),

@@ -194,7 +194,7 @@ impl RunningServer {
         let (trust_tx, trust_rx) = watch::channel(Arc::new(trust));
         let trust_tx = Arc::new(trust_tx);
         let nats = NatsHandle::connect(&settings.nats).await?;
-        let notifier = Notifier::start(&nats, settings.nats.updatesubjects, metrics.clone());
+        let notifier = Notifier::start(&nats, metrics.clone());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         // Read-only directory and nsc stores: file edits are loaded and notified like writes.
@@ -210,7 +210,7 @@ impl RunningServer {
                 &settings,
                 store.clone(),
                 trust_tx.clone(),
-                nats.client().cloned(),
+                nats.clone(),
                 metrics.clone(),
                 cancel.clone(),
                 &tasks,
@@ -282,6 +282,18 @@ impl RunningServer {
     /// Replaces the trust anchor (SIGHUP reload).
     pub fn set_trust(&self, trust: Trust) {
         self.trust_tx.send_replace(Arc::new(trust));
+    }
+
+    /// Applies changed NATS settings (SIGHUP): a new connection replaces the current one for
+    /// notifications, the replica listener and health. Unchanged settings do nothing.
+    ///
+    /// # Errors
+    /// [`NatsError`] when the new settings are unusable (the current connection stays).
+    pub async fn reconfigure_nats(
+        &self,
+        settings: &crate::config::NatsSettings,
+    ) -> Result<bool, NatsError> {
+        self.nats.reconfigure(settings).await
     }
 
     /// Re-reads the HTTPS certificate and key (SIGHUP); a no-op without HTTPS.

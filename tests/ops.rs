@@ -475,3 +475,97 @@ async fn nats_connection_uses_tls() {
     )
     .await;
 }
+
+/// SIGHUP applies new NATS settings: the server switches to another nats-server and its
+/// notifications go there, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_switches_to_new_nats_settings() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let resolver = format!("http://127.0.0.1:{port}/jwt/v1/accounts/");
+    let (pa, pb) = (free_port(), free_port());
+    let conf = dir.path().join("server.toml");
+    let write_conf = |nats_port: u16| {
+        std::fs::write(
+            &conf,
+            format!(
+                "operatorjwtpath = \"{}\"\nsystemaccountjwtpath = \"{}\"\n[store]\ndata = \"{}\"\n\
+                 [nats]\nservers = \"nats://127.0.0.1:{nats_port}\"\nusercredentials = \"{}\"\nreconnectwait = \"100ms\"\n",
+                fixtures::vectors().join("operator.jwt").display(),
+                fixtures::vectors().join("sys.jwt").display(),
+                dir.path().join("data").display(),
+                fixtures::vectors().join("sys.creds").display(),
+            ),
+        )
+        .unwrap()
+    };
+    write_conf(pa);
+    let server = ServerProcess::start(
+        dir.path(),
+        "hup-nats",
+        port,
+        &["-c", conf.to_str().unwrap()],
+    );
+    let mut a = tokio::task::block_in_place(|| NatsServer::start(pa, &resolver));
+    eventually(
+        Duration::from_secs(10),
+        "connected to the first nats-server",
+        || async {
+            get(&format!("{}/healthz", server.url))
+                .await
+                .1
+                .contains("\"nats\":\"connected\"")
+        },
+    )
+    .await;
+
+    let b = tokio::task::block_in_place(|| NatsServer::start(pb, &resolver));
+    let sys = std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap();
+    let watcher = async_nats::ConnectOptions::with_credentials(&sys)
+        .unwrap()
+        .connect(&b.url)
+        .await
+        .unwrap();
+    let mut updates = watcher
+        .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+
+    write_conf(pb);
+    server.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "switched to the new NATS settings",
+        || async {
+            server.log_text().contains("switched to a new connection")
+                && get(&format!("{}/healthz", server.url))
+                    .await
+                    .1
+                    .contains("\"nats\":\"connected\"")
+        },
+    )
+    .await;
+    a.kill();
+
+    let (kp, jwt) = new_account("after-nats-reload");
+    assert_eq!(
+        post(
+            &format!("{}/jwt/v1/accounts/{}", server.url, kp.public_key()),
+            jwt.clone()
+        )
+        .await
+        .0,
+        200
+    );
+    let msg = tokio::time::timeout(Duration::from_secs(5), updates.next())
+        .await
+        .expect("notification reached the new nats-server")
+        .unwrap();
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", kp.public_key())
+    );
+    assert_eq!(String::from_utf8_lossy(&msg.payload), jwt);
+}

@@ -99,7 +99,7 @@ impl Default for HttpSettings {
 }
 
 /// `tls { cert, key, root }` (HTTP and NATS).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM certificate chain.
@@ -111,7 +111,7 @@ pub struct TlsSettings {
 }
 
 /// `nats { … }`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
     /// Server URLs; empty disables NATS.

@@ -3,6 +3,9 @@
 //! The HTTP server never waits for NATS: nats-server needs our HTTP resolver to start, so
 //! blocking on NATS at start would deadlock a fresh cluster (the Go server's issue #53). The
 //! connection is retried forever; its state is visible through [`NatsHandle::state`].
+//!
+//! The connection can be replaced at runtime (SIGHUP with new NATS settings): the handle holds
+//! a `watch` of the current [`Connection`], and the notifier and the replica listener follow it.
 
 pub mod notify;
 
@@ -14,13 +17,25 @@ use tokio::sync::watch;
 
 pub use notify::Notifier;
 
-/// A connection that may not be established (yet). Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct NatsHandle {
-    client: Option<async_nats::Client>,
+/// One NATS connection (or none) and the settings it was made from.
+#[derive(Clone, Debug, Default)]
+pub struct Connection {
+    /// The client; `None` when NATS is not configured.
+    pub client: Option<async_nats::Client>,
     /// Flips with the connection's `Connected`/`Disconnected` events; the notifier re-sends
     /// what it could not deliver when this turns true.
-    connected: Option<watch::Receiver<bool>>,
+    pub connected: Option<watch::Receiver<bool>>,
+    /// Which update subjects notifications go to.
+    pub subjects: notify::UpdateSubjects,
+    /// What it was made from (to tell whether a reload changes anything).
+    settings: Option<NatsSettings>,
+}
+
+/// The current NATS connection, which may not be established (yet) and may be replaced.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NatsHandle {
+    current: Arc<watch::Sender<Connection>>,
 }
 
 /// Why the NATS settings cannot be used (bad creds file, bad seed).
@@ -43,8 +58,7 @@ impl NatsHandle {
     /// No NATS configured.
     pub fn disabled() -> NatsHandle {
         NatsHandle {
-            client: None,
-            connected: None,
+            current: Arc::new(watch::channel(Connection::default()).0),
         }
     }
 
@@ -55,8 +69,61 @@ impl NatsHandle {
     /// [`NatsError`] for unreadable credentials or invalid URLs; unreachable servers are not an
     /// error (the client keeps retrying).
     pub async fn connect(settings: &NatsSettings) -> Result<NatsHandle, NatsError> {
+        let conn = Connection::connect(settings).await?;
+        Ok(NatsHandle {
+            current: Arc::new(watch::channel(conn).0),
+        })
+    }
+
+    /// Replaces the connection when `settings` differ from the current one's (SIGHUP): the new
+    /// connection is made first, then swapped in, then the old one is drained. Returns whether
+    /// anything changed.
+    ///
+    /// # Errors
+    /// [`NatsError`]; the current connection then stays.
+    pub async fn reconfigure(&self, settings: &NatsSettings) -> Result<bool, NatsError> {
+        let unchanged = self.current.borrow().settings.as_ref() == Some(settings)
+            || (settings.servers.0.is_empty() && self.current.borrow().client.is_none());
+        if unchanged {
+            return Ok(false);
+        }
+        let conn = Connection::connect(settings).await?;
+        let old = self.current.send_replace(conn);
+        tracing::info!(servers = ?settings.servers.0, "NATS settings changed; switched to a new connection");
+        old.close().await;
+        Ok(true)
+    }
+
+    /// A receiver that sees every replacement of the connection.
+    pub fn watch(&self) -> watch::Receiver<Connection> {
+        self.current.subscribe()
+    }
+
+    /// The current client, when NATS is configured.
+    pub fn client(&self) -> Option<async_nats::Client> {
+        self.current.borrow().client.clone()
+    }
+
+    /// `disabled`, `connecting`, `connected` or `disconnected`.
+    pub fn state(&self) -> &'static str {
+        self.current.borrow().state()
+    }
+
+    /// Flushes and drains the connection at shutdown (bounded by the caller).
+    pub async fn close(&self) {
+        let conn = self.current.borrow().clone();
+        conn.close().await;
+    }
+}
+
+impl Connection {
+    async fn connect(settings: &NatsSettings) -> Result<Connection, NatsError> {
         if settings.servers.0.is_empty() {
-            return Ok(NatsHandle::disabled());
+            return Ok(Connection {
+                subjects: settings.updatesubjects,
+                settings: Some(settings.clone()),
+                ..Connection::default()
+            });
         }
         let wait = settings.reconnectwait.0.max(Duration::from_millis(10));
         let (connected_tx, connected) = watch::channel(false);
@@ -133,20 +200,12 @@ impl NatsHandle {
             .connect(addrs)
             .await
             .map_err(|e| NatsError::Connect(e.to_string()))?;
-        Ok(NatsHandle {
+        Ok(Connection {
             connected: Some(connected),
             client: Some(client),
+            subjects: settings.updatesubjects,
+            settings: Some(settings.clone()),
         })
-    }
-
-    /// A receiver of connection state changes, when NATS is configured.
-    pub fn connected(&self) -> Option<watch::Receiver<bool>> {
-        self.connected.clone()
-    }
-
-    /// The client, when NATS is configured.
-    pub fn client(&self) -> Option<&async_nats::Client> {
-        self.client.as_ref()
     }
 
     /// `disabled`, `connecting`, `connected` or `disconnected`.
@@ -159,8 +218,8 @@ impl NatsHandle {
         }
     }
 
-    /// Flushes and drains the connection at shutdown (bounded by the caller).
-    pub async fn close(&self) {
+    /// Flushes and drains the connection (bounded by the caller).
+    async fn close(&self) {
         if let Some(c) = &self.client {
             if c.connection_state() == State::Connected {
                 let _ = c.flush().await;

@@ -10,7 +10,7 @@
 //! write never waits for NATS. While NATS is down, notifications are dropped and counted, like
 //! the Go server did; nats-server fetches over HTTP when it next loads the account anyway.
 
-use super::NatsHandle;
+use super::{Connection, NatsHandle};
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind};
 use async_nats::connection::State;
@@ -62,13 +62,10 @@ pub struct Notifier {
 const QUEUE: usize = 4096;
 
 impl Notifier {
-    /// Starts the publishing task on `nats` (a no-op notifier when NATS is disabled).
-    pub fn start(nats: &NatsHandle, which: UpdateSubjects, metrics: Metrics) -> Notifier {
-        let Some(client) = nats.client().cloned() else {
-            return Notifier { tx: None, metrics };
-        };
+    /// Starts the publishing task following `nats` (and any connection that replaces it).
+    pub fn start(nats: &NatsHandle, metrics: Metrics) -> Notifier {
         let (tx, rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
-        tokio::spawn(run(client, nats.connected(), rx, which, metrics.clone()));
+        tokio::spawn(run(nats.watch(), rx, metrics.clone()));
         Notifier {
             tx: Some(tx),
             metrics,
@@ -89,19 +86,18 @@ impl Notifier {
 const MAX_PENDING: usize = 100_000;
 
 /// The publishing task: publishes in order; what cannot be delivered while NATS is down is
-/// remembered (latest version per key) and re-sent once the connection is back, so a running
-/// nats-server does not keep an outdated account after an outage.
+/// remembered (latest version per key) and re-sent once the connection is back (or replaced by
+/// a reload), so a running nats-server does not keep an outdated account after an outage.
 async fn run(
-    client: async_nats::Client,
-    mut connected: Option<watch::Receiver<bool>>,
+    mut conns: watch::Receiver<Connection>,
     mut rx: mpsc::Receiver<Arc<Entry>>,
-    which: UpdateSubjects,
     metrics: Metrics,
 ) {
     let mut pending: HashMap<(Kind, String), Arc<Entry>> = HashMap::new();
+    let mut conn = conns.borrow_and_update().clone();
     loop {
         let reconnected = async {
-            match connected.as_mut() {
+            match conn.connected.as_mut() {
                 Some(c) => c.changed().await.map(|()| *c.borrow()).map_err(drop),
                 None => std::future::pending().await,
             }
@@ -109,8 +105,10 @@ async fn run(
         tokio::select! {
             entry = rx.recv() => {
                 let Some(entry) = entry else { break };
+                // Without NATS configured there is nobody to tell, and nothing to re-send.
+                let Some(client) = &conn.client else { continue };
                 let id = (entry.kind, entry.key.clone());
-                if publish(&client, &entry, which, &metrics).await {
+                if publish(client, &entry, conn.subjects, &metrics).await {
                     pending.remove(&id);
                 } else if pending.len() < MAX_PENDING || pending.contains_key(&id) {
                     pending.insert(id, entry);
@@ -118,21 +116,41 @@ async fn run(
             }
             state = reconnected => match state {
                 // The connection watch is gone (client closed): stop waiting on it.
-                Err(()) => connected = None,
+                Err(()) => conn.connected = None,
                 Ok(false) => {}
-                Ok(true) => {
-                    if !pending.is_empty() {
-                        tracing::info!(count = pending.len(), "re-sending notifications missed while NATS was down");
-                    }
-                    let mut missed: Vec<Arc<Entry>> = pending.drain().map(|(_, e)| e).collect();
-                    missed.sort_by_key(|e| e.seq);
-                    for entry in missed {
-                        if !publish(&client, &entry, which, &metrics).await {
-                            pending.insert((entry.kind, entry.key.clone()), entry);
-                        }
-                    }
-                }
+                Ok(true) => resend(&conn, &mut pending, &metrics).await,
             },
+            swapped = conns.changed() => {
+                if swapped.is_err() {
+                    // The handle is gone: keep the last connection.
+                    std::future::pending::<()>().await;
+                }
+                conn = conns.borrow_and_update().clone();
+                resend(&conn, &mut pending, &metrics).await;
+            }
+        }
+    }
+}
+
+/// Re-sends what could not be delivered, oldest change first.
+async fn resend(
+    conn: &Connection,
+    pending: &mut HashMap<(Kind, String), Arc<Entry>>,
+    metrics: &Metrics,
+) {
+    let Some(client) = &conn.client else { return };
+    if pending.is_empty() || client.connection_state() != State::Connected {
+        return;
+    }
+    tracing::info!(
+        count = pending.len(),
+        "re-sending notifications missed while NATS was down"
+    );
+    let mut missed: Vec<Arc<Entry>> = pending.drain().map(|(_, e)| e).collect();
+    missed.sort_by_key(|e| e.seq);
+    for entry in missed {
+        if !publish(client, &entry, conn.subjects, metrics).await {
+            pending.insert((entry.kind, entry.key.clone()), entry);
         }
     }
 }

@@ -4,6 +4,7 @@
 //! verified against the operator before it is stored; forgeries are logged and dropped.
 
 use super::ReplicaHandle;
+use crate::nats::NatsHandle;
 use crate::store::{Kind, PutOutcome};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,27 @@ fn parse_subject(subject: &str) -> Option<(Kind, &str)> {
 }
 
 /// Runs until `cancel` fires.
-pub async fn run(replica: ReplicaHandle, nc: async_nats::Client, cancel: CancellationToken) {
+pub async fn run(replica: ReplicaHandle, nats: NatsHandle, cancel: CancellationToken) {
+    let mut conns = nats.watch();
+    loop {
+        let client = conns.borrow_and_update().client.clone();
+        if let Some(nc) = client {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = conns.changed() => if changed.is_err() { return } else { continue },
+                () = listen(&replica, &nc) => {}
+            }
+        }
+        // No connection, or its subscriptions ended: wait for a new one (SIGHUP reload).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = conns.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Subscribes on `nc` and applies messages until the subscriptions end.
+async fn listen(replica: &ReplicaHandle, nc: &async_nats::Client) {
     let mut subs = Vec::new();
     for s in SUBJECTS {
         match nc.subscribe(s).await {
@@ -39,11 +60,7 @@ pub async fn run(replica: ReplicaHandle, nc: async_nats::Client, cancel: Cancell
         }
     }
     let mut messages = futures_util::stream::select_all(subs);
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => break,
-            msg = messages.next() => match msg { Some(m) => m, None => break },
-        };
+    while let Some(msg) = messages.next().await {
         let Some((kind, key)) = parse_subject(msg.subject.as_str()) else {
             continue;
         };

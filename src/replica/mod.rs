@@ -85,7 +85,7 @@ impl ReplicaHandle {
         settings: &Settings,
         store: Store,
         trust_tx: Arc<watch::Sender<Arc<Trust>>>,
-        nats: Option<async_nats::Client>,
+        nats: crate::nats::NatsHandle,
         metrics: Metrics,
         cancel: CancellationToken,
         tasks: &TaskTracker,
@@ -111,14 +111,13 @@ impl ReplicaHandle {
             not_found_ttl: settings.replication.notfoundttl.0,
             metrics,
         };
-        match nats {
-            Some(nc) => {
-                tasks.spawn(listen::run(handle.clone(), nc, cancel.clone()));
-            }
-            None => tracing::warn!(
+        if nats.client().is_none() {
+            tracing::warn!(
                 "replica without NATS: changes arrive through the change feed's long poll only"
-            ),
+            );
         }
+        // The listener follows the connection, including one configured later by a reload.
+        tasks.spawn(listen::run(handle.clone(), nats, cancel.clone()));
         tasks.spawn(sync::run(
             handle.clone(),
             sync::Options::from(settings),

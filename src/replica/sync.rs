@@ -143,7 +143,7 @@ pub(super) async fn run(
         if caught_up && !synced {
             meta.push((META_SYNCED.to_string(), b"1".to_vec()));
         }
-        if let Err(e) = store.put_many(applied, meta).await {
+        if let Err(e) = commit_in_chunks(&store, applied, meta).await {
             tracing::error!(cause = %e, "could not store replicated tokens; retrying");
             if sleep_or_cancel(&cancel, backoff).await {
                 break;
@@ -204,6 +204,26 @@ async fn apply_page(
     }
     replica.metrics.replica_applied("feed", out.len() as u64);
     out
+}
+
+/// Tokens per store commit while applying a feed page. Pages are fetched large (fewer round
+/// trips) but committed in slices: one huge sled batch holds far more memory than the page.
+const COMMIT_CHUNK: usize = 1000;
+
+/// Stores a verified page in slices, with the cursor `meta` in the last one: a crash between
+/// slices leaves the cursor where it was, and re-applying the stored slices is a no-op.
+async fn commit_in_chunks(
+    store: &crate::store::Store,
+    mut applied: Vec<(Kind, String, Jwt)>,
+    meta: Vec<(String, Vec<u8>)>,
+) -> Result<(), crate::store::StoreError> {
+    while applied.len() > COMMIT_CHUNK {
+        let rest = applied.split_off(COMMIT_CHUNK);
+        store
+            .put_many(std::mem::replace(&mut applied, rest), Vec::new())
+            .await?;
+    }
+    store.put_many(applied, meta).await.map(drop)
 }
 
 /// Copies a Go primary's pack (accounts and activations, newer-wins). Returns whether it worked.
