@@ -8,7 +8,7 @@
 
 use crate::common::fixtures::{self, account_a, account_b, account_jwt, vector};
 use crate::common::nats::{sys_creds_path, NatsServer};
-use crate::common::{eventually, free_port, get, http, post, primary_settings, TestServer};
+use crate::common::{eventually, free_port, get, http, metric, post, primary_settings, TestServer};
 use futures_util::StreamExt;
 use nats_account_server::config::{Dur, Settings, StringList};
 use nats_account_server::jwt::{self, encode, JwtError};
@@ -115,15 +115,6 @@ async fn feed_activations(base: &str) -> Vec<String> {
 async fn serves(base: &str, hash: &str, token: &str) -> bool {
     let (status, body) = get(&activation_url(base, hash)).await;
     status == 200 && body == token
-}
-
-/// Sum of the metric lines starting with `needle` (0 when absent).
-async fn metric(base: &str, needle: &str) -> f64 {
-    let (_, text) = get(&format!("{base}/metrics")).await;
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// `max-age=N` from a Cache-Control value.

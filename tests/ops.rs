@@ -4,18 +4,10 @@
 use crate::common::fixtures::{self, new_account};
 use crate::common::nats::NatsServer;
 use crate::common::process::ServerProcess;
-use crate::common::{eventually, free_port, get, post, TestServer};
+use crate::common::{eventually, free_port, get, metric, post, TestServer};
 use nats_account_server::jwt::encode;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
-
-async fn metric(base: &str, needle: &str) -> f64 {
-    let (_, text) = get(&format!("{base}/metrics")).await;
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Each metric family moves when its event happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use crate::common::fixtures::{self, new_account};
 use crate::common::nats::NatsServer;
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
-use crate::common::{eventually, free_port, get, http, post, primary_settings, TestServer};
+use crate::common::{eventually, free_port, get, http, metric, post, primary_settings, TestServer};
 use nats_account_server::config::{Dur, Settings, StringList};
 use std::time::{Duration, Instant};
 
@@ -45,14 +45,6 @@ async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Dura
     })
     .await;
     start.elapsed()
-}
-
-async fn metric(base: &str, needle: &str) -> f64 {
-    let (_, text) = get(&format!("{base}/metrics")).await;
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The change feed: snapshot from 0, incremental from a sequence, lineage and head headers,

@@ -13,7 +13,7 @@ use crate::common::nats::NatsServer;
 use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
 use crate::common::{
-    eventually, free_port, get, http, post, primary_settings, replica_settings, TestServer,
+    eventually, free_port, get, http, metric, post, primary_settings, replica_settings, TestServer,
 };
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::config::{Dur, Settings, StringList};
@@ -109,14 +109,6 @@ fn iat(token: &str) -> i64 {
 async fn readyz(base: &str) -> (u16, Value) {
     let (status, body) = get(&format!("{base}/readyz")).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-async fn metric(base: &str, needle: &str) -> f64 {
-    let (_, text) = get(&format!("{base}/metrics")).await;
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn account(name: &str) -> (String, String) {

@@ -138,6 +138,16 @@ pub async fn post(url: &str, body: impl Into<String>) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
+/// The sum of the `/metrics` samples of `base` whose line starts with `needle` (a family name,
+/// or a name with its labels), 0 when there are none.
+pub async fn metric(base: &str, needle: &str) -> f64 {
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    text.lines()
+        .filter(|l| l.starts_with(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Polls `check` until it returns true or `within` passes; panics with `what` on timeout.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
