@@ -57,7 +57,7 @@ impl AppState {
     pub fn standalone(store: Store, trust: Trust, http: HttpOptions) -> AppState {
         let metrics = Metrics::new();
         let nats = NatsHandle::disabled();
-        let notifier = Notifier::start(&nats, metrics.clone());
+        let notifier = Notifier::disabled(metrics.clone());
         let (_fixed, trust) = watch::channel(Arc::new(trust));
         AppState {
             store,

@@ -62,6 +62,11 @@ pub struct Notifier {
 const QUEUE: usize = 4096;
 
 impl Notifier {
+    /// A notifier that never publishes (no NATS, no task: usable outside a runtime).
+    pub fn disabled(metrics: Metrics) -> Notifier {
+        Notifier { tx: None, metrics }
+    }
+
     /// Starts the publishing task following `nats` (and any connection that replaces it).
     pub fn start(nats: &NatsHandle, metrics: Metrics) -> Notifier {
         let (tx, rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
