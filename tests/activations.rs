@@ -8,7 +8,7 @@
 
 use crate::common::fixtures::{self, account_a, account_b, account_jwt, vector};
 use crate::common::nats::{sys_creds_path, NatsServer};
-use crate::common::{eventually, free_port, get, http, metric, post, primary_settings, TestServer};
+use crate::common::{eventually, free_port, get, http, metric, post, replica_settings, TestServer};
 use futures_util::StreamExt;
 use nats_account_server::config::{Dur, Settings, StringList};
 use nats_account_server::jwt::{self, encode, JwtError};
@@ -124,17 +124,6 @@ fn max_age(cc: &str) -> i64 {
         .unwrap_or_else(|| panic!("no max-age in {cc:?}"))
         .parse()
         .unwrap()
-}
-
-/// Settings for a replica of `primaries` on a sled store in `dir` (it fetches the primary's
-/// operator), with quick retries.
-fn replica_settings(dir: &std::path::Path, primaries: &[&str]) -> Settings {
-    let mut s = primary_settings(dir);
-    s.operatorjwtpath = None;
-    s.primary = StringList(primaries.iter().map(|p| p.to_string()).collect());
-    s.replication.maxbackoff = Dur(Duration::from_millis(200));
-    s.replicationtimeout = Dur(Duration::from_secs(2));
-    s
 }
 
 async fn replica_of(primary: &str, tweak: impl FnOnce(&mut Settings)) -> TestServer {

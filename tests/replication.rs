@@ -2,41 +2,16 @@
 //! ports with their own sled directories, our binary as a killable primary, a real nats-server
 //! and a real nginx in front of the replicas.
 
-use crate::common::fixtures::{self, new_account};
+use crate::common::fixtures;
 use crate::common::nats::NatsServer;
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
-use crate::common::{eventually, free_port, get, http, metric, post, primary_settings, TestServer};
+use crate::common::{
+    account, eventually, free_port, get, http, metric, post, post_new_account, replica_of,
+    replica_settings, serves, wait_ready, TestServer,
+};
 use nats_account_server::config::{Dur, Settings, StringList};
 use std::time::{Duration, Instant};
-
-/// Settings for a replica of `primaries` on a sled store in `dir` (no local operator: it
-/// fetches the primary's).
-fn replica_settings(dir: &std::path::Path, primaries: &[&str]) -> Settings {
-    let mut s = primary_settings(dir);
-    s.operatorjwtpath = None;
-    s.primary = StringList(primaries.iter().map(|p| p.to_string()).collect());
-    s.replication.maxbackoff = Dur(Duration::from_millis(200));
-    s.replicationtimeout = Dur(Duration::from_secs(2));
-    s
-}
-
-async fn replica_of(primaries: &[&str], tweak: impl FnOnce(&mut Settings)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = replica_settings(dir.path(), primaries);
-    tweak(&mut s);
-    TestServer::start_in(dir, s).await
-}
-
-fn account(name: &str) -> (String, String) {
-    let (kp, jwt) = new_account(name);
-    (kp.public_key(), jwt)
-}
-
-async fn serves(base: &str, key: &str, jwt: &str) -> bool {
-    let (status, body) = get(&format!("{base}/jwt/v1/accounts/{key}")).await;
-    status == 200 && body == jwt
-}
 
 async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Duration {
     let start = Instant::now();
@@ -52,13 +27,7 @@ async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_feed_snapshot_and_long_poll() {
     let primary = TestServer::primary().await;
-    let (a, a_jwt) = account("a");
-    assert_eq!(
-        post(&primary.at(&format!("/jwt/v1/accounts/{a}")), a_jwt.clone())
-            .await
-            .0,
-        200
-    );
+    let (a, a_jwt) = post_new_account(&primary.url, "a").await;
 
     let r = http()
         .get(primary.at("/jwt/v1/changes?since=0"))
@@ -123,20 +92,11 @@ async fn replicas_converge_through_the_feed_without_nats() {
     let r1 = replica_of(&[&primary.url], |_| {}).await;
     let r2 = replica_of(&[&primary.url], |_| {}).await;
     for r in [&r1, &r2] {
-        eventually(Duration::from_secs(10), "replica ready", || async {
-            get(&format!("{}/readyz", r.url)).await.0 == 200
-        })
-        .await;
+        wait_ready(&r.url).await;
     }
     let mut worst = Duration::ZERO;
     for i in 0..20 {
-        let (key, jwt) = account(&format!("feed-{i}"));
-        assert_eq!(
-            post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
-                .await
-                .0,
-            200
-        );
+        let (key, jwt) = post_new_account(&primary.url, &format!("feed-{i}")).await;
         for r in [&r1, &r2] {
             worst = worst.max(wait_serves(&r.url, &key, &jwt, Duration::from_secs(5)).await);
         }
@@ -171,20 +131,11 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
         })
         .await;
     }
-    eventually(Duration::from_secs(10), "replica ready", || async {
-        get(&format!("{}/readyz", replica.url)).await.0 == 200
-    })
-    .await;
+    wait_ready(&replica.url).await;
 
     let mut worst = Duration::ZERO;
     for i in 0..10 {
-        let (key, jwt) = account(&format!("nats-{i}"));
-        assert_eq!(
-            post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
-                .await
-                .0,
-            200
-        );
+        let (key, jwt) = post_new_account(&primary.url, &format!("nats-{i}")).await;
         worst = worst.max(wait_serves(&replica.url, &key, &jwt, Duration::from_secs(5)).await);
     }
     eprintln!("NATS convergence: worst {worst:?} over 10 writes");
@@ -235,10 +186,7 @@ async fn replica_forwards_writes_and_reads_its_own() {
         s.replication.pollwait = Dur(Duration::from_secs(30))
     })
     .await;
-    eventually(Duration::from_secs(10), "replica ready", || async {
-        get(&format!("{}/readyz", replica.url)).await.0 == 200
-    })
-    .await;
+    wait_ready(&replica.url).await;
     let (key, jwt) = account("forwarded");
     let (status, _) = post(
         &format!("{}/jwt/v1/accounts/{key}", replica.url),
@@ -276,16 +224,7 @@ async fn replicas_survive_a_primary_outage() {
     let r2 = replica_of(&[&primary.url], |_| {}).await;
     let mut known = Vec::new();
     for i in 0..10 {
-        let (key, jwt) = account(&format!("outage-{i}"));
-        assert_eq!(
-            post(
-                &format!("{}/jwt/v1/accounts/{key}", primary.url),
-                jwt.clone()
-            )
-            .await
-            .0,
-            200
-        );
+        let (key, jwt) = post_new_account(&primary.url, &format!("outage-{i}")).await;
         known.push((key, jwt));
     }
     for r in [&r1, &r2] {
@@ -329,16 +268,7 @@ async fn replicas_survive_a_primary_outage() {
     }
 
     let primary = ServerProcess::start(pdir.path(), "primary-again", pport, &args);
-    let (key, jwt) = account("after-outage");
-    assert_eq!(
-        post(
-            &format!("{}/jwt/v1/accounts/{key}", primary.url),
-            jwt.clone()
-        )
-        .await
-        .0,
-        200
-    );
+    let (key, jwt) = post_new_account(&primary.url, "after-outage").await;
     for r in [&r1, &r2] {
         wait_serves(&r.url, &key, &jwt, Duration::from_secs(10)).await;
         eventually(
@@ -361,13 +291,7 @@ async fn replica_catches_up_after_missing_1000_writes() {
     let rdir = tempfile::tempdir().unwrap();
     let settings = replica_settings(rdir.path(), &[&primary.url]);
     let mut first = TestServer::start_in(tempfile::tempdir().unwrap(), settings.clone()).await;
-    let (k0, j0) = account("before");
-    assert_eq!(
-        post(&primary.at(&format!("/jwt/v1/accounts/{k0}")), j0.clone())
-            .await
-            .0,
-        200
-    );
+    let (k0, j0) = post_new_account(&primary.url, "before").await;
     wait_serves(&first.url, &k0, &j0, Duration::from_secs(10)).await;
     first.stop().await;
 
@@ -432,13 +356,7 @@ async fn promoted_replica_becomes_the_primary() {
     let r1_url = r1.url.clone();
     let r2 = replica_of(&[&old.url, &r1_url], |_| {}).await;
 
-    let (k, j) = account("before-failover");
-    assert_eq!(
-        post(&old.at(&format!("/jwt/v1/accounts/{k}")), j.clone())
-            .await
-            .0,
-        200
-    );
+    let (k, j) = post_new_account(&old.url, "before-failover").await;
     wait_serves(&r1_url, &k, &j, Duration::from_secs(10)).await;
     wait_serves(&r2.url, &k, &j, Duration::from_secs(10)).await;
 
@@ -454,13 +372,7 @@ async fn promoted_replica_becomes_the_primary() {
         "the promoted replica kept its data"
     );
 
-    let (k2, j2) = account("after-failover");
-    assert_eq!(
-        post(&r1.at(&format!("/jwt/v1/accounts/{k2}")), j2.clone())
-            .await
-            .0,
-        200
-    );
+    let (k2, j2) = post_new_account(&r1.url, "after-failover").await;
     wait_serves(&r2.url, &k2, &j2, Duration::from_secs(15)).await;
     assert!(serves(&r2.url, &k, &j).await);
 }
@@ -472,13 +384,7 @@ async fn replica_fetches_misses_from_the_primary() {
     let primary = TestServer::primary().await;
     let mut keys = Vec::new();
     for i in 0..300 {
-        let (k, j) = account(&format!("miss-{i}"));
-        assert_eq!(
-            post(&primary.at(&format!("/jwt/v1/accounts/{k}")), j.clone())
-                .await
-                .0,
-            200
-        );
+        let (k, j) = post_new_account(&primary.url, &format!("miss-{i}")).await;
         keys.push((k, j));
     }
     // One change per feed page makes the initial sync slow enough to observe.

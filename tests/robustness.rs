@@ -8,12 +8,13 @@
 
 mod props;
 
-use crate::common::fixtures::{self, account_jwt_at, new_account};
+use crate::common::fixtures::{self, account_jwt_at};
 use crate::common::nats::NatsServer;
 use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
 use crate::common::{
-    eventually, free_port, get, http, metric, post, primary_settings, replica_settings, TestServer,
+    account, eventually, free_port, get, http, metric, post, post_new_account, primary_settings,
+    replica_of, TestServer,
 };
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::config::{Dur, Settings, StringList};
@@ -109,18 +110,6 @@ fn iat(token: &str) -> i64 {
 async fn readyz(base: &str) -> (u16, Value) {
     let (status, body) = get(&format!("{base}/readyz")).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn account(name: &str) -> (String, String) {
-    let (kp, token) = new_account(name);
-    (kp.public_key(), token)
-}
-
-async fn replica_of(primaries: &[&str], tweak: impl FnOnce(&mut Settings)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = replica_settings(dir.path(), primaries);
-    tweak(&mut s);
-    TestServer::start_in(dir, s).await
 }
 
 fn host_port(url: &str) -> String {
@@ -621,16 +610,7 @@ async fn nats_restart_during_a_write_stream_replicas_still_converge() {
         })
         .await;
     }
-    let (key, token) = account("after-restart");
-    assert_eq!(
-        post(
-            &primary.at(&format!("/jwt/v1/accounts/{key}")),
-            token.clone()
-        )
-        .await
-        .0,
-        200
-    );
+    let (key, token) = post_new_account(&primary.url, "after-restart").await;
     for r in [&r1, &r2] {
         eventually(
             Duration::from_secs(10),
@@ -657,16 +637,7 @@ async fn partitioned_replica_keeps_serving_and_converges_when_healed() {
     .await;
     let mut known = Vec::new();
     for i in 0..20 {
-        let (key, token) = account(&format!("before-{i}"));
-        assert_eq!(
-            post(
-                &primary.at(&format!("/jwt/v1/accounts/{key}")),
-                token.clone()
-            )
-            .await
-            .0,
-            200
-        );
+        let (key, token) = post_new_account(&primary.url, &format!("before-{i}")).await;
         known.push((key, token));
     }
     eventually(
@@ -680,16 +651,7 @@ async fn partitioned_replica_keeps_serving_and_converges_when_healed() {
     for (mode, name) in [(Mode::Drop, "black hole"), (Mode::Reset, "resets")] {
         proxy.set(mode);
         for i in 0..10 {
-            let (key, token) = account(&format!("during-{name}-{i}"));
-            assert_eq!(
-                post(
-                    &primary.at(&format!("/jwt/v1/accounts/{key}")),
-                    token.clone()
-                )
-                .await
-                .0,
-                200
-            );
+            let (key, token) = post_new_account(&primary.url, &format!("during-{name}-{i}")).await;
             missed.push((key, token));
         }
         for (key, token) in &known {
@@ -750,16 +712,7 @@ async fn partitioned_replica_keeps_serving_and_converges_when_healed() {
     )
     .await;
     proxy.set(Mode::Pass);
-    let (key, token) = account("after-heal");
-    assert_eq!(
-        post(
-            &primary.at(&format!("/jwt/v1/accounts/{key}")),
-            token.clone()
-        )
-        .await
-        .0,
-        200
-    );
+    let (key, token) = post_new_account(&primary.url, "after-heal").await;
     eventually(
         Duration::from_secs(10),
         "replica has the write after healing",
@@ -841,16 +794,7 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
 
     let mut acked = Vec::new();
     for i in 0..5 {
-        let (key, token) = account(&format!("roomy-{i}"));
-        assert_eq!(
-            post(
-                &server.at(&format!("/jwt/v1/accounts/{key}")),
-                token.clone()
-            )
-            .await
-            .0,
-            200
-        );
+        let (key, token) = post_new_account(&server.url, &format!("roomy-{i}")).await;
         acked.push((key, token));
     }
     // Fill the file system.
@@ -989,16 +933,7 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
     let mut server = start_faulty(tempfile::tempdir().unwrap(), fail.clone()).await;
     let mut acked = Vec::new();
     for i in 0..3 {
-        let (key, token) = account(&format!("ok-{i}"));
-        assert_eq!(
-            post(
-                &server.at(&format!("/jwt/v1/accounts/{key}")),
-                token.clone()
-            )
-            .await
-            .0,
-            200
-        );
+        let (key, token) = post_new_account(&server.url, &format!("ok-{i}")).await;
         acked.push((key, token));
     }
     let before = observable(&server).await;
@@ -1057,16 +992,7 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
     assert_eq!(readyz(&server.url).await.0, 200);
 
     fail.store(false, Ordering::SeqCst);
-    let (key, token) = account("after-recovery");
-    assert_eq!(
-        post(
-            &server.at(&format!("/jwt/v1/accounts/{key}")),
-            token.clone()
-        )
-        .await
-        .0,
-        200
-    );
+    let (key, token) = post_new_account(&server.url, "after-recovery").await;
     let (changes, head) = feed(&server.url).await;
     assert_eq!(
         head,
@@ -1098,16 +1024,7 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
     let server = TestServer::primary().await;
-    let (key, token) = account("target");
-    assert_eq!(
-        post(
-            &server.at(&format!("/jwt/v1/accounts/{key}")),
-            token.clone()
-        )
-        .await
-        .0,
-        200
-    );
+    let (key, token) = post_new_account(&server.url, "target").await;
     let before = observable(&server).await;
     let addr = server.running().addr();
     let hash = fixtures::vector("activations/token.hash");
@@ -1251,16 +1168,7 @@ async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
 async fn slow_loris_is_cut_off_and_does_not_hold_up_other_requests() {
     let read_timeout = Duration::from_millis(1000);
     let server = TestServer::start_with(|s| s.http.readtimeout = Dur(read_timeout)).await;
-    let (key, token) = account("stored");
-    assert_eq!(
-        post(
-            &server.at(&format!("/jwt/v1/accounts/{key}")),
-            token.clone()
-        )
-        .await
-        .0,
-        200
-    );
+    let (key, token) = post_new_account(&server.url, "stored").await;
     let before = observable(&server).await;
     let addr = server.running().addr();
 

@@ -6,7 +6,9 @@
 use crate::common::fixtures::{self, account_jwt, account_jwt_at, new_account};
 use crate::common::nats::{sys_creds_path, NatsServer};
 use crate::common::process::run_to_exit;
-use crate::common::{eventually, free_port, get, http, post, TestServer};
+use crate::common::{
+    account, eventually, free_port, get, http, post, post_new_account, serves, TestServer,
+};
 use async_nats::Subscriber;
 use futures_util::StreamExt;
 use nats_account_server::config::{Dur, Settings, StringList};
@@ -63,16 +65,6 @@ fn files_under(root: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     walk(root, root, &mut out);
     out
-}
-
-fn account(name: &str) -> (String, String) {
-    let (kp, jwt) = new_account(name);
-    (kp.public_key(), jwt)
-}
-
-async fn serves(base: &str, key: &str, jwt: &str) -> bool {
-    let (status, body) = get(&format!("{base}/jwt/v1/accounts/{key}")).await;
-    status == 200 && body == jwt
 }
 
 async fn wait_serves(base: &str, key: &str, jwt: &str) {
@@ -216,13 +208,7 @@ async fn flat_dir_store_reads_writes_and_keeps_newer() {
         200
     );
 
-    let (b, b_jwt) = account("b");
-    assert_eq!(
-        post(&server.at(&format!("/jwt/v1/accounts/{b}")), b_jwt.clone())
-            .await
-            .0,
-        200
-    );
+    let (b, b_jwt) = post_new_account(&server.url, "b").await;
     let mut expected = BTreeSet::new();
     expected.insert(format!("{a}.jwt"));
     expected.insert(format!("{b}.jwt"));
@@ -867,13 +853,7 @@ async fn import_from_a_live_primary() {
     let primary = TestServer::primary().await;
     let mut posted = Vec::new();
     for i in 0..5 {
-        let (key, jwt) = account(&format!("p{i}"));
-        assert_eq!(
-            post(&primary.at(&format!("/jwt/v1/accounts/{key}")), jwt.clone())
-                .await
-                .0,
-            200
-        );
+        let (key, jwt) = post_new_account(&primary.url, &format!("p{i}")).await;
         posted.push((key, jwt));
     }
     let work = tempfile::tempdir().unwrap();

@@ -57,6 +57,26 @@ pub fn replica_settings(dir: &std::path::Path, primaries: &[&str]) -> Settings {
     s
 }
 
+/// A replica of `primaries` on its own temp dir, after `tweak` adjusts its settings.
+pub async fn replica_of(primaries: &[&str], tweak: impl FnOnce(&mut Settings)) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s = replica_settings(dir.path(), primaries);
+    tweak(&mut s);
+    TestServer::start_in(dir, s).await
+}
+
+/// A fresh account key and its JWT (signed by the vectors' signing key), as strings.
+pub fn account(name: &str) -> (String, String) {
+    let (kp, jwt) = fixtures::new_account(name);
+    (kp.public_key(), jwt)
+}
+
+/// True when `base` serves exactly `jwt` for account `key`.
+pub async fn serves(base: &str, key: &str, jwt: &str) -> bool {
+    let (status, body) = get(&format!("{base}/jwt/v1/accounts/{key}")).await;
+    status == 200 && body == jwt
+}
+
 impl TestServer {
     /// A primary with the vectors' operator on a fresh sled store.
     pub async fn primary() -> TestServer {
@@ -136,6 +156,25 @@ pub async fn post(url: &str, body: impl Into<String>) -> (u16, String) {
         .await
         .expect("POST");
     (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Mints a fresh account (signed by the vectors' operator signing key), POSTs it to `base` and
+/// asserts the 200; returns `(public key, jwt)`.
+pub async fn post_new_account(base: &str, name: &str) -> (String, String) {
+    let (key, jwt) = account(name);
+    let (status, body) = post(&format!("{base}/jwt/v1/accounts/{key}"), jwt.clone()).await;
+    assert_eq!(status, 200, "POST of new account {name} to {base}: {body}");
+    (key, jwt)
+}
+
+/// Waits until `base` answers `/readyz` with 200 (a replica: its initial sync is done).
+pub async fn wait_ready(base: &str) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{base} ready"),
+        || async { get(&format!("{base}/readyz")).await.0 == 200 },
+    )
+    .await;
 }
 
 /// The sum of the `/metrics` samples of `base` whose line starts with `needle` (a family name,
