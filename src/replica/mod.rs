@@ -253,8 +253,8 @@ impl ReplicaHandle {
                 let trust = self.trust.borrow().clone();
                 match &trust.operator {
                     Some(op) => op.check_issuer(&c.iss)?,
-                    // Without an operator the signature is all we can check; the sync task
-                    // fetches the primary's operator before it applies anything.
+                    // Nothing is stored unverified: the sync task installs the primary's operator
+                    // before it applies anything, and until then NATS updates are refused.
                     None => {
                         return Err(JwtError::InvalidClaims(
                             "no operator known to verify against".into(),
