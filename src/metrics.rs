@@ -26,6 +26,7 @@ struct Inner {
     replica_lag_seconds: prometheus::Gauge,
     primary_reachable: IntGauge,
     replica_applied: IntCounterVec,
+    long_polls: IntGauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +110,11 @@ impl Metrics {
             &["source"],
         )
         .expect("valid metric");
+        let long_polls = IntGauge::new(
+            "nas_changes_long_polls",
+            "Change-feed requests parked waiting for a change (typically one per following replica)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -121,6 +127,7 @@ impl Metrics {
             Box::new(replica_lag_seconds.clone()),
             Box::new(primary_reachable.clone()),
             Box::new(replica_applied.clone()),
+            Box::new(long_polls.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -138,6 +145,7 @@ impl Metrics {
                 replica_lag_seconds,
                 primary_reachable,
                 replica_applied,
+                long_polls,
             }),
         }
     }
@@ -167,6 +175,12 @@ impl Metrics {
             .replica_applied
             .with_label_values(&[source])
             .inc_by(n);
+    }
+
+    /// Counts a parked change-feed long poll until the returned guard is dropped.
+    pub fn long_poll(&self) -> LongPollGuard {
+        self.inner.long_polls.inc();
+        LongPollGuard(self.inner.long_polls.clone())
     }
 
     /// Replica lag gauges and primary reachability.
@@ -217,5 +231,14 @@ fn status_label(status: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+/// Keeps `nas_changes_long_polls` raised while a long poll waits.
+pub struct LongPollGuard(IntGauge);
+
+impl Drop for LongPollGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -47,17 +47,13 @@ async fn change_feed_snapshot_and_long_poll() {
         (body, start.elapsed())
     });
     let (b, b_jwt) = account("b");
-    // The poll must be parked before the write for this to test anything; the primary holds it
-    // for 20 s, so waiting for it to be in flight is a condition on the server, not a sleep.
-    eventually(Duration::from_secs(5), "long poll in flight", || async {
-        metric(
-            &primary.url,
-            "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/changes\"",
-        )
-        .await
-            >= 1.0
-            || !poll.is_finished()
-    })
+    // The poll must be parked before the write for this to test the wake-up: wait until the
+    // primary reports it waiting (a condition on the server, not a sleep).
+    eventually(
+        Duration::from_secs(5),
+        "long poll parked on the primary",
+        || async { metric(&primary.url, "nas_changes_long_polls").await == 1.0 },
+    )
     .await;
     assert_eq!(
         post(&primary.at(&format!("/jwt/v1/accounts/{b}")), b_jwt.clone())
@@ -66,6 +62,7 @@ async fn change_feed_snapshot_and_long_poll() {
         200
     );
     let (body, took) = poll.await.unwrap();
+    assert_eq!(metric(&primary.url, "nas_changes_long_polls").await, 0.0);
     assert_eq!(body, format!("2|account|{b}|{b_jwt}\n"));
     assert!(
         took < Duration::from_secs(15),

@@ -72,6 +72,7 @@ pub async fn changes(
     if entries.is_empty() {
         if let Some(wait) = opts.wait.filter(|w| *w > 0.0) {
             let wait = Duration::from_secs_f64(wait.min(MAX_WAIT));
+            let _parked = state.metrics.long_poll();
             tokio::select! {
                 _ = state.store.wait_for_change(opts.since, wait) => {}
                 _ = state.draining.cancelled() => {}
