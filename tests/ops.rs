@@ -450,6 +450,7 @@ async fn nats_connection_uses_tls() {
         },
     )
     .await;
+    assert_eq!(metric(&server.url, "nas_nats_connected").await, 1.0);
     let (kp, jwt) = new_account("tls-notify");
     assert_eq!(
         post(
