@@ -159,7 +159,7 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
             .trust()
             .system_account
             .as_ref()
-            .filter(|s| s.key == key)
+            .filter(|s| &*s.key == key)
         {
             return Ok(sys.clone());
         }

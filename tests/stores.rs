@@ -385,7 +385,7 @@ async fn path_traversal_is_refused() {
         let commit = Commit {
             records: vec![Record {
                 kind: Kind::Account,
-                key: key.to_string(),
+                key: key.into(),
                 jwt: jwt.clone().into(),
                 seq: 1,
                 old_seq: None,

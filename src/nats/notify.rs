@@ -44,10 +44,14 @@ pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
                 UpdateSubjects::Both => vec![old, new],
             }
         }
-        Kind::Activation => vec![format!(
-            "$SYS.ACCOUNT.{}.CLAIMS.ACTIVATE.{}",
-            entry.iss, entry.key
-        )],
+        Kind::Activation => {
+            // The index does not keep issuers (memory); the token was verified when stored,
+            // so reading its claims back is enough, and activations are rare.
+            let iss = crate::jwt::parse_unverified(entry.jwt_str())
+                .map(|c| c.iss)
+                .unwrap_or_default();
+            vec![format!("$SYS.ACCOUNT.{iss}.CLAIMS.ACTIVATE.{}", entry.key)]
+        }
     }
 }
 
@@ -98,7 +102,7 @@ async fn run(
     mut rx: mpsc::Receiver<Arc<Entry>>,
     metrics: Metrics,
 ) {
-    let mut pending: HashMap<(Kind, String), Arc<Entry>> = HashMap::new();
+    let mut pending: HashMap<(Kind, Arc<str>), Arc<Entry>> = HashMap::new();
     let mut conn = conns.borrow_and_update().clone();
     loop {
         let reconnected = async {
@@ -140,7 +144,7 @@ async fn run(
 /// Re-sends what could not be delivered, oldest change first.
 async fn resend(
     conn: &Connection,
-    pending: &mut HashMap<(Kind, String), Arc<Entry>>,
+    pending: &mut HashMap<(Kind, Arc<str>), Arc<Entry>>,
     metrics: &Metrics,
 ) {
     let Some(client) = &conn.client else { return };

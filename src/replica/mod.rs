@@ -240,6 +240,34 @@ impl ReplicaHandle {
     /// The [`JwtError`] that disqualifies it.
     pub fn verify(&self, kind: Kind, key: &str, token: &str) -> Result<Jwt, JwtError> {
         let jwt = jwt::decode(token)?;
+        self.check(kind, key, &jwt)?;
+        Ok(jwt)
+    }
+
+    /// [`ReplicaHandle::verify`] for a page of the change feed, with the signatures verified
+    /// in batches ([`jwt::decode_many`], about half the cost per token). Returns the tokens
+    /// that pass; each one that does not is logged with its sequence and skipped.
+    pub fn verify_many(&self, changes: Vec<(u64, Kind, String, String)>) -> Vec<Arc<Entry>> {
+        let tokens: Vec<&str> = changes.iter().map(|c| c.3.as_str()).collect();
+        let decoded = jwt::decode_many(&tokens);
+        drop(tokens);
+        changes
+            .into_iter()
+            .zip(decoded)
+            .filter_map(|((seq, kind, key, _), jwt)| {
+                match jwt.and_then(|jwt| self.check(kind, &key, &jwt).map(|()| jwt)) {
+                    Ok(jwt) => Some(Arc::new(Entry::new(kind, &key, &jwt))),
+                    Err(e) => {
+                        tracing::warn!(seq, %key, cause = %e, "replicated token does not verify; skipped");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The checks after the signature: type, key, and the operator's trust for accounts.
+    fn check(&self, kind: Kind, key: &str, jwt: &Jwt) -> Result<(), JwtError> {
         let c = &jwt.claims;
         match kind {
             Kind::Account => {
@@ -272,7 +300,7 @@ impl ReplicaHandle {
                 }
             }
         }
-        Ok(jwt)
+        Ok(())
     }
 }
 

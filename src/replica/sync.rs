@@ -4,16 +4,17 @@
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
 //! state is: never skipping a change, and re-applying one is a no-op (same `jti`).
 
+use super::client::SyncError;
 use super::{ReplicaHandle, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE, META_SYNCED};
 use crate::config::Settings;
 use crate::jwt::trust::Operator;
-use crate::jwt::Jwt;
 use crate::state::Trust;
-use crate::store::Kind;
+use crate::store::{Entry, Kind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
@@ -36,6 +37,48 @@ impl From<&Settings> for Options {
     }
 }
 
+/// A feed page whose tokens have been verified, ready to commit.
+struct VerifiedPage {
+    /// `X-Store-Id` of the answer.
+    store_id: String,
+    /// `X-Head-Seq` of the answer.
+    head: u64,
+    /// How many changes the page had (verified or not).
+    count: usize,
+    /// The sequence of its last change.
+    last: Option<u64>,
+    /// The tokens that verified.
+    tokens: Vec<Arc<Entry>>,
+}
+
+/// Fetches one page of the feed and verifies its tokens.
+async fn fetch_verified(
+    replica: ReplicaHandle,
+    since: u64,
+    limit: usize,
+    wait: Duration,
+) -> Result<VerifiedPage, SyncError> {
+    let page = replica.client.changes(since, limit, wait).await?;
+    let count = page.changes.len();
+    let last = page.changes.last().map(|c| c.0);
+    let tokens = verify_page(&replica, page.changes).await;
+    Ok(VerifiedPage {
+        store_id: page.store_id,
+        head: page.head,
+        count,
+        last,
+        tokens,
+    })
+}
+
+/// The next page, requested while the current one is committed. During an initial sync or a
+/// catch-up, fetching (the primary renders, the network carries), verifying (both cores) and
+/// committing (the store's writer thread) then overlap instead of taking turns.
+struct Prefetch {
+    since: u64,
+    task: AbortOnDropHandle<Result<VerifiedPage, SyncError>>,
+}
+
 /// Runs until `cancel` fires.
 pub(super) async fn run(
     replica: ReplicaHandle,
@@ -54,6 +97,7 @@ pub(super) async fn run(
         .map_or(0, |b| super::decode_u64(&b));
     let mut synced = store.meta(META_SYNCED).is_some();
     let mut backoff = Duration::from_millis(100);
+    let mut ahead: Option<Prefetch> = None;
 
     while !cancel.is_cancelled() {
         if trust_tx.borrow().operator.is_none() && !fetch_operator(&replica, &trust_tx).await {
@@ -71,13 +115,25 @@ pub(super) async fn run(
             Duration::ZERO
         };
         let since = cursor;
+        let fetch = async {
+            match ahead.take() {
+                Some(p) if p.since == since => match p.task.await {
+                    Ok(page) => page,
+                    Err(e) => Err(SyncError::Protocol {
+                        url: client.current().to_string(),
+                        message: format!("prefetching the next page failed: {e}"),
+                    }),
+                },
+                _ => fetch_verified(replica.clone(), since, opts.batch, wait).await,
+            }
+        };
         let page = tokio::select! {
             _ = cancel.cancelled() => break,
-            page = client.changes(since, opts.batch, wait) => page,
+            page = fetch => page,
         };
         let page = match page {
             Ok(page) => page,
-            Err(super::client::SyncError::NoFeed { url }) => {
+            Err(SyncError::NoFeed { url }) => {
                 // A Go primary: no feed, so copy its pack now and again every poll interval
                 // (the Go replicas refreshed lazily; this bounds staleness instead).
                 let wait = if sync_from_pack(&replica, &opts, &status).await {
@@ -98,7 +154,7 @@ pub(super) async fn run(
                     s.reachable = false;
                     s.primary = client.current().to_string();
                 });
-                if matches!(e, super::client::SyncError::Unreachable { .. }) {
+                if matches!(e, SyncError::Unreachable { .. }) {
                     client.rotate();
                 }
                 if sleep_or_cancel(&cancel, backoff).await {
@@ -124,11 +180,20 @@ pub(super) async fn run(
             }
         }
 
-        let last = page.changes.last().map(|c| c.0);
-        let count = page.changes.len();
-        let applied = apply_page(&replica, page.changes).await;
-        let new_cursor = last.unwrap_or(cursor);
-        let caught_up = count < opts.batch && new_cursor >= page.head;
+        let new_cursor = page.last.unwrap_or(cursor);
+        let caught_up = page.count < opts.batch && new_cursor >= page.head;
+        if page.count == opts.batch {
+            // A full page: more are waiting. Ask for the next one now.
+            ahead = Some(Prefetch {
+                since: new_cursor,
+                task: AbortOnDropHandle::new(tokio::spawn(fetch_verified(
+                    replica.clone(),
+                    new_cursor,
+                    opts.batch,
+                    Duration::ZERO,
+                ))),
+            });
+        }
         let mut meta = Vec::new();
         if new_cursor != cursor || since == 0 {
             meta.push((
@@ -143,13 +208,16 @@ pub(super) async fn run(
         if caught_up && !synced {
             meta.push((META_SYNCED.to_string(), b"1".to_vec()));
         }
-        if let Err(e) = commit_in_chunks(&store, applied, meta).await {
+        let applied = page.tokens.len() as u64;
+        if let Err(e) = commit_in_chunks(&store, page.tokens, meta).await {
             tracing::error!(cause = %e, "could not store replicated tokens; retrying");
+            ahead = None;
             if sleep_or_cancel(&cancel, backoff).await {
                 break;
             }
             continue;
         }
+        replica.metrics.replica_applied("feed", applied);
         cursor = new_cursor;
         if caught_up && !synced {
             tracing::info!(primary = %client.current(), head = page.head, "initial sync complete");
@@ -170,10 +238,10 @@ pub(super) async fn run(
 
 /// Verifies a page's tokens (in parallel: signature checks dominate a large initial sync) and
 /// returns those that pass. A token that fails is logged and skipped, never stored.
-async fn apply_page(
+async fn verify_page(
     replica: &ReplicaHandle,
     changes: Vec<(u64, Kind, String, String)>,
-) -> Vec<(Kind, String, Jwt)> {
+) -> Vec<Arc<Entry>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
@@ -184,17 +252,7 @@ async fn apply_page(
         let tail = rest.split_off(chunk.min(rest.len()));
         let part = std::mem::replace(&mut rest, tail);
         let r = replica.clone();
-        jobs.push(tokio::task::spawn_blocking(move || {
-            part.into_iter()
-                .filter_map(|(seq, kind, key, token)| match r.verify(kind, &key, &token) {
-                    Ok(jwt) => Some((kind, key, jwt)),
-                    Err(e) => {
-                        tracing::warn!(seq, %key, cause = %e, "replicated token does not verify; skipped");
-                        None
-                    }
-                })
-                .collect::<Vec<_>>()
-        }));
+        jobs.push(tokio::task::spawn_blocking(move || r.verify_many(part)));
     }
     let mut out = Vec::new();
     for job in jobs {
@@ -202,7 +260,6 @@ async fn apply_page(
             out.extend(part);
         }
     }
-    replica.metrics.replica_applied("feed", out.len() as u64);
     out
 }
 
@@ -214,16 +271,16 @@ const COMMIT_CHUNK: usize = 1000;
 /// slices leaves the cursor where it was, and re-applying the stored slices is a no-op.
 async fn commit_in_chunks(
     store: &crate::store::Store,
-    mut applied: Vec<(Kind, String, Jwt)>,
+    mut applied: Vec<Arc<Entry>>,
     meta: Vec<(String, Vec<u8>)>,
 ) -> Result<(), crate::store::StoreError> {
     while applied.len() > COMMIT_CHUNK {
         let rest = applied.split_off(COMMIT_CHUNK);
         store
-            .put_many(std::mem::replace(&mut applied, rest), Vec::new())
+            .put_entries(std::mem::replace(&mut applied, rest), Vec::new())
             .await?;
     }
-    store.put_many(applied, meta).await.map(drop)
+    store.put_entries(applied, meta).await.map(drop)
 }
 
 /// Copies a Go primary's pack (accounts and activations, newer-wins). Returns whether it worked.
@@ -253,12 +310,14 @@ async fn sync_from_pack(
             (0, kind, key, jwt)
         })
         .collect();
-    let applied = apply_page(replica, changes).await;
+    let applied = verify_page(replica, changes).await;
+    let count = applied.len() as u64;
     let meta = vec![(META_SYNCED.to_string(), b"1".to_vec())];
-    if let Err(e) = replica.store.put_many(applied, meta).await {
+    if let Err(e) = commit_in_chunks(&replica.store, applied, meta).await {
         tracing::error!(cause = %e, "could not store the primary's pack");
         return false;
     }
+    replica.metrics.replica_applied("feed", count);
     status.send_modify(|s| {
         s.primary = replica.client.current().to_string();
         s.reachable = true;

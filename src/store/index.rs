@@ -9,24 +9,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A stored token and what serving it needs, computed once at write or load time.
+///
+/// Kept small because the index holds one per stored token (100,000 accounts must fit in well
+/// under 200 MiB with everything else): the key is one allocation shared with the index's map,
+/// and the ETag and the JWT are two views of one buffer (`"<jti>"` followed by the token), so
+/// serving either is a reference count, never a copy.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Account or activation.
     pub kind: Kind,
     /// The account public key or activation hash.
-    pub key: String,
-    /// The raw token, served as the body (cheap to clone).
+    pub key: Arc<str>,
+    /// The raw token, served as the body.
     pub jwt: Bytes,
-    /// `jti`, the ETag value.
-    pub jti: String,
-    /// The quoted ETag header value, `"<jti>"`.
-    pub etag: String,
+    /// The ETag header value, `"<jti>"` (a view of the same buffer as `jwt`).
+    pub etag: Bytes,
     /// Issued-at; orders versions.
     pub iat: i64,
     /// Expiry, if any (0 in the token means none).
     pub exp: Option<i64>,
-    /// Issuer key (activations are notified on a subject naming it).
-    pub iss: String,
     /// The sequence number of this version in the change log (0 until committed).
     pub seq: u64,
 }
@@ -34,25 +35,30 @@ pub struct Entry {
 impl Entry {
     /// An entry for a verified token, not yet sequenced.
     pub fn new(kind: Kind, key: &str, jwt: &Jwt) -> Entry {
-        Entry::from_parts(kind, key, Bytes::from(jwt.raw.clone()), &jwt.claims, 0)
+        Entry::from_parts(kind, key.into(), jwt.raw.as_bytes(), &jwt.claims, 0)
     }
 
     pub(super) fn from_parts(
         kind: Kind,
-        key: &str,
-        jwt: Bytes,
+        key: Arc<str>,
+        jwt: &[u8],
         claims: &Claims,
         seq: u64,
     ) -> Entry {
+        let mut buf = Vec::with_capacity(claims.jti.len() + 2 + jwt.len());
+        buf.push(b'"');
+        buf.extend_from_slice(claims.jti.as_bytes());
+        buf.push(b'"');
+        let etag_len = buf.len();
+        buf.extend_from_slice(jwt);
+        let buf = Bytes::from(buf);
         Entry {
             kind,
-            key: key.to_string(),
-            jwt,
-            jti: claims.jti.clone(),
-            etag: format!("\"{}\"", claims.jti),
+            key,
+            etag: buf.slice(..etag_len),
+            jwt: buf.slice(etag_len..),
             iat: claims.iat,
             exp: claims.expires(),
-            iss: claims.iss.clone(),
             seq,
         }
     }
@@ -61,15 +67,26 @@ impl Entry {
     pub fn jwt_str(&self) -> &str {
         std::str::from_utf8(&self.jwt).unwrap_or("")
     }
+
+    /// The quoted ETag, as text.
+    pub fn etag_str(&self) -> &str {
+        std::str::from_utf8(&self.etag).unwrap_or("")
+    }
+
+    /// The token's `jti` (the ETag without its quotes).
+    pub fn jti(&self) -> &str {
+        let etag = self.etag_str();
+        etag.get(1..etag.len().saturating_sub(1)).unwrap_or("")
+    }
 }
 
 /// All entries and the change log.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    accounts: HashMap<String, Arc<Entry>>,
-    activations: HashMap<String, Arc<Entry>>,
+    accounts: HashMap<Arc<str>, Arc<Entry>>,
+    activations: HashMap<Arc<str>, Arc<Entry>>,
     /// Each key appears once, at the sequence of its latest version.
-    log: BTreeMap<u64, (Kind, String)>,
+    log: BTreeMap<u64, Arc<Entry>>,
     head: u64,
     meta: HashMap<String, Vec<u8>>,
 }
@@ -81,7 +98,7 @@ impl Index {
             ..Index::default()
         };
         for (kind, key, jwt, seq) in loaded.records {
-            let entry = parse_stored(kind, &key, jwt, seq)?;
+            let entry = parse_stored(kind, &key, &jwt, seq)?;
             index.insert(Arc::new(entry));
         }
         if let Some(h) = index
@@ -94,7 +111,7 @@ impl Index {
         Ok(index)
     }
 
-    fn map(&self, kind: Kind) -> &HashMap<String, Arc<Entry>> {
+    fn map(&self, kind: Kind) -> &HashMap<Arc<str>, Arc<Entry>> {
         match kind {
             Kind::Account => &self.accounts,
             Kind::Activation => &self.activations,
@@ -114,8 +131,8 @@ impl Index {
         if let Some(old) = map.insert(entry.key.clone(), entry.clone()) {
             self.log.remove(&old.seq);
         }
-        self.log.insert(entry.seq, (entry.kind, entry.key.clone()));
         self.head = self.head.max(entry.seq);
+        self.log.insert(entry.seq, entry);
     }
 
     /// Removes a key and its change-log entry. The head does not move: a removal adds nothing
@@ -150,16 +167,16 @@ impl Index {
         self.log
             .range(since.saturating_add(1)..)
             .take(limit)
-            .filter_map(|(_, (kind, key))| self.get(*kind, key))
+            .map(|(_, e)| e.clone())
             .collect()
     }
 
     pub(super) fn all(&self, kind: Kind, max: usize) -> Vec<Arc<Entry>> {
         self.log
             .values()
-            .filter(|(k, _)| *k == kind)
+            .filter(|e| e.kind == kind)
             .take(max)
-            .filter_map(|(k, key)| self.get(*k, key))
+            .cloned()
             .collect()
     }
 

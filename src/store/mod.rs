@@ -106,7 +106,7 @@ pub struct Record {
     /// What it is.
     pub kind: Kind,
     /// Its key.
-    pub key: String,
+    pub key: Arc<str>,
     /// The raw token.
     pub jwt: Bytes,
     /// Its new sequence number.
@@ -336,6 +336,20 @@ impl Store {
         self.send(entries, meta).await
     }
 
+    /// [`Store::put_many`] for entries already built ([`Entry::new`]): a replica turns each
+    /// verified token into its compact entry at once, so a page in flight holds no parsed
+    /// claims.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn put_entries(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        self.send(entries, meta).await
+    }
+
     /// Sets metadata durably.
     ///
     /// # Errors
@@ -482,14 +496,14 @@ fn new_lineage_id() -> String {
 pub(crate) fn parse_stored(
     kind: Kind,
     key: &str,
-    jwt: Bytes,
+    jwt: &[u8],
     seq: u64,
 ) -> Result<Entry, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         key: key.to_string(),
         reason,
     };
-    let text = std::str::from_utf8(&jwt).map_err(|_| corrupt("not UTF-8".into()))?;
+    let text = std::str::from_utf8(jwt).map_err(|_| corrupt("not UTF-8".into()))?;
     let claims = jwt::parse_unverified(text).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Entry::from_parts(kind, key, jwt.clone(), &claims, seq))
+    Ok(Entry::from_parts(kind, key.into(), jwt, &claims, seq))
 }

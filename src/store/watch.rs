@@ -360,7 +360,7 @@ impl Mirror {
         provided.extend(self.known.values().cloned());
         for kind in [Kind::Account, Kind::Activation] {
             for entry in store.all(kind, usize::MAX) {
-                let id = (kind, entry.key.clone());
+                let id = (kind, entry.key.to_string());
                 if !provided.contains(&id) && !changes.removals.contains(&id) {
                     changes.removals.push(id);
                 }
@@ -389,7 +389,7 @@ impl Mirror {
         let id = (token.kind, token.key.clone());
         let unchanged = store
             .get(token.kind, &token.key)
-            .is_some_and(|e| e.jti == token.claims.jti);
+            .is_some_and(|e| e.jti() == token.claims.jti);
         if !unchanged {
             match jwt::decode(&token.text) {
                 Ok(jwt) => changes

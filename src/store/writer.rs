@@ -82,7 +82,7 @@ fn commit_batch(
     // Writes earlier in this batch are not in the index yet; later writes of the same key must
     // be compared against them, not against the index.
     // `None` marks a key removed earlier in the batch.
-    let mut staged: HashMap<(Kind, String), Option<Arc<Entry>>> = HashMap::new();
+    let mut staged: HashMap<(Kind, Arc<str>), Option<Arc<Entry>>> = HashMap::new();
     let mut commit = Commit::default();
     let mut outcomes = Vec::with_capacity(batch.len());
 
@@ -100,7 +100,7 @@ fn commit_batch(
                     .get(entry.kind, &entry.key),
             };
             these.push(match current {
-                Some(cur) if cur.jti == entry.jti => PutOutcome::Unchanged(cur),
+                Some(cur) if cur.jti() == entry.jti() => PutOutcome::Unchanged(cur),
                 // Newer-wins on `iat`: strictly older loses; equal `iat` with another `jti`
                 // replaces (the vectors and nats-server's own store agree on this). An
                 // external change (a watched file) is not a claim to order: the file is the
@@ -129,7 +129,7 @@ fn commit_batch(
         // Removals come from watched files only, whose backend commit is a no-op (the file is
         // already gone), so they touch the index alone; see `WriteRequest::removals`.
         for (kind, key) in &req.removals {
-            staged.insert((*kind, key.clone()), None);
+            staged.insert((*kind, key.as_str().into()), None);
         }
         outcomes.push(these);
     }
