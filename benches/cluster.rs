@@ -843,6 +843,21 @@ fn memory(opts: &Opts) {
         after - before,
         t.elapsed().as_secs_f64()
     );
+    // A restart: the same data loaded by a fresh store.
+    rt.block_on(sled.close());
+    drop(sled);
+    nats_account_server::memory::release_free_memory();
+    let before = own_rss_mib();
+    let t = Instant::now();
+    let reopened = Store::open_sled(&tmp.path().join("data")).expect("reopen sled");
+    nats_account_server::memory::release_free_memory();
+    let after = own_rss_mib();
+    println!(
+        "sled store reopened ({} accounts loaded): +{:.1} MiB, {:.2} s",
+        reopened.counts().0,
+        after - before,
+        t.elapsed().as_secs_f64()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 //! - [`http`]: routes, handlers and token rendering; [`error`] maps failures to HTTP.
 //! - [`nats`]: the background NATS connection and claims-update notifications.
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
-//! - [`metrics`]: per-instance Prometheus registry.
+//! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
 pub mod config;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod jwt;
+pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod replica;

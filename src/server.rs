@@ -126,6 +126,12 @@ fn read_token(path: &Path, what: &'static str) -> Result<String, StartError> {
 /// # Errors
 /// [`StartError::Store`] when the store cannot be opened.
 pub fn open_store(settings: &Settings) -> Result<Store, StartError> {
+    let store = open_store_choice(settings)?;
+    crate::memory::release_free_memory();
+    Ok(store)
+}
+
+fn open_store_choice(settings: &Settings) -> Result<Store, StartError> {
     use crate::store::{dir::DirBackend, nsc::NscBackend, watch::Source};
     match settings.store_choice() {
         StoreChoice::Sled(dir) => Ok(Store::open_sled(&dir)?),

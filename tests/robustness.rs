@@ -888,7 +888,7 @@ struct Faulty {
 }
 
 impl Backend for Faulty {
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
         self.inner.load()
     }
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

@@ -221,6 +221,7 @@ pub(super) async fn run(
         cursor = new_cursor;
         if caught_up && !synced {
             tracing::info!(primary = %client.current(), head = page.head, "initial sync complete");
+            crate::memory::release_free_memory();
             synced = true;
         }
         status.send_modify(|s| {

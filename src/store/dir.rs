@@ -30,7 +30,6 @@
 
 use super::{Backend, Commit, Kind, Loaded, StoreError};
 use crate::jwt::{self, ClaimType, Claims};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -361,7 +360,7 @@ fn io_at(path: &Path, e: io::Error) -> StoreError {
 }
 
 impl Backend for DirBackend {
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
         let files = self
             .layout
             .token_files()
@@ -376,9 +375,7 @@ impl Backend for DirBackend {
             match self.layout.read(kind, &key, &path) {
                 Ok(token) => {
                     seq += 1;
-                    loaded
-                        .records
-                        .push((kind, key, Bytes::from(token.text), seq));
+                    loaded.push(kind, &key, token.text.as_bytes(), seq)?;
                 }
                 Err(reason) => {
                     tracing::warn!(path = %path.display(), %reason, "skipping a file that is not a token for its name")

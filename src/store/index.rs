@@ -2,7 +2,7 @@
 //! change log (sequence → key) the replication feed reads. Owned by `Store` behind a `RwLock`;
 //! only the writer thread mutates it, after the backend has made the change durable.
 
-use super::{parse_stored, Kind, Loaded, StoreError};
+use super::{Kind, Loaded, StoreError};
 use crate::jwt::{Claims, Jwt};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -97,8 +97,7 @@ impl Index {
             meta: loaded.meta,
             ..Index::default()
         };
-        for (kind, key, jwt, seq) in loaded.records {
-            let entry = parse_stored(kind, &key, &jwt, seq)?;
+        for entry in loaded.entries {
             index.insert(Arc::new(entry));
         }
         if let Some(h) = index

@@ -129,20 +129,34 @@ pub struct Commit {
 /// What a backend holds at open.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// `(kind, key, jwt, seq)` of every record.
-    pub records: Vec<(Kind, String, Bytes, u64)>,
+    /// Every record, as the index entry it becomes. Backends add records with
+    /// [`Loaded::push`], which builds the entry at once: holding 100,000 raw copies until the
+    /// index is built would double the memory a start needs (and glibc keeps much of a peak).
+    pub entries: Vec<Entry>,
     /// All metadata.
     pub meta: HashMap<String, Vec<u8>>,
+}
+
+impl Loaded {
+    /// Adds a stored token (verified when it was written; parsed, not re-verified).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when it is not a parseable JWT.
+    pub fn push(&mut self, kind: Kind, key: &str, jwt: &[u8], seq: u64) -> Result<(), StoreError> {
+        self.entries.push(parse_stored(kind, key, jwt, seq)?);
+        Ok(())
+    }
 }
 
 /// Durable storage behind the index. Implementations must make `commit` atomic and durable
 /// before returning `Ok`.
 pub trait Backend: Send + Sync + 'static {
-    /// Reads everything at open.
+    /// Reads everything, once, at open (before any commit; `&mut` lets a backend drop what
+    /// reading everything left behind, see [`sled::SledBackend`]).
     ///
     /// # Errors
     /// [`StoreError::Io`] / [`StoreError::Corrupt`].
-    fn load(&self) -> Result<Loaded, StoreError>;
+    fn load(&mut self) -> Result<Loaded, StoreError>;
     /// Persists a commit atomically and durably.
     ///
     /// # Errors
@@ -157,7 +171,7 @@ pub trait Backend: Send + Sync + 'static {
 pub struct MemoryBackend;
 
 impl Backend for MemoryBackend {
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
         Ok(Loaded::default())
     }
     fn commit(&self, _commit: &Commit) -> Result<(), StoreError> {
@@ -254,7 +268,7 @@ impl Store {
         Store::open_with(backend, Mode::Watched(source))
     }
 
-    fn open_with(backend: Box<dyn Backend>, mode: Mode) -> Result<Store, StoreError> {
+    fn open_with(mut backend: Box<dyn Backend>, mode: Mode) -> Result<Store, StoreError> {
         let writable = matches!(mode, Mode::Writable);
         let loaded = backend.load()?;
         let mut index = Index::from_loaded(loaded)?;

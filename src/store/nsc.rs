@@ -16,7 +16,6 @@
 
 use super::dir::{identify, TokenFile};
 use super::{Backend, Commit, Kind, Loaded, StoreError};
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -139,7 +138,7 @@ impl NscBackend {
 }
 
 impl Backend for NscBackend {
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
         let files = self
             .layout
             .account_files()
@@ -163,9 +162,7 @@ impl Backend for NscBackend {
         tokens.sort_by_key(|(order, _)| *order);
         let mut loaded = Loaded::default();
         for (seq, (_, token)) in (1u64..).zip(tokens) {
-            loaded
-                .records
-                .push((Kind::Account, token.key, Bytes::from(token.text), seq));
+            loaded.push(Kind::Account, &token.key, token.text.as_bytes(), seq)?;
         }
         Ok(loaded)
     }
