@@ -2,8 +2,8 @@
 //! one test process). Labels are low-cardinality: route templates and status codes, never keys.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ struct Inner {
     rejections: IntCounterVec,
     store_entries: IntGaugeVec,
     head_seq: IntGauge,
+    store_failing: IntGauge,
+    store_failures: IntCounter,
     nats_connected: IntGauge,
     replica_lag_seq: IntGauge,
     replica_lag_seconds: prometheus::Gauge,
@@ -82,6 +84,16 @@ impl Metrics {
         .expect("valid metric");
         let head_seq = IntGauge::new("nas_store_head_sequence", "Head sequence of the change log")
             .expect("valid metric");
+        let store_failing = IntGauge::new(
+            "nas_store_write_failing",
+            "1 while commits to the store fail (disk full, read-only file system); writes answer 500",
+        )
+        .expect("valid metric");
+        let store_failures = IntCounter::new(
+            "nas_store_write_failures_total",
+            "Commits to the store that failed (each answered every write of its group with 500)",
+        )
+        .expect("valid metric");
         let nats_connected = IntGauge::new(
             "nas_nats_connected",
             "1 when connected to NATS, 0 otherwise (absent NATS: 0)",
@@ -122,6 +134,8 @@ impl Metrics {
             Box::new(rejections.clone()),
             Box::new(store_entries.clone()),
             Box::new(head_seq.clone()),
+            Box::new(store_failing.clone()),
+            Box::new(store_failures.clone()),
             Box::new(nats_connected.clone()),
             Box::new(replica_lag_seq.clone()),
             Box::new(replica_lag_seconds.clone()),
@@ -140,6 +154,8 @@ impl Metrics {
                 rejections,
                 store_entries,
                 head_seq,
+                store_failing,
+                store_failures,
                 nats_connected,
                 replica_lag_seq,
                 replica_lag_seconds,
@@ -192,6 +208,18 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after refreshing the gauges sampled at scrape time.
+    /// Sets the store's write-health metrics (read from the store at scrape time, like the
+    /// other store gauges).
+    pub fn store_health(&self, health: &crate::store::WriteHealth) {
+        let i = &self.inner;
+        i.store_failing.set(i64::from(health.failing));
+        // The store counts; the counter follows it.
+        let seen = i.store_failures.get();
+        if health.failures > seen {
+            i.store_failures.inc_by(health.failures - seen);
+        }
+    }
+
     pub fn render(
         &self,
         accounts: usize,

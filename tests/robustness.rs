@@ -771,8 +771,10 @@ fn assert_clean_500(status: u16, body: &str, secrets: &[&str]) {
 }
 
 /// The primary's data directory runs out of space (a real 2 MiB tmpfs, filled up): writes are
-/// answered with a clean 500, reads, health and the feed keep working, nothing acknowledged is
-/// lost, and after a restart with space again the store is whole and writable.
+/// answered with a clean 500 and `/healthz` says the store is failing, reads and the feed keep
+/// working, nothing acknowledged is lost; once there is space again the next write succeeds
+/// without a restart. A start attempt on the full disk fails cleanly and does not make the store
+/// unopenable (with sled alone it would); after it, the store is whole and writable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_answers_500_and_keeps_serving_reads() {
     // Declared before the mount guard, so the guard unmounts before the dir is removed.
@@ -797,15 +799,8 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
         let (key, token) = post_new_account(&server.url, &format!("roomy-{i}")).await;
         acked.push((key, token));
     }
-    // Fill the file system.
     let filler = mnt.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 4096];
-        while f.write_all(&chunk).and_then(|_| f.flush()).is_ok() {}
-        let _ = f.sync_all();
-    }
+    fill(&filler);
 
     // Writes fail (a few may still fit in pages the store already holds), cleanly.
     let mut failed = None;
@@ -849,18 +844,35 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
     );
     assert_eq!(get(&server.at("/healthz")).await.0, 200);
     assert_eq!(readyz(&server.url).await.0, 200);
+    assert_eq!(store_health(&server.url).await, ("failing".into(), 1.0));
     assert_eq!(
         contents(&server.url, "full primary").await.len(),
         acked.len()
     );
 
-    // Space again, restart: everything acknowledged is there, and writes work.
+    // Space again: without a restart, the next write reopens the store (sled refuses every
+    // write after an I/O error until then) and is stored; nothing acknowledged went missing.
     std::fs::remove_file(&filler).unwrap();
-    // (Without a restart writes keep failing: sled refuses every write after an I/O error,
-    // until it is reopened.)
+    let (key, token) = post_new_account(&server.url, "space-again").await;
+    acked.push((key, token));
+    assert_eq!(store_health(&server.url).await, ("ok".into(), 0.0));
+    let have = contents(&server.url, "recovered primary").await;
+    for (key, token) in &acked {
+        assert_eq!(have.get(key), Some(token), "{key} lost before the restart");
+    }
+
+    // Full again, and a restart while it is: opening the store fails cleanly (sled leaves an
+    // unfinished snapshot behind). With space again it opens whole (that leftover, which sled
+    // itself would take for corruption, is removed), and writes work.
+    fill(&filler);
     server.stop().await;
     let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
     drop(server);
+    let err = nats_account_server::server::open_store(&settings)
+        .err()
+        .expect("opening the store on a full disk fails");
+    assert!(err.to_string().contains("space"), "{err}");
+    std::fs::remove_file(&filler).unwrap();
     let server = TestServer::start_in(dir, settings).await;
     let have = contents(&server.url, "restarted primary").await;
     for (key, token) in &acked {
@@ -878,6 +890,15 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
     );
     drop(server);
     drop(tmpfs);
+}
+
+/// Fills the file system `path` is on with `path`.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).and_then(|_| f.flush()).is_ok() {}
+    let _ = f.sync_all();
 }
 
 /// The real sled backend behind a switch that makes commits fail as a read-only file system
@@ -899,9 +920,25 @@ impl Backend for Faulty {
         }
         self.inner.commit(commit)
     }
+    fn recover(&mut self) -> Result<Option<Loaded>, StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("Read-only file system (os error 30)".into()));
+        }
+        self.inner.recover()
+    }
     fn name(&self) -> &'static str {
         "sled"
     }
+}
+
+/// `/healthz`'s store state and `nas_store_write_failing`.
+async fn store_health(base: &str) -> (String, f64) {
+    let (_, body) = get(&format!("{base}/healthz")).await;
+    let health: Value = serde_json::from_str(&body).unwrap();
+    (
+        health["store"].as_str().unwrap_or_default().to_string(),
+        metric(base, "nas_store_write_failing").await,
+    )
 }
 
 async fn start_faulty(dir: tempfile::TempDir, fail: Arc<AtomicBool>) -> TestServer {
@@ -990,9 +1027,12 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
         "failed writes left a trace"
     );
     assert_eq!(readyz(&server.url).await.0, 200);
+    assert_eq!(store_health(&server.url).await, ("failing".into(), 1.0));
+    assert!(metric(&server.url, "nas_store_write_failures_total").await >= 1.0);
 
     fail.store(false, Ordering::SeqCst);
     let (key, token) = post_new_account(&server.url, "after-recovery").await;
+    assert_eq!(store_health(&server.url).await, ("ok".into(), 0.0));
     let (changes, head) = feed(&server.url).await;
     assert_eq!(
         head,

@@ -7,11 +7,24 @@ use std::fmt::Write;
 
 /// `GET /healthz`: the process serves HTTP. The body says which role and NATS state it has.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let health = state.store.write_health();
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "role": state.role(),
         "nats": state.nats.state(),
+        "store": store_state(&health),
+        "store_write_failures": health.failures,
     }))
+}
+
+/// `ok`, or `failing` while commits fail (disk full, read-only file system): reads go on, and
+/// writes answer 500 until the cause is fixed; the log has the cause.
+fn store_state(health: &crate::store::WriteHealth) -> &'static str {
+    if health.failing {
+        "failing"
+    } else {
+        "ok"
+    }
 }
 
 /// `GET /readyz`: 200 once the store is open and, on a replica, the initial sync is done;
@@ -25,6 +38,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "activations": activations,
         "head_seq": state.store.head(),
         "nats": state.nats.state(),
+        "store_writes": store_state(&state.store.write_health()),
     });
     let ready = match &state.replica {
         None => true,
@@ -61,6 +75,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             s.reachable,
         );
     }
+    state.metrics.store_health(&state.store.write_health());
     let body = state.metrics.render(
         accounts,
         activations,

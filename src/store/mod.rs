@@ -162,6 +162,18 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Io`]; then nothing of the commit may be acknowledged.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// Called by the writer before the next commit after one failed. A backend that refuses
+    /// every write after an I/O error (sled does, until it is reopened) reopens here and
+    /// returns everything it now holds, which replaces the index: the failed commit may still
+    /// have reached the disk, and the index must never disagree with the disk about which
+    /// sequence numbers are taken. `Ok(None)`: nothing to do, the next commit just tries.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] while the backend is still unusable; the writer tries again at the
+    /// next write.
+    fn recover(&mut self) -> Result<Option<Loaded>, StoreError> {
+        Ok(None)
+    }
     /// A short name for logs and the status page (`sled`, `memory`, …).
     fn name(&self) -> &'static str;
 }
@@ -180,6 +192,16 @@ impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"
     }
+}
+
+/// Whether writes are reaching the disk, as the writer thread last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteHealth {
+    /// The last commit failed (disk full, read-only file system, …) and no commit has
+    /// succeeded since. Reads are unaffected; writes answer 500 until the cause is fixed.
+    pub failing: bool,
+    /// Commits that failed since the store was opened.
+    pub failures: u64,
 }
 
 /// A write request as the writer thread sees it: put each entry if it is newer than what is
@@ -211,6 +233,7 @@ pub struct Store {
     /// The files a watched store mirrors; `None` for every other store.
     source: Option<Arc<watch::Source>>,
     head: tokio::sync::watch::Receiver<u64>,
+    health: tokio::sync::watch::Receiver<WriteHealth>,
     lineage: Arc<str>,
     backend_name: &'static str,
 }
@@ -289,9 +312,13 @@ impl Store {
             String::from_utf8_lossy(index.meta(META_LINEAGE).unwrap_or_default()).into();
         let backend_name = backend.name();
         let (head_tx, head_rx) = tokio::sync::watch::channel(index.head());
+        let (health_tx, health_rx) = tokio::sync::watch::channel(WriteHealth::default());
         let index = Arc::new(RwLock::new(index));
         let (writer, source) = match mode {
-            Mode::Writable => (Some(writer::spawn(backend, index.clone(), head_tx)), None),
+            Mode::Writable => (
+                Some(writer::spawn(backend, index.clone(), head_tx, health_tx)),
+                None,
+            ),
             Mode::ReadOnly => (None, None),
             // The files are already the durable copy of every external change: the writer
             // only orders and sequences them, so its backend is the no-op one.
@@ -300,6 +327,7 @@ impl Store {
                     Box::new(MemoryBackend),
                     index.clone(),
                     head_tx,
+                    health_tx,
                 )),
                 Some(Arc::new(source)),
             ),
@@ -310,6 +338,7 @@ impl Store {
             writable,
             source,
             head: head_rx,
+            health: health_rx,
             lineage,
             backend_name,
         })
@@ -456,6 +485,11 @@ impl Store {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|h| *h > since)).await;
         let head = *rx.borrow();
         head
+    }
+
+    /// Whether writes currently reach the disk.
+    pub fn write_health(&self) -> WriteHealth {
+        self.health.borrow().clone()
     }
 
     /// The highest sequence number written.

@@ -54,19 +54,85 @@ impl SledBackend {
         })
     }
 
-    fn db(&self) -> &::sled::Db {
+    /// The open handle; absent only after a reopen failed (see [`Backend::recover`]).
+    fn db(&self) -> Result<&::sled::Db, StoreError> {
         self.db
             .as_ref()
-            .expect("the sled handle is only absent inside load")
+            .ok_or_else(|| StoreError::Io("the sled store could not be reopened".into()))
     }
 }
 
+/// Opens the sled database in `dir`.
+///
+/// sled 0.34 writes a snapshot at every open, to `snap.<lsn>.generating`, renamed to
+/// `snap.<lsn>` once complete. When that write fails (a full disk) the `.generating` file
+/// stays, and every later open picks it as the newest snapshot and reports corruption: one
+/// start attempt on a full disk would make the store unopenable for good, although nothing in
+/// it is damaged. Such a file is incomplete by construction, so when an open reports
+/// corruption and one exists, it is removed and the open tried again.
 fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
-    ::sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_BYTES)
-        .open()
-        .map_err(|e| StoreError::Io(format!("opening sled store {}: {e}", dir.display())))
+    let open = || {
+        ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+    };
+    let fail =
+        |e: ::sled::Error| StoreError::Io(format!("opening sled store {}: {e}", dir.display()));
+    match open() {
+        Err(e @ ::sled::Error::Corruption { .. }) => {
+            let stale = unfinished_snapshots(dir);
+            if stale.is_empty() {
+                return Err(fail(e));
+            }
+            for path in &stale {
+                tracing::warn!(path = %path.display(), "removing an unfinished sled snapshot left by a failed write (full disk?)");
+                std::fs::remove_file(path)
+                    .map_err(|e| StoreError::Io(format!("removing {}: {e}", path.display())))?;
+            }
+            open().map_err(fail)
+        }
+        other => other.map_err(fail),
+    }
+}
+
+/// `snap.*.generating` files in `dir` (see [`open_db`]).
+fn unfinished_snapshots(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How long a reopen waits for the handle it just dropped to let go of the directory lock.
+const RELOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the store again after this process dropped its handle. Dropping a sled handle does
+/// not always release the directory's lock at once (background threads finishing a write,
+/// notably after an I/O error), so a lock conflict is retried for a bounded time. Only for
+/// reopening: at start, a lock held by another process must fail at once.
+fn reopen_db(dir: &Path) -> Result<::sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + RELOCK_WAIT;
+    loop {
+        match open_db(dir) {
+            Err(StoreError::Io(msg))
+                if msg.contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn io(e: ::sled::Error) -> StoreError {
@@ -199,7 +265,7 @@ fn migrate_v1(db: &::sled::Db) -> Result<(), StoreError> {
 impl Backend for SledBackend {
     fn load(&mut self) -> Result<Loaded, StoreError> {
         let mut loaded = Loaded::default();
-        let db = self.db();
+        let db = self.db()?;
         for item in db.scan_prefix(b"s/") {
             let (k, v) = item.map_err(io)?;
             let seq = parse_seq_key(&k)?;
@@ -217,7 +283,7 @@ impl Backend for SledBackend {
         // starts empty (reopening takes milliseconds). The old one must be gone first: it
         // holds the directory's lock.
         self.db = None;
-        self.db = Some(open_db(&self.dir)?);
+        self.db = Some(reopen_db(&self.dir)?);
         Ok(loaded)
     }
 
@@ -238,9 +304,20 @@ impl Backend for SledBackend {
             format!("m/{META_HEAD}").into_bytes(),
             &commit.head.to_be_bytes()[..],
         );
-        self.db().apply_batch(batch).map_err(io)?;
-        self.db().flush().map_err(io)?;
+        let db = self.db()?;
+        db.apply_batch(batch).map_err(io)?;
+        db.flush().map_err(io)?;
         Ok(())
+    }
+
+    /// After an I/O error sled refuses every later operation with that error, so a disk that
+    /// filled up would keep the server from writing until a restart. Reopening recovers what
+    /// reached the disk, as a restart does, and `load` hands it to the writer. While the disk
+    /// is still full the reopen fails, and the writer tries again at the next write.
+    fn recover(&mut self) -> Result<Option<Loaded>, StoreError> {
+        self.db = None;
+        self.db = Some(reopen_db(&self.dir)?);
+        self.load().map(Some)
     }
 
     fn name(&self) -> &'static str {
@@ -292,8 +369,8 @@ mod tests {
             ]
         );
         assert_eq!(loaded.meta["lineage"], b"abc");
-        assert!(backend.db().scan_prefix(b"a/").next().is_none());
-        assert!(backend.db().scan_prefix(b"t/").next().is_none());
+        assert!(backend.db().unwrap().scan_prefix(b"a/").next().is_none());
+        assert!(backend.db().unwrap().scan_prefix(b"t/").next().is_none());
         drop(backend);
         // Opening again does nothing more.
         let again = SledBackend::open(dir.path()).unwrap().load().unwrap();

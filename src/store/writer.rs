@@ -9,7 +9,9 @@
 //! that off the async runtime without a `spawn_blocking` round trip per batch.
 
 use super::index::Index;
-use super::{Backend, Commit, Entry, Kind, PutOutcome, Record, StoreError, WriteRequest};
+use super::{
+    Backend, Commit, Entry, Kind, PutOutcome, Record, StoreError, WriteHealth, WriteRequest,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -28,9 +30,10 @@ pub(super) enum Msg {
 /// Starts the writer thread; it stops on [`Msg::Close`] or when every sender (every `Store`
 /// clone) is dropped, and drops the backend as it stops.
 pub(super) fn spawn(
-    backend: Box<dyn Backend>,
+    mut backend: Box<dyn Backend>,
     index: Arc<RwLock<Index>>,
     head_tx: watch::Sender<u64>,
+    health_tx: watch::Sender<WriteHealth>,
 ) -> mpsc::Sender<Msg> {
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     std::thread::Builder::new()
@@ -55,9 +58,26 @@ pub(super) fn spawn(
                         next = rx.try_recv().ok();
                     }
                 }
-                if !batch.is_empty() {
-                    commit_batch(backend.as_ref(), &index, &head_tx, batch);
+                if batch.is_empty() {
+                    continue;
                 }
+                if health_tx.borrow().failing {
+                    if let Err(e) = recover(backend.as_mut(), &index, &head_tx) {
+                        tracing::error!(cause = %e, writes = batch.len(), "the store is still failing; no write of the batch is acknowledged");
+                        health_tx.send_modify(|h| h.failures += 1);
+                        for req in batch {
+                            let _ = req.reply.send(Err(StoreError::Io(e.to_string())));
+                        }
+                        continue;
+                    }
+                }
+                let ok = commit_batch(backend.as_ref(), &index, &head_tx, batch);
+                health_tx.send_if_modified(|h| {
+                    let was = h.failing;
+                    h.failing = !ok;
+                    h.failures += u64::from(!ok);
+                    was != h.failing || !ok
+                });
             }
             // Refuse what is still queued, then release the backend before answering, so the
             // closer can reopen the same directory as soon as it hears back.
@@ -72,12 +92,38 @@ pub(super) fn spawn(
     tx
 }
 
+/// Brings a backend back after a failed commit (see [`Backend::recover`]); when it hands back
+/// what is on disk, that replaces the index.
+fn recover(
+    backend: &mut dyn Backend,
+    index: &RwLock<Index>,
+    head_tx: &watch::Sender<u64>,
+) -> Result<(), StoreError> {
+    let Some(loaded) = backend.recover()? else {
+        return Ok(());
+    };
+    let fresh = Index::from_loaded(loaded)?;
+    let head = fresh.head();
+    *index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    head_tx.send_if_modified(|h| {
+        let moved = head > *h;
+        *h = (*h).max(head);
+        moved
+    });
+    tracing::info!(
+        head,
+        "the store was reopened after a failed write and takes writes again"
+    );
+    Ok(())
+}
+
+/// Commits one group of writes and answers each; returns whether the commit succeeded.
 fn commit_batch(
     backend: &dyn Backend,
     index: &RwLock<Index>,
     head_tx: &watch::Sender<u64>,
     batch: Vec<WriteRequest>,
-) {
+) -> bool {
     let mut head = index.read().unwrap_or_else(|p| p.into_inner()).head();
     // Writes earlier in this batch are not in the index yet; later writes of the same key must
     // be compared against them, not against the index.
@@ -161,12 +207,14 @@ fn commit_batch(
             for (req, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = req.reply.send(Ok(outcome));
             }
+            true
         }
         Err(e) => {
             tracing::error!(cause = %e, writes = batch.len(), "store commit failed; no write of the batch is acknowledged");
             for req in batch {
                 let _ = req.reply.send(Err(StoreError::Io(e.to_string())));
             }
+            false
         }
     }
 }
