@@ -29,6 +29,7 @@ struct Inner {
     primary_reachable: IntGauge,
     replica_applied: IntCounterVec,
     long_polls: IntGauge,
+    resolver_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -127,6 +128,14 @@ impl Metrics {
             "Change-feed requests parked waiting for a change (typically one per following replica)",
         )
         .expect("valid metric");
+        let resolver_requests = IntCounterVec::new(
+            Opts::new(
+                "nas_resolver_requests_total",
+                "nats-server resolver requests over NATS by kind (lookup, pack) and result",
+            ),
+            &["request", "result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -142,6 +151,7 @@ impl Metrics {
             Box::new(primary_reachable.clone()),
             Box::new(replica_applied.clone()),
             Box::new(long_polls.clone()),
+            Box::new(resolver_requests.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -162,6 +172,7 @@ impl Metrics {
                 primary_reachable,
                 replica_applied,
                 long_polls,
+                resolver_requests,
             }),
         }
     }
@@ -191,6 +202,14 @@ impl Metrics {
             .replica_applied
             .with_label_values(&[source])
             .inc_by(n);
+    }
+
+    /// Counts a resolver request answered over NATS (`lookup`/`pack`, and how it ended).
+    pub fn resolver_request(&self, request: &str, result: &str) {
+        self.inner
+            .resolver_requests
+            .with_label_values(&[request, result])
+            .inc();
     }
 
     /// Counts a parked change-feed long poll until the returned guard is dropped.

@@ -222,6 +222,18 @@ impl RunningServer {
                 &tasks,
             )
         });
+        if settings.nats.resolverpeer {
+            let responder = crate::nats::resolver::Responder {
+                store: store.clone(),
+                trust: trust_rx.clone(),
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(crate::nats::resolver::run(
+                responder,
+                nats.clone(),
+                cancel.clone(),
+            ));
+        }
         let state = AppState {
             store,
             trust: trust_rx,

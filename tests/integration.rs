@@ -18,6 +18,8 @@ mod ops;
 mod process;
 /// Primary/replica clusters: feed, NATS, misses, forwarding, failover, nginx.
 mod replication;
+/// nats-server's NATS resolver protocol (cache and full resolvers): LOOKUP and PACK.
+mod resolver;
 /// Robustness: faults, hostile input, property tests.
 mod robustness;
 /// Compatible stores: directory (sharded, read-only, watched), nsc folder, import.

@@ -130,6 +130,9 @@ pub struct NatsSettings {
     pub tls: Option<TlsSettings>,
     /// Which account update subjects to publish on: `old` (default), `new` or `both`.
     pub updatesubjects: crate::nats::notify::UpdateSubjects,
+    /// Answer nats-server's resolver LOOKUP and PACK requests (for `resolver { type: cache }`
+    /// and `full` servers), as a full-resolver peer does. Default on.
+    pub resolverpeer: bool,
 }
 
 impl Default for NatsSettings {
@@ -143,6 +146,7 @@ impl Default for NatsSettings {
             maxreconnects: None,
             tls: None,
             updatesubjects: Default::default(),
+            resolverpeer: true,
         }
     }
 }

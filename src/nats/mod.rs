@@ -5,15 +5,18 @@
 //! connection is retried forever; its state is visible through [`NatsHandle::state`].
 //!
 //! The connection can be replaced at runtime (SIGHUP with new NATS settings): the handle holds
-//! a `watch` of the current [`Connection`], and the notifier and the replica listener follow it.
+//! a `watch` of the current [`Connection`], and the notifier, the replica listener and the
+//! resolver responder ([`resolver`]) follow it.
 
 pub mod notify;
+pub mod resolver;
 
 use crate::config::NatsSettings;
 use async_nats::connection::State;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use notify::Notifier;
 
@@ -97,6 +100,32 @@ impl NatsHandle {
     /// A receiver that sees every replacement of the connection.
     pub fn watch(&self) -> watch::Receiver<Connection> {
         self.current.subscribe()
+    }
+
+    /// Runs `serve` with the current client, and again with each client that replaces it
+    /// (SIGHUP), until `cancel` fires. `serve` subscribes and handles messages; when it returns
+    /// (its subscriptions ended) the next connection is awaited.
+    pub async fn follow<F, Fut>(&self, cancel: CancellationToken, mut serve: F)
+    where
+        F: FnMut(async_nats::Client) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut conns = self.watch();
+        loop {
+            let client = conns.borrow_and_update().client.clone();
+            if let Some(nc) = client {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    changed = conns.changed() => if changed.is_err() { return } else { continue },
+                    () = serve(nc) => {}
+                }
+            }
+            // No connection, or its subscriptions ended: wait for a new one.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = conns.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// The current client, when NATS is configured.

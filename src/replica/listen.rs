@@ -29,22 +29,11 @@ fn parse_subject(subject: &str) -> Option<(Kind, &str)> {
 
 /// Runs until `cancel` fires.
 pub async fn run(replica: ReplicaHandle, nats: NatsHandle, cancel: CancellationToken) {
-    let mut conns = nats.watch();
-    loop {
-        let client = conns.borrow_and_update().client.clone();
-        if let Some(nc) = client {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                changed = conns.changed() => if changed.is_err() { return } else { continue },
-                () = listen(&replica, &nc) => {}
-            }
-        }
-        // No connection, or its subscriptions ended: wait for a new one (SIGHUP reload).
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = conns.changed() => if changed.is_err() { return },
-        }
-    }
+    nats.follow(cancel, |nc| {
+        let replica = replica.clone();
+        async move { listen(&replica, &nc).await }
+    })
+    .await;
 }
 
 /// Subscribes on `nc` and applies messages until the subscriptions end.

@@ -48,6 +48,21 @@ impl NatsServer {
 
     /// [`NatsServer::start`] with extra configuration lines (e.g. a `resolver_tls` block).
     pub fn start_with(port: u16, resolver_url: &str, extra: &str) -> NatsServer {
+        NatsServer::start_resolver(port, &format!("URL({resolver_url})"), extra)
+    }
+
+    /// nats-server with `resolver: <resolver>` (e.g. `{ type: cache, dir: "…" }`); the
+    /// system account JWT is preloaded, as NATS-based resolvers need.
+    pub fn start_nats_resolver(port: u16, resolver: &str) -> NatsServer {
+        let preload = format!(
+            "resolver_preload: {{ {}: \"{}\" }}",
+            fixtures::vector("system_account.pub"),
+            fixtures::vector("sys.jwt")
+        );
+        NatsServer::start_resolver(port, resolver, &preload)
+    }
+
+    fn start_resolver(port: u16, resolver: &str, extra: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = if port == 0 { super::free_port() } else { port };
         let config = dir.path().join("nats.conf");
@@ -55,7 +70,7 @@ impl NatsServer {
             "listen: 127.0.0.1:{port}\n\
              operator: {op}\n\
              system_account: {sys}\n\
-             resolver: URL({resolver_url})\n{extra}\n",
+             resolver: {resolver}\n{extra}\n",
             op = fixtures::vectors().join("operator.jwt").display(),
             sys = fixtures::vector("system_account.pub"),
         );

@@ -1,0 +1,235 @@
+//! nats-server's NATS-based resolvers (`resolver { type: cache }` and `type: full`) served by
+//! our server over NATS: LOOKUP answered with the account JWT (silence when unknown), PACK
+//! answered with every account and the end-of-stream empty message. Proven against a real
+//! nats-server 2.9.10, and by speaking the protocol directly.
+
+use crate::common::fixtures::{new_account, user_creds};
+use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::{
+    eventually, free_port, metric, post_new_account, primary_settings, TestServer,
+};
+use nats_account_server::config::{Dur, Settings, StringList};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Our server as a system-account client of the nats-server on `port`.
+fn with_nats(s: &mut Settings, port: u16) {
+    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
+    s.nats.usercredentials = Some(sys_creds_path());
+    s.nats.reconnectwait = Dur(Duration::from_millis(100));
+}
+
+async fn wait_connected(server: &TestServer) {
+    let url = server.url.clone();
+    eventually(Duration::from_secs(10), "connected to NATS", || {
+        let url = url.clone();
+        async move { metric(&url, "nas_nats_connected").await == 1.0 }
+    })
+    .await;
+}
+
+async fn sys_client(nats: &NatsServer) -> async_nats::Client {
+    async_nats::ConnectOptions::with_credentials_file(sys_creds_path())
+        .await
+        .expect("sys creds")
+        .connect(nats.url.as_str())
+        .await
+        .expect("system-account connection")
+}
+
+/// One connection attempt as a user with `creds`.
+async fn user_connects(nats: &NatsServer, creds: &str) -> bool {
+    match async_nats::ConnectOptions::with_credentials(creds)
+        .expect("creds parse")
+        .connection_timeout(Duration::from_secs(3))
+        .connect(nats.url.as_str())
+        .await
+    {
+        Ok(c) => {
+            let _ = c.drain().await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A cache resolver holds nothing and ignores updates of accounts it has not loaded, so a user
+/// of an account POSTed to us can only connect if our LOOKUP answer reached it. A user of an
+/// account we do not have is refused, and we stay silent on its lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_resolver_looks_accounts_up_from_us() {
+    let jwt_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_nats_resolver(
+        0,
+        &format!(
+            "{{ type: cache, dir: {:?}, timeout: \"1s\" }}",
+            jwt_dir.path().display().to_string()
+        ),
+    );
+    let server = TestServer::start_with(|s| with_nats(s, nats.port)).await;
+    wait_connected(&server).await;
+
+    let (kp, jwt) = new_account("looked-up");
+    let (status, body) = crate::common::post(
+        &server.at(&format!("/jwt/v1/accounts/{}", kp.public_key())),
+        jwt,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        user_connects(&nats, &user_creds(&kp, "u")).await,
+        "a user of an account only we hold connects through the cache resolver; nats-server log:\n{}",
+        nats.log_text()
+    );
+    assert!(
+        metric(
+            &server.url,
+            "nas_resolver_requests_total{request=\"lookup\",result=\"found\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    let (stranger, _) = new_account("never-posted");
+    assert!(!user_connects(&nats, &user_creds(&stranger, "u")).await);
+    assert!(
+        metric(
+            &server.url,
+            "nas_resolver_requests_total{request=\"lookup\",result=\"unknown\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // Silence, not an empty reply: a direct request gets no answer at all.
+    let sys = sys_client(&nats).await;
+    let asked = tokio::time::timeout(
+        Duration::from_millis(500),
+        sys.request(
+            format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", stranger.public_key()),
+            "".into(),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(asked, Ok(Ok(_))),
+        "an unknown account must not be answered: {asked:?}"
+    );
+}
+
+/// PACK spoken directly: a stale hash gets every account as `key|jwt` and an empty message;
+/// the hash of exactly those tokens gets the empty message alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pack_request_streams_every_account_then_an_empty_message() {
+    let jwt_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_nats_resolver(
+        0,
+        &format!(
+            "{{ type: cache, dir: {:?} }}",
+            jwt_dir.path().display().to_string()
+        ),
+    );
+    let server = TestServer::start_with(|s| with_nats(s, nats.port)).await;
+    wait_connected(&server).await;
+    let mut want = HashMap::new();
+    for i in 0..5 {
+        let (k, j) = post_new_account(&server.url, &format!("packed-{i}")).await;
+        want.insert(k, j);
+    }
+    let sys = sys_client(&nats).await;
+
+    let got = pack(&sys, &[0u8; 32]).await;
+    assert_eq!(got, want);
+
+    let mut hash = [0u8; 32];
+    for jwt in want.values() {
+        for (h, b) in hash.iter_mut().zip(Sha256::digest(jwt.as_bytes())) {
+            *h ^= b;
+        }
+    }
+    assert!(pack(&sys, &hash).await.is_empty(), "in sync: nothing sent");
+    assert!(
+        metric(
+            &server.url,
+            "nas_resolver_requests_total{request=\"pack\",result=\"in_sync\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+/// Sends a PACK request with `hash` and collects the answer up to its empty message.
+async fn pack(sys: &async_nats::Client, hash: &[u8]) -> HashMap<String, String> {
+    use futures_util::StreamExt;
+    let inbox = sys.new_inbox();
+    let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
+    sys.publish_with_reply("$SYS.REQ.CLAIMS.PACK", inbox, hash.to_vec().into())
+        .await
+        .unwrap();
+    let mut got = HashMap::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("the pack answer ends with an empty message")
+            .expect("subscription open");
+        if msg.payload.is_empty() {
+            return got;
+        }
+        let line = String::from_utf8(msg.payload.to_vec()).unwrap();
+        let (k, j) = line.split_once('|').expect("key|jwt");
+        got.insert(k.to_string(), j.to_string());
+    }
+}
+
+/// A full resolver started after our server already held accounts (so no update message ever
+/// carried them) syncs them into its directory with its periodic PACK request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_resolver_syncs_our_accounts_by_pack() {
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = primary_settings(data.path());
+    // First without NATS: the accounts exist before any connection, so none is notified.
+    let mut first = TestServer::start_in(tempfile::tempdir().unwrap(), settings.clone()).await;
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        keys.push(post_new_account(&first.url, &format!("synced-{i}")).await.0);
+    }
+    first.stop().await;
+    with_nats(&mut settings, port);
+    let server = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
+
+    let jwt_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_nats_resolver(
+        port,
+        &format!(
+            "{{ type: full, dir: {:?}, interval: \"1s\" }}",
+            jwt_dir.path().display().to_string()
+        ),
+    );
+    wait_connected(&server).await;
+    let dir = jwt_dir.path().to_path_buf();
+    eventually(
+        Duration::from_secs(10),
+        "the full resolver's directory holds our accounts",
+        || {
+            let (dir, keys) = (dir.clone(), keys.clone());
+            async move { keys.iter().all(|k| dir.join(format!("{k}.jwt")).exists()) }
+        },
+    )
+    .await;
+    for k in &keys {
+        let file = std::fs::read_to_string(jwt_dir.path().join(format!("{k}.jwt"))).unwrap();
+        let (_, served) = crate::common::get(&server.at(&format!("/jwt/v1/accounts/{k}"))).await;
+        assert_eq!(file, served);
+    }
+    assert!(
+        metric(
+            &server.url,
+            "nas_resolver_requests_total{request=\"pack\",result=\"sent\"}"
+        )
+        .await
+            >= 1.0,
+        "nats-server log:\n{}",
+        nats.log_text()
+    );
+}
