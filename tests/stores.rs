@@ -305,6 +305,44 @@ async fn sharded_dir_store_matches_nats_server_layout() {
     assert_eq!((status, body), (200, activation));
 }
 
+/// Temporary files left by writes a crash interrupted (`.<key>.jwt.tmp-<pid>`, flat and in
+/// shard directories) are removed when a writable directory store opens, unless their process
+/// still runs; other dot files are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_dir_store_removes_temp_files_of_interrupted_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let a = fixtures::vector("account_a.pub");
+    let b = fixtures::vector("account_b.pub");
+    std::fs::create_dir_all(root.path().join(&a[54..])).unwrap();
+    // pid_max is at most 2^22 on Linux: this writer cannot be running.
+    let dead = 99_999_999;
+    let stale = [
+        root.path()
+            .join(&a[54..])
+            .join(format!(".{a}.jwt.tmp-{dead}")),
+        root.path().join(format!(".{b}.jwt.tmp-{dead}")),
+    ];
+    // pid 1 always runs: its file may be about to be renamed.
+    let live = root.path().join(format!(".{b}.jwt.tmp-1"));
+    let other = root.path().join(".not-ours.tmp-12");
+    for f in stale.iter().chain([&live, &other]) {
+        std::fs::write(f, "half a token").unwrap();
+    }
+    let server = dir_server(root.path(), true, false).await;
+    for f in &stale {
+        assert!(!f.exists(), "{} was left", f.display());
+    }
+    assert!(live.exists(), "a live writer's temporary file was removed");
+    assert!(other.exists(), "a file that is not ours was removed");
+    let a_jwt = account_jwt(&a, "a", json!({}));
+    assert_eq!(
+        post(&server.at(&format!("/jwt/v1/accounts/{a}")), a_jwt)
+            .await
+            .0,
+        200
+    );
+}
+
 /// Files written by another tool in nats-server's layout load, activations included; files
 /// that are not tokens for their name are skipped instead of failing the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,8 +331,12 @@ impl DirBackend {
         } else {
             MetaFile::default()
         };
+        let layout = DirLayout::new(root, shard);
+        if writable {
+            remove_stale_temp_files(&layout);
+        }
         Ok(DirBackend {
-            layout: DirLayout::new(root, shard),
+            layout,
             writable,
             meta: Mutex::new(meta),
         })
@@ -476,6 +480,65 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes temporary files that [`write_atomic`] left behind when its process died between
+/// creating and renaming one (`kill -9`, power loss). They are never read as tokens, but would
+/// pile up. Only files of processes that are no longer running are removed: a temporary file
+/// of a live writer is about to be renamed.
+fn remove_stale_temp_files(layout: &DirLayout) {
+    let mut dirs = vec![layout.root.clone()];
+    if layout.shard {
+        if let Ok(entries) = fs::read_dir(&layout.root) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+                continue;
+            };
+            if pid != std::process::id() && process_is_running(pid) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed a temporary file left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), cause = %e, "cannot remove a temporary file left by an interrupted write")
+                }
+            }
+        }
+    }
+}
+
+/// The writer's pid, when `name` is a temporary file of [`write_atomic`]
+/// (`.<key>.jwt.tmp-<pid>`).
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (file, pid) = rest.rsplit_once(".tmp-")?;
+    file.ends_with(EXT).then_some(())?;
+    pid.parse().ok()
+}
+
+/// Whether a process with this pid exists (Linux: `/proc/<pid>`; elsewhere, assume it does,
+/// which keeps the file).
+fn process_is_running(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
 }
 
 /// fsync of a directory, which makes renames and new entries in it durable.
