@@ -20,6 +20,15 @@ fn with_nats(s: &mut Settings, port: u16) {
     s.nats.reconnectwait = Dur(Duration::from_millis(100));
 }
 
+/// A nats-server with a cache resolver (lookups time out after 1 s) and our server connected
+/// to it as a system-account client.
+async fn cache_resolver_and_us() -> (NatsServer, TestServer) {
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"");
+    let server = TestServer::start_with(|s| with_nats(s, nats.port)).await;
+    wait_connected(&server).await;
+    (nats, server)
+}
+
 async fn wait_connected(server: &TestServer) {
     let url = server.url.clone();
     eventually(Duration::from_secs(10), "connected to NATS", || {
@@ -59,16 +68,7 @@ async fn user_connects(nats: &NatsServer, creds: &str) -> bool {
 /// account we do not have is refused, and we stay silent on its lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_resolver_looks_accounts_up_from_us() {
-    let jwt_dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start_nats_resolver(
-        0,
-        &format!(
-            "{{ type: cache, dir: {:?}, timeout: \"1s\" }}",
-            jwt_dir.path().display().to_string()
-        ),
-    );
-    let server = TestServer::start_with(|s| with_nats(s, nats.port)).await;
-    wait_connected(&server).await;
+    let (nats, server) = cache_resolver_and_us().await;
 
     let (kp, jwt) = new_account("looked-up");
     let (status, body) = crate::common::post(
@@ -121,16 +121,7 @@ async fn cache_resolver_looks_accounts_up_from_us() {
 /// the hash of exactly those tokens gets the empty message alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pack_request_streams_every_account_then_an_empty_message() {
-    let jwt_dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start_nats_resolver(
-        0,
-        &format!(
-            "{{ type: cache, dir: {:?} }}",
-            jwt_dir.path().display().to_string()
-        ),
-    );
-    let server = TestServer::start_with(|s| with_nats(s, nats.port)).await;
-    wait_connected(&server).await;
+    let (nats, server) = cache_resolver_and_us().await;
     let mut want = HashMap::new();
     for i in 0..5 {
         let (k, j) = post_new_account(&server.url, &format!("packed-{i}")).await;
@@ -198,16 +189,9 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
     with_nats(&mut settings, port);
     let server = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
 
-    let jwt_dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start_nats_resolver(
-        port,
-        &format!(
-            "{{ type: full, dir: {:?}, interval: \"1s\" }}",
-            jwt_dir.path().display().to_string()
-        ),
-    );
+    let nats = NatsServer::start_nats_resolver(port, "full", "interval: \"1s\"");
     wait_connected(&server).await;
-    let dir = jwt_dir.path().to_path_buf();
+    let dir = nats.resolver_dir();
     eventually(
         Duration::from_secs(10),
         "the full resolver's directory holds our accounts",
@@ -218,7 +202,7 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
     )
     .await;
     for k in &keys {
-        let file = std::fs::read_to_string(jwt_dir.path().join(format!("{k}.jwt"))).unwrap();
+        let file = std::fs::read_to_string(dir.join(format!("{k}.jwt"))).unwrap();
         let (_, served) = crate::common::get(&server.at(&format!("/jwt/v1/accounts/{k}"))).await;
         assert_eq!(file, served);
     }

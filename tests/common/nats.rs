@@ -51,19 +51,38 @@ impl NatsServer {
         NatsServer::start_resolver(port, &format!("URL({resolver_url})"), extra)
     }
 
-    /// nats-server with `resolver: <resolver>` (e.g. `{ type: cache, dir: "…" }`); the
-    /// system account JWT is preloaded, as NATS-based resolvers need.
-    pub fn start_nats_resolver(port: u16, resolver: &str) -> NatsServer {
+    /// nats-server with a NATS-based resolver, `resolver: { type: <kind>, dir: …, <options> }`
+    /// (`kind` is `cache` or `full`; the directory is [`NatsServer::resolver_dir`]); the system
+    /// account JWT is preloaded, as such resolvers need.
+    pub fn start_nats_resolver(port: u16, kind: &str, options: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let resolver = format!(
+            "{{ type: {kind}, dir: {:?}, {options} }}",
+            dir.path().join("jwt").display().to_string()
+        );
         let preload = format!(
             "resolver_preload: {{ {}: \"{}\" }}",
             fixtures::vector("system_account.pub"),
             fixtures::vector("sys.jwt")
         );
-        NatsServer::start_resolver(port, resolver, &preload)
+        NatsServer::start_in(dir, port, &resolver, &preload)
+    }
+
+    /// The directory of a NATS-based resolver ([`NatsServer::start_nats_resolver`]).
+    pub fn resolver_dir(&self) -> PathBuf {
+        self.dir.path().join("jwt")
     }
 
     fn start_resolver(port: u16, resolver: &str, extra: &str) -> NatsServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        NatsServer::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            port,
+            resolver,
+            extra,
+        )
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16, resolver: &str, extra: &str) -> NatsServer {
         let port = if port == 0 { super::free_port() } else { port };
         let config = dir.path().join("nats.conf");
         let conf = format!(
