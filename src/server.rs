@@ -222,18 +222,6 @@ impl RunningServer {
                 &tasks,
             )
         });
-        if settings.nats.resolverpeer {
-            let responder = crate::nats::resolver::Responder {
-                store: store.clone(),
-                trust: trust_rx.clone(),
-                metrics: metrics.clone(),
-            };
-            tasks.spawn(crate::nats::resolver::run(
-                responder,
-                nats.clone(),
-                cancel.clone(),
-            ));
-        }
         let state = AppState {
             store,
             trust: trust_rx,
@@ -248,6 +236,13 @@ impl RunningServer {
             draining: cancel.child_token(),
         };
 
+        if settings.nats.resolverpeer {
+            tasks.spawn(crate::nats::resolver::run(
+                state.clone(),
+                nats.clone(),
+                cancel.clone(),
+            ));
+        }
         let app_state = state.clone();
         let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
         let http =

@@ -217,3 +217,90 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
         nats.log_text()
     );
 }
+
+/// `nsc push` to a `nats://` URL: account JWTs sent as requests on `$SYS.REQ.CLAIMS.UPDATE`
+/// (and the per-account subject) are validated and stored like a POST, and answered with
+/// nats-server's JSON; a bad one is refused with the reason and stores nothing. Replies from
+/// the nats-server itself (a cache resolver also answers) are told apart by `server.name`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_requests_are_stored_and_answered_like_nats_server() {
+    let (nats, server) = cache_resolver_and_us().await;
+    let sys = sys_client(&nats).await;
+
+    let (kp, jwt) = new_account("pushed");
+    let key = kp.public_key();
+    let reply = our_reply(&sys, "$SYS.REQ.CLAIMS.UPDATE".into(), &jwt).await;
+    assert_eq!(reply["data"]["code"], 200, "{reply}");
+    assert_eq!(reply["data"]["account"], key.as_str());
+    let (status, body) = crate::common::get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await;
+    assert_eq!((status, body), (200, jwt.clone()));
+
+    // The per-account subject must name the token's subject.
+    let (other, _) = new_account("other");
+    let reply = our_reply(
+        &sys,
+        format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", other.public_key()),
+        &jwt,
+    )
+    .await;
+    assert_eq!(reply["error"]["code"], 400, "{reply}");
+    assert!(
+        crate::common::get(&server.at(&format!("/jwt/v1/accounts/{}", other.public_key())))
+            .await
+            .0
+            == 404
+    );
+
+    // A token signed by a key the operator does not trust.
+    let rogue = nkeys::KeyPair::new_operator();
+    let (mallory, _) = new_account("mallory");
+    let forged = nats_account_server::jwt::encode::account(
+        &rogue,
+        &mallory.public_key(),
+        "forged",
+        serde_json::json!({}),
+    );
+    let reply = our_reply(&sys, "$SYS.REQ.CLAIMS.UPDATE".into(), &forged).await;
+    assert_eq!(reply["error"]["code"], 400, "{reply}");
+    assert!(
+        reply["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("jwt update resulted in error"),
+        "{reply}"
+    );
+    assert_eq!(
+        crate::common::get(&server.at(&format!("/jwt/v1/accounts/{}", mallory.public_key())))
+            .await
+            .0,
+        404
+    );
+    assert!(
+        metric(
+            &server.url,
+            "nas_resolver_requests_total{request=\"update\",result=\"rejected\"}"
+        )
+        .await
+            >= 2.0
+    );
+}
+
+/// Sends `jwt` as a request on `subject` and returns our server's reply among all replies.
+async fn our_reply(sys: &async_nats::Client, subject: String, jwt: &str) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let inbox = sys.new_inbox();
+    let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
+    sys.publish_with_reply(subject, inbox, jwt.to_string().into())
+        .await
+        .unwrap();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("our server answers the update request")
+            .expect("subscription open");
+        let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        if reply["server"]["name"] == "nats-account-server" {
+            return reply;
+        }
+    }
+}

@@ -131,7 +131,8 @@ pub struct NatsSettings {
     /// Which account update subjects to publish on: `old` (default), `new` or `both`.
     pub updatesubjects: crate::nats::notify::UpdateSubjects,
     /// Answer nats-server's resolver LOOKUP and PACK requests (for `resolver { type: cache }`
-    /// and `full` servers), as a full-resolver peer does. Default on.
+    /// and `full` servers) and, on a primary, UPDATE requests (`nsc push` to a `nats://` URL),
+    /// as a full-resolver peer does. Default on.
     pub resolverpeer: bool,
 }
 

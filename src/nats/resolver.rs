@@ -10,37 +10,35 @@
 //!   in queue group `responder` (one of the responders answers): the payload is the requester's
 //!   store hash (XOR of the sha256 of every JWT); a match is answered with one empty message,
 //!   anything else with one `<key>|<jwt>` message per unexpired account, then an empty one.
-//!
-//! Updates need nothing here: every change is already published on the update subjects
-//! ([`super::notify`]), which full and cache resolvers apply.
+//! - `$SYS.REQ.CLAIMS.UPDATE` and `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` *requests* (with a
+//!   reply subject: `nsc push` to a `nats://` URL sends these), on the primary only: the
+//!   account goes through the same validation and write path as an HTTP POST, and the answer is
+//!   nats-server's JSON (`data` with code 200, or `error` with the HTTP status and the reason).
+//!   Replicas receive the change from the primary like any other. Messages without a reply
+//!   subject are notifications, ours included, and are left to nats-server and replicas.
 
 use super::NatsHandle;
-use crate::metrics::Metrics;
-use crate::state::Trust;
-use crate::store::{Entry, Kind, Store};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Entry, Kind};
+use actix_web::ResponseError;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// What a responder reads.
-#[derive(Clone)]
-pub struct Responder {
-    /// The tokens to answer with.
-    pub store: Store,
-    /// For the system-account fallback (served like the HTTP GET serves it).
-    pub trust: watch::Receiver<Arc<Trust>>,
-    /// Counts requests.
-    pub metrics: Metrics,
-}
+/// What a responder works with: the handlers' state (store, trust, write path, metrics).
+pub type Responder = AppState;
 
 const LOOKUP: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP";
 const PACK: &str = "$SYS.REQ.CLAIMS.PACK";
 /// nats-server's full resolvers answer PACK in this queue group; joining it means one of
 /// them (or us) answers each request, not all.
 const PACK_QUEUE: &str = "responder";
+const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
+const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
 
 /// Runs until `cancel` fires, following connection replacements.
 pub async fn run(responder: Responder, nats: NatsHandle, cancel: CancellationToken) {
@@ -53,33 +51,97 @@ pub async fn run(responder: Responder, nats: NatsHandle, cancel: CancellationTok
 
 /// Subscribes on `nc` and answers until the subscriptions end.
 async fn serve(responder: &Responder, nc: &async_nats::Client) {
-    let lookups = match nc.subscribe(LOOKUP).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(subject = LOOKUP, cause = %e, "cannot subscribe; nats-server resolver lookups will not be answered");
-            return;
+    let mut subs = Vec::new();
+    let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE))];
+    if responder.replica.is_none() {
+        subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None)]);
+    }
+    for (subject, queue) in subjects {
+        let sub = match queue {
+            Some(q) => nc.queue_subscribe(subject, q.into()).await,
+            None => nc.subscribe(subject).await,
+        };
+        match sub {
+            Ok(s) => subs.push(s),
+            Err(e) => {
+                tracing::error!(subject, cause = %e, "cannot subscribe; nats-server resolver requests will not be answered");
+                return;
+            }
         }
-    };
-    let packs = match nc.queue_subscribe(PACK, PACK_QUEUE.into()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(subject = PACK, cause = %e, "cannot subscribe; nats-server resolver syncs will not be answered");
-            return;
-        }
-    };
-    let mut messages = futures_util::stream::select(lookups, packs);
+    }
+    let mut messages = futures_util::stream::select_all(subs);
     while let Some(msg) = messages.next().await {
         let Some(reply) = msg.reply.clone() else {
             continue;
         };
-        if msg.subject.as_str() == PACK {
+        let subject = msg.subject.as_str();
+        if subject == PACK {
             // A pack can be 100,000 messages: answered on its own task, so lookups go on.
             let (responder, nc) = (responder.clone(), nc.clone());
             tokio::spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
+        } else if subject.ends_with(".CLAIMS.UPDATE") {
+            // A durable write: on its own task too.
+            let (responder, nc) = (responder.clone(), nc.clone());
+            tokio::spawn(async move { update(&responder, &nc, msg).await });
         } else {
-            lookup(responder, nc, msg.subject.as_str(), reply).await;
+            lookup(responder, nc, subject, reply).await;
         }
     }
+}
+
+/// Stores an account sent as an update request and answers as nats-server does.
+async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats::Message) {
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
+    // The per-account subject names the key; the generic one leaves it to the token (whose
+    // subject the write path then checks like a POST's path key).
+    let key = match msg
+        .subject
+        .as_str()
+        .split('.')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["$SYS", "REQ", "ACCOUNT", key, "CLAIMS", "UPDATE"] => Some(key.to_string()),
+        _ => std::str::from_utf8(&msg.payload)
+            .ok()
+            .and_then(|t| crate::jwt::parse_unverified(t.trim()).ok())
+            .map(|c| c.sub),
+    };
+    let result = match &key {
+        None => Err(ApiError::BadRequest(
+            "the update is not an account JWT".into(),
+        )),
+        Some(key) => crate::service::post_account(responder, key, &msg.payload).await,
+    };
+    let account = key.unwrap_or_default();
+    let body = match &result {
+        Ok(()) => {
+            responder.metrics.resolver_request("update", "stored");
+            json!({ "server": server_info(), "data": {
+                "account": account, "code": 200, "message": "jwt updated" } })
+        }
+        Err(e) => {
+            responder.metrics.resolver_request("update", "rejected");
+            tracing::info!(%account, cause = %e, "refused an account update request from NATS");
+            json!({ "server": server_info(), "error": {
+                "account": account, "code": e.status_code().as_u16(),
+                "description": format!("jwt update resulted in error - {e}") } })
+        }
+    };
+    if let Err(e) = nc.publish(reply, body.to_string().into()).await {
+        tracing::warn!(cause = %e, "could not answer an account update request");
+    }
+}
+
+/// The `server` object of a reply; `nsc push` requires a non-empty name.
+fn server_info() -> serde_json::Value {
+    json!({
+        "name": "nats-account-server",
+        "ver": env!("CARGO_PKG_VERSION"),
+        "time": crate::jwt::unix_to_rfc3339(crate::jwt::now_unix()),
+    })
 }
 
 async fn lookup(
