@@ -850,10 +850,17 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
         acked.len()
     );
 
-    // Space again: without a restart, the next write reopens the store (sled refuses every
-    // write after an I/O error until then) and is stored; nothing acknowledged went missing.
+    // Space again: without a restart, a write reopens the store (sled refuses every write after
+    // an I/O error until then; attempts are at most every 2 s) and is stored; nothing
+    // acknowledged went missing.
     std::fs::remove_file(&filler).unwrap();
-    let (key, token) = post_new_account(&server.url, "space-again").await;
+    let (key, token) = account("space-again");
+    let url = server.at(&format!("/jwt/v1/accounts/{key}"));
+    eventually(Duration::from_secs(10), "a write succeeds again", || {
+        let (url, token) = (url.clone(), token.clone());
+        async move { post(&url, token).await.0 == 200 }
+    })
+    .await;
     acked.push((key, token));
     assert_eq!(store_health(&server.url).await, ("ok".into(), 0.0));
     let have = contents(&server.url, "recovered primary").await;
@@ -1030,8 +1037,15 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
     assert_eq!(store_health(&server.url).await, ("failing".into(), 1.0));
     assert!(metric(&server.url, "nas_store_write_failures_total").await >= 1.0);
 
+    // Fixed: the next recovery attempt (at most every 2 s) succeeds and writes go on.
     fail.store(false, Ordering::SeqCst);
-    let (key, token) = post_new_account(&server.url, "after-recovery").await;
+    let (key, token) = account("after-recovery");
+    let url = server.at(&format!("/jwt/v1/accounts/{key}"));
+    eventually(Duration::from_secs(10), "a write succeeds again", || {
+        let (url, token) = (url.clone(), token.clone());
+        async move { post(&url, token).await.0 == 200 }
+    })
+    .await;
     assert_eq!(store_health(&server.url).await, ("ok".into(), 0.0));
     let (changes, head) = feed(&server.url).await;
     assert_eq!(

@@ -14,10 +14,16 @@ use super::{
 };
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Largest number of requests folded into one commit; bounds commit latency under load.
 const MAX_BATCH: usize = 512;
+
+/// Least time between two attempts to bring a failing backend back. A reopen reads the whole
+/// store, so while a disk stays full, writes in between fail at once with the last cause
+/// instead of each paying for one.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
 
 /// What the writer thread receives.
 pub(super) enum Msg {
@@ -40,6 +46,8 @@ pub(super) fn spawn(
         .name("store-writer".into())
         .spawn(move || {
             let mut close = None;
+            // When the last recovery attempt failed, and why.
+            let mut last_attempt: Option<(Instant, String)> = None;
             while close.is_none() {
                 let Some(first) = rx.blocking_recv() else {
                     break;
@@ -62,11 +70,19 @@ pub(super) fn spawn(
                     continue;
                 }
                 if health_tx.borrow().failing {
-                    if let Err(e) = recover(backend.as_mut(), &index, &head_tx) {
-                        tracing::error!(cause = %e, writes = batch.len(), "the store is still failing; no write of the batch is acknowledged");
+                    let due = last_attempt
+                        .as_ref()
+                        .is_none_or(|(at, _)| at.elapsed() >= RECOVER_EVERY);
+                    if due {
+                        last_attempt = recover(backend.as_mut(), &index, &head_tx).err().map(|e| {
+                            tracing::error!(cause = %e, "the store is still failing");
+                            (Instant::now(), e.to_string())
+                        });
+                    }
+                    if let Some((_, cause)) = &last_attempt {
                         health_tx.send_modify(|h| h.failures += 1);
                         for req in batch {
-                            let _ = req.reply.send(Err(StoreError::Io(e.to_string())));
+                            let _ = req.reply.send(Err(StoreError::Io(cause.clone())));
                         }
                         continue;
                     }
