@@ -1036,6 +1036,8 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
     assert_eq!(readyz(&server.url).await.0, 200);
     assert_eq!(store_health(&server.url).await, ("failing".into(), 1.0));
     assert!(metric(&server.url, "nas_store_write_failures_total").await >= 1.0);
+    let (_, page) = get(&server.at("/")).await;
+    assert!(page.contains("FAILING"), "the status page shows it: {page}");
 
     // Fixed: the next recovery attempt (at most every 2 s) succeeds and writes go on.
     fail.store(false, Ordering::SeqCst);

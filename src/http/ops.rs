@@ -180,6 +180,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
 <tr><th>Accounts</th><td id=\"accounts\">{accounts}</td></tr>\
 <tr><th>Activations</th><td>{activations}</td></tr>\
 <tr><th>Store</th><td>{store} (lineage {lineage})</td></tr>\
+<tr><th>Store writes</th><td id=\"store-writes\">{writes}</td></tr>\
 <tr><th>Head sequence</th><td>{head}</td></tr>\
 <tr><th>NATS</th><td>{nats}</td></tr>{replica}</table>\
 <h2>Latest changes</h2><table><tr><th>Seq</th><th>Kind</th><th>Key</th><th>Issued</th></tr>{rows}</table>\
@@ -187,6 +188,10 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
         role = state.role(),
         store = state.store.backend_name(),
         lineage = html_escape(state.store.lineage()),
+        writes = match state.store.write_health() {
+            h if h.failing => format!("FAILING ({} failed commits; see the log)", h.failures),
+            h => format!("ok ({} failed commits since start)", h.failures),
+        },
         head = state.store.head(),
         nats = state.nats.state(),
     );
