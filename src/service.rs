@@ -3,8 +3,10 @@
 //!
 //! Validation of an account JWT, in order (nothing that fails touches the store): it decodes;
 //! the signature verifies; `sub` is an account key equal to the path key; `iss` is the operator
-//! identity key or one of its signing keys; the claims are valid and not expired; it is not
-//! older than the stored one.
+//! identity key or one of its signing keys; the claims are valid and not expired; the account's
+//! content passes the JWT library's blocking validation (imports and their activation tokens,
+//! exports, limits, permissions, mappings, signing keys: what nats-server checks when it loads
+//! the account); it is not older than the stored one.
 
 use crate::error::ApiError;
 use crate::jwt::{self, Jwt};
@@ -34,6 +36,9 @@ pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jw
     }
     operator.check_issuer(&jwt.claims.iss)?;
     jwt::check_account_claims(&jwt.claims, jwt::now_unix())?;
+    // Last, after trust: nats-server refuses to load an account that breaks these (so would
+    // every user of it), and import tokens cost a signature check each.
+    jwt::check_account_rules(&jwt)?;
     Ok(jwt)
 }
 

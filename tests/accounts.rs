@@ -1213,3 +1213,54 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
         "rejections are counted: {metrics}"
     );
 }
+
+/// The content rules nats-server applies when it loads an account (the JWT library's blocking
+/// validation): an update whose import carries a broken activation token, or whose export
+/// subject is invalid, is refused with the reason, and the stored version stays; an account
+/// with a well-formed import and its activation token is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_content_is_validated_like_nats_server_does() {
+    let server = TestServer::primary().await;
+    let (a, a_jwt) = fixtures::new_account("importer");
+    let a_pub = a.public_key();
+    let url = server.at(&format!("/jwt/v1/accounts/{a_pub}"));
+    assert_eq!(post(&url, a_jwt.clone()).await.0, 200);
+    let exporter = KeyPair::new_account();
+    let good_token = encode::activation(&exporter, &a_pub, "orders.>", "stream");
+    let with = |nats: Value| fixtures::account_jwt(&a_pub, "importer", nats);
+    let unlimited = json!({ "imports": -1, "exports": -1, "wildcards": true, "conn": -1 });
+
+    let cases = [
+        (
+            json!({ "limits": unlimited, "imports": [{ "type": "stream",
+                "account": exporter.public_key(), "subject": "orders.>", "token": "not-a-jwt" }] }),
+            "activation token",
+        ),
+        (
+            json!({ "limits": unlimited, "exports": [{ "type": "stream", "subject": "bad subject" }] }),
+            "subject",
+        ),
+        (
+            // More imports than the operator's limit allows.
+            json!({ "limits": { "imports": 0 }, "imports": [{ "type": "stream", "account": exporter.public_key(),
+                "subject": "orders.>", "token": good_token }] }),
+            "more imports than allowed",
+        ),
+    ];
+    for (nats, reason) in cases {
+        let (status, body) = post(&url, with(nats.clone())).await;
+        assert_eq!(status, 400, "{nats}: {body}");
+        assert!(body.contains(reason), "{nats}: {body}");
+        assert_eq!(
+            get(&url).await,
+            (200, a_jwt.clone()),
+            "the stored version stays"
+        );
+    }
+
+    let good = with(json!({ "limits": unlimited, "imports": [{ "type": "stream",
+        "account": exporter.public_key(), "subject": "orders.>", "token": good_token }] }));
+    let (status, body) = post(&url, good.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&url).await, (200, good));
+}

@@ -13,11 +13,13 @@
 //! What a token *means* for this server (which issuers are trusted, whether it is newer than the
 //! stored one) is decided elsewhere: [`trust`] for issuers, `store` for ordering.
 
+mod account_rules;
 mod batch;
 pub mod encode;
 pub mod trust;
 pub mod view;
 
+pub use account_rules::{check_account_rules, validate_account};
 pub use batch::decode_many;
 
 use data_encoding::{BASE32, BASE64URL_NOPAD};
@@ -226,11 +228,12 @@ impl Claims {
     }
 
     fn type_str(&self) -> &str {
-        self.nats
-            .claim_type
-            .as_deref()
-            .or(self.v1_type.as_deref())
-            .unwrap_or("")
+        // As the Go library's `identifier.Kind`: a top-level `type` marks a v1 token and wins.
+        // In v1 activations `nats.type` is the import's kind (`stream`), not the claim type.
+        match self.v1_type.as_deref() {
+            Some(t) if !t.is_empty() => t,
+            _ => self.nats.claim_type.as_deref().unwrap_or(""),
+        }
     }
 
     /// The claims' format version as the Go library reads it: 1 when `type` sits at the top
@@ -486,7 +489,8 @@ pub fn parse_unverified(token: &str) -> Result<Claims, JwtError> {
 }
 
 /// Decodes and verifies an account JWT and checks what the claims alone can tell: the type, that
-/// `sub` is an account key and `iss` an operator key, and the time window.
+/// `sub` is an account key and `iss` an operator key, the time window, and the content rules
+/// nats-server applies when it loads an account ([`check_account_rules`]).
 ///
 /// Whether the issuer is *trusted* is [`trust::TrustedKeys::check_issuer`]'s job.
 ///
@@ -496,6 +500,7 @@ pub fn decode_account(token: &str, now: i64) -> Result<Jwt, JwtError> {
     let jwt = decode(token)?;
     check_account_subject(&jwt.claims)?;
     check_account_claims(&jwt.claims, now)?;
+    check_account_rules(&jwt)?;
     Ok(jwt)
 }
 
@@ -684,4 +689,30 @@ pub fn unix_to_rfc3339(t: i64) -> String {
         })
         .map(|st| humantime::format_rfc3339_seconds(st).to_string())
         .unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v1 activation names its claim type at the top level and the import kind in
+    /// `nats.type`; the top-level one decides, as in the Go library.
+    #[test]
+    fn v1_claim_type_wins_over_the_nats_section() {
+        let account = nkeys::KeyPair::new_account();
+        let importer = nkeys::KeyPair::new_account().public_key();
+        let v1 = encode::sign(
+            serde_json::json!({ "sub": importer, "type": "activation",
+                "nats": { "type": "stream", "subject": "orders.>" } }),
+            &account,
+        );
+        let claims = parse_unverified(&v1).unwrap();
+        assert_eq!(claims.claim_type(), ClaimType::Activation);
+        assert_eq!(claims.version(), 1);
+        let v2 = encode::activation(&account, &importer, "orders.>", "stream");
+        assert_eq!(
+            parse_unverified(&v2).unwrap().claim_type(),
+            ClaimType::Activation
+        );
+    }
 }
