@@ -544,3 +544,68 @@ async fn changes_made_while_nats_is_unreachable_are_resent_on_reconnect() {
     )
     .await;
 }
+
+/// What our content validation accepts, nats-server loads: a rich pair of accounts (a private
+/// service export with an activation token, a stream export, an import of each, a subject
+/// mapping, a scoped signing key, limits) is POSTed to us and a user of each account connects,
+/// and the importer can use the imported service. (The refusals are in tests/accounts.rs and the
+/// unit tests of `jwt::account_rules`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rich_accounts_we_accept_load_in_nats_server() {
+    let stack = stack(|_| {}).await;
+    let exporter = KeyPair::new_account();
+    let importer = KeyPair::new_account();
+    let (ex_pub, im_pub) = (exporter.public_key(), importer.public_key());
+    let unlimited = json!({ "imports": -1, "exports": -1, "wildcards": true, "conn": -1,
+        "subs": -1, "data": -1, "payload": -1, "leaf": -1 });
+    let scoped = KeyPair::new_account().public_key();
+    let exporter_jwt = account_jwt(
+        &ex_pub,
+        "exporter",
+        json!({ "limits": unlimited, "exports": [
+            { "name": "help", "subject": "help.>", "type": "service", "token_req": true,
+              "response_type": "Singleton" },
+            { "name": "news", "subject": "news.>", "type": "stream" } ],
+          "signing_keys": [ { "kind": "user_scope", "key": scoped, "role": "helpers",
+              "template": { "pub": { "allow": ["help.>"] }, "sub": {}, "subs": -1,
+                            "data": -1, "payload": -1 } } ] }),
+    );
+    let token =
+        nats_account_server::jwt::encode::activation(&exporter, &im_pub, "help.>", "service");
+    let importer_jwt = account_jwt(
+        &im_pub,
+        "importer",
+        json!({ "limits": unlimited, "imports": [
+            { "name": "help", "subject": "help.>", "account": ex_pub, "type": "service",
+              "token": token },
+            { "name": "news", "subject": "news.>", "account": ex_pub, "type": "stream" } ],
+          "mappings": { "orders": [ { "subject": "orders.v2", "weight": 100 } ] } }),
+    );
+    post_account(&stack.server, &ex_pub, &exporter_jwt).await;
+    post_account(&stack.server, &im_pub, &importer_jwt).await;
+
+    let provider = connect(&stack.nats, &user_creds(&exporter, "provider"))
+        .await
+        .unwrap_or_else(|e| panic!("exporter user: {e}\n{}", stack.nats.log_text()));
+    let mut requests = provider.subscribe("help.>").await.unwrap();
+    let responder = provider.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = requests.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder.publish(reply, "helped".into()).await;
+            }
+        }
+    });
+    provider.flush().await.unwrap();
+    let client = connect(&stack.nats, &user_creds(&importer, "client"))
+        .await
+        .unwrap_or_else(|e| panic!("importer user: {e}\n{}", stack.nats.log_text()));
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request("help.me", "please".into()),
+    )
+    .await
+    .expect("the imported service answers in time")
+    .unwrap_or_else(|e| panic!("request through the import: {e}\n{}", stack.nats.log_text()));
+    assert_eq!(&answer.payload[..], b"helped");
+}
