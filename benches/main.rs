@@ -90,6 +90,10 @@ fn bench_jwt(c: &mut Criterion) {
             service::validate_account(&f.trust, key, black_box(token.as_bytes())).expect("valid")
         })
     });
+    let decoded = jwt::decode(token).expect("valid");
+    g.bench_function("account_rules", |b| {
+        b.iter(|| jwt::check_account_rules(black_box(&decoded)).expect("valid"))
+    });
     g.bench_function("parse_unverified", |b| {
         b.iter(|| jwt::parse_unverified(black_box(token)).expect("valid"))
     });
