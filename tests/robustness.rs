@@ -854,14 +854,7 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
     // an I/O error until then; attempts are at most every 2 s) and is stored; nothing
     // acknowledged went missing.
     std::fs::remove_file(&filler).unwrap();
-    let (key, token) = account("space-again");
-    let url = server.at(&format!("/jwt/v1/accounts/{key}"));
-    eventually(Duration::from_secs(10), "a write succeeds again", || {
-        let (url, token) = (url.clone(), token.clone());
-        async move { post(&url, token).await.0 == 200 }
-    })
-    .await;
-    acked.push((key, token));
+    acked.push(post_until_stored(&server, "space-again").await);
     assert_eq!(store_health(&server.url).await, ("ok".into(), 0.0));
     let have = contents(&server.url, "recovered primary").await;
     for (key, token) in &acked {
@@ -897,6 +890,19 @@ async fn full_disk_answers_500_and_keeps_serving_reads() {
     );
     drop(server);
     drop(tmpfs);
+}
+
+/// POSTs a new account until it is stored (a failing store tries to recover at most every 2 s,
+/// and answers 500 in between); returns `(key, jwt)`.
+async fn post_until_stored(server: &TestServer, name: &str) -> (String, String) {
+    let (key, token) = account(name);
+    let url = server.at(&format!("/jwt/v1/accounts/{key}"));
+    eventually(Duration::from_secs(10), "a write succeeds again", || {
+        let (url, token) = (url.clone(), token.clone());
+        async move { post(&url, token).await.0 == 200 }
+    })
+    .await;
+    (key, token)
 }
 
 /// Fills the file system `path` is on with `path`.
@@ -1041,13 +1047,7 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
 
     // Fixed: the next recovery attempt (at most every 2 s) succeeds and writes go on.
     fail.store(false, Ordering::SeqCst);
-    let (key, token) = account("after-recovery");
-    let url = server.at(&format!("/jwt/v1/accounts/{key}"));
-    eventually(Duration::from_secs(10), "a write succeeds again", || {
-        let (url, token) = (url.clone(), token.clone());
-        async move { post(&url, token).await.0 == 200 }
-    })
-    .await;
+    let (key, token) = post_until_stored(&server, "after-recovery").await;
     assert_eq!(store_health(&server.url).await, ("ok".into(), 0.0));
     let (changes, head) = feed(&server.url).await;
     assert_eq!(
