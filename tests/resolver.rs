@@ -220,7 +220,8 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
 
 /// `nsc push` to a `nats://` URL: account JWTs sent as requests on `$SYS.REQ.CLAIMS.UPDATE`
 /// (and the per-account subject) are validated and stored like a POST, and answered with
-/// nats-server's JSON; a bad one is refused with the reason and stores nothing. Replies from
+/// nats-server's JSON; a bad one is refused with the reason and stores nothing. LIST names the
+/// stored accounts. Replies from
 /// the nats-server itself (a cache resolver also answers) are told apart by `server.name`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_requests_are_stored_and_answered_like_nats_server() {
@@ -234,6 +235,9 @@ async fn update_requests_are_stored_and_answered_like_nats_server() {
     assert_eq!(reply["data"]["account"], key.as_str());
     let (status, body) = crate::common::get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await;
     assert_eq!((status, body), (200, jwt.clone()));
+    // LIST (nsc push --diff) names it.
+    let listed = our_reply(&sys, "$SYS.REQ.CLAIMS.LIST".into(), "").await;
+    assert_eq!(listed["data"], serde_json::json!([key]), "{listed}");
 
     // The per-account subject must name the token's subject.
     let (other, _) = new_account("other");

@@ -10,6 +10,8 @@
 //!   in queue group `responder` (one of the responders answers): the payload is the requester's
 //!   store hash (XOR of the sha256 of every JWT); a match is answered with one empty message,
 //!   anything else with one `<key>|<jwt>` message per unexpired account, then an empty one.
+//! - `$SYS.REQ.CLAIMS.LIST` (`nsc push --diff/--prune` over NATS): the public keys of every
+//!   stored account, as nats-server answers it (`{"server":…,"data":["A…",…]}`).
 //! - `$SYS.REQ.CLAIMS.UPDATE` and `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` *requests* (with a
 //!   reply subject: `nsc push` to a `nats://` URL sends these), on the primary only: the
 //!   account goes through the same validation and write path as an HTTP POST, and the answer is
@@ -38,6 +40,7 @@ const PACK: &str = "$SYS.REQ.CLAIMS.PACK";
 /// them (or us) answers each request, not all.
 const PACK_QUEUE: &str = "responder";
 const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
+const LIST: &str = "$SYS.REQ.CLAIMS.LIST";
 const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
 
 /// Runs until `cancel` fires, following connection replacements.
@@ -52,7 +55,7 @@ pub async fn run(responder: Responder, nats: NatsHandle, cancel: CancellationTok
 /// Subscribes on `nc` and answers until the subscriptions end.
 async fn serve(responder: &Responder, nc: &async_nats::Client) {
     let mut subs = Vec::new();
-    let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE))];
+    let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE)), (LIST, None)];
     if responder.replica.is_none() {
         subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None)]);
     }
@@ -79,6 +82,8 @@ async fn serve(responder: &Responder, nc: &async_nats::Client) {
             // A pack can be 100,000 messages: answered on its own task, so lookups go on.
             let (responder, nc) = (responder.clone(), nc.clone());
             tokio::spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
+        } else if subject == LIST {
+            list(responder, nc, reply).await;
         } else if subject.ends_with(".CLAIMS.UPDATE") {
             // A durable write: on its own task too.
             let (responder, nc) = (responder.clone(), nc.clone());
@@ -132,6 +137,24 @@ async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     };
     if let Err(e) = nc.publish(reply, body.to_string().into()).await {
         tracing::warn!(cause = %e, "could not answer an account update request");
+    }
+}
+
+/// Answers a LIST request with every stored account's public key.
+async fn list(responder: &Responder, nc: &async_nats::Client, reply: async_nats::Subject) {
+    let keys: Vec<String> = responder
+        .store
+        .all(Kind::Account, usize::MAX)
+        .iter()
+        .map(|e| e.key.to_string())
+        .collect();
+    let body = json!({ "server": server_info(), "data": keys });
+    match nc.publish(reply, body.to_string().into()).await {
+        Ok(()) => responder.metrics.resolver_request("list", "answered"),
+        Err(e) => {
+            responder.metrics.resolver_request("list", "failed");
+            tracing::warn!(cause = %e, "could not answer a resolver list request");
+        }
     }
 }
 
