@@ -241,6 +241,7 @@ impl RunningServer {
                 state.clone(),
                 nats.clone(),
                 cancel.clone(),
+                tasks.clone(),
             ));
         }
         let app_state = state.clone();

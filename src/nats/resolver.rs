@@ -30,6 +30,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What a responder works with: the handlers' state (store, trust, write path, metrics).
 pub type Responder = AppState;
@@ -43,17 +44,23 @@ const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
 const LIST: &str = "$SYS.REQ.CLAIMS.LIST";
 const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
 
-/// Runs until `cancel` fires, following connection replacements.
-pub async fn run(responder: Responder, nats: NatsHandle, cancel: CancellationToken) {
+/// Runs until `cancel` fires, following connection replacements. Long answers (a pack, a
+/// durable write) run as tasks of `tasks`, so a graceful stop waits for them.
+pub async fn run(
+    responder: Responder,
+    nats: NatsHandle,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
     nats.follow(cancel, |nc| {
-        let responder = responder.clone();
-        async move { serve(&responder, &nc).await }
+        let (responder, tasks) = (responder.clone(), tasks.clone());
+        async move { serve(&responder, &nc, &tasks).await }
     })
     .await;
 }
 
 /// Subscribes on `nc` and answers until the subscriptions end.
-async fn serve(responder: &Responder, nc: &async_nats::Client) {
+async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTracker) {
     let mut subs = Vec::new();
     let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE)), (LIST, None)];
     if responder.replica.is_none() {
@@ -81,13 +88,13 @@ async fn serve(responder: &Responder, nc: &async_nats::Client) {
         if subject == PACK {
             // A pack can be 100,000 messages: answered on its own task, so lookups go on.
             let (responder, nc) = (responder.clone(), nc.clone());
-            tokio::spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
+            tasks.spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
         } else if subject == LIST {
             list(responder, nc, reply).await;
         } else if subject.ends_with(".CLAIMS.UPDATE") {
             // A durable write: on its own task too.
             let (responder, nc) = (responder.clone(), nc.clone());
-            tokio::spawn(async move { update(&responder, &nc, msg).await });
+            tasks.spawn(async move { update(&responder, &nc, msg).await });
         } else {
             lookup(responder, nc, subject, reply).await;
         }
