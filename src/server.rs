@@ -236,14 +236,12 @@ impl RunningServer {
             draining: cancel.child_token(),
         };
 
-        if settings.nats.resolverpeer {
-            tasks.spawn(crate::nats::resolver::run(
-                state.clone(),
-                nats.clone(),
-                cancel.clone(),
-                tasks.clone(),
-            ));
-        }
+        tasks.spawn(crate::nats::resolver::run(
+            state.clone(),
+            nats.clone(),
+            cancel.clone(),
+            tasks.clone(),
+        ));
         let app_state = state.clone();
         let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
         let http =

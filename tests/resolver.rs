@@ -308,3 +308,28 @@ async fn our_reply(sys: &async_nats::Client, subject: String, jwt: &str) -> serd
         }
     }
 }
+
+/// `nats.resolverpeer = false`: resolver requests are left to nats-servers; a lookup of an
+/// account we hold gets no answer from us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_peer_can_be_turned_off() {
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"");
+    let server = TestServer::start_with(|s| {
+        with_nats(s, nats.port);
+        s.nats.resolverpeer = false;
+    })
+    .await;
+    wait_connected(&server).await;
+    let (key, _) = post_new_account(&server.url, "kept-quiet").await;
+    let sys = sys_client(&nats).await;
+    let asked = tokio::time::timeout(
+        Duration::from_millis(500),
+        sys.request(format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"), "".into()),
+    )
+    .await;
+    assert!(!matches!(asked, Ok(Ok(_))), "answered: {asked:?}");
+    assert_eq!(
+        metric(&server.url, "nas_resolver_requests_total").await,
+        0.0
+    );
+}

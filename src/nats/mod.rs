@@ -103,16 +103,26 @@ impl NatsHandle {
     }
 
     /// Runs `serve` with the current client, and again with each client that replaces it
-    /// (SIGHUP), until `cancel` fires. `serve` subscribes and handles messages; when it returns
-    /// (its subscriptions ended) the next connection is awaited.
-    pub async fn follow<F, Fut>(&self, cancel: CancellationToken, mut serve: F)
-    where
+    /// (SIGHUP), until `cancel` fires; only on connections whose settings `wanted` accepts.
+    /// `serve` subscribes and handles messages; when it returns (its subscriptions ended) the
+    /// next connection is awaited.
+    pub async fn follow<F, Fut>(
+        &self,
+        cancel: CancellationToken,
+        wanted: impl Fn(&NatsSettings) -> bool,
+        mut serve: F,
+    ) where
         F: FnMut(async_nats::Client) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let mut conns = self.watch();
         loop {
-            let client = conns.borrow_and_update().client.clone();
+            let client = {
+                let conn = conns.borrow_and_update();
+                conn.client
+                    .clone()
+                    .filter(|_| conn.settings.as_ref().is_some_and(&wanted))
+            };
             if let Some(nc) = client {
                 tokio::select! {
                     _ = cancel.cancelled() => return,

@@ -44,18 +44,25 @@ const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
 const LIST: &str = "$SYS.REQ.CLAIMS.LIST";
 const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
 
-/// Runs until `cancel` fires, following connection replacements. Long answers (a pack, a
-/// durable write) run as tasks of `tasks`, so a graceful stop waits for them.
+/// Runs until `cancel` fires, following connection replacements, answering on connections
+/// made with `nats.resolverpeer` on. Long answers (a pack, a durable write) run as tasks of
+/// `tasks`, so a graceful stop waits for them.
 pub async fn run(
     responder: Responder,
     nats: NatsHandle,
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
-    nats.follow(cancel, |nc| {
-        let (responder, tasks) = (responder.clone(), tasks.clone());
-        async move { serve(&responder, &nc, &tasks).await }
-    })
+    // `nats.resolverpeer` is read from the connection's settings, so a SIGHUP that changes it
+    // (which makes a new connection) turns the responder on or off.
+    nats.follow(
+        cancel,
+        |s| s.resolverpeer,
+        |nc| {
+            let (responder, tasks) = (responder.clone(), tasks.clone());
+            async move { serve(&responder, &nc, &tasks).await }
+        },
+    )
     .await;
 }
 

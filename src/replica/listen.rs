@@ -29,10 +29,14 @@ fn parse_subject(subject: &str) -> Option<(Kind, &str)> {
 
 /// Runs until `cancel` fires.
 pub async fn run(replica: ReplicaHandle, nats: NatsHandle, cancel: CancellationToken) {
-    nats.follow(cancel, |nc| {
-        let replica = replica.clone();
-        async move { listen(&replica, &nc).await }
-    })
+    nats.follow(
+        cancel,
+        |_| true,
+        |nc| {
+            let replica = replica.clone();
+            async move { listen(&replica, &nc).await }
+        },
+    )
     .await;
 }
 
