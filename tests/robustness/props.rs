@@ -1,6 +1,7 @@
 //! Property tests (proptest, 256 cases each unless noted, no regression files): the JWT
-//! decoder and claim validation never panic on anything, a mutated token never verifies, and
-//! the nats-server config parser never panics and reads back what it is given.
+//! decoder, claim validation and the account content rules never panic on anything, a mutated
+//! token never verifies, and the nats-server config parser never panics and reads back what it
+//! is given.
 
 use crate::common::fixtures;
 use data_encoding::BASE64URL_NOPAD;
