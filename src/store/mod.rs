@@ -362,8 +362,9 @@ impl Store {
             .expect("the writer answers one outcome per entry"))
     }
 
-    /// Puts several tokens (newer-wins each) and sets `meta`, in one atomic commit: how a
-    /// replica applies a feed page together with its cursor.
+    /// Puts several tokens (newer-wins each) and sets `meta`, in one atomic commit (the
+    /// `import` command; a replica uses [`Store::put_entries`] to store a feed page together
+    /// with its cursor).
     ///
     /// # Errors
     /// As [`Store::put`].
@@ -376,7 +377,7 @@ impl Store {
             .iter()
             .map(|(kind, key, jwt)| Arc::new(Entry::new(*kind, key, jwt)))
             .collect();
-        self.send(entries, meta).await
+        self.put_entries(entries, meta).await
     }
 
     /// [`Store::put_many`] for entries already built ([`Entry::new`]): a replica turns each
