@@ -35,7 +35,7 @@ const MAX_LISTED_ISSUES: usize = 20;
 
 /// Fails with the blocking issues of the account in `jwt` (already decoded and verified), in
 /// one line: `account JWT has validation issues: <issue>; <issue>` (the first
-/// [`MAX_LISTED_ISSUES`], then how many more).
+/// `MAX_LISTED_ISSUES`, then how many more).
 ///
 /// # Errors
 /// [`JwtError::InvalidClaims`].

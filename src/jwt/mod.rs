@@ -492,7 +492,7 @@ pub fn parse_unverified(token: &str) -> Result<Claims, JwtError> {
 /// `sub` is an account key and `iss` an operator key, the time window, and the content rules
 /// nats-server applies when it loads an account ([`check_account_rules`]).
 ///
-/// Whether the issuer is *trusted* is [`trust::TrustedKeys::check_issuer`]'s job.
+/// Whether the issuer is *trusted* is [`trust::Operator::check_issuer`]'s job.
 ///
 /// # Errors
 /// Any [`JwtError`].

@@ -3,7 +3,7 @@
 //!
 //! Three ways changes arrive, from fastest to most reliable:
 //! - NATS claims-update messages ([`listen`]), applied at once after verification;
-//! - the primary's change feed ([`sync`]), long-polled, which alone guarantees convergence: its
+//! - the primary's change feed (`sync`), long-polled, which alone guarantees convergence: its
 //!   cursor is persisted with the tokens it applied, and a new primary lineage triggers a full
 //!   newer-wins resync;
 //! - read misses, fetched from the primary on demand (and remembered briefly when unknown).

@@ -2,9 +2,9 @@
 //! every write goes through first.
 //!
 //! Ownership, in one place:
-//! - **Reads** (`get`, `changes_since`, `pack`) take a short read lock on the [`Index`] and clone
+//! - **Reads** (`get`, `changes_since`, `pack`) take a short read lock on the `Index` and clone
 //!   an `Arc<Entry>`; they never touch the disk and never parse a token.
-//! - **Writes** are sent to one writer thread (see [`writer`]). It alone decides ordering
+//! - **Writes** are sent to one writer thread (see `writer`). It alone decides ordering
 //!   (newer-wins, sequence numbers), commits a whole group of pending writes to the backend in one
 //!   atomic, fsynced batch (group commit), and only then publishes them to the index and answers.
 //!   So an acknowledged write is durable, and readers never see a write that could be lost.

@@ -14,7 +14,7 @@
 //! this log at open.
 //!
 //! Stores written by the first layout (`a/<key>`, `t/<hash>`, `s/<seq>` → kind + key) are
-//! converted at open, in one atomic batch (see [`migrate_v1`]).
+//! converted at open, in one atomic batch (see `migrate_v1`).
 //!
 //! `commit` applies the batch and then `flush`es (fsync) before returning, which is what lets the
 //! HTTP layer answer 200 only for writes that survive `kill -9`.
