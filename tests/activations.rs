@@ -6,11 +6,11 @@
 //! (signed by the operator's signing key, which `TestServer::primary()` trusts) must be posted
 //! first, because the server only hosts activations of accounts it knows.
 
-use crate::common::fixtures::{self, account_a, account_b, account_jwt, vector};
-use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::fixtures::{account_a, account_b, account_jwt, vector};
+use crate::common::nats::{sys_creds_path, use_nats, wait_nats_connected, NatsServer};
 use crate::common::{eventually, free_port, get, http, metric, post, replica_settings, TestServer};
 use futures_util::StreamExt;
-use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::config::{Dur, Settings};
 use nats_account_server::jwt::{self, encode, JwtError};
 use nkeys::KeyPair;
 use serde_json::{json, Value};
@@ -140,29 +140,11 @@ async fn wait_ready(base: &str) {
     .await;
 }
 
-/// Points `s` at the NATS server on `port` as the system-account user.
-fn with_nats(s: &mut Settings, port: u16) {
-    s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
-    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
-    s.nats.usercredentials = Some(sys_creds_path());
-    s.nats.reconnectwait = Dur(Duration::from_millis(100));
-}
-
 /// nats-server on `port` resolving accounts from `primary` (blocks until it listens, which
 /// needs its startup probe of our server to pass).
 fn start_nats(port: u16, primary: &TestServer) -> NatsServer {
     let resolver = format!("{}/jwt/v1/accounts/", primary.url);
     tokio::task::block_in_place(|| NatsServer::start(port, &resolver))
-}
-
-async fn wait_nats_connected(base: &str) {
-    eventually(WITHIN, &format!("{base} connected to NATS"), || async {
-        get(&format!("{base}/healthz"))
-            .await
-            .1
-            .contains("\"connected\"")
-    })
-    .await;
 }
 
 /// A client of the system account (it may publish and subscribe on `$SYS.>`).
@@ -541,7 +523,7 @@ async fn signing_key_issuers_need_issuer_account_and_a_listed_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_on_post_and_notify_option() {
     let port = free_port();
-    let server = TestServer::start_with(|s| with_nats(s, port)).await;
+    let server = TestServer::start_with(|s| use_nats(s, port)).await;
     let nats = start_nats(port, &server);
     wait_nats_connected(&server.url).await;
     let a = post_account_a(&server.url).await;
@@ -695,10 +677,10 @@ async fn replica_without_nats_gets_activations_through_the_feed_and_forwards_pos
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_with_nats_applies_activation_messages() {
     let port = free_port();
-    let primary = TestServer::start_with(|s| with_nats(s, port)).await;
+    let primary = TestServer::start_with(|s| use_nats(s, port)).await;
     let nats = start_nats(port, &primary);
     let replica = replica_of(&primary.url, |s| {
-        with_nats(s, port);
+        use_nats(s, port);
         s.replication.pollwait = Dur(Duration::from_secs(30));
     })
     .await;

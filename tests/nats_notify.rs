@@ -11,11 +11,11 @@
 //! Every test runs its own pair, so tests run in parallel.
 
 use crate::common::fixtures::{self, account_jwt, user_creds};
-use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::nats::{sys_creds_path, use_nats, NatsServer};
 use crate::common::{eventually, free_port, get, http, post, TestServer};
 use async_nats::{Client, ConnectError, Message, Subscriber};
 use futures_util::{FutureExt, StreamExt};
-use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::config::Settings;
 use nats_account_server::nats::notify::UpdateSubjects;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
@@ -39,19 +39,10 @@ struct Stack {
     nats: NatsServer,
 }
 
-/// Points `s` at a NATS server on `port` as the vectors' system-account user, reconnecting
-/// quickly, and serves the system account JWT (nats-server fetches it at startup).
-fn with_nats(s: &mut Settings, port: u16) {
-    s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
-    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
-    s.nats.usercredentials = Some(sys_creds_path());
-    s.nats.reconnectwait = Dur(Duration::from_millis(100));
-}
-
 /// Our server, configured for a nats-server on `port` that need not be running.
 async fn our_server(port: u16, tweak: impl FnOnce(&mut Settings)) -> TestServer {
     TestServer::start_with(|s| {
-        with_nats(s, port);
+        use_nats(s, port);
         tweak(s);
     })
     .await

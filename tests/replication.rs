@@ -3,7 +3,7 @@
 //! and a real nginx in front of the replicas.
 
 use crate::common::fixtures;
-use crate::common::nats::NatsServer;
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
 use crate::common::{
@@ -110,23 +110,12 @@ async fn replicas_converge_through_the_feed_without_nats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     let nats_port = free_port();
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
-    let with_nats = |s: &mut Settings| {
-        s.nats.servers = StringList(vec![nats_url.clone()]);
-        s.nats.usercredentials = Some(fixtures::vectors().join("sys.creds"));
-        s.nats.reconnectwait = Dur(Duration::from_millis(100));
-    };
+    let with_nats = |s: &mut Settings| use_nats(s, nats_port);
     let primary = TestServer::start_with(with_nats).await;
     let _nats = NatsServer::start(nats_port, &format!("{}/jwt/v1/accounts/", primary.url));
     let replica = replica_of(&[&primary.url], with_nats).await;
     for url in [&primary.url, &replica.url] {
-        eventually(Duration::from_secs(10), "connected to NATS", || async {
-            get(&format!("{url}/healthz"))
-                .await
-                .1
-                .contains("\"connected\"")
-        })
-        .await;
+        wait_nats_connected(url).await;
     }
     wait_ready(&replica.url).await;
 
@@ -150,7 +139,7 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
         &std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap(),
     )
     .unwrap()
-    .connect(&nats_url)
+    .connect(format!("nats://127.0.0.1:{nats_port}"))
     .await
     .unwrap();
     sys.publish(

@@ -4,38 +4,21 @@
 //! nats-server 2.9.10, and by speaking the protocol directly.
 
 use crate::common::fixtures::{new_account, user_creds};
-use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::nats::{sys_creds_path, use_nats, wait_nats_connected, NatsServer};
 use crate::common::{
     eventually, free_port, metric, post_new_account, primary_settings, TestServer,
 };
-use nats_account_server::config::{Dur, Settings, StringList};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// Our server as a system-account client of the nats-server on `port`.
-fn with_nats(s: &mut Settings, port: u16) {
-    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
-    s.nats.usercredentials = Some(sys_creds_path());
-    s.nats.reconnectwait = Dur(Duration::from_millis(100));
-}
 
 /// A nats-server with a cache resolver (lookups time out after 1 s) and our server connected
 /// to it as a system-account client.
 async fn cache_resolver_and_us() -> (NatsServer, TestServer) {
     let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"");
-    let server = TestServer::start_with(|s| with_nats(s, nats.port)).await;
-    wait_connected(&server).await;
+    let server = TestServer::start_with(|s| use_nats(s, nats.port)).await;
+    wait_nats_connected(&server.url).await;
     (nats, server)
-}
-
-async fn wait_connected(server: &TestServer) {
-    let url = server.url.clone();
-    eventually(Duration::from_secs(10), "connected to NATS", || {
-        let url = url.clone();
-        async move { metric(&url, "nas_nats_connected").await == 1.0 }
-    })
-    .await;
 }
 
 async fn sys_client(nats: &NatsServer) -> async_nats::Client {
@@ -186,11 +169,11 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
         keys.push(post_new_account(&first.url, &format!("synced-{i}")).await.0);
     }
     first.stop().await;
-    with_nats(&mut settings, port);
+    use_nats(&mut settings, port);
     let server = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
 
     let nats = NatsServer::start_nats_resolver(port, "full", "interval: \"1s\"");
-    wait_connected(&server).await;
+    wait_nats_connected(&server.url).await;
     let dir = nats.resolver_dir();
     eventually(
         Duration::from_secs(10),
@@ -315,11 +298,11 @@ async fn our_reply(sys: &async_nats::Client, subject: String, jwt: &str) -> serd
 async fn resolver_peer_can_be_turned_off() {
     let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"");
     let server = TestServer::start_with(|s| {
-        with_nats(s, nats.port);
+        use_nats(s, nats.port);
         s.nats.resolverpeer = false;
     })
     .await;
-    wait_connected(&server).await;
+    wait_nats_connected(&server.url).await;
     let (key, _) = post_new_account(&server.url, "kept-quiet").await;
     let sys = sys_client(&nats).await;
     let asked = tokio::time::timeout(

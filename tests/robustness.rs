@@ -9,7 +9,7 @@
 mod props;
 
 use crate::common::fixtures::{self, account_jwt_at};
-use crate::common::nats::NatsServer;
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
 use crate::common::{
@@ -17,7 +17,7 @@ use crate::common::{
     replica_of, TestServer,
 };
 use data_encoding::BASE64URL_NOPAD;
-use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::config::{Dur, Settings};
 use nats_account_server::jwt::{self, encode};
 use nats_account_server::store::{self, Backend, Commit, Kind, Loaded, StoreError};
 use nats_account_server::RunningServer;
@@ -540,24 +540,13 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_during_a_write_stream_replicas_still_converge() {
     let nats_port = free_port();
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
-    let with_nats = |s: &mut Settings| {
-        s.nats.servers = StringList(vec![nats_url.clone()]);
-        s.nats.usercredentials = Some(fixtures::vectors().join("sys.creds"));
-        s.nats.reconnectwait = Dur(Duration::from_millis(100));
-    };
+    let with_nats = |s: &mut Settings| use_nats(s, nats_port);
     let primary = TestServer::start_with(with_nats).await;
     let mut nats = NatsServer::start(nats_port, &format!("{}/jwt/v1/accounts/", primary.url));
     let r1 = replica_of(&[&primary.url], with_nats).await;
     let r2 = replica_of(&[&primary.url], with_nats).await;
     for url in [&primary.url, &r1.url, &r2.url] {
-        eventually(Duration::from_secs(10), "connected to NATS", || async {
-            get(&format!("{url}/healthz"))
-                .await
-                .1
-                .contains("\"connected\"")
-        })
-        .await;
+        wait_nats_connected(url).await;
     }
 
     let acked = Arc::new(AtomicI64::new(0));
@@ -1509,12 +1498,7 @@ async fn near_limit_claims_and_json_type_confusion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_one_account_end_with_the_newest_everywhere() {
     let nats_port = free_port();
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
-    let with_nats = |s: &mut Settings| {
-        s.nats.servers = StringList(vec![nats_url.clone()]);
-        s.nats.usercredentials = Some(fixtures::vectors().join("sys.creds"));
-        s.nats.reconnectwait = Dur(Duration::from_millis(100));
-    };
+    let with_nats = |s: &mut Settings| use_nats(s, nats_port);
     let primary = TestServer::start_with(with_nats).await;
     let _nats = NatsServer::start(nats_port, &format!("{}/jwt/v1/accounts/", primary.url));
     let r1 = replica_of(&[&primary.url], with_nats).await;

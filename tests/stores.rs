@@ -4,7 +4,7 @@
 //! directory primary, and the `import` subcommand (our binary as a process).
 
 use crate::common::fixtures::{self, account_jwt, account_jwt_at, new_account};
-use crate::common::nats::{sys_creds_path, NatsServer};
+use crate::common::nats::{sys_creds_path, use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::run_to_exit;
 use crate::common::{
     account, eventually, free_port, get, http, post, post_new_account, serves, TestServer,
@@ -105,25 +105,11 @@ async fn dir_server(root: &Path, shard: bool, readonly: bool) -> TestServer {
     .await
 }
 
-/// Points `s` at a nats-server on `port` as the system-account user.
-fn with_nats(s: &mut Settings, port: u16) {
-    s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
-    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
-    s.nats.usercredentials = Some(sys_creds_path());
-    s.nats.reconnectwait = Dur(Duration::from_millis(100));
-}
-
 /// Starts nats-server resolving from `server` and waits until `server` is connected to it.
 async fn start_nats(port: u16, server: &TestServer) -> NatsServer {
     let resolver = format!("{}/jwt/v1/accounts/", server.url);
     let nats = tokio::task::block_in_place(|| NatsServer::start(port, &resolver));
-    eventually(WITHIN, "our server is connected to NATS", || async {
-        get(&server.at("/healthz"))
-            .await
-            .1
-            .contains("\"connected\"")
-    })
-    .await;
+    wait_nats_connected(&server.url).await;
     nats
 }
 
@@ -467,7 +453,7 @@ async fn read_only_dir_is_watched_and_changes_are_notified() {
             s.store.dir = Some(dir);
             s.store.shard = shard;
             s.store.readonly = true;
-            with_nats(s, port);
+            use_nats(s, port);
         })
         .await;
         let nats = start_nats(port, &server).await;
@@ -628,7 +614,7 @@ async fn nsc_folder_serves_accounts_and_is_watched() {
         s.store.data = None;
         s.operatorjwtpath = None; // derived: <folder>/TESTOP.jwt
         s.store.nsc = Some(folder);
-        with_nats(s, port);
+        use_nats(s, port);
     })
     .await;
     let nats = start_nats(port, &server).await;

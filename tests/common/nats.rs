@@ -2,7 +2,8 @@
 //! URL resolver points at one of our servers. Killed on drop; its log is kept in its temp dir
 //! and printed when it fails to start.
 
-use super::fixtures;
+use super::{eventually, fixtures, get};
+use nats_account_server::config::{Dur, Settings, StringList};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -177,4 +178,29 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Points `s` at the nats-server on `port` as the vectors' system-account user, reconnecting
+/// every 100 ms (tests restart nats-servers and must not wait a second for each reconnect),
+/// and serves the system account JWT (nats-server fetches it at startup).
+pub fn use_nats(s: &mut Settings, port: u16) {
+    s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
+    s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
+    s.nats.usercredentials = Some(sys_creds_path());
+    s.nats.reconnectwait = Dur(Duration::from_millis(100));
+}
+
+/// Waits until our server at `base` reports its NATS connection up (`/healthz`).
+pub async fn wait_nats_connected(base: &str) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{base} connected to NATS"),
+        || async {
+            get(&format!("{base}/healthz"))
+                .await
+                .1
+                .contains("\"nats\":\"connected\"")
+        },
+    )
+    .await;
 }
