@@ -416,6 +416,7 @@ async fn path_traversal_is_refused() {
             }],
             meta: vec![],
             head: 1,
+            durable: true,
         };
         assert!(
             backend.commit(&commit).is_err(),

@@ -116,7 +116,7 @@ pub struct Record {
 }
 
 /// An atomic unit for the backend: records, metadata and the new head, all or nothing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Commit {
     /// Records to store.
     pub records: Vec<Record>,
@@ -124,6 +124,24 @@ pub struct Commit {
     pub meta: Vec<(String, Vec<u8>)>,
     /// The head sequence after this commit.
     pub head: u64,
+    /// Whether the commit must be on disk before `commit` returns. Only a commit that stores
+    /// no token is not: it just moves a replica's change-feed cursor past changes that are
+    /// already durable (applied from NATS, or unchanged), and losing it in a crash means
+    /// fetching them again from the older cursor. A backend may leave such a commit to its
+    /// next flush; one that stores tokens always waits for the disk.
+    pub durable: bool,
+}
+
+impl Default for Commit {
+    /// Empty and durable.
+    fn default() -> Commit {
+        Commit {
+            records: Vec::new(),
+            meta: Vec::new(),
+            head: 0,
+            durable: true,
+        }
+    }
 }
 
 /// What a backend holds at open.
@@ -306,6 +324,7 @@ impl Store {
                 records: vec![],
                 meta: first_meta,
                 head: index.head(),
+                durable: true,
             })?;
         }
         let lineage: Arc<str> =
@@ -392,14 +411,6 @@ impl Store {
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
         self.send(entries, meta).await
-    }
-
-    /// Sets metadata durably.
-    ///
-    /// # Errors
-    /// As [`Store::put`].
-    pub async fn set_meta(&self, meta: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.send(Vec::new(), meta).await.map(drop)
     }
 
     /// Applies changes found in watched files: each entry replaces the stored one unless it

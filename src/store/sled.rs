@@ -306,7 +306,11 @@ impl Backend for SledBackend {
         );
         let db = self.db()?;
         db.apply_batch(batch).map_err(io)?;
-        db.flush().map_err(io)?;
+        // A commit that need not wait is written by sled's background flusher (every 500 ms)
+        // or by the next flush, which writes everything applied before it.
+        if commit.durable {
+            db.flush().map_err(io)?;
+        }
         Ok(())
     }
 
@@ -394,6 +398,7 @@ mod tests {
                 records: vec![rec(1, None, &one)],
                 meta: vec![],
                 head: 1,
+                durable: true,
             })
             .unwrap();
         // Twice in one commit: only the last survives.
@@ -402,6 +407,7 @@ mod tests {
                 records: vec![rec(2, Some(1), &two), rec(3, Some(2), &three)],
                 meta: vec![],
                 head: 3,
+                durable: true,
             })
             .unwrap();
         let loaded = backend.load().unwrap();

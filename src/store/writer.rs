@@ -196,6 +196,8 @@ fn commit_batch(
         outcomes.push(these);
     }
     commit.head = head;
+    // See `Commit::durable`: a commit that stores no token only moves a replica's cursor.
+    commit.durable = !commit.records.is_empty();
 
     let result = if commit.records.is_empty() && commit.meta.is_empty() {
         Ok(())
@@ -232,5 +234,55 @@ fn commit_batch(
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Backend, Commit, Entry, Kind, Loaded, Store, StoreError};
+    use std::sync::{Arc, Mutex};
+
+    /// Records whether each commit asked to wait for the disk.
+    struct Spy(Arc<Mutex<Vec<bool>>>);
+
+    impl Backend for Spy {
+        fn load(&mut self) -> Result<Loaded, StoreError> {
+            Ok(Loaded::default())
+        }
+        fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push(commit.durable);
+            Ok(())
+        }
+        fn name(&self) -> &'static str {
+            "spy"
+        }
+    }
+
+    /// A commit that stores a token waits for the disk; one that only moves a replica's cursor
+    /// past tokens already stored does not (see `Commit::durable`).
+    #[tokio::test]
+    async fn only_commits_that_store_tokens_wait_for_the_disk() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let store = Store::open(Box::new(Spy(seen.clone())), true).unwrap();
+        seen.lock().unwrap().clear(); // the lineage written at open
+        let operator = nkeys::KeyPair::new_operator();
+        let key = nkeys::KeyPair::new_account().public_key();
+        let token = crate::jwt::encode::account(&operator, &key, "a", serde_json::json!({}));
+        let jwt = crate::jwt::parse_unverified(&token).unwrap();
+        let entry = || {
+            Arc::new(Entry::from_parts(
+                Kind::Account,
+                key.as_str().into(),
+                token.as_bytes(),
+                &jwt,
+                0,
+            ))
+        };
+        let cursor = |n: u8| vec![("cursor".to_string(), vec![n])];
+        store.put_entries(vec![entry()], cursor(1)).await.unwrap();
+        // The same token again (a feed page after NATS applied it): only the cursor moves.
+        store.put_entries(vec![entry()], cursor(2)).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![true, false]);
+        assert_eq!(store.meta("cursor"), Some(vec![2]));
     }
 }
