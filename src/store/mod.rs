@@ -8,6 +8,8 @@
 //!   (newer-wins, sequence numbers), commits a whole group of pending writes to the backend in one
 //!   atomic, fsynced batch (group commit), and only then publishes them to the index and answers.
 //!   So an acknowledged write is durable, and readers never see a write that could be lost.
+//!   (A commit that stores no token, only a replica's cursor, is not fsynced: see
+//!   [`Commit::durable`].)
 //!
 //! Every store has a lineage id (random, made with the store) and a head sequence: each key sits
 //! in the change log once, at the sequence of its latest write, which is what the replication
