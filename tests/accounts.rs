@@ -4,7 +4,7 @@
 //! batch of hostile input that must leave the store exactly as it was.
 
 use crate::common::fixtures::{self, vectors};
-use crate::common::{get, http, post, TestServer};
+use crate::common::{assert_no_failures, get, http, post, TestServer};
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::jwt::{self, encode};
 use nats_account_server::store::Kind;
@@ -1186,11 +1186,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
             failures.push(format!("{what}: {} without a reason", r.status));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "wrong answers:\n{}",
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 
     assert_eq!(
         observable_state(&server).await,

@@ -7,8 +7,10 @@
 //! first, because the server only hosts activations of accounts it knows.
 
 use crate::common::fixtures::{account_a, account_b, account_jwt, vector};
-use crate::common::nats::{sys_creds_path, use_nats, wait_nats_connected, NatsServer};
-use crate::common::{eventually, free_port, get, http, metric, post, replica_settings, TestServer};
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
+use crate::common::{
+    eventually, free_port, get, http, metric, post, post_accepted, replica_settings, TestServer,
+};
 use futures_util::StreamExt;
 use nats_account_server::config::{Dur, Settings};
 use nats_account_server::jwt::{self, encode, JwtError};
@@ -61,16 +63,10 @@ async fn post_activation(base: &str, token: &str) -> (u16, String) {
     post(&format!("{base}/jwt/v1/activations"), token).await
 }
 
-/// POSTs an account JWT; it must be accepted.
-async fn post_account(base: &str, key: &str, token: &str) {
-    let (status, body) = post(&format!("{base}/jwt/v1/accounts/{key}"), token).await;
-    assert_eq!(status, 200, "POST of account {key}: {body}");
-}
-
 /// Posts account A (the vectors' activation issuer); returns its public key.
 async fn post_account_a(base: &str) -> String {
     let a = vector("account_a.pub");
-    post_account(base, &a, &account_jwt(&a, "A", json!({}))).await;
+    post_accepted(base, &a, &account_jwt(&a, "A", json!({}))).await;
     a
 }
 
@@ -145,16 +141,6 @@ async fn wait_ready(base: &str) {
 fn start_nats(port: u16, primary: &TestServer) -> NatsServer {
     let resolver = format!("{}/jwt/v1/accounts/", primary.url);
     tokio::task::block_in_place(|| NatsServer::start(port, &resolver))
-}
-
-/// A client of the system account (it may publish and subscribe on `$SYS.>`).
-async fn sys_client(url: &str) -> async_nats::Client {
-    let creds = std::fs::read_to_string(sys_creds_path()).unwrap();
-    async_nats::ConnectOptions::with_credentials(&creds)
-        .unwrap()
-        .connect(url)
-        .await
-        .expect("system-account client connects")
 }
 
 /// The next message of `sub`, failing the test after [`WITHIN`].
@@ -455,7 +441,7 @@ async fn signing_key_issuers_need_issuer_account_and_a_listed_key() {
     let a = vector("account_a.pub");
     let sk = KeyPair::new_account();
     let a_jwt = account_jwt(&a, "A", json!({ "signing_keys": [sk.public_key()] }));
-    post_account(&server.url, &a, &a_jwt).await;
+    post_accepted(&server.url, &a, &a_jwt).await;
 
     let mut c = claims(&account_b().public_key(), "signed.>");
     c["nats"]["issuer_account"] = json!(a);
@@ -501,7 +487,7 @@ async fn signing_key_issuers_need_issuer_account_and_a_listed_key() {
         "A",
         json!({ "signing_keys": [ { "kind": "user_scope", "key": scoped.public_key(), "role": "r" } ] }),
     );
-    post_account(&server.url, &a, &a_jwt).await;
+    post_accepted(&server.url, &a, &a_jwt).await;
     let mut c = claims(&account_b().public_key(), "scoped.>");
     c["nats"]["issuer_account"] = json!(a);
     let scoped_token = encode::sign(c, &scoped);
@@ -528,7 +514,7 @@ async fn notifications_on_post_and_notify_option() {
     wait_nats_connected(&server.url).await;
     let a = post_account_a(&server.url).await;
 
-    let client = sys_client(&nats.url).await;
+    let client = nats.sys_client().await;
     let mut sub = client
         .subscribe(format!("$SYS.ACCOUNT.{a}.CLAIMS.ACTIVATE.>"))
         .await
@@ -635,7 +621,7 @@ async fn replica_without_nats_gets_activations_through_the_feed_and_forwards_pos
     for i in 0..3 {
         let c = KeyPair::new_account();
         let (key, name) = (c.public_key(), format!("C{i}"));
-        post_account(&primary.url, &key, &account_jwt(&key, &name, json!({}))).await;
+        post_accepted(&primary.url, &key, &account_jwt(&key, &name, json!({}))).await;
         let from_c = activation_at(&c, "c.>", now);
         assert_eq!(
             post_activation(&replica.url, &from_c).await,
@@ -704,7 +690,7 @@ async fn replica_with_nats_applies_activation_messages() {
 
     // NATS alone: published straight on the subject, never posted to the primary.
     let before = metric(&replica.url, "nas_replica_applied_total{source=\"nats\"}").await;
-    let client = sys_client(&nats.url).await;
+    let client = nats.sys_client().await;
     let direct = activation_at(&account_a(), "direct.>", jwt::now_unix());
     let dh = hash_of(&direct);
     // First a forgery (signature altered) under its hash; then the genuine token. Once the

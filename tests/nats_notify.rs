@@ -11,9 +11,9 @@
 //! Every test runs its own pair, so tests run in parallel.
 
 use crate::common::fixtures::{self, account_jwt, user_creds};
-use crate::common::nats::{sys_creds_path, use_nats, NatsServer};
-use crate::common::{eventually, free_port, get, http, post, TestServer};
-use async_nats::{Client, ConnectError, Message, Subscriber};
+use crate::common::nats::{use_nats, NatsServer};
+use crate::common::{eventually, free_port, get, http, post_accepted, TestServer};
+use async_nats::{Client, Message, Subscriber};
 use futures_util::{FutureExt, StreamExt};
 use nats_account_server::config::Settings;
 use nats_account_server::nats::notify::UpdateSubjects;
@@ -118,40 +118,14 @@ async fn notifications(server: &TestServer, result: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// POSTs an account JWT; it must be accepted.
-async fn post_account(server: &TestServer, account: &str, jwt: &str) {
-    let (status, body) = post(&server.at(&format!("/jwt/v1/accounts/{account}")), jwt).await;
-    assert_eq!(status, 200, "POST of account {account}: {body}");
-}
-
 /// An account JWT with `limits.conn` = `conn` (iat = now, never older than a stored one).
 fn jwt_with_conn_limit(account: &str, conn: i64) -> String {
     account_jwt(account, "notified", json!({ "limits": { "conn": conn } }))
 }
 
-/// One connection attempt as a user with `creds` (no retries).
-async fn connect(nats: &NatsServer, creds: &str) -> Result<Client, ConnectError> {
-    async_nats::ConnectOptions::with_credentials(creds)
-        .expect("creds parse")
-        .connection_timeout(Duration::from_secs(2))
-        .connect(nats.url.as_str())
-        .await
-}
-
-/// Opens and closes one more connection; true when nats-server admitted it.
-async fn admits(nats: &NatsServer, creds: &str) -> bool {
-    match connect(nats, creds).await {
-        Ok(c) => {
-            let _ = c.drain().await;
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// One more connection is refused, and because of the account's connection limit.
 async fn refused_by_conn_limit(nats: &NatsServer, creds: &str) -> bool {
-    match connect(nats, creds).await {
+    match nats.try_connect_user(creds).await {
         Ok(c) => {
             let _ = c.drain().await;
             false
@@ -174,15 +148,17 @@ async fn refused_by_conn_limit(nats: &NatsServer, creds: &str) -> bool {
 async fn assert_limit_changes_apply(stack: &Stack, account: &KeyPair) {
     let key = account.public_key();
     let creds = user_creds(account, "user");
-    let first = connect(&stack.nats, &creds)
+    let first = stack
+        .nats
+        .try_connect_user(&creds)
         .await
         .expect("a user of a posted account connects (nats-server fetched it over HTTP)");
     assert!(
-        admits(&stack.nats, &creds).await,
+        stack.nats.admits(&creds).await,
         "no connection limit yet: a second connection is admitted"
     );
 
-    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, 1)).await;
+    post_accepted(&stack.server.url, &key, &jwt_with_conn_limit(&key, 1)).await;
     eventually(
         APPLY_WITHIN,
         "a second connection is refused after lowering limits.conn to 1",
@@ -198,11 +174,11 @@ async fn assert_limit_changes_apply(stack: &Stack, account: &KeyPair) {
         .expect("the first connection holds its slot")
         .expect("flush");
 
-    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    post_accepted(&stack.server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
     eventually(
         APPLY_WITHIN,
         "a second connection is admitted after raising limits.conn to -1",
-        || admits(&stack.nats, &creds),
+        || stack.nats.admits(&creds),
     )
     .await;
 
@@ -215,10 +191,7 @@ async fn assert_limit_changes_apply(stack: &Stack, account: &KeyPair) {
 /// A system-account client subscribed to the old and the new update subjects, registered at
 /// the server. One connection: messages from one publisher reach it in publish order.
 async fn sys_subscribe(nats: &NatsServer) -> (Client, Subscriber, Subscriber) {
-    let creds = std::fs::read_to_string(sys_creds_path()).expect("sys.creds");
-    let client = connect(nats, &creds)
-        .await
-        .expect("system account user connects");
+    let client = nats.sys_client().await;
     let old = client
         .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
         .await
@@ -272,7 +245,9 @@ async fn nats_server_boots_and_resolves_posted_accounts() {
     let key = account.public_key();
     let creds = user_creds(&account, "alice");
 
-    let err = connect(&stack.nats, &creds)
+    let err = stack
+        .nats
+        .try_connect_user(&creds)
         .await
         .expect_err("an account we do not have cannot be resolved");
     let why = format!("{err} {:?}", std::error::Error::source(&err));
@@ -281,13 +256,15 @@ async fn nats_server_boots_and_resolves_posted_accounts() {
         "refused for an unexpected reason: {why}"
     );
 
-    post_account(
-        &stack.server,
+    post_accepted(
+        &stack.server.url,
         &key,
         &account_jwt(&key, "A", json!({ "limits": { "conn": -1 } })),
     )
     .await;
-    let client = connect(&stack.nats, &creds)
+    let client = stack
+        .nats
+        .try_connect_user(&creds)
         .await
         .expect("a user of the posted account connects");
     client.flush().await.expect("round trip");
@@ -300,7 +277,7 @@ async fn limit_changes_reach_running_nats_server() {
     let stack = stack(|_| {}).await;
     let account = KeyPair::new_account();
     let key = account.public_key();
-    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    post_accepted(&stack.server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
     assert_limit_changes_apply(&stack, &account).await;
     assert_eq!(notifications(&stack.server, "failed").await, 0);
     assert!(notifications(&stack.server, "sent").await >= 3);
@@ -319,7 +296,7 @@ async fn connects_to_nats_server_started_later() {
     );
     let account = KeyPair::new_account();
     let key = account.public_key();
-    post_account(&server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    post_accepted(&server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
     observe_retries(port, 3).await;
     assert_ne!(nats_state(&server).await, "connected");
 
@@ -337,7 +314,7 @@ async fn reconnects_after_nats_server_restart() {
     let mut stack = stack(|_| {}).await;
     let account = KeyPair::new_account();
     let key = account.public_key();
-    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    post_accepted(&stack.server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
 
     tokio::task::block_in_place(|| stack.nats.kill());
     eventually(
@@ -348,8 +325,8 @@ async fn reconnects_after_nats_server_restart() {
     .await;
     let failed = notifications(&stack.server, "failed").await;
     let started = Instant::now();
-    post_account(
-        &stack.server,
+    post_accepted(
+        &stack.server.url,
         &key,
         &account_jwt(&key, "during-outage", json!({})),
     )
@@ -382,7 +359,7 @@ async fn post_and_get_notify_publish_claims_update() {
     let url = stack.server.at(&format!("/jwt/v1/accounts/{key}"));
 
     let first = account_jwt(&key, "first", json!({}));
-    post_account(&stack.server, &key, &first).await;
+    post_accepted(&stack.server.url, &key, &first).await;
     let msg = next_msg(&mut old, "the POST's notification").await;
     assert_update(&msg, &old_subject(&key), &first);
 
@@ -396,7 +373,7 @@ async fn post_and_get_notify_publish_claims_update() {
     let (status, _) = get(&url).await;
     assert_eq!(status, 200);
     let second = account_jwt(&key, "second", json!({}));
-    post_account(&stack.server, &key, &second).await;
+    post_accepted(&stack.server.url, &key, &second).await;
     let msg = next_msg(&mut old, "the second POST's notification").await;
     assert_update(&msg, &old_subject(&key), &second);
 
@@ -418,7 +395,7 @@ async fn updatesubjects_both_publishes_on_both_subjects() {
     let key = KeyPair::new_account().public_key();
     let jwt = account_jwt(&key, "both", json!({}));
 
-    post_account(&stack.server, &key, &jwt).await;
+    post_accepted(&stack.server.url, &key, &jwt).await;
     assert_update(
         &next_msg(&mut old, "POST, old").await,
         &old_subject(&key),
@@ -453,7 +430,7 @@ async fn updatesubjects_new_alone_updates_nats_server() {
     let stack = stack(|s| s.nats.updatesubjects = UpdateSubjects::New).await;
     let account = KeyPair::new_account();
     let key = account.public_key();
-    post_account(&stack.server, &key, &jwt_with_conn_limit(&key, -1)).await;
+    post_accepted(&stack.server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
     assert_limit_changes_apply(&stack, &account).await;
 }
 
@@ -506,15 +483,16 @@ async fn changes_made_while_nats_is_unreachable_are_resent_on_reconnect() {
     let account = KeyPair::new_account();
     let key = account.public_key();
     let creds = user_creds(&account, "user");
-    post_account(&server, &key, &jwt_with_conn_limit(&key, -1)).await;
-    let _first = connect(&nats, &creds)
+    post_accepted(&server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
+    let _first = nats
+        .try_connect_user(&creds)
         .await
         .expect("user connects; nats-server loads the account");
 
     proxy.set(Mode::Reset);
     wait_nats_state(&server, "disconnected").await;
     let failed_before = notifications(&server, "failed").await;
-    post_account(&server, &key, &jwt_with_conn_limit(&key, 1)).await;
+    post_accepted(&server.url, &key, &jwt_with_conn_limit(&key, 1)).await;
     eventually(
         APPLY_WITHIN,
         "the notification failed while NATS is cut off",
@@ -522,7 +500,7 @@ async fn changes_made_while_nats_is_unreachable_are_resent_on_reconnect() {
     )
     .await;
     assert!(
-        admits(&nats, &creds).await,
+        nats.admits(&creds).await,
         "nats-server has not heard of the new limit yet"
     );
 
@@ -572,10 +550,12 @@ async fn rich_accounts_we_accept_load_in_nats_server() {
             { "name": "news", "subject": "news.>", "account": ex_pub, "type": "stream" } ],
           "mappings": { "orders": [ { "subject": "orders.v2", "weight": 100 } ] } }),
     );
-    post_account(&stack.server, &ex_pub, &exporter_jwt).await;
-    post_account(&stack.server, &im_pub, &importer_jwt).await;
+    post_accepted(&stack.server.url, &ex_pub, &exporter_jwt).await;
+    post_accepted(&stack.server.url, &im_pub, &importer_jwt).await;
 
-    let provider = connect(&stack.nats, &user_creds(&exporter, "provider"))
+    let provider = stack
+        .nats
+        .try_connect_user(&user_creds(&exporter, "provider"))
         .await
         .unwrap_or_else(|e| panic!("exporter user: {e}\n{}", stack.nats.log_text()));
     let mut requests = provider.subscribe("help.>").await.unwrap();
@@ -588,7 +568,9 @@ async fn rich_accounts_we_accept_load_in_nats_server() {
         }
     });
     provider.flush().await.unwrap();
-    let client = connect(&stack.nats, &user_creds(&importer, "client"))
+    let client = stack
+        .nats
+        .try_connect_user(&user_creds(&importer, "client"))
         .await
         .unwrap_or_else(|e| panic!("importer user: {e}\n{}", stack.nats.log_text()));
     let answer = tokio::time::timeout(

@@ -4,7 +4,7 @@
 use crate::common::fixtures::{self, new_account};
 use crate::common::nats::NatsServer;
 use crate::common::process::ServerProcess;
-use crate::common::{eventually, free_port, get, metric, post, TestServer};
+use crate::common::{eventually, free_port, get, metric, post, post_accepted, TestServer};
 use nats_account_server::jwt::encode;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
@@ -153,18 +153,9 @@ async fn https_serves_and_nats_server_resolves_through_it() {
         &format!("{https}/jwt/v1/accounts/"),
         &format!("resolver_tls {{ ca_file: \"{}\" }}", ca.display()),
     );
-    let creds = fixtures::user_creds(&a, "tls-user");
-    let nc = async_nats::ConnectOptions::with_credentials(&creds)
-        .unwrap()
-        .connect(&nats.url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "user could not connect: {e}; nats log:\n{}",
-                nats.log_text()
-            )
-        });
-    nc.flush().await.unwrap();
+    // Its resolver fetched A over HTTPS.
+    nats.connect_user(&fixtures::user_creds(&a, "tls-user"))
+        .await;
 }
 
 /// Reads one HTTP/1.1 response (status line + headers + Content-Length body) from a kept-alive
@@ -316,15 +307,7 @@ async fn status_page_renders_in_headless_chromium() {
     let server = TestServer::primary().await;
     for i in 0..3 {
         let (kp, jwt) = new_account(&format!("page-{i}"));
-        assert_eq!(
-            post(
-                &server.at(&format!("/jwt/v1/accounts/{}", kp.public_key())),
-                jwt
-            )
-            .await
-            .0,
-            200
-        );
+        post_accepted(&server.url, &kp.public_key(), &jwt).await;
     }
     let url = format!("{}/", server.url);
     let profile = tempfile::tempdir().unwrap();
@@ -452,15 +435,7 @@ async fn nats_connection_uses_tls() {
     .await;
     assert_eq!(metric(&server.url, "nas_nats_connected").await, 1.0);
     let (kp, jwt) = new_account("tls-notify");
-    assert_eq!(
-        post(
-            &server.at(&format!("/jwt/v1/accounts/{}", kp.public_key())),
-            jwt
-        )
-        .await
-        .0,
-        200
-    );
+    post_accepted(&server.url, &kp.public_key(), &jwt).await;
     eventually(
         Duration::from_secs(5),
         "notification sent over TLS",

@@ -7,8 +7,8 @@ use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
 use crate::common::{
-    account, eventually, free_port, get, http, metric, post, post_new_account, replica_of,
-    replica_settings, serves, wait_ready, TestServer,
+    account, eventually, free_port, get, http, metric, post, post_accepted, post_new_account,
+    replica_of, replica_settings, serves, wait_ready, TestServer,
 };
 use nats_account_server::config::{Dur, Settings, StringList};
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     let nats_port = free_port();
     let with_nats = |s: &mut Settings| use_nats(s, nats_port);
     let primary = TestServer::start_with(with_nats).await;
-    let _nats = NatsServer::start(nats_port, &format!("{}/jwt/v1/accounts/", primary.url));
+    let nats = NatsServer::start(nats_port, &format!("{}/jwt/v1/accounts/", primary.url));
     let replica = replica_of(&[&primary.url], with_nats).await;
     for url in [&primary.url, &replica.url] {
         wait_nats_connected(url).await;
@@ -135,13 +135,7 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     let a = fixtures::vector("account_a.pub");
     let forged =
         nats_account_server::jwt::encode::account(&rogue_op, &a, "forged", serde_json::json!({}));
-    let sys = async_nats::ConnectOptions::with_credentials(
-        &std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap(),
-    )
-    .unwrap()
-    .connect(format!("nats://127.0.0.1:{nats_port}"))
-    .await
-    .unwrap();
+    let sys = nats.sys_client().await;
     sys.publish(
         format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE"),
         forged.clone().into(),
@@ -198,14 +192,8 @@ async fn replica_forwards_writes_and_reads_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_survive_a_primary_outage() {
     let pdir = tempfile::tempdir().unwrap();
-    let data = pdir.path().join("data").display().to_string();
-    let op = fixtures::vectors()
-        .join("operator.jwt")
-        .display()
-        .to_string();
-    let args = ["--operator", op.as_str(), "--data", data.as_str()];
     let pport = free_port();
-    let mut primary = ServerProcess::start(pdir.path(), "primary", pport, &args);
+    let mut primary = ServerProcess::start_primary(pdir.path(), "primary", pport);
     let r1 = replica_of(&[&primary.url], |_| {}).await;
     let r2 = replica_of(&[&primary.url], |_| {}).await;
     let mut known = Vec::new();
@@ -253,7 +241,7 @@ async fn replicas_survive_a_primary_outage() {
         );
     }
 
-    let primary = ServerProcess::start(pdir.path(), "primary-again", pport, &args);
+    let primary = ServerProcess::start_primary(pdir.path(), "primary-again", pport);
     let (key, jwt) = post_new_account(&primary.url, "after-outage").await;
     for r in [&r1, &r2] {
         wait_serves(&r.url, &key, &jwt, Duration::from_secs(10)).await;
@@ -424,18 +412,12 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
         .0,
         200
     );
-    assert_eq!(
-        post(
-            &primary.at(&format!(
-                "/jwt/v1/accounts/{}",
-                fixtures::vector("system_account.pub")
-            )),
-            fixtures::vector("sys.jwt")
-        )
-        .await
-        .0,
-        200
-    );
+    post_accepted(
+        &primary.url,
+        &fixtures::vector("system_account.pub"),
+        &fixtures::vector("sys.jwt"),
+    )
+    .await;
     for r in [&r1, &r2] {
         wait_serves(&r.url, &a.public_key(), &a_jwt, Duration::from_secs(10)).await;
     }
@@ -459,18 +441,8 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
     );
 
     let nats = NatsServer::start(0, &format!("{}/jwt/v1/accounts/", lb.url));
-    let creds = fixtures::user_creds(&a, "alice");
-    let client = async_nats::ConnectOptions::with_credentials(&creds)
-        .unwrap()
-        .connect(&nats.url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "user of A could not connect through nginx: {e}; nats log:\n{}",
-                nats.log_text()
-            )
-        });
-    client.flush().await.unwrap();
+    // Its resolver reaches us through nginx.
+    nats.connect_user(&fixtures::user_creds(&a, "alice")).await;
 
     // A POST through nginx lands on the primary and reaches both replicas.
     let (k, j) = account("via-nginx");

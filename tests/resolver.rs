@@ -4,9 +4,9 @@
 //! nats-server 2.9.10, and by speaking the protocol directly.
 
 use crate::common::fixtures::{new_account, user_creds};
-use crate::common::nats::{sys_creds_path, use_nats, wait_nats_connected, NatsServer};
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::{
-    eventually, free_port, metric, post_new_account, primary_settings, TestServer,
+    eventually, free_port, metric, post_accepted, post_new_account, primary_settings, TestServer,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -21,31 +21,6 @@ async fn cache_resolver_and_us() -> (NatsServer, TestServer) {
     (nats, server)
 }
 
-async fn sys_client(nats: &NatsServer) -> async_nats::Client {
-    async_nats::ConnectOptions::with_credentials_file(sys_creds_path())
-        .await
-        .expect("sys creds")
-        .connect(nats.url.as_str())
-        .await
-        .expect("system-account connection")
-}
-
-/// One connection attempt as a user with `creds`.
-async fn user_connects(nats: &NatsServer, creds: &str) -> bool {
-    match async_nats::ConnectOptions::with_credentials(creds)
-        .expect("creds parse")
-        .connection_timeout(Duration::from_secs(3))
-        .connect(nats.url.as_str())
-        .await
-    {
-        Ok(c) => {
-            let _ = c.drain().await;
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// A cache resolver holds nothing and ignores updates of accounts it has not loaded, so a user
 /// of an account POSTed to us can only connect if our LOOKUP answer reached it. A user of an
 /// account we do not have is refused, and we stay silent on its lookup.
@@ -54,14 +29,9 @@ async fn cache_resolver_looks_accounts_up_from_us() {
     let (nats, server) = cache_resolver_and_us().await;
 
     let (kp, jwt) = new_account("looked-up");
-    let (status, body) = crate::common::post(
-        &server.at(&format!("/jwt/v1/accounts/{}", kp.public_key())),
-        jwt,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    post_accepted(&server.url, &kp.public_key(), &jwt).await;
     assert!(
-        user_connects(&nats, &user_creds(&kp, "u")).await,
+        nats.admits(&user_creds(&kp, "u")).await,
         "a user of an account only we hold connects through the cache resolver; nats-server log:\n{}",
         nats.log_text()
     );
@@ -75,7 +45,7 @@ async fn cache_resolver_looks_accounts_up_from_us() {
     );
 
     let (stranger, _) = new_account("never-posted");
-    assert!(!user_connects(&nats, &user_creds(&stranger, "u")).await);
+    assert!(!nats.admits(&user_creds(&stranger, "u")).await);
     assert!(
         metric(
             &server.url,
@@ -85,7 +55,7 @@ async fn cache_resolver_looks_accounts_up_from_us() {
             >= 1.0
     );
     // Silence, not an empty reply: a direct request gets no answer at all.
-    let sys = sys_client(&nats).await;
+    let sys = nats.sys_client().await;
     let asked = tokio::time::timeout(
         Duration::from_millis(500),
         sys.request(
@@ -110,7 +80,7 @@ async fn pack_request_streams_every_account_then_an_empty_message() {
         let (k, j) = post_new_account(&server.url, &format!("packed-{i}")).await;
         want.insert(k, j);
     }
-    let sys = sys_client(&nats).await;
+    let sys = nats.sys_client().await;
 
     let got = pack(&sys, &[0u8; 32]).await;
     assert_eq!(got, want);
@@ -209,7 +179,7 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_requests_are_stored_and_answered_like_nats_server() {
     let (nats, server) = cache_resolver_and_us().await;
-    let sys = sys_client(&nats).await;
+    let sys = nats.sys_client().await;
 
     let (kp, jwt) = new_account("pushed");
     let key = kp.public_key();
@@ -304,7 +274,7 @@ async fn resolver_peer_can_be_turned_off() {
     .await;
     wait_nats_connected(&server.url).await;
     let (key, _) = post_new_account(&server.url, "kept-quiet").await;
-    let sys = sys_client(&nats).await;
+    let sys = nats.sys_client().await;
     let asked = tokio::time::timeout(
         Duration::from_millis(500),
         sys.request(format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"), "".into()),

@@ -13,8 +13,8 @@ use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
 use crate::common::{
-    account, eventually, free_port, get, http, metric, post, post_new_account, primary_settings,
-    replica_of, TestServer,
+    account, assert_no_failures, eventually, free_port, get, http, metric, post, post_new_account,
+    primary_settings, replica_of, TestServer,
 };
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::config::{Dur, Settings};
@@ -299,12 +299,6 @@ async fn assert_durable(url: &str, hot: &[String], ledger: &Ledger) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data").display().to_string();
-    let op = fixtures::vectors()
-        .join("operator.jwt")
-        .display()
-        .to_string();
-    let args = ["--operator", op.as_str(), "--data", data.as_str()];
     let port = free_port();
     let hot: Arc<Vec<String>> = Arc::new(
         (0..4)
@@ -315,7 +309,7 @@ async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
     let next_iat = Arc::new(AtomicI64::new(jwt::now_unix() - 1_000_000));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
-    let mut server = ServerProcess::start(dir.path(), "primary-0", port, &args);
+    let mut server = ServerProcess::start_primary(dir.path(), "primary-0", port);
     for round in 1..=2 {
         let stop = Arc::new(AtomicBool::new(false));
         let target = ledger.lock().unwrap().acked.len() + 250;
@@ -351,7 +345,7 @@ async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
             );
         }
 
-        server = ServerProcess::start(dir.path(), &format!("primary-{round}"), port, &args);
+        server = ServerProcess::start_primary(dir.path(), &format!("primary-{round}"), port);
         let snapshot = {
             let l = ledger.lock().unwrap();
             Ledger {
@@ -1184,11 +1178,7 @@ async fn hostile_http_gets_4xx_and_leaves_the_store_unchanged() {
         failures.push(format!("non-UTF-8 header values: {status:?} {text:.200}"));
     }
 
-    assert!(
-        failures.is_empty(),
-        "wrong answers:\n{}",
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
     assert_eq!(
         observable(&server).await,
         before,
@@ -1474,11 +1464,7 @@ async fn near_limit_claims_and_json_type_confusion() {
             failures.push(format!("{what}: the server stopped answering"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "wrong answers:\n{}",
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
     assert_eq!(
         observable(&server).await,
         before,

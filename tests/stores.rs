@@ -4,7 +4,7 @@
 //! directory primary, and the `import` subcommand (our binary as a process).
 
 use crate::common::fixtures::{self, account_jwt, account_jwt_at, new_account};
-use crate::common::nats::{sys_creds_path, use_nats, wait_nats_connected, NatsServer};
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::run_to_exit;
 use crate::common::{
     account, eventually, free_port, get, http, post, post_new_account, serves, TestServer,
@@ -115,12 +115,7 @@ async fn start_nats(port: u16, server: &TestServer) -> NatsServer {
 
 /// A system-account client subscribed to every account's claims-update subject.
 async fn sys_updates(nats: &NatsServer) -> (async_nats::Client, Subscriber) {
-    let creds = std::fs::read_to_string(sys_creds_path()).unwrap();
-    let client = async_nats::ConnectOptions::with_credentials(&creds)
-        .unwrap()
-        .connect(&nats.url)
-        .await
-        .expect("system-account client connects");
+    let client = nats.sys_client().await;
     let sub = client
         .subscribe("$SYS.ACCOUNT.*.CLAIMS.UPDATE")
         .await
@@ -940,90 +935,22 @@ fn pack_lines_parse_like_the_go_server() {
 // Interoperability with nats-server's own directory store
 // ---------------------------------------------------------------------------------------------
 
-/// A nats-server child in operator mode with the `full` resolver, whose `DirJWTStore` (flat)
-/// lives in `dir`. Killed on drop.
-struct FullResolverNats {
-    child: std::process::Child,
-    url: String,
-    log: PathBuf,
-    _conf_dir: tempfile::TempDir,
-}
-
-impl FullResolverNats {
-    async fn start(dir: &Path) -> FullResolverNats {
-        let conf_dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = conf_dir.path().join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{port}\noperator: {op}\nsystem_account: {sys}\n\
-                 resolver: {{ type: full, dir: \"{dir}\" }}\n\
-                 resolver_preload: {{ {sys}: \"{sys_jwt}\" }}\n",
-                op = fixtures::vectors().join("operator.jwt").display(),
-                sys = fixtures::vector("system_account.pub"),
-                sys_jwt = fixtures::vector("sys.jwt"),
-                dir = dir.display(),
-            ),
-        )
-        .unwrap();
-        let log = conf_dir.path().join("nats.log");
-        let child = std::process::Command::new(crate::common::nats::nats_server_bin())
-            .arg("-c")
-            .arg(&conf)
-            .arg("-l")
-            .arg(&log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawning nats-server");
-        let n = FullResolverNats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            log,
-            _conf_dir: conf_dir,
-        };
-        let what = format!("nats-server listening (log {})", n.log.display());
-        eventually(WITHIN, &what, || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        n
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for FullResolverNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Both directions against a real nats-server sharing one directory: what nats-server's full
 /// resolver stores is served (and watched) by our read-only directory store, and what our
 /// writable directory store writes, nats-server resolves for connecting users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_is_shared_with_nats_servers_full_resolver() {
     let root = tempfile::tempdir().unwrap();
-    let nats = FullResolverNats::start(root.path()).await;
+    let nats = tokio::task::block_in_place(|| {
+        NatsServer::start_nats_resolver_in(0, "full", root.path(), "")
+    });
 
     // nats-server → us: a claims update makes nats-server write <dir>/<key>.jwt; our
     // read-only store picks the file up.
     let mut reader = dir_server(root.path(), false, true).await;
     let (a_kp, a_jwt) = new_account("from-nats-server");
     let a = a_kp.public_key();
-    let creds = std::fs::read_to_string(sys_creds_path()).unwrap();
-    let sys = async_nats::ConnectOptions::with_credentials(&creds)
-        .unwrap()
-        .connect(&nats.url)
-        .await
-        .expect("system-account client connects");
+    let sys = nats.sys_client().await;
     let reply = tokio::time::timeout(
         WITHIN,
         sys.request("$SYS.REQ.CLAIMS.UPDATE", a_jwt.clone().into()),

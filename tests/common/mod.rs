@@ -162,9 +162,24 @@ pub async fn post(url: &str, body: impl Into<String>) -> (u16, String) {
 /// asserts the 200; returns `(public key, jwt)`.
 pub async fn post_new_account(base: &str, name: &str) -> (String, String) {
     let (key, jwt) = account(name);
-    let (status, body) = post(&format!("{base}/jwt/v1/accounts/{key}"), jwt.clone()).await;
-    assert_eq!(status, 200, "POST of new account {name} to {base}: {body}");
+    post_accepted(base, &key, &jwt).await;
     (key, jwt)
+}
+
+/// Fails the test listing every collected failure (batch tests check every case before
+/// failing, so one run shows all that is wrong).
+pub fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "wrong answers:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// POSTs the account JWT `jwt` for `key` to `base` and asserts the 200.
+pub async fn post_accepted(base: &str, key: &str, jwt: &str) {
+    let (status, body) = post(&format!("{base}/jwt/v1/accounts/{key}"), jwt).await;
+    assert_eq!(status, 200, "POST of account {key} to {base}: {body}");
 }
 
 /// Waits until `base` answers `/readyz` with 200 (a replica: its initial sync is done).

@@ -57,9 +57,32 @@ impl NatsServer {
     /// account JWT is preloaded, as such resolvers need.
     pub fn start_nats_resolver(port: u16, kind: &str, options: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let jwt_dir = dir.path().join("jwt");
+        NatsServer::start_nats_resolver_with(dir, port, kind, &jwt_dir, options)
+    }
+
+    /// [`NatsServer::start_nats_resolver`] whose resolver directory is `jwt_dir` (shared with
+    /// one of our directory stores); [`NatsServer::resolver_dir`] does not apply.
+    pub fn start_nats_resolver_in(
+        port: u16,
+        kind: &str,
+        jwt_dir: &Path,
+        options: &str,
+    ) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        NatsServer::start_nats_resolver_with(dir, port, kind, jwt_dir, options)
+    }
+
+    fn start_nats_resolver_with(
+        dir: TempDir,
+        port: u16,
+        kind: &str,
+        jwt_dir: &Path,
+        options: &str,
+    ) -> NatsServer {
         let resolver = format!(
             "{{ type: {kind}, dir: {:?}, {options} }}",
-            dir.path().join("jwt").display().to_string()
+            jwt_dir.display().to_string()
         );
         let preload = format!(
             "resolver_preload: {{ {}: \"{}\" }}",
@@ -147,6 +170,61 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A client of the system account (it may publish and subscribe on `$SYS.>`).
+    pub async fn sys_client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::with_credentials_file(sys_creds_path())
+            .await
+            .expect("sys.creds parses")
+            .connect(self.url.as_str())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "system-account client: {e}; nats-server log:\n{}",
+                    self.log_text()
+                )
+            })
+    }
+
+    /// One connection attempt as a user with `creds` (a creds file's text), no retries.
+    pub async fn try_connect_user(
+        &self,
+        creds: &str,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        async_nats::ConnectOptions::with_credentials(creds)
+            .expect("creds parse")
+            .connection_timeout(Duration::from_secs(2))
+            .connect(self.url.as_str())
+            .await
+    }
+
+    /// Opens and closes one more user connection; true when nats-server admitted it.
+    pub async fn admits(&self, creds: &str) -> bool {
+        match self.try_connect_user(creds).await {
+            Ok(c) => {
+                let _ = c.drain().await;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A user connection with `creds` (a creds file's text), round-tripped once; panics with
+    /// nats-server's log when it is refused.
+    pub async fn connect_user(&self, creds: &str) -> async_nats::Client {
+        let client = async_nats::ConnectOptions::with_credentials(creds)
+            .expect("creds parse")
+            .connect(self.url.as_str())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "user could not connect: {e}; nats-server log:\n{}",
+                    self.log_text()
+                )
+            });
+        client.flush().await.expect("flush");
+        client
     }
 
     /// Its log so far.

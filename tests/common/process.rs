@@ -51,6 +51,14 @@ impl ServerProcess {
         p
     }
 
+    /// [`ServerProcess::start`] as a sled primary trusting the vectors' operator, with its
+    /// store in `<dir>/data` (so a restart on the same `dir` finds it).
+    pub fn start_primary(dir: &Path, name: &str, port: u16) -> ServerProcess {
+        let op = super::fixtures::vectors().join("operator.jwt");
+        let op = op.to_str().expect("UTF-8 path");
+        ServerProcess::start(dir, name, port, &["--operator", op, "--data", "data"])
+    }
+
     /// Blocks until `/healthz` answers 200 (or panics with the log).
     pub fn wait_healthy(&self, within: Duration) {
         let deadline = Instant::now() + within;
