@@ -70,8 +70,8 @@ async fn cache_resolver_looks_accounts_up_from_us() {
     );
 }
 
-/// PACK spoken directly: a stale hash gets every account as `key|jwt` and an empty message;
-/// the hash of exactly those tokens gets the empty message alone.
+/// PACK spoken directly: a stale hash, or none (`nsc pull`), gets every account as `key|jwt`
+/// and an empty message; the hash of exactly those tokens gets the empty message alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pack_request_streams_every_account_then_an_empty_message() {
     let (nats, server) = cache_resolver_and_us().await;
@@ -84,6 +84,8 @@ async fn pack_request_streams_every_account_then_an_empty_message() {
 
     let got = pack(&sys, &[0u8; 32]).await;
     assert_eq!(got, want);
+    // `nsc pull` sends no hash at all.
+    assert_eq!(pack(&sys, &[]).await, want);
 
     let mut hash = [0u8; 32];
     for jwt in want.values() {

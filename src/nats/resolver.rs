@@ -226,18 +226,24 @@ async fn pack(
         .into_iter()
         .filter(|e| e.exp.is_none_or(|exp| exp > now))
         .collect();
-    // 100,000 sha256s: off the async workers.
-    let (live, ours) = match tokio::task::spawn_blocking(move || {
-        let hash = store_hash(&live);
-        (live, hash)
-    })
-    .await
-    {
-        Ok(done) => done,
-        Err(_) => return,
+    // A full resolver sends its store's hash; `nsc pull` sends none, and then there is nothing
+    // to compare. Hashing 100,000 tokens runs off the async workers.
+    let (live, in_sync) = if their_hash.len() == 32 {
+        let theirs = their_hash.to_vec();
+        match tokio::task::spawn_blocking(move || {
+            let same = store_hash(&live)[..] == theirs[..];
+            (live, same)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(_) => return,
+        }
+    } else {
+        (live, false)
     };
     let mut sent = 0usize;
-    if their_hash != ours.as_slice() {
+    if !in_sync {
         for e in &live {
             let mut line = Vec::with_capacity(e.key.len() + 1 + e.jwt.len());
             line.extend_from_slice(e.key.as_bytes());
@@ -257,7 +263,7 @@ async fn pack(
         tracing::warn!(cause = %e, "could not answer a resolver pack request");
         return;
     }
-    let result = if sent == 0 { "in_sync" } else { "sent" };
+    let result = if in_sync { "in_sync" } else { "sent" };
     responder.metrics.resolver_request("pack", result);
     tracing::debug!(accounts = sent, "answered a resolver pack request");
 }
