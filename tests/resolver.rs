@@ -15,7 +15,9 @@ use std::time::Duration;
 /// A nats-server with a cache resolver (lookups time out after 1 s) and our server connected
 /// to it as a system-account client.
 async fn cache_resolver_and_us() -> (NatsServer, TestServer) {
-    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"");
+    let nats = tokio::task::block_in_place(|| {
+        NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"")
+    });
     let server = TestServer::start_with(|s| use_nats(s, nats.port)).await;
     wait_nats_connected(&server.url).await;
     (nats, server)
@@ -144,7 +146,9 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
     use_nats(&mut settings, port);
     let server = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
 
-    let nats = NatsServer::start_nats_resolver(port, "full", "interval: \"1s\"");
+    let nats = tokio::task::block_in_place(|| {
+        NatsServer::start_nats_resolver(port, "full", "interval: \"1s\"")
+    });
     wait_nats_connected(&server.url).await;
     let dir = nats.resolver_dir();
     eventually(
@@ -268,7 +272,9 @@ async fn our_reply(sys: &async_nats::Client, subject: String, jwt: &str) -> serd
 /// account we hold gets no answer from us.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_peer_can_be_turned_off() {
-    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"");
+    let nats = tokio::task::block_in_place(|| {
+        NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"")
+    });
     let server = TestServer::start_with(|s| {
         use_nats(s, nats.port);
         s.nats.resolverpeer = false;
