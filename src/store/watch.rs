@@ -287,6 +287,10 @@ struct Mirror {
 /// How often, and how many times, unusable token files are looked at again.
 const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 const RECHECK_TIMES: u32 = 25;
+/// How many times a directory that just appeared is listed again. The watch on a new directory
+/// is added only once its creation is reported, so a file written into it right away (`nsc add
+/// account` creates the folder, then the JWT) can come before the watch and raise no event.
+const NEW_DIR_RECHECKS: u32 = 3;
 
 impl Mirror {
     /// Looks at `paths` as they are now.
@@ -303,6 +307,11 @@ impl Mirror {
                             tracing::warn!(dir = %path.display(), cause = %e, "cannot list a new directory")
                         }
                     }
+                    // Listed again on the next few recheck ticks (see `NEW_DIR_RECHECKS`).
+                    *self
+                        .unsettled
+                        .entry(path.clone())
+                        .or_insert(RECHECK_TIMES - NEW_DIR_RECHECKS) += 1;
                     // A directory renamed over another: files that were there may be gone.
                     gone.extend(self.known_under(&path).filter(|p| !p.exists()));
                 }
