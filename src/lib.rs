@@ -12,6 +12,7 @@
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
 //! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
+//! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
 pub mod config;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod trust;
 
 pub use config::Settings;
 pub use server::RunningServer;

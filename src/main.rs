@@ -99,12 +99,14 @@ async fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
     if let Err(e) = server.reconfigure_nats(&settings.nats).await {
         tracing::error!(cause = %e, "NATS reload failed; keeping the running connection");
     }
-    match load_trust(&settings) {
-        Ok(trust) => {
-            server.set_trust(trust);
+    match load_trust(&settings).map(|trust| server.reload_trust(trust)) {
+        Ok(Ok(())) => {
             tracing::info!(
                 "configuration reloaded (log level, TLS certificate, NATS, operator, system account)"
             );
+        }
+        Ok(Err(e)) => {
+            tracing::error!(cause = %e, "reload failed; keeping the running trust anchor")
         }
         Err(e) => tracing::error!(cause = %e, "reload failed; keeping the running trust anchor"),
     }

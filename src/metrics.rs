@@ -30,6 +30,61 @@ struct Inner {
     replica_applied: IntCounterVec,
     long_polls: IntGauge,
     resolver_requests: IntCounterVec,
+    /// Replica integrity: stalls, misses, resyncs, anti-entropy.
+    replica: ReplicaFamilies,
+}
+
+/// Families that say whether a replica can be trusted to serve what its primary would.
+struct ReplicaFamilies {
+    stalled: IntGauge,
+    stalled_seq: IntGauge,
+    misses: IntCounterVec,
+    resyncs: IntCounterVec,
+    antientropy: IntCounterVec,
+}
+
+impl ReplicaFamilies {
+    fn new(registry: &Registry) -> ReplicaFamilies {
+        let counter = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        ReplicaFamilies {
+            stalled: gauge(
+                "nas_replica_stalled",
+                "Replica: 1 while replication is stopped at a change that does not verify here (see the log and /readyz)",
+            ),
+            stalled_seq: gauge(
+                "nas_replica_stalled_seq",
+                "Replica: the primary's sequence of the change replication is stopped at (0: none)",
+            ),
+            misses: counter(
+                "nas_replica_misses_total",
+                "Replica: read misses by outcome (fetched from the primary, joined a fetch in flight, cached not-found, refused at the concurrency cap)",
+                "result",
+            ),
+            resyncs: counter(
+                "nas_replica_resyncs_total",
+                "Replica: full resyncs from sequence 0 by reason",
+                "reason",
+            ),
+            antientropy: counter(
+                "nas_replica_antientropy_total",
+                "Replica: digest comparisons with the primary and repairs, by result (match, mismatch, fetched, sent_back, failed)",
+                "result",
+            ),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -155,6 +210,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
+        let replica = ReplicaFamilies::new(&registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -173,6 +229,7 @@ impl Metrics {
                 replica_applied,
                 long_polls,
                 resolver_requests,
+                replica,
             }),
         }
     }
@@ -201,6 +258,36 @@ impl Metrics {
         self.inner
             .replica_applied
             .with_label_values(&[source])
+            .inc_by(n);
+    }
+
+    /// Sets the replica's stall gauges: `Some(seq)` while replication is stopped at `seq`.
+    pub fn replica_stalled(&self, seq: Option<u64>) {
+        let r = &self.inner.replica;
+        r.stalled.set(i64::from(seq.is_some()));
+        r.stalled_seq.set(seq.unwrap_or(0) as i64);
+    }
+
+    /// Counts a replica read miss by outcome.
+    pub fn replica_miss(&self, result: &str) {
+        self.inner.replica.misses.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a replica full resync by reason.
+    pub fn replica_resync(&self, reason: &str) {
+        self.inner
+            .replica
+            .resyncs
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// Counts an anti-entropy outcome (`n` keys for repairs).
+    pub fn replica_antientropy(&self, result: &str, n: u64) {
+        self.inner
+            .replica
+            .antientropy
+            .with_label_values(&[result])
             .inc_by(n);
     }
 

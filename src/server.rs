@@ -12,15 +12,15 @@ use crate::jwt::{self, KeyKind};
 use crate::metrics::Metrics;
 use crate::nats::{NatsError, NatsHandle, Notifier};
 use crate::replica::ReplicaHandle;
-use crate::state::{AppState, HttpOptions, Trust};
+use crate::state::{AppState, HttpOptions};
 use crate::store::{Entry, Kind, Store, StoreError};
 use crate::tls::{ReloadableCert, TlsError};
+use crate::trust::{Trust, TrustAnchor, TrustError};
 use actix_web::HttpServer;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,6 +55,12 @@ pub enum StartError {
     /// HTTP could not start.
     #[error("http: {0}")]
     Http(std::io::Error),
+    /// The trust anchor is inconsistent with the store.
+    #[error("{0}")]
+    Trust(#[from] TrustError),
+    /// The link to the primary is misconfigured.
+    #[error("{0}")]
+    Replication(#[from] crate::replica::client::ClientError),
 }
 
 /// A running server: its address, state (for tests and the status page) and stop handle.
@@ -66,7 +72,7 @@ pub struct RunningServer {
     cancel: CancellationToken,
     tasks: TaskTracker,
     nats: NatsHandle,
-    trust_tx: Arc<watch::Sender<Arc<Trust>>>,
+    anchor: TrustAnchor,
     tls: Option<Arc<ReloadableCert>>,
 }
 
@@ -197,8 +203,11 @@ impl RunningServer {
         listener.set_nonblocking(true).map_err(StartError::Http)?;
         let addr = listener.local_addr().map_err(StartError::Http)?;
         let metrics = Metrics::new();
-        let (trust_tx, trust_rx) = watch::channel(Arc::new(trust));
-        let trust_tx = Arc::new(trust_tx);
+        let anchor = if settings.is_replica() {
+            TrustAnchor::replica(trust, &store)?
+        } else {
+            TrustAnchor::fixed(trust)
+        };
         let nats = NatsHandle::connect(&settings.nats).await?;
         let notifier = Notifier::start(&nats, metrics.clone());
         let cancel = CancellationToken::new();
@@ -211,20 +220,22 @@ impl RunningServer {
             cancel.clone(),
             &tasks,
         )?;
-        let replica = settings.is_replica().then(|| {
-            ReplicaHandle::start(
+        let replica = if settings.is_replica() {
+            Some(ReplicaHandle::start(
                 &settings,
                 store.clone(),
-                trust_tx.clone(),
+                anchor.clone(),
                 nats.clone(),
                 metrics.clone(),
                 cancel.clone(),
                 &tasks,
-            )
-        });
+            )?)
+        } else {
+            None
+        };
         let state = AppState {
             store,
-            trust: trust_rx,
+            trust: anchor.subscribe(),
             notifier,
             nats: nats.clone(),
             http: HttpOptions {
@@ -276,7 +287,7 @@ impl RunningServer {
             cancel,
             tasks,
             nats,
-            trust_tx,
+            anchor,
             tls,
         })
     }
@@ -291,9 +302,14 @@ impl RunningServer {
         &self.state
     }
 
-    /// Replaces the trust anchor (SIGHUP reload).
-    pub fn set_trust(&self, trust: Trust) {
-        self.trust_tx.send_replace(Arc::new(trust));
+    /// Applies re-read operator and system-account files (SIGHUP). A replica keeps what it
+    /// learned from its primary.
+    ///
+    /// # Errors
+    /// [`TrustError`] when the files name another operator than the one a replica trusts;
+    /// then nothing changes.
+    pub fn reload_trust(&self, trust: Trust) -> Result<(), TrustError> {
+        self.anchor.reload(trust)
     }
 
     /// Applies changed NATS settings (SIGHUP): a new connection replaces the current one for

@@ -2,23 +2,15 @@
 //! worker. Nothing here is a lock the handlers share; the trust anchor is a `watch` receiver so
 //! a SIGHUP reload swaps it without blocking readers.
 
-use crate::jwt::trust::Operator;
 use crate::metrics::Metrics;
 use crate::nats::{NatsHandle, Notifier};
 use crate::replica::ReplicaHandle;
-use crate::store::{Entry, Store};
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The trust anchor and the system-account fallback, replaced as a whole on reload.
-#[derive(Debug, Default)]
-pub struct Trust {
-    /// The operator, when configured.
-    pub operator: Option<Operator>,
-    /// The configured system-account JWT, served when the store lacks it.
-    pub system_account: Option<Arc<Entry>>,
-}
+pub use crate::trust::Trust;
 
 /// HTTP behaviour knobs from the settings.
 #[derive(Debug, Clone)]

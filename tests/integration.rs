@@ -16,6 +16,8 @@ mod nats_notify;
 mod ops;
 /// Our binary as a process: kill -9 durability, signals, exit codes.
 mod process;
+/// Replicas never serve stale or untrusted data: trust, stalls, restored primaries, misses.
+mod replica_trust;
 /// Primary/replica clusters: feed, NATS, misses, forwarding, failover, nginx.
 mod replication;
 /// nats-server's NATS resolver protocol (cache and full resolvers): LOOKUP and PACK.

@@ -81,38 +81,12 @@ async fn metric_families_move_with_their_events() {
     assert_eq!(metric(&server.url, "nas_nats_connected").await, 0.0);
 }
 
-fn tls_files(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "nas test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    let (ca_pem, cert_pem, key_pem) = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&ca_pem, ca.pem()).unwrap();
-    std::fs::write(&cert_pem, leaf.pem()).unwrap();
-    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
-    (ca_pem, cert_pem, key_pem)
-}
-
 /// HTTPS end to end with a CA made at test time, and a nats-server resolving accounts through
 /// it with `resolver_tls`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_and_nats_server_resolves_through_it() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_files(certs.path());
+    let (ca, cert, key) = crate::common::tls::files(certs.path());
     let server = TestServer::start_with(|s| {
         s.http.tls = Some(nats_account_server::config::TlsSettings {
             cert: Some(cert.clone()),
@@ -398,7 +372,7 @@ async fn cors_preflight_and_unknown_routes() {
 async fn nats_connection_uses_tls() {
     use nats_account_server::config::{Dur, StringList, TlsSettings};
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_files(certs.path());
+    let (ca, cert, key) = crate::common::tls::files(certs.path());
     let port = free_port();
     let server = TestServer::start_with(|s| {
         s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);

@@ -106,7 +106,8 @@ pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
-    /// PEM CA bundle to verify the peer with.
+    /// PEM CA bundle to verify the peer with (`ca` is the same key).
+    #[serde(alias = "ca")]
     pub root: Option<PathBuf>,
 }
 
@@ -210,6 +211,12 @@ pub struct ReplicationSettings {
     pub notfoundttl: Dur,
     /// Longest wait between retries while the primary is unreachable.
     pub maxbackoff: Dur,
+    /// How often a replica compares its store digest with the primary's (also after every
+    /// reconnect); differing keys are reconciled.
+    pub antientropy: Dur,
+    /// TLS towards an HTTPS primary: `ca` (private CA bundle), `cert` and `key` (a client
+    /// certificate, when the primary asks for one).
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for ReplicationSettings {
@@ -219,6 +226,8 @@ impl Default for ReplicationSettings {
             batch: 5000,
             notfoundttl: Dur(Duration::from_secs(5)),
             maxbackoff: Dur(Duration::from_secs(5)),
+            antientropy: Dur(Duration::from_secs(60)),
+            tls: None,
         }
     }
 }

@@ -52,6 +52,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "primary_head_seq": s.primary_head,
                 "lag_sequences": s.primary_head.saturating_sub(s.applied_seq),
                 "lag_seconds": s.lag_seconds,
+                "caught_up": s.caught_up(),
+                "stalled": s.stall.as_ref().map(|st| json!({
+                    "seq": st.seq,
+                    "key": st.key,
+                    "reason": st.reason,
+                })),
             });
             s.synced
         }
@@ -74,6 +80,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             s.lag_seconds,
             s.reachable,
         );
+        state
+            .metrics
+            .replica_stalled(s.stall.as_ref().map(|st| st.seq));
     }
     state.metrics.store_health(&state.store.write_health());
     let body = state.metrics.render(
@@ -162,13 +171,23 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
         None => String::new(),
         Some(r) => {
             let s = r.status();
+            let stall = match &s.stall {
+                None => "no".to_string(),
+                Some(st) => format!(
+                    "<strong>STALLED</strong> at the primary's change {} ({}): {}; serving what this replica has, retrying",
+                    st.seq,
+                    html_escape(&st.key),
+                    html_escape(&st.reason)
+                ),
+            };
             format!(
-                "<tr><th>Primary</th><td>{} ({})</td></tr><tr><th>Replica lag</th><td>{} sequences, {:.1} s</td></tr><tr><th>Initial sync</th><td>{}</td></tr>",
+                "<tr><th>Primary</th><td id=\"primary\">{} ({})</td></tr><tr><th>Replica lag</th><td>{} sequences, {:.1} s</td></tr><tr><th>Initial sync</th><td>{}</td></tr><tr><th>Replication stalled</th><td id=\"stalled\">{}</td></tr>",
                 html_escape(&s.primary),
                 if s.reachable { "reachable" } else { "unreachable" },
                 s.primary_head.saturating_sub(s.applied_seq),
                 s.lag_seconds,
-                if s.synced { "done" } else { "in progress" }
+                if s.synced { "done" } else { "in progress" },
+                stall
             )
         }
     };

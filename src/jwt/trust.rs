@@ -68,6 +68,11 @@ impl Operator {
         &self.jwt.claims.sub
     }
 
+    /// Issued-at of this operator JWT: orders versions of the same operator.
+    pub fn iat(&self) -> i64 {
+        self.jwt.claims.iat
+    }
+
     /// The raw operator JWT, for `GET /jwt/v1/operator`.
     pub fn jwt(&self) -> &Jwt {
         &self.jwt

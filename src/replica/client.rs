@@ -1,11 +1,79 @@
 //! HTTP client for the primary: the change feed, single-key reads, write forwarding, and the
 //! operator JWT. Primaries are tried in the configured order; the client remembers which one
 //! answered last so a failover sticks until that one fails too.
+//!
+//! A primary URL may carry credentials (`http://user:pass@host`, sent as basic auth): they are
+//! used for requests and never shown. Everything displayed or logged uses [`redact`].
 
+use crate::config::TlsSettings;
 use crate::store::Kind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The link settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A `replication.tls` file could not be read.
+    #[error("replication.tls.{what} {path}: {source}")]
+    File {
+        /// Which setting.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `replication.tls` file could not be used.
+    #[error("replication.tls.{what}: {message}")]
+    Tls {
+        /// Which setting.
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One change of the feed: `seq|kind|key|jwt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The primary's sequence number.
+    pub seq: u64,
+    /// What the key names.
+    pub kind: Kind,
+    /// The account key or activation hash.
+    pub key: String,
+    /// The token.
+    pub jwt: String,
+}
+
+/// `url` without user-info (`http://user:pass@host` → `http://host`), for display and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// An error's message followed by its sources, each once: `reqwest` says "error sending
+/// request" and hides "connection refused" in a source, which is the part people need.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
 
 /// A request to the primary failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,39 +109,57 @@ pub struct FeedPage {
     pub store_id: String,
     /// `X-Head-Seq`: the primary's head when it answered.
     pub head: u64,
-    /// `(seq, kind, key, jwt)` in order.
-    pub changes: Vec<(u64, Kind, String, String)>,
+    /// The changes, in sequence order.
+    pub changes: Vec<Change>,
 }
 
 /// Client for the configured primaries. Cheap to clone.
 #[derive(Clone)]
 pub struct PrimaryClient {
     http: reqwest::Client,
+    /// Base URLs as configured (with credentials, if any).
     primaries: Arc<[String]>,
+    /// The same without user-info, for display.
+    shown: Arc<[String]>,
     current: Arc<AtomicUsize>,
     timeout: Duration,
 }
 
 impl PrimaryClient {
     /// A client for `primaries` (base URLs such as `http://primary:9090`), with `timeout` per
-    /// request (long polls get their wait on top).
-    pub fn new(primaries: Vec<String>, timeout: Duration) -> PrimaryClient {
-        let http = reqwest::Client::builder()
+    /// request (long polls get their wait on top), and `tls` for HTTPS primaries with a
+    /// private CA or that ask for a client certificate.
+    ///
+    /// # Errors
+    /// [`ClientError`] when a TLS file is missing or unusable.
+    pub fn new(
+        primaries: Vec<String>,
+        timeout: Duration,
+        tls: Option<&TlsSettings>,
+    ) -> Result<PrimaryClient, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(50))
-            .user_agent(concat!("nats-account-server/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("building the HTTP client");
+            .user_agent(concat!("nats-account-server/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            builder = with_tls(builder, tls)?;
+        }
+        let http = builder.build().map_err(|e| ClientError::Tls {
+            what: "ca",
+            message: error_chain(&e),
+        })?;
         let primaries: Vec<String> = primaries
             .into_iter()
             .map(|p| p.trim_end_matches('/').to_string())
             .collect();
-        PrimaryClient {
+        let shown: Vec<String> = primaries.iter().map(|p| redact(p)).collect();
+        Ok(PrimaryClient {
             http,
             primaries: primaries.into(),
+            shown: shown.into(),
             current: Arc::new(AtomicUsize::new(0)),
             timeout,
-        }
+        })
     }
 
     /// Number of configured primaries.
@@ -81,9 +167,18 @@ impl PrimaryClient {
         self.primaries.len()
     }
 
-    /// The primary requests go to now.
+    /// The primary requests go to now, without user-info (for display and logs).
     pub fn current(&self) -> &str {
-        &self.primaries[self.current.load(Ordering::Relaxed) % self.primaries.len()]
+        &self.shown[self.index()]
+    }
+
+    /// The base URL requests go to now, with its credentials.
+    fn base(&self) -> &str {
+        &self.primaries[self.index()]
+    }
+
+    fn index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.primaries.len()
     }
 
     /// Moves to the next primary in the list (after a failure).
@@ -96,9 +191,10 @@ impl PrimaryClient {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> SyncError {
+        // reqwest's message repeats the URL, credentials included: drop it, keep the causes.
         SyncError::Unreachable {
             url: self.current().to_string(),
-            message: e.to_string(),
+            message: error_chain(&e.without_url()),
         }
     }
 
@@ -121,7 +217,7 @@ impl PrimaryClient {
     ) -> Result<FeedPage, SyncError> {
         let url = format!(
             "{}/jwt/v1/changes?since={since}&limit={limit}&wait={}",
-            self.current(),
+            self.base(),
             wait.as_secs_f64()
         );
         let resp = self
@@ -159,7 +255,12 @@ impl PrimaryClient {
                 let kind = Kind::parse(parts.next()?)?;
                 let key = parts.next()?.to_string();
                 let jwt = parts.next()?.to_string();
-                Some((seq, kind, key, jwt))
+                Some(Change {
+                    seq,
+                    kind,
+                    key,
+                    jwt,
+                })
             })();
             changes.push(parsed.ok_or_else(|| {
                 self.protocol(format!("malformed change-feed line {:.60}", line))
@@ -179,7 +280,7 @@ impl PrimaryClient {
     pub async fn pack(&self, max: i64) -> Result<Vec<(String, String)>, SyncError> {
         let resp = self
             .http
-            .get(format!("{}/jwt/v1/pack?max={max}", self.current()))
+            .get(format!("{}/jwt/v1/pack?max={max}", self.base()))
             .timeout(self.timeout * 4)
             .send()
             .await
@@ -220,7 +321,7 @@ impl PrimaryClient {
         };
         let resp = self
             .http
-            .post(format!("{}{}", self.current(), path))
+            .post(format!("{}{}", self.base(), path))
             .header("Content-Type", "application/jwt")
             .body(body.to_vec())
             .timeout(self.timeout)
@@ -243,7 +344,7 @@ impl PrimaryClient {
     async fn get_optional(&self, path: &str) -> Result<Option<String>, SyncError> {
         let resp = self
             .http
-            .get(format!("{}{path}", self.current()))
+            .get(format!("{}{path}", self.base()))
             .timeout(self.timeout)
             .send()
             .await
@@ -260,5 +361,60 @@ fn path(kind: Kind, key: &str) -> String {
     match kind {
         Kind::Account => format!("/jwt/v1/accounts/{key}"),
         Kind::Activation => format!("/jwt/v1/activations/{key}"),
+    }
+}
+
+/// Adds the private CA and the client certificate of `replication.tls` to `builder`.
+fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsSettings,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    let read = |what: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ClientError::File {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let bad = |what: &'static str, e: reqwest::Error| ClientError::Tls {
+        what,
+        message: error_chain(&e),
+    };
+    if let Some(ca) = &tls.root {
+        for cert in
+            reqwest::Certificate::from_pem_bundle(&read("ca", ca)?).map_err(|e| bad("ca", e))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("cert", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("key", key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| bad("cert", e))?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ClientError::Tls {
+                what: "cert",
+                message: "cert and key must be given together".into(),
+            })
+        }
+    }
+    Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_drops_user_info_only() {
+        assert_eq!(redact("http://u:p@h:9090"), "http://h:9090");
+        assert_eq!(redact("https://u@h/x?y=a@b"), "https://h/x?y=a@b");
+        assert_eq!(redact("http://h:9090/a@b"), "http://h:9090/a@b");
+        assert_eq!(redact("h:9090"), "h:9090");
     }
 }

@@ -16,18 +16,20 @@
 
 pub mod client;
 pub mod listen;
+mod misses;
 mod sync;
 
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::jwt::{self, ClaimType, Jwt, JwtError};
 use crate::metrics::Metrics;
-use crate::state::Trust;
 use crate::store::{Entry, Kind, Store};
+use crate::trust::TrustAnchor;
 use client::PrimaryClient;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use futures_util::FutureExt;
+use misses::Misses;
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,9 +37,9 @@ use tokio_util::task::TaskTracker;
 /// Replica state, as readiness, metrics and the status page see it.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaStatus {
-    /// The primary in use.
+    /// The primary in use (without user-info).
     pub primary: String,
-    /// The last request to it succeeded.
+    /// The last request to it was answered.
     pub reachable: bool,
     /// The initial sync has completed (now or in an earlier run on this data).
     pub synced: bool,
@@ -47,6 +49,32 @@ pub struct ReplicaStatus {
     pub primary_head: u64,
     /// Seconds since the replica was last known to hold everything the primary had.
     pub lag_seconds: f64,
+    /// Replication stopped at a token that does not verify, if it has.
+    pub stall: Option<Stall>,
+}
+
+/// Replication stopped advancing: the primary's change at `seq` does not verify here. The
+/// replica keeps serving what it has, retries, and reports this until it passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    /// The primary's sequence of the change that fails.
+    pub seq: u64,
+    /// Its key.
+    pub key: String,
+    /// Why it fails.
+    pub reason: String,
+}
+
+impl ReplicaStatus {
+    /// Whether this replica holds everything its primary has: the primary answers, and at its
+    /// last answer everything up to its head was applied. A read miss is then a real 404, not
+    /// a key still on its way. (A primary that does not answer may have taken writes since.)
+    pub fn caught_up(&self) -> bool {
+        self.reachable
+            && self.synced
+            && self.stall.is_none()
+            && self.applied_seq >= self.primary_head
+    }
 }
 
 /// What the sync task publishes; [`ReplicaStatus`] is derived from it on read.
@@ -58,6 +86,7 @@ struct StatusCell {
     applied_seq: u64,
     primary_head: u64,
     in_sync_at: Instant,
+    stall: Option<Stall>,
 }
 
 /// Handle to the replica machinery. Cheap to clone.
@@ -65,12 +94,9 @@ struct StatusCell {
 pub struct ReplicaHandle {
     client: PrimaryClient,
     store: Store,
-    trust: watch::Receiver<Arc<Trust>>,
+    anchor: TrustAnchor,
     status: watch::Receiver<StatusCell>,
-    /// Keys the primary recently said it does not have, with when it said so. A std `Mutex`:
-    /// held only for a map operation, never across `.await`.
-    not_found: Arc<Mutex<HashMap<(Kind, String), Instant>>>,
-    not_found_ttl: Duration,
+    misses: Arc<Misses>,
     metrics: Metrics,
 }
 
@@ -79,18 +105,30 @@ pub(crate) const META_PRIMARY_LINEAGE: &str = "replica.primary_lineage";
 pub(crate) const META_PRIMARY_CURSOR: &str = "replica.primary_cursor";
 pub(crate) const META_SYNCED: &str = "replica.synced";
 
+/// Most keys the negative cache of read misses remembers.
+const NOT_FOUND_CAP: usize = 10_000;
+/// Most read misses asked of the primary at once; more answer 503 at once.
+const MISS_CONCURRENCY: usize = 32;
+
 impl ReplicaHandle {
     /// Starts the sync task (and, with NATS, the listener) and returns the handle.
+    ///
+    /// # Errors
+    /// [`client::ClientError`] when the link settings (`replication.tls`) are unusable.
     pub fn start(
         settings: &Settings,
         store: Store,
-        trust_tx: Arc<watch::Sender<Arc<Trust>>>,
+        anchor: TrustAnchor,
         nats: crate::nats::NatsHandle,
         metrics: Metrics,
         cancel: CancellationToken,
         tasks: &TaskTracker,
-    ) -> ReplicaHandle {
-        let client = PrimaryClient::new(settings.primary.0.clone(), settings.replicationtimeout.0);
+    ) -> Result<ReplicaHandle, client::ClientError> {
+        let client = PrimaryClient::new(
+            settings.primary.0.clone(),
+            settings.replicationtimeout.0,
+            settings.replication.tls.as_ref(),
+        )?;
         let synced = store.meta(META_SYNCED).is_some();
         let (status_tx, status) = watch::channel(StatusCell {
             primary: client.current().to_string(),
@@ -101,14 +139,18 @@ impl ReplicaHandle {
                 .map_or(0, |b| decode_u64(&b)),
             primary_head: 0,
             in_sync_at: Instant::now(),
+            stall: None,
         });
         let handle = ReplicaHandle {
             client,
             store,
-            trust: trust_tx.subscribe(),
+            anchor,
             status,
-            not_found: Arc::default(),
-            not_found_ttl: settings.replication.notfoundttl.0,
+            misses: Arc::new(Misses::new(
+                settings.replication.notfoundttl.0,
+                NOT_FOUND_CAP,
+                MISS_CONCURRENCY,
+            )),
             metrics,
         };
         if nats.client().is_none() {
@@ -121,17 +163,17 @@ impl ReplicaHandle {
         tasks.spawn(sync::run(
             handle.clone(),
             sync::Options::from(settings),
-            trust_tx,
             status_tx,
             cancel,
         ));
-        handle
+        Ok(handle)
     }
 
     /// The current replica status.
     pub fn status(&self) -> ReplicaStatus {
         let s = self.status.borrow().clone();
-        let in_sync = s.reachable && s.synced && s.applied_seq >= s.primary_head;
+        let in_sync =
+            s.reachable && s.synced && s.stall.is_none() && s.applied_seq >= s.primary_head;
         ReplicaStatus {
             primary: s.primary,
             reachable: s.reachable,
@@ -143,54 +185,93 @@ impl ReplicaHandle {
             } else {
                 s.in_sync_at.elapsed().as_secs_f64()
             },
+            stall: s.stall,
         }
     }
 
-    /// Fetches a key this replica does not have from the primary, stores and returns it.
-    /// `Ok(None)` when the primary does not have it either (remembered for a short while).
+    /// The trust anchor this replica verifies with.
+    pub fn anchor(&self) -> &TrustAnchor {
+        &self.anchor
+    }
+
+    /// Looks up a key this replica does not have. A caught-up replica answers from its own
+    /// store (`Ok(None)`: a real 404). One that may be missing data asks the primary: one
+    /// request per key in flight, a bounded negative cache, a cap on concurrent requests.
+    /// What the primary returns is verified and stored.
     ///
     /// # Errors
-    /// [`ApiError::PrimaryUnavailable`] when the primary cannot be asked.
+    /// [`ApiError::PrimaryUnavailable`] when the primary cannot be asked (unreachable, or too
+    /// many misses in flight).
     pub async fn fetch_missing(
         &self,
         kind: Kind,
         key: &str,
     ) -> Result<Option<Arc<Entry>>, ApiError> {
-        let id = (kind, key.to_string());
-        {
-            let mut nf = self.not_found.lock().unwrap_or_else(|p| p.into_inner());
-            match nf.get(&id) {
-                Some(at) if at.elapsed() < self.not_found_ttl => return Ok(None),
-                Some(_) => {
-                    nf.remove(&id);
-                }
-                None => {}
-            }
+        if self.status().caught_up() {
+            return Ok(None);
         }
+        let id: misses::MissKey = (kind, key.into());
+        if self.misses.negative().contains(&id) {
+            self.metrics.replica_miss("cached");
+            return Ok(None);
+        }
+        let flight = {
+            let mut inflight = self.misses.inflight();
+            match inflight.get(&id) {
+                Some(f) => {
+                    self.metrics.replica_miss("joined");
+                    f.clone()
+                }
+                None => {
+                    let this = self.clone();
+                    let id2 = id.clone();
+                    let f = async move {
+                        let out = this.ask_primary(kind, &id2.1).await;
+                        this.misses.inflight().remove(&id2);
+                        out
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(id, f.clone());
+                    f
+                }
+            }
+        };
+        match flight.await {
+            Ok(_) => Ok(self.store.get(kind, key)),
+            Err(e) => Err(ApiError::PrimaryUnavailable(e)),
+        }
+    }
+
+    /// One request to the primary for a missing key: `Ok(true)` when it was stored.
+    async fn ask_primary(&self, kind: Kind, key: &str) -> Result<bool, String> {
+        let Ok(_permit) = self.misses.permits.try_acquire() else {
+            self.metrics.replica_miss("refused");
+            return Err("too many lookups at the primary in flight; retry shortly".into());
+        };
+        self.metrics.replica_miss("fetched");
         let token = match self.client.get(kind, key).await {
             Ok(Some(token)) => token,
             Ok(None) => {
-                let mut nf = self.not_found.lock().unwrap_or_else(|p| p.into_inner());
-                if nf.len() > 10_000 {
-                    let ttl = self.not_found_ttl;
-                    nf.retain(|_, at| at.elapsed() < ttl);
-                }
-                nf.insert(id, Instant::now());
-                return Ok(None);
+                self.misses.negative().insert((kind, key.into()));
+                return Ok(false);
             }
-            Err(e) => return Err(ApiError::PrimaryUnavailable(e.to_string())),
+            Err(e) => return Err(e.to_string()),
         };
         match self.verify(kind, key, &token) {
             Ok(jwt) => {
                 // Newer-wins still applies: if the feed stored a newer version meanwhile, that
                 // is what the index returns.
-                self.store.put(kind, key, &jwt).await?;
+                self.store
+                    .put(kind, key, &jwt)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.metrics.replica_applied("miss", 1);
-                Ok(self.store.get(kind, key))
+                Ok(true)
             }
             Err(e) => {
                 tracing::warn!(%key, cause = %e, "primary served a token that does not verify; ignored");
-                Ok(None)
+                Ok(false)
             }
         }
     }
@@ -245,25 +326,31 @@ impl ReplicaHandle {
     }
 
     /// [`ReplicaHandle::verify`] for a page of the change feed, with the signatures verified
-    /// in batches ([`jwt::decode_many`], about half the cost per token). Returns the tokens
-    /// that pass; each one that does not is logged with its sequence and skipped.
-    pub fn verify_many(&self, changes: Vec<(u64, Kind, String, String)>) -> Vec<Arc<Entry>> {
-        let tokens: Vec<&str> = changes.iter().map(|c| c.3.as_str()).collect();
+    /// in batches ([`jwt::decode_many`], about half the cost per token). Returns the entries
+    /// that verify, in order, up to the first change that does not, and that change with the
+    /// reason: nothing after it is used, so the caller never moves past a change it could not
+    /// apply.
+    pub fn verify_many(&self, changes: Vec<client::Change>) -> (Vec<Arc<Entry>>, Option<Stall>) {
+        let tokens: Vec<&str> = changes.iter().map(|c| c.jwt.as_str()).collect();
         let decoded = jwt::decode_many(&tokens);
         drop(tokens);
-        changes
-            .into_iter()
-            .zip(decoded)
-            .filter_map(|((seq, kind, key, _), jwt)| {
-                match jwt.and_then(|jwt| self.check(kind, &key, &jwt).map(|()| jwt)) {
-                    Ok(jwt) => Some(Arc::new(Entry::new(kind, &key, &jwt))),
-                    Err(e) => {
-                        tracing::warn!(seq, %key, cause = %e, "replicated token does not verify; skipped");
-                        None
-                    }
+        let mut out = Vec::with_capacity(changes.len());
+        for (change, jwt) in changes.into_iter().zip(decoded) {
+            match jwt.and_then(|jwt| self.check(change.kind, &change.key, &jwt).map(|()| jwt)) {
+                Ok(jwt) => out.push(Arc::new(Entry::new(change.kind, &change.key, &jwt))),
+                Err(e) => {
+                    return (
+                        out,
+                        Some(Stall {
+                            seq: change.seq,
+                            key: change.key,
+                            reason: e.to_string(),
+                        }),
+                    )
                 }
-            })
-            .collect()
+            }
+        }
+        (out, None)
     }
 
     /// The checks after the signature: type, key, and the operator's trust for accounts.
@@ -278,7 +365,7 @@ impl ReplicaHandle {
                         c.sub
                     )));
                 }
-                let trust = self.trust.borrow().clone();
+                let trust = self.anchor.current();
                 match &trust.operator {
                     Some(op) => op.check_issuer(&c.iss)?,
                     // Nothing is stored unverified: the sync task installs the primary's operator

@@ -4,12 +4,13 @@
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
 //! state is: never skipping a change, and re-applying one is a no-op (same `jti`).
 
-use super::client::SyncError;
-use super::{ReplicaHandle, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE, META_SYNCED};
+use super::client::{Change, SyncError};
+use super::{
+    ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE, META_SYNCED,
+};
 use crate::config::Settings;
-use crate::jwt::trust::Operator;
-use crate::state::Trust;
 use crate::store::{Entry, Kind};
+use crate::trust::{Learned, META_OPERATOR};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -47,8 +48,10 @@ struct VerifiedPage {
     count: usize,
     /// The sequence of its last change.
     last: Option<u64>,
-    /// The tokens that verified.
+    /// The tokens that verified, up to `stall`.
     tokens: Vec<Arc<Entry>>,
+    /// The first change that did not verify, if one did not.
+    stall: Option<Stall>,
 }
 
 /// Fetches one page of the feed and verifies its tokens.
@@ -60,14 +63,15 @@ async fn fetch_verified(
 ) -> Result<VerifiedPage, SyncError> {
     let page = replica.client.changes(since, limit, wait).await?;
     let count = page.changes.len();
-    let last = page.changes.last().map(|c| c.0);
-    let tokens = verify_page(&replica, page.changes).await;
+    let last = page.changes.last().map(|c| c.seq);
+    let (tokens, stall) = verify_page(&replica, page.changes).await;
     Ok(VerifiedPage {
         store_id: page.store_id,
         head: page.head,
         count,
         last,
         tokens,
+        stall,
     })
 }
 
@@ -79,11 +83,56 @@ struct Prefetch {
     task: AbortOnDropHandle<Result<VerifiedPage, SyncError>>,
 }
 
+/// The state of the link to the primary, for honest reachability and for logs that say when
+/// it changes (once), not on every retry.
+struct Link {
+    /// `None` until the first answer or failure.
+    up: Option<bool>,
+    /// When "still unreachable" was last logged.
+    last_reminder: Instant,
+}
+
+/// How often a primary that stays unreachable is logged again.
+const REMINDER_EVERY: Duration = Duration::from_secs(60);
+
+impl Link {
+    fn down(&mut self, e: &SyncError, status: &watch::Sender<StatusCell>, primary: &str) {
+        match self.up {
+            Some(false) if self.last_reminder.elapsed() < REMINDER_EVERY => {
+                tracing::debug!(%primary, cause = %e, "primary still unreachable");
+            }
+            Some(false) => {
+                tracing::warn!(%primary, cause = %e, "primary still unreachable; serving what this replica has");
+                self.last_reminder = Instant::now();
+            }
+            _ => {
+                tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
+                self.last_reminder = Instant::now();
+            }
+        }
+        self.up = Some(false);
+        status.send_modify(|s| {
+            s.reachable = false;
+            s.primary = primary.to_string();
+        });
+    }
+
+    fn up(&mut self, status: &watch::Sender<StatusCell>, primary: &str) {
+        if self.up == Some(false) {
+            tracing::info!(%primary, "primary reachable again");
+        }
+        self.up = Some(true);
+        status.send_modify(|s| {
+            s.reachable = true;
+            s.primary = primary.to_string();
+        });
+    }
+}
+
 /// Runs until `cancel` fires.
 pub(super) async fn run(
     replica: ReplicaHandle,
     opts: Options,
-    trust_tx: Arc<watch::Sender<Arc<Trust>>>,
     status: watch::Sender<StatusCell>,
     cancel: CancellationToken,
 ) {
@@ -98,18 +147,29 @@ pub(super) async fn run(
     let mut synced = store.meta(META_SYNCED).is_some();
     let mut backoff = Duration::from_millis(100);
     let mut ahead: Option<Prefetch> = None;
+    let mut link = Link {
+        up: None,
+        last_reminder: Instant::now(),
+    };
+    // Long-poll only after an answer that found this replica caught up. Otherwise (first
+    // request, catching up, after a failure) ask with no wait: the answer comes at once, so a
+    // primary that is back is known to be back at once, not after a whole long poll.
+    let mut long_poll = false;
+    let mut stall: Option<Stall> = None;
+    pin_configured_operator(&replica).await;
 
     while !cancel.is_cancelled() {
-        if trust_tx.borrow().operator.is_none() && !fetch_operator(&replica, &trust_tx).await {
-            status.send_modify(|s| s.reachable = false);
-            if sleep_or_cancel(&cancel, backoff).await {
-                break;
+        if replica.anchor.current().operator.is_none() {
+            if let Err(e) = refresh_operator(&replica).await {
+                link.down(&e, &status, client.current());
+                if sleep_or_cancel(&cancel, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(opts.max_backoff);
+                continue;
             }
-            backoff = (backoff * 2).min(opts.max_backoff);
-            continue;
         }
-        // Long-poll only once caught up; during the initial sync, pages come back to back.
-        let wait = if synced {
+        let wait = if long_poll {
             opts.poll_wait
         } else {
             Duration::ZERO
@@ -134,6 +194,7 @@ pub(super) async fn run(
         let page = match page {
             Ok(page) => page,
             Err(SyncError::NoFeed { url }) => {
+                link.up(&status, &url);
                 // A Go primary: no feed, so copy its pack now and again every poll interval
                 // (the Go replicas refreshed lazily; this bounds staleness instead).
                 let wait = if sync_from_pack(&replica, &opts, &status).await {
@@ -149,11 +210,9 @@ pub(super) async fn run(
                 continue;
             }
             Err(e) => {
-                tracing::warn!(cause = %e, retry_in = ?backoff, "replication request failed");
-                status.send_modify(|s| {
-                    s.reachable = false;
-                    s.primary = client.current().to_string();
-                });
+                link.down(&e, &status, client.current());
+                long_poll = false;
+                ahead = None;
                 if matches!(e, SyncError::Unreachable { .. }) {
                     client.rotate();
                 }
@@ -164,7 +223,7 @@ pub(super) async fn run(
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        link.up(&status, client.current());
 
         if lineage.as_deref() != Some(page.store_id.as_str()) {
             if lineage.is_some() {
@@ -175,14 +234,35 @@ pub(super) async fn run(
             if since != 0 {
                 // This page is relative to another store's sequence numbers; start over.
                 cursor = 0;
-                synced = false;
+                long_poll = false;
+                ahead = None;
                 continue;
             }
         }
+        if page.head < since {
+            // Same lineage, but the primary's head is behind what this replica already
+            // applied: it was restored from an older copy of its data. Its new writes would
+            // get sequence numbers this replica believes it has; start over from 0 (newer
+            // wins, so nothing newer held here is lost; anti-entropy sends it back).
+            tracing::warn!(primary = %client.current(), head = page.head, cursor = since,
+                "the primary's head is below this replica's cursor (restored from a backup?): full resync, newer wins");
+            replica.metrics.replica_resync("restored_primary");
+            cursor = 0;
+            long_poll = false;
+            ahead = None;
+            continue;
+        }
 
-        let new_cursor = page.last.unwrap_or(cursor);
-        let caught_up = page.count < opts.batch && new_cursor >= page.head;
-        if page.count == opts.batch {
+        // A change that does not verify: never skip it. Apply what comes before it, learn the
+        // primary's operator JWT again (a new signing key is the usual cause), and retry.
+        let (new_cursor, caught_up) = match &page.stall {
+            None => {
+                let last = page.last.unwrap_or(cursor);
+                (last, page.count < opts.batch && last >= page.head)
+            }
+            Some(s) => (s.seq.saturating_sub(1).max(cursor), false),
+        };
+        if page.stall.is_none() && page.count == opts.batch {
             // A full page: more are waiting. Ask for the next one now.
             ahead = Some(Prefetch {
                 since: new_cursor,
@@ -224,12 +304,45 @@ pub(super) async fn run(
             crate::memory::release_free_memory();
             synced = true;
         }
+        long_poll = caught_up;
+
+        if let Some(s) = page.stall {
+            ahead = None;
+            // The operator may have changed since this replica learned it.
+            let learned = refresh_operator(&replica).await;
+            let retry_now = matches!(learned, Ok(Learned::Updated | Learned::Pinned));
+            if stall.as_ref() != Some(&s) && !retry_now {
+                tracing::error!(primary = %client.current(), seq = s.seq, key = %s.key, cause = %s.reason,
+                    "replication stalled: the primary's change does not verify here; serving what this replica has, retrying");
+            }
+            if !retry_now {
+                stall = Some(s.clone());
+                replica.metrics.replica_stalled(Some(s.seq));
+            }
+            status.send_modify(|st| {
+                st.synced = synced;
+                st.applied_seq = cursor;
+                st.primary_head = page.head;
+                st.stall = stall.clone();
+            });
+            if !retry_now {
+                if sleep_or_cancel(&cancel, backoff).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(opts.max_backoff);
+            }
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        if let Some(old) = stall.take() {
+            tracing::info!(primary = %client.current(), seq = old.seq, "replication resumed: the stalled change verifies now");
+            replica.metrics.replica_stalled(None);
+        }
         status.send_modify(|s| {
-            s.primary = client.current().to_string();
-            s.reachable = true;
             s.synced = synced;
             s.applied_seq = cursor;
-            s.primary_head = page.head.max(cursor);
+            s.primary_head = page.head;
+            s.stall = None;
             if caught_up {
                 s.in_sync_at = Instant::now();
             }
@@ -237,12 +350,12 @@ pub(super) async fn run(
     }
 }
 
-/// Verifies a page's tokens (in parallel: signature checks dominate a large initial sync) and
-/// returns those that pass. A token that fails is logged and skipped, never stored.
+/// Verifies a page's tokens (in parallel: signature checks dominate a large initial sync).
+/// Returns those before the first change that does not verify, and that change.
 async fn verify_page(
     replica: &ReplicaHandle,
-    changes: Vec<(u64, Kind, String, String)>,
-) -> Vec<Arc<Entry>> {
+    changes: Vec<Change>,
+) -> (Vec<Arc<Entry>>, Option<Stall>) {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
@@ -257,11 +370,23 @@ async fn verify_page(
     }
     let mut out = Vec::new();
     for job in jobs {
-        if let Ok(part) = job.await {
-            out.extend(part);
+        let (part, stall) = match job.await {
+            Ok(done) => done,
+            Err(e) => (
+                Vec::new(),
+                Some(Stall {
+                    seq: out.last().map_or(0, |e: &Arc<Entry>| e.seq),
+                    key: String::new(),
+                    reason: format!("verification task failed: {e}"),
+                }),
+            ),
+        };
+        out.extend(part);
+        if stall.is_some() {
+            return (out, stall);
         }
     }
-    out
+    (out, None)
 }
 
 /// Tokens per store commit while applying a feed page. Pages are fetched large (fewer round
@@ -300,18 +425,22 @@ async fn sync_from_pack(
             return false;
         }
     };
-    let changes = lines
-        .into_iter()
-        .map(|(key, jwt)| {
-            let kind = if crate::jwt::is_account_key(&key) {
-                Kind::Account
-            } else {
-                Kind::Activation
-            };
-            (0, kind, key, jwt)
-        })
-        .collect();
-    let applied = verify_page(replica, changes).await;
+    // A pack has no sequence to stop at: each token that verifies is stored, each one that
+    // does not is reported (and tried again with the next refresh).
+    let mut applied = Vec::new();
+    for (key, jwt) in lines {
+        let kind = if crate::jwt::is_account_key(&key) {
+            Kind::Account
+        } else {
+            Kind::Activation
+        };
+        match replica.verify(kind, &key, &jwt) {
+            Ok(jwt) => applied.push(Arc::new(Entry::new(kind, &key, &jwt))),
+            Err(e) => {
+                tracing::error!(%key, cause = %e, "a token of the primary's pack does not verify here; not stored");
+            }
+        }
+    }
     let count = applied.len() as u64;
     let meta = vec![(META_SYNCED.to_string(), b"1".to_vec())];
     if let Err(e) = commit_in_chunks(&replica.store, applied, meta).await {
@@ -328,36 +457,58 @@ async fn sync_from_pack(
     true
 }
 
-/// Fetches the primary's operator JWT when none is configured locally. Returns whether an
-/// operator is now installed.
-async fn fetch_operator(replica: &ReplicaHandle, trust_tx: &watch::Sender<Arc<Trust>>) -> bool {
-    match replica.client.operator().await {
-        Ok(Some(token)) => match Operator::from_jwt(&token) {
-            Ok(op) => {
-                tracing::info!(operator = %op.public_key(), "using the primary's operator JWT as trust anchor");
-                trust_tx.send_modify(|t| {
-                    *t = Arc::new(Trust {
-                        operator: Some(op),
-                        system_account: t.system_account.clone(),
-                    })
-                });
-                true
-            }
-            Err(e) => {
-                tracing::error!(cause = %e, "the primary's operator JWT is invalid");
-                false
-            }
-        },
-        Ok(None) => {
-            tracing::error!(
-                "neither this replica nor its primary has an operator JWT; cannot verify tokens"
-            );
-            false
+/// Asks the primary for its operator JWT and offers it to the trust anchor: taken on first
+/// use (pinned), or when it is a newer JWT of the trusted operator (a new signing key).
+///
+/// # Errors
+/// A [`SyncError`] to report as the link's state: the primary cannot be asked, has no
+/// operator, or offers one this replica does not trust.
+async fn refresh_operator(replica: &ReplicaHandle) -> Result<Learned, SyncError> {
+    let url = replica.client.current().to_string();
+    let token = match replica.client.operator().await? {
+        Some(token) => token,
+        None => {
+            return Err(SyncError::Protocol {
+                url,
+                message: "the primary has no operator JWT, and neither has this replica".into(),
+            })
         }
+    };
+    match replica.anchor.learn(&token).await {
+        Ok(Learned::Pinned) => {
+            tracing::warn!(primary = %url, operator = ?replica.anchor.identity(),
+                "trusting the primary's operator on first use (pinned in this replica's store; configure --operator to pin it explicitly)");
+            Ok(Learned::Pinned)
+        }
+        Ok(Learned::Updated) => {
+            tracing::info!(primary = %url, operator = ?replica.anchor.identity(),
+                "took a newer operator JWT from the primary");
+            Ok(Learned::Updated)
+        }
+        Ok(Learned::Unchanged) => Ok(Learned::Unchanged),
         Err(e) => {
-            tracing::warn!(cause = %e, "cannot fetch the operator JWT from the primary");
-            false
+            tracing::error!(primary = %url, cause = %e, "refused the primary's operator JWT");
+            replica.metrics.rejection("untrusted_operator");
+            Err(SyncError::Protocol {
+                url,
+                message: format!("refused the primary's operator JWT: {e}"),
+            })
         }
+    }
+}
+
+/// A replica with `--operator` records that operator in its store, so its identity key stays
+/// pinned if it is later started without the file.
+async fn pin_configured_operator(replica: &ReplicaHandle) {
+    if replica.store.meta(META_OPERATOR).is_some() {
+        return;
+    }
+    let trust = replica.anchor.current();
+    let Some(op) = &trust.operator else {
+        return;
+    };
+    if let Err(e) = replica.anchor.persist(op.jwt().raw.as_str()).await {
+        tracing::error!(cause = %e, "could not record the trusted operator in the store");
     }
 }
 

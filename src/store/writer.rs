@@ -196,8 +196,10 @@ fn commit_batch(
         outcomes.push(these);
     }
     commit.head = head;
-    // See `Commit::durable`: a commit that stores no token only moves a replica's cursor.
-    commit.durable = !commit.records.is_empty();
+    // See `Commit::durable`: a commit that stores no token and only moves a replica's cursor
+    // (metadata under `replica.`) may wait for the next flush; anything else may not.
+    commit.durable =
+        !commit.records.is_empty() || commit.meta.iter().any(|(k, _)| !k.starts_with("replica."));
 
     let result = if commit.records.is_empty() && commit.meta.is_empty() {
         Ok(())
@@ -259,7 +261,7 @@ mod tests {
     }
 
     /// A commit that stores a token waits for the disk; one that only moves a replica's cursor
-    /// past tokens already stored does not (see `Commit::durable`).
+    /// past tokens already stored does not (see `Commit::durable`); other metadata does.
     #[tokio::test]
     async fn only_commits_that_store_tokens_wait_for_the_disk() {
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -278,11 +280,14 @@ mod tests {
                 0,
             ))
         };
-        let cursor = |n: u8| vec![("cursor".to_string(), vec![n])];
+        let cursor = |n: u8| vec![("replica.cursor".to_string(), vec![n])];
         store.put_entries(vec![entry()], cursor(1)).await.unwrap();
         // The same token again (a feed page after NATS applied it): only the cursor moves.
         store.put_entries(vec![entry()], cursor(2)).await.unwrap();
-        assert_eq!(*seen.lock().unwrap(), vec![true, false]);
-        assert_eq!(store.meta("cursor"), Some(vec![2]));
+        // Other metadata (the operator a replica trusts) always waits for the disk.
+        let pin = vec![("trust.operator_jwt".to_string(), vec![1])];
+        store.put_entries(Vec::new(), pin).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![true, false, true]);
+        assert_eq!(store.meta("replica.cursor"), Some(vec![2]));
     }
 }

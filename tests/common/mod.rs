@@ -14,6 +14,7 @@ pub mod nats;
 pub mod nginx;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 use nats_account_server::config::Settings;
 use nats_account_server::RunningServer;

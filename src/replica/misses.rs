@@ -1,0 +1,152 @@
+//! Read misses on a replica that may be missing data: asked of the primary with one request in
+//! flight per key, a cap on concurrent requests, and a bounded negative cache.
+//!
+//! Why all three: a replica sits in front of a fleet, and a client asking for random unknown
+//! keys must not turn into the same number of requests at the primary. A caught-up replica
+//! never comes here (it answers 404 from its own store); this is for one that is still syncing,
+//! lagging or stalled.
+
+use crate::store::Kind;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A key as the miss machinery sees it.
+pub(super) type MissKey = (Kind, Arc<str>);
+
+/// Keys the primary said it does not have, remembered for a TTL, at most `cap` of them.
+///
+/// Insertion order is kept in a queue next to the map, so expiry and eviction take the oldest
+/// entries from its front: O(1) per insert (amortised), never a scan of the whole map.
+pub(super) struct NegativeCache {
+    ttl: Duration,
+    cap: usize,
+    /// When each key was remembered, and the insert's number (to tell re-inserts apart).
+    map: HashMap<MissKey, (Instant, u64)>,
+    order: VecDeque<(MissKey, Instant, u64)>,
+    inserts: u64,
+}
+
+impl NegativeCache {
+    /// An empty cache.
+    pub(super) fn new(ttl: Duration, cap: usize) -> NegativeCache {
+        NegativeCache {
+            ttl,
+            cap: cap.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            inserts: 0,
+        }
+    }
+
+    /// Whether the primary said recently that it does not have `key`.
+    pub(super) fn contains(&self, key: &MissKey) -> bool {
+        self.map
+            .get(key)
+            .is_some_and(|(at, _)| at.elapsed() < self.ttl)
+    }
+
+    /// Remembers that the primary does not have `key`.
+    pub(super) fn insert(&mut self, key: MissKey) {
+        let now = Instant::now();
+        while let Some((_, at, _)) = self.order.front() {
+            if now.duration_since(*at) < self.ttl && self.order.len() < self.cap {
+                break;
+            }
+            self.pop_oldest();
+        }
+        self.inserts += 1;
+        self.map.insert(key.clone(), (now, self.inserts));
+        self.order.push_back((key, now, self.inserts));
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((key, _, n)) = self.order.pop_front() {
+            // A key inserted again later has a newer insert in the map: that one stays.
+            if self.map.get(&key).is_some_and(|(_, m)| *m == n) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    /// Number of remembered keys.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Shared between the clones of a replica handle: the negative cache and the keys in flight.
+pub(super) struct Misses {
+    pub(super) negative: Mutex<NegativeCache>,
+    /// Requests to the primary in flight, by key; waiters for the same key share one.
+    pub(super) inflight: Mutex<HashMap<MissKey, InFlight>>,
+    /// Bounds the requests to the primary in flight at once.
+    pub(super) permits: tokio::sync::Semaphore,
+}
+
+/// The shared result of one request to the primary.
+pub(super) type InFlight =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<bool, String>>>;
+
+impl Misses {
+    /// Empty, with the given negative-cache TTL and size and the cap on concurrent requests.
+    pub(super) fn new(ttl: Duration, cap: usize, concurrent: usize) -> Misses {
+        Misses {
+            negative: Mutex::new(NegativeCache::new(ttl, cap)),
+            inflight: Mutex::default(),
+            permits: tokio::sync::Semaphore::new(concurrent.max(1)),
+        }
+    }
+
+    pub(super) fn negative(&self) -> std::sync::MutexGuard<'_, NegativeCache> {
+        self.negative.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<MissKey, InFlight>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> MissKey {
+        (Kind::Account, format!("K{i}").into())
+    }
+
+    #[test]
+    fn remembers_within_the_ttl_and_stays_bounded() {
+        let mut c = NegativeCache::new(Duration::from_secs(60), 100);
+        for i in 0..1000 {
+            c.insert(key(i));
+        }
+        assert_eq!(c.len(), 100, "the oldest are evicted at the cap");
+        assert!(c.contains(&key(999)));
+        assert!(!c.contains(&key(0)));
+    }
+
+    #[test]
+    fn expired_entries_leave_on_the_next_insert() {
+        let mut c = NegativeCache::new(Duration::from_millis(1), 100);
+        for i in 0..50 {
+            c.insert(key(i));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!c.contains(&key(1)), "expired");
+        c.insert(key(1000));
+        assert_eq!(c.len(), 1, "expired entries were dropped from the front");
+    }
+
+    #[test]
+    fn a_key_inserted_again_keeps_its_newer_time() {
+        let mut c = NegativeCache::new(Duration::from_secs(60), 2);
+        c.insert(key(1));
+        c.insert(key(1));
+        c.insert(key(2));
+        // The cap evicts the oldest queue entry (key 1's first insert), not key 1 itself.
+        assert!(c.contains(&key(1)));
+        assert!(c.contains(&key(2)));
+    }
+}

@@ -1,0 +1,492 @@
+//! Replicas never serve stale or untrusted data silently: the trust anchor survives SIGHUP and
+//! follows operator signing-key rotation; a spoofed primary gets nothing served; a restored
+//! primary is noticed; read misses of a caught-up replica stay local; credentials in primary
+//! URLs are never shown; the link's state is honest; HTTPS primaries with a private CA.
+
+use crate::common::fixtures;
+use crate::common::process::ServerProcess;
+use crate::common::{
+    account, eventually, free_port, get, metric, post_accepted, post_new_account, primary_settings,
+    replica_of, replica_settings, serves, wait_ready, TestServer,
+};
+use nats_account_server::config::Settings;
+use nats_account_server::jwt::{self, encode, trust::Operator};
+use nats_account_server::server::load_trust;
+use nkeys::KeyPair;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) {
+    eventually(within, &format!("{base} serves {key}"), || {
+        serves(base, key, jwt)
+    })
+    .await;
+}
+
+/// `/readyz` of `base` as JSON.
+async fn readyz(base: &str) -> Value {
+    serde_json::from_str(&get(&format!("{base}/readyz")).await.1).expect("readyz JSON")
+}
+
+/// An account JWT for `key` signed by `signer`, issued `iat`.
+fn account_at(signer: &KeyPair, key: &str, name: &str, iat: i64) -> String {
+    encode::sign(
+        json!({ "name": name, "sub": key, "iat": iat,
+            "nats": { "type": "account", "version": 2, "limits": { "conn": -1 } } }),
+        signer,
+    )
+}
+
+fn iat_of(token: &str) -> i64 {
+    jwt::parse_unverified(token).expect("parses").iat
+}
+
+/// The vectors' operator JWT with `signing_keys` (and a fresh `iat`), self-signed.
+fn operator_with_signing_keys(signing_keys: &[String]) -> String {
+    let current = Operator::from_jwt(&fixtures::vector("operator.jwt")).unwrap();
+    encode::operator(
+        &fixtures::operator_key(),
+        "rotated",
+        signing_keys,
+        current.system_account(),
+    )
+}
+
+/// Number of account GETs `base` has answered.
+async fn account_gets(base: &str) -> f64 {
+    metric(
+        base,
+        "nas_http_requests_total{method=\"GET\",route=\"/jwt/v1/accounts/{key}\"",
+    )
+    .await
+}
+
+/// A replica started without `--operator` learns its primary's; a SIGHUP (which re-reads the
+/// configured files, none here) must not make it forget, or the next change would not verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_never_forgets_the_operator_a_replica_learned() {
+    let primary = TestServer::primary().await;
+    let (key, v1) = post_new_account(&primary.url, "v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let replica = tokio::task::block_in_place(|| {
+        ServerProcess::start(
+            dir.path(),
+            "replica",
+            free_port(),
+            &["--primary", &primary.url, "--data", "data"],
+        )
+    });
+    wait_serves(&replica.url, &key, &v1, Duration::from_secs(10)).await;
+
+    replica.signal("HUP");
+    eventually(Duration::from_secs(10), "the replica reloaded", || async {
+        replica.log_text().contains("configuration reloaded")
+    })
+    .await;
+    let v2 = fixtures::account_jwt_at(&key, "v2", iat_of(&v1) + 1);
+    post_accepted(&primary.url, &key, &v2).await;
+    wait_serves(&replica.url, &key, &v2, Duration::from_secs(10)).await;
+    assert!(readyz(&replica.url).await["replica"]["stalled"].is_null());
+}
+
+/// The operator adds a signing key (its JWT changes, the primary reloads): accounts signed with
+/// the new key reach replicas with and without `--operator`, and a restart keeps them working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_operator_signing_key_reaches_every_replica() {
+    let files = tempfile::tempdir().unwrap();
+    let op_path = files.path().join("operator.jwt");
+    std::fs::copy(fixtures::vectors().join("operator.jwt"), &op_path).unwrap();
+    let primary_settings_now = |dir: &Path| {
+        let mut s = primary_settings(dir);
+        s.operatorjwtpath = Some(op_path.clone());
+        s
+    };
+    let primary_dir = tempfile::tempdir().unwrap();
+    let settings = primary_settings_now(primary_dir.path());
+    let primary = TestServer::start_in(primary_dir, settings.clone()).await;
+    let learning = replica_of(&[&primary.url], |_| {}).await;
+    let configured = replica_of(&[&primary.url], |s| {
+        s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"))
+    })
+    .await;
+    let (k0, j0) = post_new_account(&primary.url, "before").await;
+    for r in [&learning, &configured] {
+        wait_serves(&r.url, &k0, &j0, Duration::from_secs(10)).await;
+    }
+
+    let new_signer = KeyPair::new_operator();
+    let rotated = operator_with_signing_keys(&[
+        fixtures::signing_key().public_key(),
+        new_signer.public_key(),
+    ]);
+    std::fs::write(&op_path, &rotated).unwrap();
+    primary
+        .running()
+        .reload_trust(load_trust(&settings).unwrap())
+        .unwrap();
+    let k1 = KeyPair::new_account().public_key();
+    let j1 = encode::account(&new_signer, &k1, "rotated", json!({}));
+    post_accepted(&primary.url, &k1, &j1).await;
+    for r in [&learning, &configured] {
+        wait_serves(&r.url, &k1, &j1, Duration::from_secs(10)).await;
+        assert!(readyz(&r.url).await["replica"]["stalled"].is_null());
+    }
+
+    // After a restart on the same data, the learned operator is still in force.
+    let mut learning = learning;
+    learning.stop().await;
+    let dir = std::mem::replace(&mut learning.dir, tempfile::tempdir().unwrap());
+    let settings = replica_settings(dir.path(), &[&primary.url]);
+    let learning = TestServer::start_in(dir, settings).await;
+    let k2 = KeyPair::new_account().public_key();
+    let j2 = encode::account(&new_signer, &k2, "after-restart", json!({}));
+    post_accepted(&primary.url, &k2, &j2).await;
+    wait_serves(&learning.url, &k2, &j2, Duration::from_secs(10)).await;
+    assert!(serves(&learning.url, &k1, &j1).await);
+}
+
+/// A spoofed primary (another operator) gets nothing served: not by a replica that pinned the
+/// real operator, not by one configured with it. The replica stalls loudly instead of skipping,
+/// keeps serving what it has, and converges once pointed back at the real primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_primary_gets_nothing_served() {
+    let real = TestServer::primary().await;
+    let (k, j) = post_new_account(&real.url, "real").await;
+
+    let rogue = KeyPair::new_operator();
+    let files = tempfile::tempdir().unwrap();
+    let rogue_op = files.path().join("rogue.jwt");
+    std::fs::write(&rogue_op, encode::operator(&rogue, "rogue", &[], None)).unwrap();
+    let spoof = TestServer::start_with(|s| s.operatorjwtpath = Some(rogue_op.clone())).await;
+    // The spoof has a "newer" version of the real account and an account of its own.
+    let evil = account_at(&rogue, &k, "evil", iat_of(&j) + 5);
+    post_accepted(&spoof.url, &k, &evil).await;
+    let x = KeyPair::new_account().public_key();
+    let x_jwt = encode::account(&rogue, &x, "rogue-only", json!({}));
+    post_accepted(&spoof.url, &x, &x_jwt).await;
+
+    // A replica pins the real operator on first use, then is pointed at the spoof.
+    let mut replica = replica_of(&[&real.url], |_| {}).await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    replica.stop().await;
+    let dir = std::mem::replace(&mut replica.dir, tempfile::tempdir().unwrap());
+    let settings = |dir: &Path, primary: &str| replica_settings(dir, &[primary]);
+    let replica = {
+        let s = settings(dir.path(), &spoof.url);
+        TestServer::start_in(dir, s).await
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the replica reports a stall",
+        || async { !readyz(&replica.url).await["replica"]["stalled"].is_null() },
+    )
+    .await;
+    assert!(
+        serves(&replica.url, &k, &j).await,
+        "keeps serving what it has"
+    );
+    assert_eq!(
+        get(&replica.at(&format!("/jwt/v1/accounts/{x}"))).await.0,
+        404
+    );
+    assert_eq!(metric(&replica.url, "nas_replica_stalled ").await, 1.0);
+    assert!(get(&replica.url).await.1.contains("STALLED"));
+    assert_eq!(readyz(&replica.url).await["replica"]["caught_up"], false);
+
+    // Pointed back at the real primary: converges, nothing of the spoof stays.
+    let mut replica = replica;
+    replica.stop().await;
+    let dir = std::mem::replace(&mut replica.dir, tempfile::tempdir().unwrap());
+    let replica = {
+        let s = settings(dir.path(), &real.url);
+        TestServer::start_in(dir, s).await
+    };
+    let (k2, j2) = post_new_account(&real.url, "after").await;
+    wait_serves(&replica.url, &k2, &j2, Duration::from_secs(10)).await;
+    assert!(serves(&replica.url, &k, &j).await);
+    assert_eq!(
+        get(&replica.at(&format!("/jwt/v1/accounts/{x}"))).await.0,
+        404
+    );
+    assert!(readyz(&replica.url).await["replica"]["stalled"].is_null());
+    assert_eq!(metric(&replica.url, "nas_replica_stalled ").await, 0.0);
+
+    // A fresh replica configured with the real operator serves nothing of the spoof either.
+    let fresh = replica_of(&[&spoof.url], |s| {
+        s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"))
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the fresh replica stalls",
+        || async { !readyz(&fresh.url).await["replica"]["stalled"].is_null() },
+    )
+    .await;
+    for key in [&k, &x] {
+        assert_eq!(
+            get(&fresh.at(&format!("/jwt/v1/accounts/{key}"))).await.0,
+            404
+        );
+    }
+    assert_eq!(fresh.running().state().store.counts(), (0, 0));
+}
+
+/// Copies a directory tree (a sled store, stopped).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A primary restored from an older backup keeps its lineage but its head goes back: the
+/// replica notices (head below its cursor) and follows the primary's new writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_restored_from_a_backup_is_followed() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: tempfile::TempDir| {
+        let settings = primary_settings(dir.path());
+        TestServer::start_on(dir, settings, port)
+    };
+    let mut primary = start(dir).await;
+    for i in 0..3 {
+        post_new_account(&primary.url, &format!("old-{i}")).await;
+    }
+    primary.stop().await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&primary.path("data"), backup.path());
+    let dir = std::mem::replace(&mut primary.dir, tempfile::tempdir().unwrap());
+    let mut primary = start(dir).await;
+    let mut newer = Vec::new();
+    for i in 0..3 {
+        newer.push(post_new_account(&primary.url, &format!("new-{i}")).await);
+    }
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    let (k, j) = newer.last().unwrap();
+    wait_serves(&replica.url, k, j, Duration::from_secs(10)).await;
+
+    primary.stop().await;
+    std::fs::remove_dir_all(primary.path("data")).unwrap();
+    copy_dir(backup.path(), &primary.path("data"));
+    let dir = std::mem::replace(&mut primary.dir, tempfile::tempdir().unwrap());
+    let primary = start(dir).await;
+    assert_eq!(primary.running().state().store.head(), 3, "restored");
+    let (x, x_jwt) = post_new_account(&primary.url, "after-restore").await;
+    wait_serves(&replica.url, &x, &x_jwt, Duration::from_secs(10)).await;
+    for (k, j) in &newer {
+        assert!(serves(&replica.url, k, j).await, "newer versions stay");
+    }
+    assert!(
+        metric(
+            &replica.url,
+            "nas_replica_resyncs_total{reason=\"restored_primary\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+/// A caught-up replica answers unknown keys from its own store: random keys never reach the
+/// primary. A replica still syncing asks, but one request per key, with the answer cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_misses_reach_the_primary_only_when_the_replica_may_be_missing_data() {
+    let primary = TestServer::primary().await;
+    let (k, j) = post_new_account(&primary.url, "known").await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "caught up", || async {
+        readyz(&replica.url).await["replica"]["caught_up"] == true
+    })
+    .await;
+    let before = account_gets(&primary.url).await;
+    for _ in 0..500 {
+        let key = KeyPair::new_account().public_key();
+        assert_eq!(
+            get(&replica.at(&format!("/jwt/v1/accounts/{key}"))).await.0,
+            404
+        );
+    }
+    assert_eq!(
+        account_gets(&primary.url).await,
+        before,
+        "a caught-up replica asked the primary about unknown keys"
+    );
+
+    // A replica that is still syncing (one change per page, many pages) may be missing data.
+    for i in 0..600 {
+        post_new_account(&primary.url, &format!("bulk-{i}")).await;
+    }
+    let syncing = replica_of(&[&primary.url], |s| s.replication.batch = 1).await;
+    let unknown = KeyPair::new_account().public_key();
+    let before = account_gets(&primary.url).await;
+    let url = syncing.at(&format!("/jwt/v1/accounts/{unknown}"));
+    let burst: Vec<_> = (0..40)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await.0 })
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.await.unwrap(), 404);
+    }
+    assert_eq!(
+        readyz(&syncing.url).await["replica"]["caught_up"],
+        false,
+        "the burst ran while the replica was still syncing"
+    );
+    assert_eq!(
+        account_gets(&primary.url).await - before,
+        1.0,
+        "40 reads of one unknown key made one request to the primary"
+    );
+    assert!(metric(&syncing.url, "nas_replica_misses_total{result=\"fetched\"}").await >= 1.0);
+}
+
+/// `--primary http://user:password@host`: the password is used, never shown: not in `/readyz`,
+/// the status page, the metrics or the log (including "primary unreachable" lines, which name
+/// the underlying cause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_primary_url_are_never_shown() {
+    let port = free_port();
+    let with_creds = format!("http://nas:s3cret-pw@127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = tokio::task::block_in_place(|| {
+        ServerProcess::start(
+            dir.path(),
+            "replica",
+            free_port(),
+            &["--primary", &with_creds, "--data", "data"],
+        )
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the replica logs the unreachable primary",
+        || async { replica.log_text().contains("primary unreachable") },
+    )
+    .await;
+    let primary = {
+        let d = tempfile::tempdir().unwrap();
+        let s = primary_settings(d.path());
+        TestServer::start_on(d, s, port).await
+    };
+    let (k, j) = post_new_account(&primary.url, "creds").await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(15)).await;
+    let shown = [
+        get(&format!("{}/readyz", replica.url)).await.1,
+        get(&replica.url).await.1,
+        get(&format!("{}/metrics", replica.url)).await.1,
+        replica.log_text(),
+    ];
+    for text in &shown {
+        assert!(!text.contains("s3cret-pw"), "password shown in:\n{text}");
+    }
+    assert_eq!(
+        readyz(&replica.url).await["replica"]["primary"],
+        format!("http://127.0.0.1:{port}")
+    );
+    let log = replica.log_text().to_lowercase();
+    assert!(
+        log.contains("connection refused"),
+        "the cause is logged:\n{log}"
+    );
+    assert!(log.contains("primary reachable again"), "{log}");
+}
+
+/// After the primary comes back, the replica says so at once (not after a whole long poll),
+/// its lag is 0 again, and the log says the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reachability_is_honest_when_the_primary_returns() {
+    let port = free_port();
+    let start = |d: tempfile::TempDir| {
+        let s = primary_settings(d.path());
+        TestServer::start_on(d, s, port)
+    };
+    let mut primary = start(tempfile::tempdir().unwrap()).await;
+    let (k, j) = post_new_account(&primary.url, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let replica = tokio::task::block_in_place(|| {
+        ServerProcess::start(
+            dir.path(),
+            "replica",
+            free_port(),
+            &["--primary", &primary.url, "--data", "data"],
+        )
+    });
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    primary.stop().await;
+    eventually(
+        Duration::from_secs(15),
+        "replica sees the primary down",
+        || async { readyz(&replica.url).await["replica"]["primary_reachable"] == false },
+    )
+    .await;
+    let dir = std::mem::replace(&mut primary.dir, tempfile::tempdir().unwrap());
+    let _primary = start(dir).await;
+    // Well under the 25 s long poll.
+    eventually(
+        Duration::from_secs(8),
+        "replica sees the primary back, lag 0",
+        || async {
+            let r = readyz(&replica.url).await;
+            r["replica"]["primary_reachable"] == true && r["replica"]["lag_seconds"] == 0.0
+        },
+    )
+    .await;
+    assert!(replica.log_text().contains("primary reachable again"));
+}
+
+/// An HTTPS primary with a certificate from a private CA: a replica with `replication.tls.ca`
+/// syncs; one without it refuses the certificate and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_an_https_primary_through_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::common::tls::files(certs.path());
+    let primary = TestServer::start_with(|s| {
+        s.http.tls = Some(nats_account_server::config::TlsSettings {
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+            root: None,
+        });
+    })
+    .await;
+    let url = primary.url.replace("http://", "https://");
+    let (k, j) = account("over-tls");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{url}/jwt/v1/accounts/{k}"))
+        .body(j.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let trusting = replica_of(&[&url], |s: &mut Settings| {
+        s.replication.tls = Some(nats_account_server::config::TlsSettings {
+            root: Some(ca.clone()),
+            ..Default::default()
+        })
+    })
+    .await;
+    wait_ready(&trusting.url).await;
+    assert!(serves(&trusting.url, &k, &j).await);
+
+    let untrusting = replica_of(&[&url], |_| {}).await;
+    eventually(
+        Duration::from_secs(10),
+        "the untrusting replica reports the cause",
+        || async { readyz(&untrusting.url).await["replica"]["primary_reachable"] == false },
+    )
+    .await;
+    assert_eq!(get(&format!("{}/readyz", untrusting.url)).await.0, 503);
+}
