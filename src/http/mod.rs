@@ -59,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/jwt/v1/operator").route(web::get().to(operator::get)))
     .service(web::resource("/jwt/v1/pack").route(web::get().to(replication::pack)))
     .service(web::resource("/jwt/v1/changes").route(web::get().to(replication::changes)))
+    .service(web::resource("/jwt/v1/digest").route(web::get().to(replication::digest)))
     .service(web::resource("/jwt/v1/help").route(web::get().to(ops::help)))
     .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
     .service(web::resource("/readyz").route(web::get().to(ops::readyz)))

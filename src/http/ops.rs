@@ -146,6 +146,11 @@ All tokens as `key|jwt` lines (the Go server's format).
 The change feed replicas follow: `seq|kind|key|jwt` lines, headers X-Store-Id and X-Head-Seq;
 wait holds the request until a change after SEQ exists.
 
+## GET /jwt/v1/digest[?buckets=N,M]
+The store's content digest (JSON: store_id, head, digest, 256 bucket digests; each the XOR of
+the sha256 of its tokens), or with buckets= the entries of those buckets as
+`kind|key|iat|sha256` lines. Replicas compare digests to find and repair differences.
+
 ## GET /healthz, /readyz, /metrics, /
 Liveness, readiness (JSON detail), Prometheus metrics, and a status page.
 ";

@@ -1,7 +1,9 @@
-//! Bulk reads for replicas and migration: the Go-compatible pack and the change feed.
+//! Bulk reads for replicas and migration: the Go-compatible pack, the change feed, and the
+//! content digest replicas compare for anti-entropy.
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::{token_hash, DIGEST_BUCKETS};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use std::fmt::Write;
@@ -91,6 +93,64 @@ pub async fn changes(
             e.kind.as_str(),
             e.key,
             e.jwt_str()
+        );
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("X-Store-Id", state.store.lineage()))
+        .insert_header(("X-Head-Seq", head.to_string()))
+        .body(body))
+}
+
+/// `?buckets=` of the digest.
+#[derive(Debug, Deserialize)]
+pub struct DigestOpts {
+    /// Comma-separated bucket numbers whose entries to list.
+    buckets: Option<String>,
+}
+
+/// `GET /jwt/v1/digest`: the store's content digest for replicas' anti-entropy. Without
+/// options, JSON `{store_id, head, digest, buckets}` (hex; the head and the digest of the same
+/// moment). With `?buckets=3,17`, the entries of those buckets as `kind|key|iat|sha256` lines,
+/// so a replica whose digest differs finds the keys that differ without a full resync.
+pub async fn digest(
+    state: web::Data<AppState>,
+    opts: web::Query<DigestOpts>,
+) -> Result<HttpResponse, ApiError> {
+    let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
+    let Some(list) = opts.buckets.as_deref() else {
+        let (head, digest) = state.store.digest();
+        let body = serde_json::json!({
+            "store_id": state.store.lineage(),
+            "head": head,
+            "digest": hex(&digest.total()),
+            "buckets": digest.buckets.iter().map(|b| hex(b)).collect::<Vec<_>>(),
+        });
+        return Ok(HttpResponse::Ok().json(body));
+    };
+    let mut wanted = [false; DIGEST_BUCKETS];
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.trim().parse::<usize>() {
+            Ok(b) if b < DIGEST_BUCKETS => wanted[b] = true,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "buckets: {part:?} is not a bucket number (0-{})",
+                    DIGEST_BUCKETS - 1
+                )))
+            }
+        }
+    }
+    let head = state.store.head();
+    let entries = state.store.in_buckets(&wanted);
+    let mut body = String::with_capacity(entries.len() * 140);
+    for e in &entries {
+        let _ = writeln!(
+            body,
+            "{}|{}|{}|{}",
+            e.kind.as_str(),
+            e.key,
+            e.iat,
+            hex(&token_hash(&e.jwt))
         );
     }
     Ok(HttpResponse::Ok()

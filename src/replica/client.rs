@@ -6,7 +6,7 @@
 //! used for requests and never shown. Everything displayed or logged uses [`redact`].
 
 use crate::config::TlsSettings;
-use crate::store::Kind;
+use crate::store::{Digest, Kind, DIGEST_BUCKETS};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,30 @@ pub struct Change {
     pub key: String,
     /// The token.
     pub jwt: String,
+}
+
+/// The primary's digest answer.
+#[derive(Debug, Clone)]
+pub struct RemoteDigest {
+    /// Its lineage.
+    pub store_id: String,
+    /// Its head when the digest was taken.
+    pub head: u64,
+    /// The digest.
+    pub digest: Digest,
+}
+
+/// One entry of the primary's digest listing.
+#[derive(Debug, Clone)]
+pub struct RemoteEntry {
+    /// What the key names.
+    pub kind: Kind,
+    /// The key.
+    pub key: String,
+    /// The stored version's `iat`.
+    pub iat: i64,
+    /// The sha256 of its bytes.
+    pub hash: [u8; 32],
 }
 
 /// `url` without user-info (`http://user:pass@host` → `http://host`), for display and logs.
@@ -271,6 +295,79 @@ impl PrimaryClient {
             head,
             changes,
         })
+    }
+
+    /// `GET /jwt/v1/digest`: the primary's content digest.
+    ///
+    /// # Errors
+    /// [`SyncError`].
+    pub async fn digest(&self) -> Result<RemoteDigest, SyncError> {
+        let text = self
+            .get_optional("/jwt/v1/digest")
+            .await?
+            .ok_or_else(|| self.protocol("no digest endpoint".into()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| self.protocol(format!("digest is not JSON: {e}")))?;
+        let hex32 = |s: &serde_json::Value| -> Option<[u8; 32]> {
+            data_encoding::HEXLOWER
+                .decode(s.as_str()?.as_bytes())
+                .ok()?
+                .try_into()
+                .ok()
+        };
+        let parsed = (|| {
+            let buckets: Vec<[u8; 32]> = v["buckets"]
+                .as_array()?
+                .iter()
+                .map(hex32)
+                .collect::<Option<_>>()?;
+            let mut digest = Digest::default();
+            if buckets.len() != DIGEST_BUCKETS {
+                return None;
+            }
+            digest.buckets.copy_from_slice(&buckets);
+            Some(RemoteDigest {
+                store_id: v["store_id"].as_str()?.to_string(),
+                head: v["head"].as_u64()?,
+                digest,
+            })
+        })();
+        parsed.ok_or_else(|| self.protocol("malformed digest".into()))
+    }
+
+    /// `GET /jwt/v1/digest?buckets=…`: the primary's entries in those buckets.
+    ///
+    /// # Errors
+    /// [`SyncError`].
+    pub async fn digest_entries(&self, buckets: &[usize]) -> Result<Vec<RemoteEntry>, SyncError> {
+        let list: Vec<String> = buckets.iter().map(usize::to_string).collect();
+        let text = self
+            .get_optional(&format!("/jwt/v1/digest?buckets={}", list.join(",")))
+            .await?
+            .ok_or_else(|| self.protocol("no digest endpoint".into()))?;
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let mut p = line.split('|');
+                let parsed = (|| {
+                    let kind = Kind::parse(p.next()?)?;
+                    let key = p.next()?.to_string();
+                    let iat = p.next()?.parse().ok()?;
+                    let hash = data_encoding::HEXLOWER
+                        .decode(p.next()?.as_bytes())
+                        .ok()?
+                        .try_into()
+                        .ok()?;
+                    Some(RemoteEntry {
+                        kind,
+                        key,
+                        iat,
+                        hash,
+                    })
+                })();
+                parsed.ok_or_else(|| self.protocol(format!("malformed digest line {line:.60}")))
+            })
+            .collect()
     }
 
     /// `GET /jwt/v1/pack?max=N` (the Go server's bulk format): `(key, jwt)` pairs.

@@ -14,6 +14,7 @@
 //! Ownership: the sync task owns the replica status (published through a `watch`), and the
 //! store owns the data; [`ReplicaHandle`] is the cheap handle the HTTP layer uses.
 
+mod antientropy;
 pub mod client;
 pub mod listen;
 mod misses;

@@ -6,7 +6,8 @@
 
 use super::client::{Change, SyncError};
 use super::{
-    ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE, META_SYNCED,
+    antientropy, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE,
+    META_SYNCED,
 };
 use crate::config::Settings;
 use crate::store::{Entry, Kind};
@@ -25,6 +26,8 @@ pub struct Options {
     max_pack: i64,
     poll_wait: Duration,
     max_backoff: Duration,
+    /// How often the digests are compared while caught up.
+    antientropy: Duration,
 }
 
 impl From<&Settings> for Options {
@@ -34,6 +37,7 @@ impl From<&Settings> for Options {
             max_pack: s.maxreplicationpack,
             poll_wait: s.replication.pollwait.0,
             max_backoff: s.replication.maxbackoff.0,
+            antientropy: s.replication.antientropy.0,
         }
     }
 }
@@ -117,7 +121,9 @@ impl Link {
         });
     }
 
-    fn up(&mut self, status: &watch::Sender<StatusCell>, primary: &str) {
+    /// Marks the link up; returns whether it was not known to be up before.
+    fn up(&mut self, status: &watch::Sender<StatusCell>, primary: &str) -> bool {
+        let was_down = self.up != Some(true);
         if self.up == Some(false) {
             tracing::info!(%primary, "primary reachable again");
         }
@@ -126,6 +132,7 @@ impl Link {
             s.reachable = true;
             s.primary = primary.to_string();
         });
+        was_down
     }
 }
 
@@ -156,6 +163,9 @@ pub(super) async fn run(
     // primary that is back is known to be back at once, not after a whole long poll.
     let mut long_poll = false;
     let mut stall: Option<Stall> = None;
+    // Compare digests at the first caught-up answer, after reconnects and resyncs, and
+    // every `antientropy` in between.
+    let mut next_check = Instant::now();
     pin_configured_operator(&replica).await;
 
     while !cancel.is_cancelled() {
@@ -169,8 +179,11 @@ pub(super) async fn run(
                 continue;
             }
         }
+        // A long poll ends by the next digest check, which runs on a caught-up answer.
         let wait = if long_poll {
+            let until_check = next_check.saturating_duration_since(Instant::now());
             opts.poll_wait
+                .min(until_check.max(Duration::from_millis(100)))
         } else {
             Duration::ZERO
         };
@@ -194,7 +207,9 @@ pub(super) async fn run(
         let page = match page {
             Ok(page) => page,
             Err(SyncError::NoFeed { url }) => {
-                link.up(&status, &url);
+                if link.up(&status, &url) {
+                    next_check = Instant::now();
+                }
                 // A Go primary: no feed, so copy its pack now and again every poll interval
                 // (the Go replicas refreshed lazily; this bounds staleness instead).
                 let wait = if sync_from_pack(&replica, &opts, &status).await {
@@ -223,7 +238,9 @@ pub(super) async fn run(
                 continue;
             }
         };
-        link.up(&status, client.current());
+        if link.up(&status, client.current()) {
+            next_check = Instant::now();
+        }
 
         if lineage.as_deref() != Some(page.store_id.as_str()) {
             if lineage.is_some() {
@@ -236,6 +253,7 @@ pub(super) async fn run(
                 cursor = 0;
                 long_poll = false;
                 ahead = None;
+                next_check = Instant::now();
                 continue;
             }
         }
@@ -250,6 +268,7 @@ pub(super) async fn run(
             cursor = 0;
             long_poll = false;
             ahead = None;
+            next_check = Instant::now();
             continue;
         }
 
@@ -347,6 +366,25 @@ pub(super) async fn run(
                 s.in_sync_at = Instant::now();
             }
         });
+        if caught_up && Instant::now() >= next_check {
+            let lineage = lineage.clone().unwrap_or_default();
+            // Not comparable now, or failed: again soon, but never in a tight loop.
+            let soon = Instant::now() + opts.antientropy.min(Duration::from_secs(5));
+            next_check = match antientropy::check(&replica, &lineage, cursor).await {
+                Ok(Some(o)) if o.matched => Instant::now() + opts.antientropy,
+                Ok(Some(o)) => {
+                    tracing::info!(primary = %client.current(), fetched = o.fetched, sent_back = o.sent_back, failed = o.failed,
+                        "anti-entropy: this store differed from the primary's; repaired what differed");
+                    // Versions sent back moved the primary's head: confirm convergence soon.
+                    soon
+                }
+                Ok(None) => soon,
+                Err(e) => {
+                    tracing::warn!(primary = %client.current(), cause = %e, "anti-entropy check failed");
+                    soon
+                }
+            };
+        }
     }
 }
 

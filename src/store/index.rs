@@ -80,6 +80,65 @@ impl Entry {
     }
 }
 
+/// Number of digest buckets: keys are spread over them by a hash of the key, so two stores
+/// that differ in a few keys differ in a few buckets, and only those are compared key by key.
+pub const DIGEST_BUCKETS: usize = 256;
+
+/// The bucket of a key (stable across versions, processes and releases).
+pub fn digest_bucket(kind: Kind, key: &str) -> usize {
+    // FNV-1a: a fixed, portable function (the std hasher is randomly keyed per process).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::iter::once(kind as u8).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % DIGEST_BUCKETS as u64) as usize
+}
+
+/// The sha256 of a token's bytes: its identity in the digest.
+pub fn token_hash(jwt: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(jwt).into()
+}
+
+/// An order-independent digest of a store's content: per bucket, the XOR of the sha256 of
+/// every token in it (nats-server's directory hash, split by key). Two stores with the same
+/// tokens have the same digest, whatever order the tokens arrived in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    /// One XOR per bucket.
+    pub buckets: Box<[[u8; 32]; DIGEST_BUCKETS]>,
+}
+
+impl Default for Digest {
+    fn default() -> Digest {
+        Digest {
+            buckets: Box::new([[0u8; 32]; DIGEST_BUCKETS]),
+        }
+    }
+}
+
+impl Digest {
+    /// Adds or removes (XOR is its own inverse) a token.
+    fn toggle(&mut self, entry: &Entry) {
+        let bucket = &mut self.buckets[digest_bucket(entry.kind, &entry.key)];
+        for (d, b) in bucket.iter_mut().zip(token_hash(&entry.jwt)) {
+            *d ^= b;
+        }
+    }
+
+    /// The whole store's digest: the XOR of every bucket.
+    pub fn total(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for bucket in self.buckets.iter() {
+            for (o, b) in out.iter_mut().zip(bucket) {
+                *o ^= b;
+            }
+        }
+        out
+    }
+}
+
 /// All entries and the change log.
 #[derive(Debug, Default)]
 pub(super) struct Index {
@@ -89,6 +148,8 @@ pub(super) struct Index {
     log: BTreeMap<u64, Arc<Entry>>,
     head: u64,
     meta: HashMap<String, Vec<u8>>,
+    /// Kept up to date by every insert and removal.
+    digest: Digest,
 }
 
 impl Index {
@@ -129,7 +190,9 @@ impl Index {
         };
         if let Some(old) = map.insert(entry.key.clone(), entry.clone()) {
             self.log.remove(&old.seq);
+            self.digest.toggle(&old);
         }
+        self.digest.toggle(&entry);
         self.head = self.head.max(entry.seq);
         self.log.insert(entry.seq, entry);
     }
@@ -143,6 +206,7 @@ impl Index {
         };
         let old = map.remove(key)?;
         self.log.remove(&old.seq);
+        self.digest.toggle(&old);
         Some(old)
     }
 
@@ -175,6 +239,21 @@ impl Index {
             .values()
             .filter(|e| e.kind == kind)
             .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// The head and the digest of the same moment.
+    pub(super) fn digest(&self) -> (u64, Digest) {
+        (self.head, self.digest.clone())
+    }
+
+    /// Every entry whose key falls in one of `buckets`.
+    pub(super) fn in_buckets(&self, buckets: &[bool; DIGEST_BUCKETS]) -> Vec<Arc<Entry>> {
+        self.accounts
+            .values()
+            .chain(self.activations.values())
+            .filter(|e| buckets[digest_bucket(e.kind, &e.key)])
             .cloned()
             .collect()
     }

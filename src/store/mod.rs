@@ -27,7 +27,7 @@ pub mod sled;
 pub mod watch;
 mod writer;
 
-pub use index::Entry;
+pub use index::{digest_bucket, token_hash, Digest, Entry, DIGEST_BUCKETS};
 
 use crate::jwt::{self, Jwt};
 use bytes::Bytes;
@@ -415,6 +415,43 @@ impl Store {
         self.send(entries, meta).await
     }
 
+    /// A replica's write of its primary's version of a key: stored unless the version held
+    /// here is newer. (Where neither is newer, the primary's version wins.)
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn put_mirrored(
+        &self,
+        kind: Kind,
+        key: &str,
+        jwt: &Jwt,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put(kind, key, jwt).await
+    }
+
+    /// A replica's write of its primary's version of a key when the primary refused the newer
+    /// version held here: the primary decides, so its version replaces whatever is stored.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn put_forced(
+        &self,
+        kind: Kind,
+        key: &str,
+        jwt: &Jwt,
+    ) -> Result<PutOutcome, StoreError> {
+        if !self.writable {
+            return Err(StoreError::ReadOnly);
+        }
+        let entry = Arc::new(Entry::new(kind, key, jwt));
+        let mut outcomes = self
+            .submit(vec![entry], Vec::new(), true, Vec::new())
+            .await?;
+        Ok(outcomes
+            .pop()
+            .expect("the writer answers one outcome per entry"))
+    }
+
     /// Applies changes found in watched files: each entry replaces the stored one unless it
     /// has the same `jti` (the file is the truth, older or not), and each removed key leaves
     /// the index. Outcomes are one per entry, in order.
@@ -529,6 +566,16 @@ impl Store {
     /// Number of stored accounts and activations.
     pub fn counts(&self) -> (usize, usize) {
         self.read().counts()
+    }
+
+    /// The head sequence and the content digest, of the same moment (anti-entropy).
+    pub fn digest(&self) -> (u64, Digest) {
+        self.read().digest()
+    }
+
+    /// Every entry whose key falls in a bucket marked in `buckets` (anti-entropy).
+    pub fn in_buckets(&self, buckets: &[bool; DIGEST_BUCKETS]) -> Vec<Arc<Entry>> {
+        self.read().in_buckets(buckets)
     }
 
     /// Every entry of `kind`, in sequence order, at most `max` (for the pack endpoint).

@@ -1,0 +1,161 @@
+//! Anti-entropy: a replica compares its store's digest with the primary's and repairs what
+//! differs, key by key, without a full resync.
+//!
+//! The feed alone cannot notice a store changed behind its back (a restored backup, a disk
+//! that lost a write, an operator's mistake): it only says what changed after a cursor. The
+//! digest (per bucket, the XOR of the sha256 of every token; see [`crate::store::Digest`]) is
+//! order-independent, so two stores with the same tokens agree whatever order they got them in.
+//!
+//! On a mismatch, only the differing buckets are listed (`kind|key|iat|sha256` per entry), and
+//! each differing key is settled by the version rules:
+//! - the primary's version is newer, or the replica lacks the key: fetch it from the primary;
+//! - the replica's version is newer, or the primary lacks the key (a primary restored from an
+//!   older backup): send it back to the primary like a forwarded write;
+//! - same `iat`, different bytes: the primary decides; its version is fetched.
+//!
+//! The sync task runs a check when it is caught up: after the first caught-up page, after every
+//! reconnect, after a resync, and every `replication.antientropy`.
+
+use super::client::SyncError;
+use super::ReplicaHandle;
+use crate::store::{token_hash, Entry, Kind, DIGEST_BUCKETS};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What one check found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Outcome {
+    /// The digests matched.
+    pub(super) matched: bool,
+    /// Keys taken from the primary.
+    pub(super) fetched: u64,
+    /// Keys sent back to the primary.
+    pub(super) sent_back: u64,
+    /// Keys that could not be settled this time (retried at the next check).
+    pub(super) failed: u64,
+}
+
+/// Compares digests with the primary of lineage `lineage` and repairs the differences.
+/// `Ok(None)` when the two cannot be compared now (another lineage, or the primary has
+/// changes this replica has not applied yet: the feed brings them first).
+///
+/// # Errors
+/// [`SyncError`] when the primary cannot be asked.
+pub(super) async fn check(
+    replica: &ReplicaHandle,
+    lineage: &str,
+    cursor: u64,
+) -> Result<Option<Outcome>, SyncError> {
+    let remote = replica.client.digest().await?;
+    if remote.store_id != lineage || remote.head > cursor {
+        return Ok(None);
+    }
+    let (_, local) = replica.store.digest();
+    let metrics = &replica.metrics;
+    if local == remote.digest {
+        metrics.replica_antientropy("match", 1);
+        return Ok(Some(Outcome {
+            matched: true,
+            ..Outcome::default()
+        }));
+    }
+    metrics.replica_antientropy("mismatch", 1);
+    let mut wanted = [false; DIGEST_BUCKETS];
+    let differing: Vec<usize> = (0..DIGEST_BUCKETS)
+        .filter(|&b| local.buckets[b] != remote.digest.buckets[b])
+        .inspect(|&b| wanted[b] = true)
+        .collect();
+    let theirs = replica.client.digest_entries(&differing).await?;
+    let ours = replica.store.in_buckets(&wanted);
+    let by_key: HashMap<(Kind, &str), &Arc<Entry>> =
+        ours.iter().map(|e| ((e.kind, &*e.key), e)).collect();
+
+    let mut outcome = Outcome::default();
+    let mut listed = HashSet::new();
+    for r in &theirs {
+        listed.insert((r.kind, r.key.as_str()));
+        let settled = match by_key.get(&(r.kind, r.key.as_str())) {
+            Some(mine) if token_hash(&mine.jwt) == r.hash => continue,
+            Some(mine) if mine.iat > r.iat => {
+                send_back(replica, mine, &mut outcome.sent_back).await
+            }
+            _ => fetch(replica, r.kind, &r.key, false, &mut outcome.fetched).await,
+        };
+        outcome.failed += u64::from(!settled);
+    }
+    for mine in ours.iter().filter(|e| !listed.contains(&(e.kind, &*e.key))) {
+        let settled = send_back(replica, mine, &mut outcome.sent_back).await;
+        outcome.failed += u64::from(!settled);
+    }
+    metrics.replica_antientropy("fetched", outcome.fetched);
+    metrics.replica_antientropy("sent_back", outcome.sent_back);
+    metrics.replica_antientropy("failed", outcome.failed);
+    Ok(Some(outcome))
+}
+
+/// Takes the primary's version of a key (`force`: even over a newer one held here, which the
+/// primary refused). Returns whether the key is settled.
+async fn fetch(
+    replica: &ReplicaHandle,
+    kind: Kind,
+    key: &str,
+    force: bool,
+    fetched: &mut u64,
+) -> bool {
+    let token = match replica.client.get(kind, key).await {
+        Ok(Some(token)) => token,
+        // Gone since it was listed: the next check sees the new state.
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::warn!(%key, cause = %e, "anti-entropy: could not fetch the primary's version");
+            return false;
+        }
+    };
+    let jwt = match replica.verify(kind, key, &token) {
+        Ok(jwt) => jwt,
+        Err(e) => {
+            tracing::error!(%key, cause = %e, "anti-entropy: the primary's version does not verify here; not stored");
+            return false;
+        }
+    };
+    let stored = if force {
+        replica.store.put_forced(kind, key, &jwt).await
+    } else {
+        replica.store.put_mirrored(kind, key, &jwt).await
+    };
+    match stored {
+        Ok(_) => {
+            *fetched += 1;
+            replica.metrics.replica_applied("antientropy", 1);
+            tracing::info!(kind = kind.as_str(), %key, "anti-entropy: took the primary's version");
+            true
+        }
+        Err(e) => {
+            tracing::error!(%key, cause = %e, "anti-entropy: could not store the primary's version");
+            false
+        }
+    }
+}
+
+/// Sends a version held here, newer than the primary's or unknown to it, back to the primary.
+/// If the primary refuses it, the primary decides: its version (if any) is taken.
+async fn send_back(replica: &ReplicaHandle, mine: &Entry, sent: &mut u64) -> bool {
+    match replica.client.post(mine.kind, &mine.key, &mine.jwt).await {
+        Ok((200, _)) => {
+            *sent += 1;
+            tracing::info!(kind = mine.kind.as_str(), key = %mine.key,
+                "anti-entropy: sent a newer version held here back to the primary");
+            true
+        }
+        Ok((status, body)) => {
+            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status, reason = %body.trim(),
+                "anti-entropy: the primary refused the version held here; taking the primary's");
+            let mut fetched = 0;
+            fetch(replica, mine.kind, &mine.key, true, &mut fetched).await
+        }
+        Err(e) => {
+            tracing::warn!(key = %mine.key, cause = %e, "anti-entropy: could not send a version back to the primary");
+            false
+        }
+    }
+}
