@@ -200,6 +200,7 @@ impl RunningServer {
             Some(t) => Some(ReloadableCert::load(t)?),
             None => None,
         };
+        let tls_config = tls.as_ref().map(|c| c.server_config()).transpose()?;
         listener.set_nonblocking(true).map_err(StartError::Http)?;
         let addr = listener.local_addr().map_err(StartError::Http)?;
         let metrics = Metrics::new();
@@ -257,8 +258,8 @@ impl RunningServer {
         let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
         let http =
             HttpServer::new(move || crate::http::app(app_state.clone()).app_data(body_timeout));
-        let http = match &tls {
-            Some(cert) => http.listen_rustls_0_23(listener, cert.server_config()),
+        let http = match tls_config {
+            Some(config) => http.listen_rustls_0_23(listener, config),
             None => http.listen(listener),
         };
         let mut http = http

@@ -1,6 +1,8 @@
 //! HTTPS: a rustls server configuration whose certificate can be swapped at runtime, so SIGHUP
 //! picks up renewed certificate files without dropping the listener or open connections.
-//! Minimum TLS 1.2, no client authentication (as the Go server).
+//! Minimum TLS 1.2. With `http.tls.ca` (alias `root`), clients must present a certificate
+//! signed by that CA: a primary can admit only its replicas (their `replication.tls`); without
+//! it, no client authentication (as the Go server).
 
 use crate::config::TlsSettings;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,6 +26,8 @@ pub struct ReloadableCert {
     current: RwLock<Arc<CertifiedKey>>,
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
+    /// CAs whose client certificates are admitted; `None`: no client authentication.
+    client_roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl ReloadableCert {
@@ -36,10 +40,15 @@ impl ReloadableCert {
             return Err(TlsError("both cert and key are required".into()));
         };
         let ck = certified_key(cert, key)?;
+        let client_roots = match &tls.root {
+            None => None,
+            Some(ca) => Some(Arc::new(root_store(ca)?)),
+        };
         Ok(Arc::new(ReloadableCert {
             current: RwLock::new(Arc::new(ck)),
             cert: cert.clone(),
             key: key.clone(),
+            client_roots,
         }))
     }
 
@@ -54,14 +63,27 @@ impl ReloadableCert {
     }
 
     /// The rustls server configuration using this resolver.
-    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone())
+    ///
+    /// # Errors
+    /// [`TlsError`] when the client CA cannot be used to verify certificates.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+            .expect("ring supports TLS 1.2 and 1.3");
+        let builder = match &self.client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError(format!("ca: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        Ok(builder.with_cert_resolver(self.clone()))
     }
 }
 
@@ -74,6 +96,25 @@ impl ResolvesServerCert for ReloadableCert {
                 .clone(),
         )
     }
+}
+
+/// The CA certificates of a PEM bundle, for verifying client certificates.
+fn root_store(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let file = File::open(ca).map_err(|e| TlsError(format!("ca {}: {e}", ca.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+        let cert = cert.map_err(|e| TlsError(format!("ca {}: {e}", ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError(format!("ca {}: {e}", ca.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError(format!(
+            "ca {}: no PEM certificate found",
+            ca.display()
+        )));
+    }
+    Ok(roots)
 }
 
 fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {

@@ -570,8 +570,60 @@ async fn replicas_reach_an_https_primary_through_a_private_ca() {
     eventually(
         Duration::from_secs(10),
         "the untrusting replica reports the cause",
-        || async { readyz(&untrusting.url).await["replica"]["primary_reachable"] == false },
+        || async {
+            readyz(&untrusting.url).await["replica"]["primary_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("certificate"))
+        },
     )
     .await;
     assert_eq!(get(&format!("{}/readyz", untrusting.url)).await.0, 503);
+}
+
+/// A primary that admits only clients with a certificate of its private CA (`http.tls.ca`):
+/// a replica with `replication.tls { ca, cert, key }` syncs; one with the CA but no client
+/// certificate is refused at the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_can_require_replica_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::common::tls::files(certs.path());
+    let primary = TestServer::start_with(|s| {
+        s.http.tls = Some(nats_account_server::config::TlsSettings {
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+            root: Some(ca.clone()),
+        });
+    })
+    .await;
+    let url = primary.url.replace("http://", "https://");
+    // The leaf made for the server doubles as the replica's client certificate (same CA).
+    let with_cert = replica_of(&[&url], |s: &mut Settings| {
+        s.replication.tls = Some(nats_account_server::config::TlsSettings {
+            root: Some(ca.clone()),
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+        })
+    })
+    .await;
+    wait_ready(&with_cert.url).await;
+    let without_cert = replica_of(&[&url], |s: &mut Settings| {
+        s.replication.tls = Some(nats_account_server::config::TlsSettings {
+            root: Some(ca.clone()),
+            ..Default::default()
+        })
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the replica without a certificate is refused",
+        || async {
+            readyz(&without_cert.url).await["replica"]["primary_error"]
+                .as_str()
+                .is_some_and(|e| {
+                    e.contains("certificate") || e.contains("handshake") || e.contains("alert")
+                })
+        },
+    )
+    .await;
+    assert_eq!(get(&format!("{}/readyz", without_cert.url)).await.0, 503);
 }

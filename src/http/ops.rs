@@ -48,6 +48,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "initial_sync_done": s.synced,
                 "primary": s.primary,
                 "primary_reachable": s.reachable,
+                "primary_error": s.link_error,
                 "applied_seq": s.applied_seq,
                 "primary_head_seq": s.primary_head,
                 "lag_sequences": s.primary_head.saturating_sub(s.applied_seq),
@@ -188,7 +189,11 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
             format!(
                 "<tr><th>Primary</th><td id=\"primary\">{} ({})</td></tr><tr><th>Replica lag</th><td>{} sequences, {:.1} s</td></tr><tr><th>Initial sync</th><td>{}</td></tr><tr><th>Replication stalled</th><td id=\"stalled\">{}</td></tr>",
                 html_escape(&s.primary),
-                if s.reachable { "reachable" } else { "unreachable" },
+                match &s.link_error {
+                    _ if s.reachable => "reachable".to_string(),
+                    Some(e) => format!("unreachable: {}", html_escape(e)),
+                    None => "not contacted yet".to_string(),
+                },
                 s.primary_head.saturating_sub(s.applied_seq),
                 s.lag_seconds,
                 if s.synced { "done" } else { "in progress" },

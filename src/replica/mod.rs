@@ -52,6 +52,8 @@ pub struct ReplicaStatus {
     pub lag_seconds: f64,
     /// Replication stopped at a token that does not verify, if it has.
     pub stall: Option<Stall>,
+    /// Why the last request to the primary failed, while it is unreachable.
+    pub link_error: Option<String>,
 }
 
 /// Replication stopped advancing: the primary's change at `seq` does not verify here. The
@@ -88,6 +90,7 @@ struct StatusCell {
     primary_head: u64,
     in_sync_at: Instant,
     stall: Option<Stall>,
+    link_error: Option<String>,
 }
 
 /// Handle to the replica machinery. Cheap to clone.
@@ -141,6 +144,7 @@ impl ReplicaHandle {
             primary_head: 0,
             in_sync_at: Instant::now(),
             stall: None,
+            link_error: None,
         });
         let handle = ReplicaHandle {
             client,
@@ -187,6 +191,7 @@ impl ReplicaHandle {
                 s.in_sync_at.elapsed().as_secs_f64()
             },
             stall: s.stall,
+            link_error: s.link_error,
         }
     }
 

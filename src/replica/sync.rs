@@ -118,6 +118,7 @@ impl Link {
         status.send_modify(|s| {
             s.reachable = false;
             s.primary = primary.to_string();
+            s.link_error = Some(e.to_string());
         });
     }
 
@@ -131,6 +132,7 @@ impl Link {
         status.send_modify(|s| {
             s.reachable = true;
             s.primary = primary.to_string();
+            s.link_error = None;
         });
         was_down
     }
