@@ -368,7 +368,8 @@ impl Settings {
         }
         for url in &self.primary.0 {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return key_err("primary", &format!("{url:?} is not an http(s) URL"));
+                let shown = crate::replica::client::redact(url);
+                return key_err("primary", &format!("{shown:?} is not an http(s) URL"));
             }
         }
         if let Some(tls) = &self.http.tls {
@@ -378,6 +379,14 @@ impl Settings {
         }
         if self.http.maxbodybytes == 0 {
             return key_err("http.maxbodybytes", "must be positive");
+        }
+        if self.replication.antientropy.0.is_zero() {
+            return key_err("replication.antientropy", "must be positive");
+        }
+        if let Some(tls) = &self.replication.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return key_err("replication.tls", "cert and key must be given together");
+            }
         }
         if self.replication.batch == 0 {
             return key_err("replication.batch", "must be positive");
