@@ -53,10 +53,12 @@ pub enum ImportError {
 pub struct Summary {
     /// Stored (new keys, or newer than the stored version).
     pub imported: usize,
-    /// Already stored (same `jti`).
+    /// Already stored (the same bytes).
     pub unchanged: usize,
     /// Older than the stored version; the stored one stays.
     pub stale: usize,
+    /// Another version with the same `iat` is stored; the stored one stays (DESIGN §4).
+    pub conflicting: usize,
     /// Refused by validation.
     pub invalid: usize,
     /// One line per refused token: `<key>: <reason>`.
@@ -70,8 +72,8 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "imported {}, unchanged {}, stale {}, invalid {}",
-            self.imported, self.unchanged, self.stale, self.invalid
+            "imported {}, unchanged {}, stale {}, same-iat conflicts {}, invalid {}",
+            self.imported, self.unchanged, self.stale, self.conflicting, self.invalid
         )
     }
 }
@@ -142,6 +144,7 @@ pub async fn import(
                 PutOutcome::Stored(_) => summary.imported += 1,
                 PutOutcome::Unchanged(_) => summary.unchanged += 1,
                 PutOutcome::Stale { .. } => summary.stale += 1,
+                PutOutcome::Conflict { .. } => summary.conflicting += 1,
             }
         }
     }

@@ -82,10 +82,11 @@ fn token_text(body: &[u8]) -> Result<&str, ApiError> {
     Ok(text)
 }
 
-/// Stores a validated token and notifies on change. Stale tokens are a conflict.
+/// Stores a validated token and notifies on change. The same bytes as stored are a no-op 200;
+/// an older token, or another token with the stored one's `iat`, is a conflict (DESIGN §4).
 ///
 /// # Errors
-/// [`ApiError::Stale`], or a storage failure.
+/// [`ApiError::Stale`], [`ApiError::SameSecond`], or a storage failure.
 pub async fn store_and_notify(
     state: &AppState,
     kind: Kind,
@@ -103,6 +104,7 @@ pub async fn store_and_notify(
             stored_iat: current.iat,
             posted_iat: jwt.claims.iat,
         }),
+        PutOutcome::Conflict { current } => Err(ApiError::SameSecond { iat: current.iat }),
     }
 }
 

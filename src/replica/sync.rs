@@ -9,7 +9,7 @@ use super::{ReplicaHandle, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE
 use crate::config::Settings;
 use crate::jwt::trust::Operator;
 use crate::state::Trust;
-use crate::store::{Entry, Kind};
+use crate::store::{Entry, Kind, Policy};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -278,10 +278,17 @@ async fn commit_in_chunks(
     while applied.len() > COMMIT_CHUNK {
         let rest = applied.split_off(COMMIT_CHUNK);
         store
-            .put_entries(std::mem::replace(&mut applied, rest), Vec::new())
+            .put_entries(
+                std::mem::replace(&mut applied, rest),
+                Vec::new(),
+                Policy::MirrorPrimary,
+            )
             .await?;
     }
-    store.put_entries(applied, meta).await.map(drop)
+    store
+        .put_entries(applied, meta, Policy::MirrorPrimary)
+        .await
+        .map(drop)
 }
 
 /// Copies a Go primary's pack (accounts and activations, newer-wins). Returns whether it worked.
