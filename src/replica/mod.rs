@@ -128,6 +128,11 @@ impl ReplicaHandle {
         handle
     }
 
+    /// The current trust anchor (the NATS listener validates updates against it).
+    pub(crate) fn trust(&self) -> Arc<Trust> {
+        self.trust.borrow().clone()
+    }
+
     /// The current replica status.
     pub fn status(&self) -> ReplicaStatus {
         let s = self.status.borrow().clone();
