@@ -599,6 +599,11 @@ impl Store {
 /// Metadata key of the lineage id.
 pub const META_LINEAGE: &str = "lineage";
 
+/// Metadata key of the operator JWT the tokens of this store were verified against (its
+/// subject is the operator's identity key). `import --operator` records it, and
+/// `import --trust-store-operator` verifies against it.
+pub const META_OPERATOR: &str = "trust.operator";
+
 fn new_lineage_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 12];
