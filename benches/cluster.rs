@@ -159,17 +159,15 @@ impl Operator {
         })
     }
 
-    /// A new version of `key` (distinct `jti` thanks to the distinct name).
-    fn update(&self, key: &str, name: &str) -> String {
-        encode::account(&self.kp, key, name, json!({}))
+    /// Version `version` (1, 2, …) of `key`, issued that many seconds from now: versions are
+    /// ordered by `iat` in whole seconds, and another JWT with the stored `iat` is refused.
+    fn update(&self, key: &str, name: &str, version: i64) -> String {
+        encode::account_at(&self.kp, key, name, json!({}), jwt::now_unix() + version)
     }
 }
 
 fn etag_of(token: &str) -> String {
-    format!(
-        "\"{}\"",
-        jwt::parse_unverified(token).expect("own token").jti
-    )
+    nats_account_server::store::etag(token.as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,7 +561,8 @@ fn replication_run(with_nats: bool, updates: usize) {
     let updates_tokens: Vec<(usize, String)> = (0..updates)
         .map(|i| {
             let k = i % seeds.len();
-            (k, op.update(&seeds[k].0, &format!("update-{i}")))
+            let version = (i / seeds.len()) as i64 + 1;
+            (k, op.update(&seeds[k].0, &format!("update-{i}"), version))
         })
         .collect();
 

@@ -13,7 +13,7 @@ use nats_account_server::http::render::{self, ReadOpts};
 use nats_account_server::jwt::{self, encode, trust::Operator};
 use nats_account_server::service;
 use nats_account_server::state::{AppState, HttpOptions, Trust};
-use nats_account_server::store::{Kind, Store};
+use nats_account_server::store::{Kind, Policy, Store};
 use nkeys::KeyPair;
 use serde_json::json;
 use std::time::Duration;
@@ -22,8 +22,8 @@ struct Fixture {
     trust: Trust,
     /// `(key, jwt)` of distinct accounts.
     accounts: Vec<(String, String)>,
-    /// Two versions of one account with the same `iat` and different `jti`: each replaces the
-    /// other, so putting them in turn always writes.
+    /// Two versions of one account with the same `iat` and different bytes: put in turn with
+    /// [`Policy::MirrorPrimary`], each replaces the other, so every put writes.
     flip: [(String, String); 2],
 }
 
@@ -128,6 +128,10 @@ fn bench_jwt(c: &mut Criterion) {
     g.finish();
 }
 
+/// The flip benchmarks alternate two versions with the same `iat`, so every put stores:
+/// a primary refuses the second of a second (409), a replica mirroring its primary takes it.
+const MIRROR: Policy = Policy::MirrorPrimary;
+
 fn bench_store(c: &mut Criterion) {
     let rt = runtime();
     let f = shared();
@@ -151,7 +155,7 @@ fn bench_store(c: &mut Criterion) {
     g.bench_function("put_memory", |b| {
         b.iter(|| {
             n += 1;
-            rt.block_on(store.put(Kind::Account, &f.flip[0].0, &flip[n % 2]))
+            rt.block_on(store.put_with(Kind::Account, &f.flip[0].0, &flip[n % 2], MIRROR))
                 .expect("put")
         })
     });
@@ -161,7 +165,7 @@ fn bench_store(c: &mut Criterion) {
     g.bench_function("put_sled_durable", |b| {
         b.iter(|| {
             n += 1;
-            rt.block_on(sled.put(Kind::Account, &f.flip[0].0, &flip[n % 2]))
+            rt.block_on(sled.put_with(Kind::Account, &f.flip[0].0, &flip[n % 2], MIRROR))
                 .expect("put")
         })
     });

@@ -40,6 +40,18 @@ pub enum ApiError {
         /// `iat` of the rejected token.
         posted_iat: i64,
     },
+    /// Another version with the same `iat` is stored. Versions are ordered by `iat`, which has
+    /// a resolution of one second, and the first accepted version of a second stays (so every
+    /// node ends with the same one whatever order they arrive in).
+    #[error(
+        "a different JWT with the same iat ({iat}) is already stored, and versions of a JWT are \
+         ordered by their iat in whole seconds; the posted JWT was not stored: issue it again \
+         a second later"
+    )]
+    SameSecond {
+        /// The `iat` both versions share.
+        iat: i64,
+    },
     /// Nothing stored under the key.
     #[error("no JWT stored for {0}")]
     NotFound(String),
@@ -91,6 +103,7 @@ impl ApiError {
             ApiError::KeyMismatch { .. } => "key_mismatch",
             ApiError::UnknownIssuer(_) => "unknown_issuer",
             ApiError::Stale { .. } => "stale",
+            ApiError::SameSecond { .. } => "same_iat",
             ApiError::NotFound(_) => "not_found",
             ApiError::WritesDisabled(_) => "writes_disabled",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -111,7 +124,7 @@ impl ResponseError for ApiError {
             | ApiError::KeyMismatch { .. }
             | ApiError::UnknownIssuer(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Stale { .. } => StatusCode::CONFLICT,
+            ApiError::Stale { .. } | ApiError::SameSecond { .. } => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::WritesDisabled(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

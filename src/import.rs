@@ -5,20 +5,28 @@
 //! The target is the sled store the usual settings select (`--data`, `store.data`); the server
 //! must not be running on it (sled locks its directory).
 //!
-//! Every token is verified before it is stored: the signature always, the type and key (an
-//! account's subject, an activation's hash) always, the time window, and, for accounts when an
-//! operator is configured (`--operator`), that the issuer is the operator or one of its signing
-//! keys. Storing is newer-wins through [`Store::put_many`], so importing twice, or importing an
-//! older copy over newer data, changes nothing. The result is counted in a [`Summary`]; invalid
-//! tokens are reported with their reason but do not fail the import (old stores commonly hold
-//! expired accounts), while an unreadable source or target does.
+//! Nothing is imported unverified: a server serves whatever its store holds, so a token of
+//! another operator imported here would be served as if it were trusted. The operator comes
+//! from `--operator` (or `operatorjwtpath`), or, with `--trust-store-operator`, from the one
+//! the target store records ([`store::META_OPERATOR`]: written by an import with
+//! `--operator`); without either the import refuses to run, and a store that records another
+//! operator than `--operator` is refused rather than mixed.
+//!
+//! Every token passes the checks a POST would apply ([`service::validate_account_for`],
+//! [`service::validate_activation`] against the target store, after the accounts are in), and
+//! is filed under its own key. Storing is newer-wins through [`Store::put_many`], so importing
+//! twice, or importing an older copy over newer data, changes nothing. The result is counted
+//! in a [`Summary`]; skipped tokens are reported with their reason but do not fail the import
+//! (old stores commonly hold expired accounts), while an unreadable source or target does.
 
 use crate::config::cli::ImportArgs;
 use crate::config::{Settings, StoreChoice};
 use crate::jwt::trust::Operator;
 use crate::jwt::{self, ClaimType, Jwt};
-use crate::store::{dir, Kind, PutOutcome, Store, StoreError};
+use crate::service;
+use crate::store::{self, dir, Kind, PutOutcome, Store, StoreError};
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 /// Tokens stored per commit.
@@ -35,6 +43,31 @@ pub enum ImportError {
     /// The settings do not select a sled store, or the operator is unusable.
     #[error("{0}")]
     Settings(String),
+    /// No operator to verify the tokens against.
+    #[error(
+        "import verifies every token against the operator: pass --operator FILE (or set \
+         operatorjwtpath), or --trust-store-operator to use the operator the target store records"
+    )]
+    NoOperator,
+    /// `--trust-store-operator`, but the target store records no operator.
+    #[error(
+        "--trust-store-operator: the store in {0} records no operator (only an import with \
+         --operator records one); pass --operator FILE"
+    )]
+    NoRecordedOperator(String),
+    /// `--operator` names another operator than the one the target store records.
+    #[error(
+        "the store in {dir} holds tokens of operator {recorded}, and --operator is operator \
+         {configured}: refusing to mix operators in one store"
+    )]
+    OperatorMismatch {
+        /// The store's directory.
+        dir: String,
+        /// The identity key the store records.
+        recorded: String,
+        /// The identity key of `--operator`.
+        configured: String,
+    },
     /// The source could not be read.
     #[error("reading {source_name}: {reason}")]
     Source {
@@ -53,25 +86,27 @@ pub enum ImportError {
 pub struct Summary {
     /// Stored (new keys, or newer than the stored version).
     pub imported: usize,
-    /// Already stored (same `jti`).
+    /// Already stored (the same bytes).
     pub unchanged: usize,
     /// Older than the stored version; the stored one stays.
     pub stale: usize,
-    /// Refused by validation.
-    pub invalid: usize,
-    /// One line per refused token: `<key>: <reason>`.
+    /// Another version with the same `iat` is stored; the stored one stays (DESIGN §4).
+    pub conflicting: usize,
+    /// Refused by verification (not stored).
+    pub skipped: usize,
+    /// One line per skipped token: `<key>: <reason>`.
     pub problems: Vec<String>,
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.problems {
-            writeln!(f, "invalid {p}")?;
+            writeln!(f, "skipped {p}")?;
         }
         writeln!(
             f,
-            "imported {}, unchanged {}, stale {}, invalid {}",
-            self.imported, self.unchanged, self.stale, self.invalid
+            "imported {}, unchanged {}, stale {}, same-iat conflicts {}, skipped {}",
+            self.imported, self.unchanged, self.stale, self.conflicting, self.skipped
         )
     }
 }
@@ -86,7 +121,7 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
             "import writes into the sled store (--data); the settings select another store".into(),
         ));
     };
-    let operator = match settings.operator_path() {
+    let configured = match settings.operator_path() {
         None => None,
         Some(path) => {
             let token = std::fs::read_to_string(&path).map_err(|e| {
@@ -98,6 +133,17 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
             )
         }
     };
+    // Refuse before anything is created or downloaded.
+    if configured.is_none() {
+        if !args.trust_store_operator {
+            return Err(ImportError::NoOperator);
+        }
+        if !data.is_dir() {
+            return Err(ImportError::NoRecordedOperator(data.display().to_string()));
+        }
+    }
+    let store = Store::open_sled(&data)?;
+    let (operator, record) = choose_operator(&store, &data, configured)?;
     let items = match (&args.from_dir, &args.from_url) {
         (Some(dir), _) => read_dir(dir, args.shard)?,
         (None, Some(url)) => read_pack(url).await?,
@@ -107,77 +153,157 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
             ))
         }
     };
-    let store = Store::open_sled(&data)?;
-    import(&store, operator.as_ref(), items).await
+    if record {
+        // Recorded first, so a later `--trust-store-operator` import of this store verifies
+        // against the operator its tokens were verified against.
+        store
+            .put_many(
+                Vec::new(),
+                vec![(
+                    store::META_OPERATOR.to_string(),
+                    operator.jwt().raw.clone().into_bytes(),
+                )],
+            )
+            .await?;
+    }
+    import(&store, &operator, items).await
 }
 
-/// Verifies and stores `items` (`key`, token text or why it could not be read).
+/// The operator to verify against, and whether to record it in the store: the configured one
+/// (recorded when the store has none, or an older JWT of the same operator), else the recorded
+/// one.
+fn choose_operator(
+    store: &Store,
+    data: &Path,
+    configured: Option<Operator>,
+) -> Result<(Operator, bool), ImportError> {
+    let recorded = match store.meta(store::META_OPERATOR) {
+        None => None,
+        Some(raw) => {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            Some(Operator::from_jwt(&text).map_err(|e| {
+                ImportError::Settings(format!(
+                    "the operator recorded in the store in {}: {e}",
+                    data.display()
+                ))
+            })?)
+        }
+    };
+    match (configured, recorded) {
+        (Some(c), Some(r)) if c.public_key() != r.public_key() => {
+            Err(ImportError::OperatorMismatch {
+                dir: data.display().to_string(),
+                recorded: r.public_key().to_string(),
+                configured: c.public_key().to_string(),
+            })
+        }
+        (Some(c), Some(r)) => {
+            let newer = c.jwt().claims.iat > r.jwt().claims.iat;
+            Ok((c, newer))
+        }
+        (Some(c), None) => Ok((c, true)),
+        (None, Some(r)) => Ok((r, false)),
+        (None, None) => Err(ImportError::NoRecordedOperator(data.display().to_string())),
+    }
+}
+
+/// Verifies `items` (`key`, token text or why it could not be read) against `operator` and
+/// stores those that pass: accounts first, then activations, whose issuing accounts must be in
+/// the store by then (as a POST requires).
 ///
 /// # Errors
 /// [`ImportError::Store`].
 pub async fn import(
     store: &Store,
-    operator: Option<&Operator>,
+    operator: &Operator,
     items: Vec<SourceItem>,
 ) -> Result<Summary, ImportError> {
     let mut summary = Summary::default();
-    let now = jwt::now_unix();
-    let mut valid = Vec::new();
+    let mut accounts = Vec::new();
+    let mut activations = Vec::new();
     for (key, text) in items {
-        match text.and_then(|t| verify(&key, &t, operator, now)) {
-            Ok((kind, jwt)) => valid.push((kind, key, jwt)),
-            Err(reason) => {
-                summary.invalid += 1;
-                summary.problems.push(format!("{key}: {reason}"));
-            }
+        let kind =
+            text.as_deref().map_err(Clone::clone).and_then(|t| {
+                match jwt::parse_unverified(t)
+                    .map_err(|e| e.to_string())?
+                    .claim_type()
+                {
+                    ClaimType::Account => Ok(Kind::Account),
+                    ClaimType::Activation => Ok(Kind::Activation),
+                    other => Err(format!("a {other} JWT, not an account or activation")),
+                }
+            });
+        match (kind, text) {
+            (Ok(Kind::Account), Ok(t)) => accounts.push((key, t)),
+            (Ok(Kind::Activation), Ok(t)) => activations.push((key, t)),
+            (Err(reason), _) | (_, Err(reason)) => summary.skip(&key, reason),
         }
     }
+    let accounts = verified(&mut summary, accounts, |key, text| {
+        service::validate_account_for(operator, key, text.as_bytes())
+    });
+    store_all(store, &mut summary, Kind::Account, accounts).await?;
+    let activations = verified(&mut summary, activations, |key, text| {
+        let (hash, jwt) = service::validate_activation(store, text.as_bytes())?;
+        if hash != key {
+            return Err(crate::error::ApiError::BadRequest(format!(
+                "the activation's hash is {hash}"
+            )));
+        }
+        Ok(jwt)
+    });
+    store_all(store, &mut summary, Kind::Activation, activations).await?;
+    Ok(summary)
+}
+
+impl Summary {
+    fn skip(&mut self, key: &str, reason: impl fmt::Display) {
+        self.skipped += 1;
+        self.problems.push(format!("{key}: {reason}"));
+    }
+}
+
+/// The tokens that `check` accepts; each one it refuses is counted as skipped.
+fn verified(
+    summary: &mut Summary,
+    tokens: Vec<(String, String)>,
+    check: impl Fn(&str, &str) -> Result<Jwt, crate::error::ApiError>,
+) -> Vec<(String, Jwt)> {
+    tokens
+        .into_iter()
+        .filter_map(|(key, text)| match check(&key, &text) {
+            Ok(jwt) => Some((key, jwt)),
+            Err(e) => {
+                summary.skip(&key, e);
+                None
+            }
+        })
+        .collect()
+}
+
+/// Stores verified tokens in chunks, newer-wins, counting the outcomes.
+async fn store_all(
+    store: &Store,
+    summary: &mut Summary,
+    kind: Kind,
+    mut valid: Vec<(String, Jwt)>,
+) -> Result<(), ImportError> {
     while !valid.is_empty() {
         let rest = valid.split_off(valid.len().min(CHUNK));
-        for outcome in store
-            .put_many(std::mem::replace(&mut valid, rest), Vec::new())
-            .await?
-        {
+        let chunk = std::mem::replace(&mut valid, rest)
+            .into_iter()
+            .map(|(key, jwt)| (kind, key, jwt))
+            .collect();
+        for outcome in store.put_many(chunk, Vec::new()).await? {
             match outcome {
                 PutOutcome::Stored(_) => summary.imported += 1,
                 PutOutcome::Unchanged(_) => summary.unchanged += 1,
                 PutOutcome::Stale { .. } => summary.stale += 1,
+                PutOutcome::Conflict { .. } => summary.conflicting += 1,
             }
         }
     }
-    Ok(summary)
-}
-
-/// Checks one token for the key it is filed under.
-fn verify(
-    key: &str,
-    text: &str,
-    operator: Option<&Operator>,
-    now: i64,
-) -> Result<(Kind, Jwt), String> {
-    let claims = jwt::parse_unverified(text).map_err(|e| e.to_string())?;
-    match claims.claim_type() {
-        ClaimType::Account => {
-            let jwt = jwt::decode_account(text, now).map_err(|e| e.to_string())?;
-            if jwt.claims.sub != key {
-                return Err(format!("the JWT is for account {}", jwt.claims.sub));
-            }
-            if let Some(op) = operator {
-                op.check_issuer(&jwt.claims.iss)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok((Kind::Account, jwt))
-        }
-        ClaimType::Activation => {
-            let jwt = jwt::decode_activation(text, now).map_err(|e| e.to_string())?;
-            let hash = jwt::activation_hash(&jwt.claims).map_err(|e| e.to_string())?;
-            if hash != key {
-                return Err(format!("the activation's hash is {hash}"));
-            }
-            Ok((Kind::Activation, jwt))
-        }
-        other => Err(format!("a {other} JWT, not an account or activation")),
-    }
+    Ok(())
 }
 
 fn read_dir(dir: &std::path::Path, shard: bool) -> Result<Vec<SourceItem>, ImportError> {

@@ -28,6 +28,7 @@ struct Inner {
     replica_lag_seconds: prometheus::Gauge,
     primary_reachable: IntGauge,
     replica_applied: IntCounterVec,
+    replica_nats_ignored: IntCounterVec,
     long_polls: IntGauge,
     resolver_requests: IntCounterVec,
     /// Replica integrity: stalls, misses, resyncs, anti-entropy.
@@ -178,6 +179,15 @@ impl Metrics {
             &["source"],
         )
         .expect("valid metric");
+        let replica_nats_ignored = IntCounterVec::new(
+            Opts::new(
+                "nas_replica_nats_ignored_total",
+                "Replica: claims updates received over NATS and not applied, by reason (a message \
+                 a POST would refuse, or one not newer than what the replica holds)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let long_polls = IntGauge::new(
             "nas_changes_long_polls",
             "Change-feed requests parked waiting for a change (typically one per following replica)",
@@ -205,6 +215,7 @@ impl Metrics {
             Box::new(replica_lag_seconds.clone()),
             Box::new(primary_reachable.clone()),
             Box::new(replica_applied.clone()),
+            Box::new(replica_nats_ignored.clone()),
             Box::new(long_polls.clone()),
             Box::new(resolver_requests.clone()),
         ] {
@@ -227,6 +238,7 @@ impl Metrics {
                 replica_lag_seconds,
                 primary_reachable,
                 replica_applied,
+                replica_nats_ignored,
                 long_polls,
                 resolver_requests,
                 replica,
@@ -278,6 +290,14 @@ impl Metrics {
         self.inner
             .replica
             .resyncs
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// Counts a claims update a replica received over NATS and did not apply, by `reason`.
+    pub fn replica_nats_ignored(&self, reason: &str) {
+        self.inner
+            .replica_nats_ignored
             .with_label_values(&[reason])
             .inc();
     }

@@ -9,9 +9,10 @@
 //! the account); it is not older than the stored one.
 
 use crate::error::ApiError;
+use crate::jwt::trust::Operator;
 use crate::jwt::{self, Jwt};
 use crate::state::{AppState, Trust};
-use crate::store::{Entry, Kind, PutOutcome};
+use crate::store::{Entry, Kind, PutOutcome, Store};
 use std::sync::Arc;
 
 /// Checks a posted account token against the path key and the trust anchor.
@@ -24,6 +25,20 @@ pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jw
             "no operator JWT is configured (--operator), so account JWTs cannot be verified and are not accepted".into(),
         )
     })?;
+    validate_account_for(operator, path_key, body)
+}
+
+/// [`validate_account`] against a given operator: every check a POST applies before it
+/// compares with the stored version. The replica's NATS listener and `import` call it too, so
+/// nothing reaches a store by another way that a POST would refuse.
+///
+/// # Errors
+/// The validation failure.
+pub fn validate_account_for(
+    operator: &Operator,
+    path_key: &str,
+    body: &[u8],
+) -> Result<Jwt, ApiError> {
     let token = token_text(body)?;
     // The documented order, so a token failing several checks gets the first reason.
     let jwt = jwt::decode(token)?;
@@ -43,16 +58,17 @@ pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jw
 }
 
 /// Checks a posted activation token: well-formed, signed, not expired, and issued by an account
-/// this store knows (or by a signing key that account lists).
+/// `store` holds (or by a signing key that account lists); returns its hash. The replica's NATS
+/// listener and `import` call it too, with their own store.
 ///
 /// # Errors
 /// The validation failure.
-pub fn validate_activation(state: &AppState, body: &[u8]) -> Result<(String, Jwt), ApiError> {
+pub fn validate_activation(store: &Store, body: &[u8]) -> Result<(String, Jwt), ApiError> {
     let token = token_text(body)?;
     let jwt = jwt::decode_activation(token, jwt::now_unix())?;
     let c = &jwt.claims;
     let account = c.issuing_account();
-    let Some(stored) = state.store.get(Kind::Account, account) else {
+    let Some(stored) = store.get(Kind::Account, account) else {
         return Err(ApiError::UnknownIssuer(format!(
             "the issuing account {account} is not known to this server; post its account JWT first"
         )));
@@ -82,10 +98,11 @@ fn token_text(body: &[u8]) -> Result<&str, ApiError> {
     Ok(text)
 }
 
-/// Stores a validated token and notifies on change. Stale tokens are a conflict.
+/// Stores a validated token and notifies on change. The same bytes as stored are a no-op 200;
+/// an older token, or another token with the stored one's `iat`, is a conflict (DESIGN §4).
 ///
 /// # Errors
-/// [`ApiError::Stale`], or a storage failure.
+/// [`ApiError::Stale`], [`ApiError::SameSecond`], or a storage failure.
 pub async fn store_and_notify(
     state: &AppState,
     kind: Kind,
@@ -103,6 +120,7 @@ pub async fn store_and_notify(
             stored_iat: current.iat,
             posted_iat: jwt.claims.iat,
         }),
+        PutOutcome::Conflict { current } => Err(ApiError::SameSecond { iat: current.iat }),
     }
 }
 
@@ -140,7 +158,7 @@ pub async fn post_activation(state: &AppState, body: &[u8]) -> Result<String, Ap
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
     }
-    let (hash, jwt) = validate_activation(state, body)?;
+    let (hash, jwt) = validate_activation(&state.store, body)?;
     store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
     Ok(hash)
 }

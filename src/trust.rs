@@ -29,9 +29,10 @@ pub struct Trust {
     pub system_account: Option<Arc<Entry>>,
 }
 
-/// Metadata key under which a replica persists the operator JWT it trusts (the pinned identity
-/// key is its subject). Not under `replica.`: such metadata is always committed durably.
-pub const META_OPERATOR: &str = "trust.operator_jwt";
+/// Metadata key under which a store records the operator JWT it trusts (the pinned identity
+/// key is its subject): a replica's, and `import`'s. Not under `replica.`: such metadata is
+/// always committed durably.
+pub use crate::store::META_OPERATOR;
 
 /// Why an operator JWT was not taken as the trust anchor.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +253,7 @@ impl TrustAnchor {
                 .put_entries(
                     Vec::new(),
                     vec![(META_OPERATOR.to_string(), token.trim().as_bytes().to_vec())],
+                    crate::store::Policy::NewerWins,
                 )
                 .await?;
         }

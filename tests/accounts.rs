@@ -4,7 +4,8 @@
 //! batch of hostile input that must leave the store exactly as it was.
 
 use crate::common::fixtures::{self, vectors};
-use crate::common::{assert_no_failures, get, http, post, TestServer};
+use crate::common::process::ServerProcess;
+use crate::common::{assert_no_failures, etag_of, free_port, get, http, post, TestServer};
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::jwt::{self, encode};
 use nats_account_server::store::Kind;
@@ -131,7 +132,8 @@ async fn resolver_probe_answers_200_empty_and_uncacheable() {
     }
 }
 
-/// GET serves the raw JWT as application/jwt with `ETag: "<jti>"` and the default max-age 60.
+/// GET serves the raw JWT as application/jwt with an ETag of its bytes and the default max-age
+/// 60.
 #[tokio::test]
 async fn get_serves_the_raw_jwt_with_etag_and_cache_control() {
     let server = TestServer::primary().await;
@@ -140,8 +142,12 @@ async fn get_serves_the_raw_jwt_with_etag_and_cache_control() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, token);
     assert_eq!(r.header("content-type"), "application/jwt");
-    let jti = jwt::parse_unverified(&token).unwrap().jti;
-    assert_eq!(r.header("etag"), format!("\"{jti}\""));
+    let etag = etag_of(&token);
+    assert!(
+        etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
+        "a quoted ETag: {etag}"
+    );
+    assert_eq!(r.header("etag"), etag);
     let cc = r.header("cache-control");
     assert_eq!(
         max_age(cc),
@@ -155,7 +161,7 @@ async fn get_serves_the_raw_jwt_with_etag_and_cache_control() {
     let r = send(http().head(account_url(&server, &key))).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "");
-    assert_eq!(r.header("etag"), format!("\"{jti}\""));
+    assert_eq!(r.header("etag"), etag);
 }
 
 /// `If-None-Match` with the ETag (alone, in a list, weak, or `*`) answers 304; another tag 200.
@@ -163,7 +169,7 @@ async fn get_serves_the_raw_jwt_with_etag_and_cache_control() {
 async fn if_none_match_answers_304() {
     let server = TestServer::primary().await;
     let (key, token) = store_new(&server, "etag").await;
-    let etag = format!("\"{}\"", jwt::parse_unverified(&token).unwrap().jti);
+    let etag = etag_of(&token);
     let url = account_url(&server, &key);
     for inm in [
         etag.clone(),
@@ -1197,7 +1203,8 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
     assert_eq!(get(&server.at("/healthz")).await.0, 200);
 
     // Control: the builder's token without a flaw is accepted, so each case failed for its flaw.
-    let control = with(json!({ "name": "control" }));
+    // A second after the stored version, which may have been issued in this same second.
+    let control = with(json!({ "name": "control", "iat": now + 1 }));
     assert_eq!(
         post(&account_url(&server, a), control.clone()).await,
         (200, String::new())
@@ -1259,4 +1266,112 @@ async fn account_content_is_validated_like_nats_server_does() {
     let (status, body) = post(&url, good.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(get(&url).await, (200, good));
+}
+
+/// DESIGN §4, "Versions of one key", against our binary: a token is its bytes. Two versions of
+/// account A issued in the same second under the same name share a `jti` (the Go library
+/// derives it from the standard claims only); the second POST used to answer 200 and be
+/// dropped, with the first version's ETag, so a conditional GET answered 304 for a changed
+/// token, and re-posting an older same-second version could roll a newer one back. Activations
+/// follow the same rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_second_versions_are_told_apart_by_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = tokio::task::block_in_place(|| {
+        ServerProcess::start_primary(dir.path(), "primary", free_port())
+    });
+    let a = fixtures::vector("account_a.pub");
+    let url = format!("{}/jwt/v1/accounts/{a}", server.url);
+    let t = jwt::now_unix() - 60;
+    // What the Go library makes: same iat, same name, same jti; other content.
+    let version = |iat: i64, conn: i64| {
+        encode::sign(
+            json!({ "jti": "SAME-SECOND-JTI", "iat": iat, "name": "A", "sub": a,
+                "nats": { "type": "account", "version": 2, "limits": { "conn": conn } } }),
+            &fixtures::signing_key(),
+        )
+    };
+    let (v1, v2, v3) = (version(t, 1), version(t, 2), version(t + 1, 3));
+    assert_eq!(
+        jwt::parse_unverified(&v1).unwrap().jti,
+        jwt::parse_unverified(&v2).unwrap().jti
+    );
+    let head = || async {
+        send(http().get(format!("{}/jwt/v1/changes?since=0", server.url)))
+            .await
+            .header("x-head-seq")
+            .to_string()
+    };
+
+    assert_eq!(post(&url, v1.clone()).await.0, 200);
+    let first = send(http().get(&url)).await;
+    assert_eq!((first.status, first.body.as_str()), (200, v1.as_str()));
+    let e1 = first.header("etag").to_string();
+    assert_eq!(e1, etag_of(&v1));
+
+    // Same second, other bytes: refused, with what to do about it; the first stays.
+    let (status, body) = post(&url, v2.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("same iat") && body.contains("issue it again a second later"),
+        "{body}"
+    );
+    assert_eq!(body.trim_end().lines().count(), 1, "one line: {body:?}");
+    assert_eq!(get(&url).await, (200, v1.clone()));
+    // The same bytes again: 200, nothing changes.
+    assert_eq!(post(&url, v1.clone()).await.0, 200);
+    assert_eq!(head().await, "1");
+
+    // A second later: replaces, under another ETag.
+    assert_eq!(post(&url, v3.clone()).await.0, 200);
+    assert_eq!(head().await, "2");
+    let r = send(http().get(&url).header("if-none-match", &e1)).await;
+    assert_eq!(
+        r.status, 200,
+        "the first version's ETag must not match the new token"
+    );
+    assert_eq!(r.body, v3);
+    let e3 = r.header("etag").to_string();
+    assert_ne!(e3, e1);
+    assert_eq!(e3, etag_of(&v3));
+    let r = send(http().get(&url).header("if-none-match", &e3)).await;
+    assert_eq!(r.status, 304);
+
+    // Re-posting either older version never rolls the newer one back.
+    for old in [&v1, &v2] {
+        let (status, body) = post(&url, old.clone()).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(get(&url).await, (200, v3.clone()));
+    }
+    assert_eq!(head().await, "2");
+
+    // Activations: the same rules under one hash.
+    let b = fixtures::account_b().public_key();
+    let activation = |iat: i64, name: &str| {
+        encode::sign(
+            json!({ "jti": "SAME-SECOND-ACT", "iat": iat, "name": name, "sub": b,
+                "nats": { "subject": "orders.>", "kind": "stream", "type": "activation",
+                          "version": 2 } }),
+            &fixtures::account_a(),
+        )
+    };
+    let (t1, t2, t3) = (
+        activation(t, "first"),
+        activation(t, "second"),
+        activation(t + 1, "third"),
+    );
+    let acts = format!("{}/jwt/v1/activations", server.url);
+    let post_act = |token: String| post(&acts, token);
+    let (status, hash) = post_act(t1.clone()).await;
+    assert_eq!(status, 200, "{hash}");
+    let act_url = format!("{}/jwt/v1/activations/{}", server.url, hash.trim());
+    let (status, body) = post_act(t2.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("a second later"), "{body}");
+    assert_eq!(get(&act_url).await, (200, t1.clone()));
+    assert_eq!(post_act(t3.clone()).await.0, 200);
+    let r = send(http().get(&act_url).header("if-none-match", etag_of(&t1))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, t3.as_str()));
+    assert_eq!(post_act(t1).await.0, 409);
+    assert_eq!(get(&act_url).await, (200, t3));
 }

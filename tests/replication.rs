@@ -11,6 +11,10 @@ use crate::common::{
     replica_of, replica_settings, serves, wait_ready, TestServer,
 };
 use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::jwt::encode;
+use nats_account_server::nats::notify::UpdateSubjects;
+use nkeys::KeyPair;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Duration {
@@ -518,4 +522,245 @@ async fn replica_of_a_go_primary_imports_its_pack() {
         "maxreplicationpack caps the import"
     );
     handle.stop(false).await;
+}
+
+/// A primary and a replica sharing a real nats-server, both publishing and listening on the
+/// account update subject `which` names; returns once both are connected and the replica is
+/// ready.
+async fn nats_pair(which: UpdateSubjects) -> (TestServer, NatsServer, TestServer) {
+    let nats_port = free_port();
+    let with_nats = |s: &mut Settings| {
+        use_nats(s, nats_port);
+        s.nats.updatesubjects = which;
+    };
+    let primary = TestServer::start_with(with_nats).await;
+    let resolver = format!("{}/jwt/v1/accounts/", primary.url);
+    let nats = tokio::task::block_in_place(|| NatsServer::start(nats_port, &resolver));
+    let replica = replica_of(&[&primary.url], with_nats).await;
+    for url in [&primary.url, &replica.url] {
+        wait_nats_connected(url).await;
+    }
+    wait_ready(&replica.url).await;
+    (primary, nats, replica)
+}
+
+/// `nas_replica_nats_ignored_total{reason="<reason>"}` of `base`.
+async fn ignored(base: &str, reason: &str) -> f64 {
+    metric(
+        base,
+        &format!("nas_replica_nats_ignored_total{{reason=\"{reason}\"}}"),
+    )
+    .await
+}
+
+/// DESIGN §6, "NATS": what a replica receives on the claims-update subjects is a hint from an
+/// untrusted channel (anyone with system-account credentials can publish there). It is applied
+/// at once only when a POST to the primary would accept it and it is strictly newer; anything
+/// else is ignored and counted. It used to apply an expired account JWT sent as a
+/// `$SYS.REQ.ACCOUNT.<pub>.CLAIMS.UPDATE` request, content nats-server refuses, and an
+/// activation signed by a key its issuing account does not list; and it listened on every
+/// update subject, not only the one its primary publishes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_applies_only_nats_updates_a_post_would_accept() {
+    let (primary, nats, replica) = nats_pair(UpdateSubjects::New).await;
+    let sk = fixtures::signing_key();
+    let a_kp = fixtures::account_a();
+    let a = a_kp.public_key();
+    let a_signer = nkeys::KeyPair::new_account();
+    let base = nats_account_server::jwt::now_unix() - 1000;
+    let account = |iat: i64, exp: Option<i64>, name: &str, extra: Value, signer: &KeyPair| {
+        let mut nats = json!({ "type": "account", "version": 2, "limits": { "conn": -1 },
+            "signing_keys": [a_signer.public_key()] });
+        for (k, v) in extra.as_object().unwrap() {
+            nats[k] = v.clone();
+        }
+        let mut claims = json!({ "iat": iat, "name": name, "sub": a, "nats": nats });
+        if let Some(exp) = exp {
+            claims["exp"] = json!(exp);
+        }
+        encode::sign(claims, signer)
+    };
+    let v1 = account(base, None, "v1", json!({}), &sk);
+    post_accepted(&primary.url, &a, &v1).await;
+    wait_serves(&replica.url, &a, &v1, Duration::from_secs(5)).await;
+
+    let sys = nats.sys_client().await;
+    let req_subject = format!("$SYS.REQ.ACCOUNT.{a}.CLAIMS.UPDATE");
+    let now = nats_account_server::jwt::now_unix();
+    // Sent as a request, as the issue reproduced it: newer than v1, signed right, expired.
+    let expired = account(base + 10, Some(now - 5), "expired", json!({}), &sk);
+    sys.publish_with_reply(req_subject.clone(), sys.new_inbox(), expired.clone().into())
+        .await
+        .unwrap();
+    let forged = account(
+        base + 20,
+        None,
+        "forged",
+        json!({}),
+        &KeyPair::new_operator(),
+    );
+    // An export nats-server refuses when it loads the account.
+    let bad_content = account(
+        base + 30,
+        None,
+        "bad-content",
+        json!({ "exports": [{ "type": "stream", "subject": "bad subject" }] }),
+        &sk,
+    );
+    // Account B's JWT on account A's subject.
+    let other_key = fixtures::account_jwt(&fixtures::account_b().public_key(), "b", json!({}));
+    let older = account(base - 10, None, "older", json!({}), &sk);
+    let same_second = account(base, None, "same-second", json!({}), &sk);
+    for token in [&forged, &bad_content, &other_key, &older, &same_second] {
+        sys.publish(req_subject.clone(), token.clone().into())
+            .await
+            .unwrap();
+    }
+    // Valid and newer, but on the subject this primary does not publish on (`new` setting).
+    let elsewhere = account(base + 60, None, "elsewhere", json!({}), &sk);
+    sys.publish(
+        format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE"),
+        elsewhere.clone().into(),
+    )
+    .await
+    .unwrap();
+    // Valid, newer, on the right subject, and never posted to the primary: only NATS can
+    // bring it. Once it is served, everything published before it has been handled.
+    let good = account(base + 50, None, "good", json!({}), &sk);
+    sys.publish(req_subject.clone(), good.clone().into())
+        .await
+        .unwrap();
+    sys.flush().await.unwrap();
+    wait_serves(&replica.url, &a, &good, Duration::from_secs(5)).await;
+    assert_eq!(ignored(&replica.url, "expired").await, 1.0);
+    assert_eq!(
+        ignored(&replica.url, "invalid_jwt").await,
+        2.0,
+        "forged, bad content"
+    );
+    assert_eq!(ignored(&replica.url, "key_mismatch").await, 1.0);
+    assert_eq!(
+        ignored(&replica.url, "not_newer").await,
+        2.0,
+        "older, same second"
+    );
+    let (_, feed) = get(&format!("{}/jwt/v1/changes?since=0", replica.url)).await;
+    for (what, token) in [
+        ("expired", &expired),
+        ("forged", &forged),
+        ("bad content", &bad_content),
+        ("other account", &other_key),
+        ("older", &older),
+        ("same second", &same_second),
+        ("other subject", &elsewhere),
+    ] {
+        assert!(!feed.contains(token.as_str()), "the {what} JWT was stored");
+    }
+
+    // Activations: signed by a key account A does not list, expired, or under another hash
+    // than its subject names, they are ignored; a valid one is applied at once.
+    let b = fixtures::account_b().public_key();
+    let activation = |signer: &KeyPair, subject: &str, exp: Option<i64>| {
+        let mut claims = json!({ "sub": b, "iat": now, "nats": { "subject": subject,
+            "kind": "stream", "type": "activation", "version": 2 } });
+        if signer.public_key() != a {
+            claims["nats"]["issuer_account"] = json!(a);
+        }
+        if let Some(exp) = exp {
+            claims["exp"] = json!(exp);
+        }
+        encode::sign(claims, signer)
+    };
+    let hash_of = |token: &str| {
+        nats_account_server::jwt::activation_hash(
+            &nats_account_server::jwt::parse_unverified(token).unwrap(),
+        )
+        .unwrap()
+    };
+    let publish_activation = |token: String, hash: String| {
+        let iss = nats_account_server::jwt::parse_unverified(&token)
+            .unwrap()
+            .iss;
+        sys.publish(
+            format!("$SYS.ACCOUNT.{iss}.CLAIMS.ACTIVATE.{hash}"),
+            token.into(),
+        )
+    };
+    let rogue = activation(&KeyPair::new_account(), "rogue.>", None);
+    let expired_act = activation(&a_kp, "expired.>", Some(now - 5));
+    let misfiled = activation(&a_kp, "misfiled.>", None);
+    let by_listed_key = activation(&a_signer, "listed.>", None);
+    let good_act = activation(&a_kp, "good.>", None);
+    for (token, hash) in [
+        (&rogue, hash_of(&rogue)),
+        (&expired_act, hash_of(&expired_act)),
+        (&misfiled, hash_of(&good_act)),
+        (&by_listed_key, hash_of(&by_listed_key)),
+        (&good_act, hash_of(&good_act)),
+    ] {
+        publish_activation(token.clone(), hash).await.unwrap();
+    }
+    sys.flush().await.unwrap();
+    let good_url = format!("{}/jwt/v1/activations/{}", replica.url, hash_of(&good_act));
+    eventually(
+        Duration::from_secs(5),
+        "the valid activation applied",
+        || async { get(&good_url).await == (200, good_act.clone()) },
+    )
+    .await;
+    let listed_url = format!(
+        "{}/jwt/v1/activations/{}",
+        replica.url,
+        hash_of(&by_listed_key)
+    );
+    assert_eq!(get(&listed_url).await, (200, by_listed_key.clone()));
+    assert_eq!(
+        ignored(&replica.url, "unknown_issuer").await,
+        1.0,
+        "rogue signer"
+    );
+    assert_eq!(ignored(&replica.url, "expired").await, 2.0);
+    assert_eq!(ignored(&replica.url, "subject_mismatch").await, 1.0);
+    for token in [&rogue, &expired_act] {
+        let url = format!("{}/jwt/v1/activations/{}", replica.url, hash_of(token));
+        assert_eq!(get(&url).await.0, 404, "an ignored activation is served");
+    }
+}
+
+/// DESIGN §4 and §6 on a replica: two versions of account C issued in the same second. A
+/// replica that got one of them first (as a NATS hint) ends with the one its primary accepted,
+/// through the feed, whatever order the versions reached it in. Both share their `jti`, as the
+/// Go library's same-second versions do; the replica used to keep the first one it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_mirrors_its_primarys_choice_between_same_second_versions() {
+    let (primary, nats, replica) = nats_pair(UpdateSubjects::Old).await;
+    let (c_kp, _) = fixtures::new_account("c");
+    let c = c_kp.public_key();
+    let iat = nats_account_server::jwt::now_unix() - 60;
+    let version = |conn: i64| {
+        encode::sign(
+            json!({ "jti": "SAME", "iat": iat, "name": "c", "sub": c,
+                "nats": { "type": "account", "version": 2, "limits": { "conn": conn } } }),
+            &fixtures::signing_key(),
+        )
+    };
+    let (first_here, the_primarys) = (version(2), version(1));
+    let sys = nats.sys_client().await;
+    sys.publish(
+        format!("$SYS.ACCOUNT.{c}.CLAIMS.UPDATE"),
+        first_here.clone().into(),
+    )
+    .await
+    .unwrap();
+    sys.flush().await.unwrap();
+    wait_serves(&replica.url, &c, &first_here, Duration::from_secs(5)).await;
+
+    post_accepted(&primary.url, &c, &the_primarys).await;
+    // The primary's own notification of its version is not newer than the hint (ignored, or
+    // unchanged when the feed was first): the feed, which mirrors the primary, replaces it.
+    wait_serves(&replica.url, &c, &the_primarys, Duration::from_secs(5)).await;
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{c}", primary.url)).await,
+        (200, the_primarys)
+    );
 }

@@ -771,8 +771,9 @@ fn summary_line(output: &str) -> &str {
         .unwrap_or_else(|| panic!("no summary in output:\n{output}"))
 }
 
-/// `import --from-dir` verifies every token (signature, key, operator) and stores newer-wins;
-/// a second run changes nothing; a server then serves the imported tokens from sled.
+/// `import --from-dir` verifies every token (signature, key, operator; an activation's issuing
+/// account) and stores newer-wins; a second run changes nothing; a later run can verify against
+/// the operator the first one recorded; a server then serves the imported tokens from sled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_a_sharded_directory() {
     let work = tempfile::tempdir().unwrap();
@@ -782,7 +783,15 @@ async fn import_from_a_sharded_directory() {
     let (b, b_jwt) = account("b");
     let hash = fixtures::vector("activations/token.hash");
     let activation = fixtures::vector("activations/token.jwt");
-    for (key, jwt) in [(&a, &a_jwt), (&b, &b_jwt), (&hash, &activation)] {
+    // The activation's issuing account, which must be imported for the activation to be.
+    let issuer = fixtures::vector("account_a.pub");
+    let issuer_jwt = account_jwt(&issuer, "A", json!({}));
+    for (key, jwt) in [
+        (&a, &a_jwt),
+        (&b, &b_jwt),
+        (&issuer, &issuer_jwt),
+        (&hash, &activation),
+    ] {
         write_in_place(&nats_path(&src, key, true), jwt);
     }
     // Signed by another operator: valid signature, untrusted issuer.
@@ -820,11 +829,12 @@ async fn import_from_a_sharded_directory() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         summary_line(&out),
-        "imported 3, unchanged 0, stale 0, invalid 2",
+        "imported 4, unchanged 0, stale 0, same-iat conflicts 0, skipped 2",
         "{out}"
     );
     assert!(
-        out.contains(&format!("invalid {c}")) && out.contains(&format!("invalid {d}")),
+        out.contains(&format!("skipped {c}: invalid claims: untrusted issuer"))
+            && out.contains(&format!("skipped {d}: JWT signature does not verify")),
         "{out}"
     );
 
@@ -832,7 +842,7 @@ async fn import_from_a_sharded_directory() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         summary_line(&out),
-        "imported 0, unchanged 3, stale 0, invalid 2",
+        "imported 0, unchanged 4, stale 0, same-iat conflicts 0, skipped 2",
         "{out}"
     );
 
@@ -842,10 +852,12 @@ async fn import_from_a_sharded_directory() {
         &nats_path(&flat, &a, false),
         &account_jwt_at(&a, "old", jwt::now_unix() - 600),
     );
+    // This time verified against the operator the first import recorded in the store.
     let mut older_args = vec![
         "--data".to_string(),
         data.display().to_string(),
         "import".into(),
+        "--trust-store-operator".into(),
         "--from-dir".into(),
     ];
     older_args.push(flat.display().to_string());
@@ -853,7 +865,7 @@ async fn import_from_a_sharded_directory() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         summary_line(&out),
-        "imported 0, unchanged 0, stale 1, invalid 0",
+        "imported 0, unchanged 0, stale 1, same-iat conflicts 0, skipped 0",
         "{out}"
     );
 
@@ -878,10 +890,13 @@ async fn import_from_a_live_primary() {
     }
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
+    let operator = fixtures::vectors().join("operator.jwt");
     let args = |url: &str| -> Vec<String> {
         [
             "--data",
             &data.display().to_string(),
+            "--operator",
+            &operator.display().to_string(),
             "import",
             "--from-url",
             url,
@@ -894,7 +909,7 @@ async fn import_from_a_live_primary() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         summary_line(&out),
-        "imported 5, unchanged 0, stale 0, invalid 0",
+        "imported 5, unchanged 0, stale 0, same-iat conflicts 0, skipped 0",
         "{out}"
     );
 
@@ -910,6 +925,132 @@ async fn import_from_a_live_primary() {
     for (key, jwt) in &posted {
         assert!(serves(&server.url, key, jwt).await, "{key} imported");
     }
+}
+
+/// `import` stores nothing it has not verified against an operator: it used to store tokens of
+/// any operator when run without `--operator`, and the server then served them. Without an
+/// operator it refuses to run (creating nothing); `--trust-store-operator` verifies against the
+/// operator the store records, and refuses when it records none; `--operator` naming another
+/// operator than the store records is refused; every token that does not verify is skipped and
+/// reported, and the server serves only what was verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refuses_to_run_without_an_operator() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("jwts");
+    let data = work.path().join("data");
+    let (good, good_jwt) = account("good");
+    let rogue = nkeys::KeyPair::new_operator();
+    let (forged, _) = account("forged");
+    let forged_jwt = jwt::encode::account(&rogue, &forged, "forged", json!({}));
+    // An activation whose issuing account (the vectors' A) is neither imported nor stored.
+    let orphan_hash = fixtures::vector("activations/token.hash");
+    for (key, token) in [
+        (&good, &good_jwt),
+        (&forged, &forged_jwt),
+        (&orphan_hash, &fixtures::vector("activations/token.jwt")),
+    ] {
+        write_in_place(&nats_path(&src, key, false), token);
+    }
+    let import = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "--data".to_string(),
+            data.display().to_string(),
+            "import".into(),
+            "--from-dir".into(),
+            src.display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let one_line_error = |out: &str| {
+        let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {out}");
+        lines[0].to_string()
+    };
+
+    // Neither --operator nor --trust-store-operator: refused, nothing created.
+    let (code, out) = run_binary(work.path(), import(&[])).await;
+    assert_ne!(code, 0, "{out}");
+    let line = one_line_error(&out);
+    assert!(
+        line.contains("--operator") && line.contains("--trust-store-operator"),
+        "{line}"
+    );
+    assert!(
+        !data.exists(),
+        "a refused import created {}",
+        data.display()
+    );
+
+    // --trust-store-operator without a store, and with a store that records no operator.
+    let (code, out) = run_binary(work.path(), import(&["--trust-store-operator"])).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        one_line_error(&out).contains("records no operator"),
+        "{out}"
+    );
+    let store = nats_account_server::store::Store::open_sled(&data).unwrap();
+    store.close().await;
+    drop(store);
+    let (code, out) = run_binary(work.path(), import(&["--trust-store-operator"])).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        one_line_error(&out).contains("records no operator"),
+        "{out}"
+    );
+
+    // With the operator: only what verifies is stored; the rest is reported.
+    let operator = fixtures::vectors().join("operator.jwt");
+    let operator = operator.display().to_string();
+    let (code, out) = run_binary(work.path(), import(&["--operator", &operator])).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        summary_line(&out),
+        "imported 1, unchanged 0, stale 0, same-iat conflicts 0, skipped 2",
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "skipped {forged}: invalid claims: untrusted issuer"
+        )) && out.contains(&format!("skipped {orphan_hash}: the issuing account")),
+        "{out}"
+    );
+
+    // Later imports may verify against the recorded operator instead.
+    let (later, later_jwt) = account("later");
+    write_in_place(&nats_path(&src, &later, false), &later_jwt);
+    let (code, out) = run_binary(work.path(), import(&["--trust-store-operator"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        summary_line(&out),
+        "imported 1, unchanged 1, stale 0, same-iat conflicts 0, skipped 2",
+        "{out}"
+    );
+
+    // Another operator than the store's: refused, not mixed in.
+    let rogue_file = work.path().join("rogue.jwt");
+    std::fs::write(
+        &rogue_file,
+        jwt::encode::operator(&rogue, "rogue", &[], None),
+    )
+    .unwrap();
+    let rogue_file = rogue_file.display().to_string();
+    let (code, out) = run_binary(work.path(), import(&["--operator", &rogue_file])).await;
+    assert_ne!(code, 0, "{out}");
+    let line = one_line_error(&out);
+    assert!(line.contains("refusing to mix operators"), "{line}");
+    assert!(line.contains(&rogue.public_key()), "{line}");
+
+    let server = TestServer::start_with(|s| s.store.data = Some(data.clone())).await;
+    assert!(serves(&server.url, &good, &good_jwt).await);
+    assert!(serves(&server.url, &later, &later_jwt).await);
+    assert_eq!(status_of(&server.url, &forged).await, 404);
+    assert_eq!(
+        get(&server.at(&format!("/jwt/v1/activations/{orphan_hash}")))
+            .await
+            .0,
+        404
+    );
 }
 
 /// Pack parsing follows the Go server: blank lines ignored, lines must be exactly `key|jwt`.

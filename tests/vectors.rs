@@ -3,7 +3,7 @@
 //! every `post/*.jwt` the verdict the vectors' README table lists.
 
 use crate::common::fixtures::{self, vectors};
-use crate::common::{eventually, get, http, post, TestServer};
+use crate::common::{etag_of, eventually, get, http, post, TestServer};
 use nats_account_server::jwt::{self, encode, JwtError};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -131,8 +131,7 @@ async fn post_vectors_get_the_readme_verdicts() {
                 "application/jwt",
                 "post/{name}"
             );
-            let jti = jwt::parse_unverified(token).unwrap().jti;
-            assert_eq!(resp.headers()["etag"], format!("\"{jti}\"").as_str());
+            assert_eq!(resp.headers()["etag"], etag_of(token).as_str());
             assert_eq!(
                 resp.text().await.unwrap(),
                 token,
@@ -188,40 +187,38 @@ async fn older_iat_does_not_replace_newer() {
     assert_eq!(get(&url).await, (200, newer));
 }
 
-/// Equal `iat` with a different `jti` replaces the stored JWT; the same `jti` is a no-op 200.
+/// The README's rule for the `seq_*` pair, at equal `iat` (DESIGN §4): a different JWT with the
+/// stored `iat` is refused with 409 and the stored one stays (this used to replace it: equal
+/// `iat` with another `jti` won, which let a re-post of an older same-second version roll the
+/// newer one back); the same bytes again are a no-op 200; strictly older still loses.
 #[tokio::test]
-async fn equal_iat_with_new_jti_replaces_and_same_jti_is_a_no_op() {
+async fn equal_iat_with_other_bytes_is_refused_and_same_bytes_is_a_no_op() {
     let server = TestServer::primary().await;
     let key = fixtures::vector("account_a.pub");
     let iat = jwt::now_unix() - 60;
     let first = fixtures::account_jwt_at(&key, "first", iat);
     let second = fixtures::account_jwt_at(&key, "second", iat);
-    assert_ne!(
-        jwt::parse_unverified(&first).unwrap().jti,
-        jwt::parse_unverified(&second).unwrap().jti
-    );
+    assert_ne!(first, second);
     let url = server.at(&format!("/jwt/v1/accounts/{key}"));
     let head = || server.running().state().store.head();
 
     assert_eq!(post(&url, first.clone()).await.0, 200);
     assert_eq!(head(), 1);
-    assert_eq!(post(&url, second.clone()).await.0, 200);
-    assert_eq!(
-        get(&url).await,
-        (200, second.clone()),
-        "equal iat, new jti replaces"
-    );
-    assert_eq!(head(), 2);
+    let (status, body) = post(&url, second.clone()).await;
+    assert_eq!(status, 409, "equal iat, other bytes: {body}");
+    assert!(body.contains("a second later"), "{body}");
+    assert_eq!(get(&url).await, (200, first.clone()), "the first stays");
+    assert_eq!(head(), 1);
 
     // Re-posting what is stored changes nothing, not even the sequence.
-    assert_eq!(post(&url, second.clone()).await.0, 200);
-    assert_eq!(head(), 2, "same jti must be a no-op");
-    assert_eq!(get(&url).await, (200, second));
+    assert_eq!(post(&url, first.clone()).await.0, 200);
+    assert_eq!(head(), 1, "the same bytes must be a no-op");
+    assert_eq!(get(&url).await, (200, first));
 
     // Strictly older still loses against it.
     let older = fixtures::account_jwt_at(&key, "older", iat - 1);
     assert_eq!(post(&url, older).await.0, 409);
-    assert_eq!(head(), 2);
+    assert_eq!(head(), 1);
 }
 
 /// The token file a `decoded/<name>.json` describes.

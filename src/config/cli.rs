@@ -76,7 +76,8 @@ pub enum Command {
     /// Check the configuration and exit (0 when it loads).
     CheckConfig,
     /// Import JWTs from a directory store or a running server into the sled store selected by
-    /// the usual settings (`--data`), newer-wins, then exit.
+    /// the usual settings (`--data`), newer-wins, then exit. Every JWT is verified against the
+    /// operator (`--operator`, or `--trust-store-operator`); those that fail are skipped.
     Import(ImportArgs),
 }
 
@@ -93,6 +94,10 @@ pub struct ImportArgs {
     /// A running account server (Go or this one); reads its `/jwt/v1/pack`.
     #[arg(long = "from-url", value_name = "URL")]
     pub from_url: Option<String>,
+    /// Verify the tokens against the operator the target store records (from an earlier
+    /// import with --operator) instead of --operator. Without either, import refuses to run.
+    #[arg(long = "trust-store-operator")]
+    pub trust_store_operator: bool,
 }
 
 /// Go-style single-dash long flags and their modern spelling.

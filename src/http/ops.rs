@@ -116,7 +116,8 @@ The operator JWT this server trusts, if one is configured. Options: text=true, d
 200 with an empty body: the probe nats-server sends at startup to its URL resolver.
 
 ## GET /jwt/v1/accounts/<pubkey>
-The account JWT, Content-Type application/jwt, ETag \"<jti>\" (If-None-Match answers 304),
+The account JWT, Content-Type application/jwt, an ETag derived from the JWT's bytes
+(If-None-Match answers 304; a changed JWT never does),
 Cache-Control from the JWT's expiry and the configured max-age. 404 when unknown, 400 when the
 key is not an account public key. Options:
   text=true    the JWT as text/plain
@@ -127,8 +128,9 @@ key is not an account public key. Options:
 ## POST /jwt/v1/accounts/<pubkey>
 Body: the raw account JWT (any Content-Type). It must be signed by the operator or one of its
 signing keys, its subject must be <pubkey>, and it must not be expired. 200 once stored durably
-and nats-server has been notified; 400 with the reason when invalid; 409 when a newer JWT is
-stored; 413 when the body is too large; 405 on a read-only store; 503 on a replica whose
+and nats-server has been notified (the same JWT again: 200, nothing changes); 400 with the
+reason when invalid; 409 when a newer JWT (later iat) is stored, or a different JWT with the
+same iat (iat counts whole seconds: issue the new version again a second later); 413 when the body is too large; 405 on a read-only store; 503 on a replica whose
 primary is unreachable (replicas forward writes to their primary).
 
 ## GET /jwt/v1/activations/<hash>

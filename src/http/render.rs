@@ -66,9 +66,9 @@ pub fn token(
             .body(entry.jwt.clone()));
     }
     let cc = cache_control_value(entry.exp, now, max_age);
-    // A view of the entry's buffer: a reference count, not a copy. Checked, because a `jti` is
-    // whatever the token's issuer put there; one that cannot be a header value is served
-    // without an ETag rather than not at all.
+    // A view of the entry's buffer: a reference count, not a copy. The ETag is a quoted hex
+    // digest of the token's bytes (`store::etag`), so it is always a valid header value; a
+    // failure would only drop the header, never the token.
     let etag = HeaderValue::from_maybe_shared(entry.etag.clone()).ok();
     let not_modified = etag.is_some() && if_none_match(req, entry.etag_str());
     let mut res = if not_modified {

@@ -54,6 +54,12 @@ pub fn operator(
 /// Account claims for `account` signed by `signer`; `nats` fields are merged over the defaults
 /// (unlimited limits), so a caller can add e.g. `{"limits": {"conn": 1}}`.
 pub fn account(signer: &KeyPair, account: &str, name: &str, nats: Value) -> String {
+    account_at(signer, account, name, nats, now_unix())
+}
+
+/// [`account`] issued at `iat`. Versions of an account are ordered by `iat`, in whole seconds,
+/// so a caller minting successive versions within one second must set it.
+pub fn account_at(signer: &KeyPair, account: &str, name: &str, nats: Value, iat: i64) -> String {
     let mut section = json!({
         "limits": { "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
                     "wildcards": true, "conn": -1, "leaf": -1 },
@@ -63,7 +69,7 @@ pub fn account(signer: &KeyPair, account: &str, name: &str, nats: Value) -> Stri
     });
     merge(&mut section, nats);
     sign(
-        json!({ "name": name, "sub": account, "nats": section }),
+        json!({ "name": name, "sub": account, "iat": iat, "nats": section }),
         signer,
     )
 }

@@ -138,6 +138,12 @@ impl NatsHandle {
         }
     }
 
+    /// Which update subjects the current connection's settings name (`nats.updatesubjects`):
+    /// where a primary publishes, and so where its replicas listen.
+    pub fn update_subjects(&self) -> notify::UpdateSubjects {
+        self.current.borrow().subjects
+    }
+
     /// The current client, when NATS is configured.
     pub fn client(&self) -> Option<async_nats::Client> {
         self.current.borrow().client.clone()

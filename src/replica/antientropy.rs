@@ -18,7 +18,7 @@
 
 use super::client::SyncError;
 use super::ReplicaHandle;
-use crate::store::{token_hash, Entry, Kind, DIGEST_BUCKETS};
+use crate::store::{token_hash, Entry, Kind, Policy, DIGEST_BUCKETS};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -118,11 +118,12 @@ async fn fetch(
             return false;
         }
     };
-    let stored = if force {
-        replica.store.put_forced(kind, key, &jwt).await
+    let policy = if force {
+        Policy::External
     } else {
-        replica.store.put_mirrored(kind, key, &jwt).await
+        Policy::MirrorPrimary
     };
+    let stored = replica.store.put_with(kind, key, &jwt, policy).await;
     match stored {
         Ok(_) => {
             *fetched += 1;

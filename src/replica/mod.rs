@@ -24,8 +24,8 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::jwt::{self, ClaimType, Jwt, JwtError};
 use crate::metrics::Metrics;
-use crate::store::{Entry, Kind, Store};
-use crate::trust::TrustAnchor;
+use crate::store::{Entry, Kind, Policy, Store};
+use crate::trust::{Trust, TrustAnchor};
 use client::PrimaryClient;
 use futures_util::FutureExt;
 use misses::Misses;
@@ -174,6 +174,11 @@ impl ReplicaHandle {
         Ok(handle)
     }
 
+    /// The current trust anchor (the NATS listener validates updates against it).
+    pub(crate) fn trust(&self) -> Arc<Trust> {
+        self.anchor.current()
+    }
+
     /// The current replica status.
     pub fn status(&self) -> ReplicaStatus {
         let s = self.status.borrow().clone();
@@ -269,7 +274,7 @@ impl ReplicaHandle {
                 // Newer-wins still applies: if the feed stored a newer version meanwhile, that
                 // is what the index returns.
                 self.store
-                    .put(kind, key, &jwt)
+                    .put_with(kind, key, &jwt, Policy::MirrorPrimary)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.metrics.replica_applied("miss", 1);
@@ -294,7 +299,11 @@ impl ReplicaHandle {
                 Ok((200, _)) => {
                     let token = String::from_utf8_lossy(body);
                     if let Ok(jwt) = self.verify(kind, key, token.trim()) {
-                        if self.store.put(kind, key, &jwt).await.is_ok() {
+                        let stored = self
+                            .store
+                            .put_with(kind, key, &jwt, Policy::MirrorPrimary)
+                            .await;
+                        if stored.is_ok() {
                             self.metrics.replica_applied("forward", 1);
                         }
                     }

@@ -2,7 +2,7 @@
 //!
 //! The cursor (primary lineage + last applied sequence) is written in the same store commit as
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
-//! state is: never skipping a change, and re-applying one is a no-op (same `jti`).
+//! state is: never skipping a change, and re-applying one is a no-op (the same bytes).
 
 use super::client::{Change, SyncError};
 use super::{
@@ -10,7 +10,7 @@ use super::{
     META_SYNCED,
 };
 use crate::config::Settings;
-use crate::store::{Entry, Kind};
+use crate::store::{Entry, Kind, Policy};
 use crate::trust::{Learned, META_OPERATOR};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -443,10 +443,17 @@ async fn commit_in_chunks(
     while applied.len() > COMMIT_CHUNK {
         let rest = applied.split_off(COMMIT_CHUNK);
         store
-            .put_entries(std::mem::replace(&mut applied, rest), Vec::new())
+            .put_entries(
+                std::mem::replace(&mut applied, rest),
+                Vec::new(),
+                Policy::MirrorPrimary,
+            )
             .await?;
     }
-    store.put_entries(applied, meta).await.map(drop)
+    store
+        .put_entries(applied, meta, Policy::MirrorPrimary)
+        .await
+        .map(drop)
 }
 
 /// Copies a Go primary's pack (accounts and activations, newer-wins). Returns whether it worked.

@@ -12,8 +12,12 @@ use std::sync::Arc;
 ///
 /// Kept small because the index holds one per stored token (100,000 accounts must fit in well
 /// under 200 MiB with everything else): the key is one allocation shared with the index's map,
-/// and the ETag and the JWT are two views of one buffer (`"<jti>"` followed by the token), so
-/// serving either is a reference count, never a copy.
+/// and the ETag and the JWT are two views of one buffer (the quoted ETag followed by the
+/// token), so serving either is a reference count, never a copy.
+///
+/// A token's identity is its bytes (`jwt`), not its `jti`, which the Go library derives from
+/// the standard claims only and so repeats across same-second versions; the ETag is derived
+/// from the bytes for the same reason ([`etag`]).
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Account or activation.
@@ -22,7 +26,7 @@ pub struct Entry {
     pub key: Arc<str>,
     /// The raw token, served as the body.
     pub jwt: Bytes,
-    /// The ETag header value, `"<jti>"` (a view of the same buffer as `jwt`).
+    /// The ETag header value, [`etag`] of `jwt` (a view of the same buffer as `jwt`).
     pub etag: Bytes,
     /// Issued-at; orders versions.
     pub iat: i64,
@@ -45,10 +49,8 @@ impl Entry {
         claims: &Claims,
         seq: u64,
     ) -> Entry {
-        let mut buf = Vec::with_capacity(claims.jti.len() + 2 + jwt.len());
-        buf.push(b'"');
-        buf.extend_from_slice(claims.jti.as_bytes());
-        buf.push(b'"');
+        let mut buf = Vec::with_capacity(ETAG_LEN + jwt.len());
+        write_etag(jwt, &mut buf);
         let etag_len = buf.len();
         buf.extend_from_slice(jwt);
         let buf = Bytes::from(buf);
@@ -73,10 +75,9 @@ impl Entry {
         std::str::from_utf8(&self.etag).unwrap_or("")
     }
 
-    /// The token's `jti` (the ETag without its quotes).
-    pub fn jti(&self) -> &str {
-        let etag = self.etag_str();
-        etag.get(1..etag.len().saturating_sub(1)).unwrap_or("")
+    /// Whether `other` holds the same token, byte for byte (what "unchanged" means).
+    pub fn same_token(&self, other: &Entry) -> bool {
+        self.jwt == other.jwt
     }
 }
 
@@ -137,6 +138,33 @@ impl Digest {
         }
         out
     }
+}
+
+/// Hex digits of sha256 in an ETag: 128 bits, so two versions of a token never share one by
+/// chance, in a header half the length of a `jti`.
+const ETAG_HEX: usize = 32;
+/// Length of a quoted ETag.
+const ETAG_LEN: usize = ETAG_HEX + 2;
+
+fn write_etag(jwt: &[u8], out: &mut Vec<u8>) {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(jwt);
+    out.push(b'"');
+    out.extend_from_slice(
+        data_encoding::HEXLOWER
+            .encode(&digest[..ETAG_HEX / 2])
+            .as_bytes(),
+    );
+    out.push(b'"');
+}
+
+/// The `ETag` a token is served with: a quoted hex prefix of the sha256 of its bytes, so any
+/// change to the token, even one that keeps its `jti` and `iat`, changes its ETag (and a
+/// conditional GET with the old one answers 200 with the new token, never 304).
+pub fn etag(jwt: &[u8]) -> String {
+    let mut out = Vec::with_capacity(ETAG_LEN);
+    write_etag(jwt, &mut out);
+    String::from_utf8(out).expect("hex is ASCII")
 }
 
 /// All entries and the change log.

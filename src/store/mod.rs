@@ -27,7 +27,7 @@ pub mod sled;
 pub mod watch;
 mod writer;
 
-pub use index::{digest_bucket, token_hash, Digest, Entry, DIGEST_BUCKETS};
+pub use index::{digest_bucket, etag, token_hash, Digest, Entry, DIGEST_BUCKETS};
 
 use crate::jwt::{self, Jwt};
 use bytes::Bytes;
@@ -88,16 +88,55 @@ pub enum StoreError {
     Closed,
 }
 
+/// How a write is ordered against the version already stored under its key (DESIGN §4,
+/// "Versions of one key").
+///
+/// A token's identity is its bytes, never its `jti`: the Go library computes `jti` from the
+/// standard claims only, so two versions of an account issued in the same second with the same
+/// name share one. Under every policy the same bytes as stored are [`PutOutcome::Unchanged`].
+/// The policies differ only for other bytes:
+///
+/// | incoming `iat` vs stored | `NewerWins` | `MirrorPrimary` | `External` |
+/// | --- | --- | --- | --- |
+/// | later | stored | stored | stored |
+/// | equal | [`PutOutcome::Conflict`] | stored | stored |
+/// | earlier | [`PutOutcome::Stale`] | [`PutOutcome::Stale`] | stored |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// A node that decides: the primary's API (POST, NATS resolver updates), `import`, and a
+    /// replica's NATS listener (whose messages are hints that must be strictly newer). The
+    /// first version accepted for a second stays, so re-posting an older same-second version
+    /// can never roll a newer one back, and every node ends with the same version whatever
+    /// order it received them in.
+    NewerWins,
+    /// A replica copying what its primary holds (change feed, misses): the primary decided
+    /// between same-second versions, so its version replaces a different one with the same
+    /// `iat` here. An older version than the replica holds stays out (anti-entropy sends the
+    /// newer one back to a primary restored from an old backup).
+    MirrorPrimary,
+    /// Replace whenever the bytes differ. Watched files (read-only directory and nsc stores):
+    /// the file is the truth, even when someone put an older token back. And a replica taking
+    /// its primary's version after the primary refused the newer one held here: the primary
+    /// decides.
+    External,
+}
+
 /// Result of a conditional write.
 #[derive(Debug, Clone)]
 pub enum PutOutcome {
     /// Stored at a new sequence number.
     Stored(Arc<Entry>),
-    /// The same `jti` is already stored: nothing to do.
+    /// The same bytes are already stored: nothing to do.
     Unchanged(Arc<Entry>),
-    /// The stored token has a strictly newer `iat`; the incoming one was dropped.
+    /// The stored token has a strictly later `iat`; the incoming one was dropped.
     Stale {
         /// The newer token that stays.
+        current: Arc<Entry>,
+    },
+    /// [`Policy::NewerWins`] only: a different token with the same `iat` is stored. It stays
+    /// (the first accepted version of a second wins); the incoming one was dropped.
+    Conflict {
+        /// The token that stays.
         current: Arc<Entry>,
     },
 }
@@ -229,9 +268,8 @@ pub struct WriteHealth {
 pub(crate) struct WriteRequest {
     pub(crate) entries: Vec<Arc<Entry>>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
-    /// Store each entry unless it has the stored `jti`, whatever its `iat` (external changes:
-    /// the watched file is the truth). `false`: newer-wins.
-    pub(crate) replace: bool,
+    /// How each entry is ordered against the stored version.
+    pub(crate) policy: Policy,
     /// Keys to drop from the index. Only watched stores send these; their backend commit is a
     /// no-op, so removals are not part of [`Commit`] and never reach a durable backend.
     pub(crate) removals: Vec<(Kind, String)>,
@@ -370,22 +408,36 @@ impl Store {
         self.read().get(kind, key)
     }
 
-    /// Writes `jwt` under `key` unless the stored token is newer (strictly greater `iat`) or the
-    /// same (`jti`). Returns only after the write is durable.
+    /// Writes `jwt` under `key` with [`Policy::NewerWins`]: stored only when its `iat` is later
+    /// than the stored token's (or nothing is stored). Returns only after the write is durable.
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`], [`StoreError::Io`], [`StoreError::Closed`].
     pub async fn put(&self, kind: Kind, key: &str, jwt: &Jwt) -> Result<PutOutcome, StoreError> {
+        self.put_with(kind, key, jwt, Policy::NewerWins).await
+    }
+
+    /// [`Store::put`] under another [`Policy`] (a replica mirroring its primary).
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn put_with(
+        &self,
+        kind: Kind,
+        key: &str,
+        jwt: &Jwt,
+        policy: Policy,
+    ) -> Result<PutOutcome, StoreError> {
         let entry = Arc::new(Entry::new(kind, key, jwt));
-        let mut outcomes = self.send(vec![entry], Vec::new()).await?;
+        let mut outcomes = self.send(vec![entry], Vec::new(), policy).await?;
         Ok(outcomes
             .pop()
             .expect("the writer answers one outcome per entry"))
     }
 
-    /// Puts several tokens (newer-wins each) and sets `meta`, in one atomic commit (the
-    /// `import` command; a replica uses [`Store::put_entries`] to store a feed page together
-    /// with its cursor).
+    /// Puts several tokens ([`Policy::NewerWins`] each) and sets `meta`, in one atomic commit
+    /// (the `import` command; a replica uses [`Store::put_entries`] to store a feed page
+    /// together with its cursor).
     ///
     /// # Errors
     /// As [`Store::put`].
@@ -398,12 +450,12 @@ impl Store {
             .iter()
             .map(|(kind, key, jwt)| Arc::new(Entry::new(*kind, key, jwt)))
             .collect();
-        self.put_entries(entries, meta).await
+        self.put_entries(entries, meta, Policy::NewerWins).await
     }
 
-    /// [`Store::put_many`] for entries already built ([`Entry::new`]): a replica turns each
-    /// verified token into its compact entry at once, so a page in flight holds no parsed
-    /// claims.
+    /// [`Store::put_many`] for entries already built ([`Entry::new`]), under `policy`: a
+    /// replica turns each verified token into its compact entry at once, so a page in flight
+    /// holds no parsed claims, and stores it with [`Policy::MirrorPrimary`].
     ///
     /// # Errors
     /// As [`Store::put`].
@@ -411,50 +463,14 @@ impl Store {
         &self,
         entries: Vec<Arc<Entry>>,
         meta: Vec<(String, Vec<u8>)>,
+        policy: Policy,
     ) -> Result<Vec<PutOutcome>, StoreError> {
-        self.send(entries, meta).await
+        self.send(entries, meta, policy).await
     }
 
-    /// A replica's write of its primary's version of a key: stored unless the version held
-    /// here is newer. (Where neither is newer, the primary's version wins.)
-    ///
-    /// # Errors
-    /// As [`Store::put`].
-    pub async fn put_mirrored(
-        &self,
-        kind: Kind,
-        key: &str,
-        jwt: &Jwt,
-    ) -> Result<PutOutcome, StoreError> {
-        self.put(kind, key, jwt).await
-    }
-
-    /// A replica's write of its primary's version of a key when the primary refused the newer
-    /// version held here: the primary decides, so its version replaces whatever is stored.
-    ///
-    /// # Errors
-    /// As [`Store::put`].
-    pub async fn put_forced(
-        &self,
-        kind: Kind,
-        key: &str,
-        jwt: &Jwt,
-    ) -> Result<PutOutcome, StoreError> {
-        if !self.writable {
-            return Err(StoreError::ReadOnly);
-        }
-        let entry = Arc::new(Entry::new(kind, key, jwt));
-        let mut outcomes = self
-            .submit(vec![entry], Vec::new(), true, Vec::new())
-            .await?;
-        Ok(outcomes
-            .pop()
-            .expect("the writer answers one outcome per entry"))
-    }
-
-    /// Applies changes found in watched files: each entry replaces the stored one unless it
-    /// has the same `jti` (the file is the truth, older or not), and each removed key leaves
-    /// the index. Outcomes are one per entry, in order.
+    /// Applies changes found in watched files ([`Policy::External`]): each entry replaces the
+    /// stored one unless it has the same bytes (the file is the truth, older or not), and each
+    /// removed key leaves the index. Outcomes are one per entry, in order.
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`] on a store that is not watched; [`StoreError::Closed`].
@@ -466,7 +482,8 @@ impl Store {
         if self.source.is_none() {
             return Err(StoreError::ReadOnly);
         }
-        self.submit(entries, Vec::new(), true, removals).await
+        self.submit(entries, Vec::new(), Policy::External, removals)
+            .await
     }
 
     /// The files this store mirrors, when it is a watched store (see [`Store::open_watched`]).
@@ -479,18 +496,19 @@ impl Store {
         &self,
         entries: Vec<Arc<Entry>>,
         meta: Vec<(String, Vec<u8>)>,
+        policy: Policy,
     ) -> Result<Vec<PutOutcome>, StoreError> {
         if !self.writable {
             return Err(StoreError::ReadOnly);
         }
-        self.submit(entries, meta, false, Vec::new()).await
+        self.submit(entries, meta, policy, Vec::new()).await
     }
 
     async fn submit(
         &self,
         entries: Vec<Arc<Entry>>,
         meta: Vec<(String, Vec<u8>)>,
-        replace: bool,
+        policy: Policy,
         removals: Vec<(Kind, String)>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
@@ -499,7 +517,7 @@ impl Store {
             .send(writer::Msg::Write(WriteRequest {
                 entries,
                 meta,
-                replace,
+                policy,
                 removals,
                 reply,
             }))
@@ -592,6 +610,11 @@ impl Store {
 
 /// Metadata key of the lineage id.
 pub const META_LINEAGE: &str = "lineage";
+
+/// Metadata key of the operator JWT the tokens of this store were verified against (its
+/// subject is the operator's identity key). `import --operator` records it, and
+/// `import --trust-store-operator` verifies against it.
+pub const META_OPERATOR: &str = "trust.operator";
 
 fn new_lineage_id() -> String {
     use rand::RngCore;

@@ -398,7 +398,7 @@ impl Mirror {
         let id = (token.kind, token.key.clone());
         let unchanged = store
             .get(token.kind, &token.key)
-            .is_some_and(|e| e.jti() == token.claims.jti);
+            .is_some_and(|e| e.jwt == token.text.as_bytes());
         if !unchanged {
             match jwt::decode(&token.text) {
                 Ok(jwt) => changes

@@ -10,7 +10,7 @@
 
 use super::index::Index;
 use super::{
-    Backend, Commit, Entry, Kind, PutOutcome, Record, StoreError, WriteHealth, WriteRequest,
+    Backend, Commit, Entry, Kind, Policy, PutOutcome, Record, StoreError, WriteHealth, WriteRequest,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -162,13 +162,16 @@ fn commit_batch(
                     .get(entry.kind, &entry.key),
             };
             these.push(match current {
-                Some(cur) if cur.jti() == entry.jti() => PutOutcome::Unchanged(cur),
-                // Newer-wins on `iat`: strictly older loses; equal `iat` with another `jti`
-                // replaces (the vectors and nats-server's own store agree on this). An
-                // external change (a watched file) is not a claim to order: the file is the
-                // truth, even when someone put an older token back.
-                Some(cur) if !req.replace && entry.iat < cur.iat => {
+                // Identity is the bytes: the `jti` repeats across same-second versions.
+                Some(cur) if cur.same_token(entry) => PutOutcome::Unchanged(cur),
+                // The version rules (see `Policy`). Equal `iat` with other bytes: the node
+                // that decides keeps the first version it accepted, which makes the outcome
+                // independent of arrival order; a replica takes its primary's decision.
+                Some(cur) if req.policy != Policy::External && entry.iat < cur.iat => {
                     PutOutcome::Stale { current: cur }
+                }
+                Some(cur) if req.policy == Policy::NewerWins && entry.iat == cur.iat => {
+                    PutOutcome::Conflict { current: cur }
                 }
                 current => {
                     head += 1;
@@ -241,7 +244,7 @@ fn commit_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Backend, Commit, Entry, Kind, Loaded, Store, StoreError};
+    use super::super::{Backend, Commit, Entry, Kind, Loaded, Policy, Store, StoreError};
     use std::sync::{Arc, Mutex};
 
     /// Records whether each commit asked to wait for the disk.
@@ -281,13 +284,85 @@ mod tests {
             ))
         };
         let cursor = |n: u8| vec![("replica.cursor".to_string(), vec![n])];
-        store.put_entries(vec![entry()], cursor(1)).await.unwrap();
+        store
+            .put_entries(vec![entry()], cursor(1), Policy::NewerWins)
+            .await
+            .unwrap();
         // The same token again (a feed page after NATS applied it): only the cursor moves.
-        store.put_entries(vec![entry()], cursor(2)).await.unwrap();
+        store
+            .put_entries(vec![entry()], cursor(2), Policy::NewerWins)
+            .await
+            .unwrap();
         // Other metadata (the operator a replica trusts) always waits for the disk.
-        let pin = vec![("trust.operator_jwt".to_string(), vec![1])];
-        store.put_entries(Vec::new(), pin).await.unwrap();
+        let pin = vec![("trust.operator".to_string(), vec![1])];
+        store
+            .put_entries(Vec::new(), pin, Policy::NewerWins)
+            .await
+            .unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![true, false, true]);
         assert_eq!(store.meta("replica.cursor"), Some(vec![2]));
+    }
+
+    /// The version table of `Policy`, cell by cell: identity is the bytes (every token here
+    /// has the same `jti`, as same-second versions from the Go library do), order is `iat`.
+    #[tokio::test]
+    async fn versions_are_ordered_by_iat_and_identified_by_bytes() {
+        use super::super::{Policy, PutOutcome};
+        let operator = nkeys::KeyPair::new_operator();
+        let key = nkeys::KeyPair::new_account().public_key();
+        let version = |iat: i64, name: &str| {
+            let token = crate::jwt::encode::sign(
+                serde_json::json!({ "jti": "J", "iat": iat, "name": name, "sub": key,
+                    "nats": { "type": "account", "version": 2 } }),
+                &operator,
+            );
+            let jwt = crate::jwt::parse_unverified(&token).unwrap();
+            Arc::new(Entry::from_parts(
+                Kind::Account,
+                key.as_str().into(),
+                token.as_bytes(),
+                &jwt,
+                0,
+            ))
+        };
+        let verdict = |o: &PutOutcome| match o {
+            PutOutcome::Stored(_) => "stored",
+            PutOutcome::Unchanged(_) => "unchanged",
+            PutOutcome::Stale { .. } => "stale",
+            PutOutcome::Conflict { .. } => "conflict",
+        };
+        let stored = version(10, "stored");
+        let cases = [
+            (version(10, "stored"), ["unchanged"; 3]),
+            (version(11, "later"), ["stored"; 3]),
+            (version(10, "same-second"), ["conflict", "stored", "stored"]),
+            (version(9, "earlier"), ["stale", "stale", "stored"]),
+        ];
+        for (incoming, want) in cases {
+            for (policy, want) in [Policy::NewerWins, Policy::MirrorPrimary, Policy::External]
+                .into_iter()
+                .zip(want)
+            {
+                let store = Store::memory(true);
+                store
+                    .put_entries(vec![stored.clone()], vec![], Policy::NewerWins)
+                    .await
+                    .unwrap();
+                let out = store
+                    .submit(vec![incoming.clone()], vec![], policy, vec![])
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    verdict(&out[0]),
+                    want,
+                    "{policy:?}, iat {} over 10",
+                    incoming.iat
+                );
+                let now = store.get(Kind::Account, &key).unwrap();
+                let winner = if want == "stored" { &incoming } else { &stored };
+                assert!(now.same_token(winner), "{policy:?}: what is stored");
+                assert_eq!(now.etag, super::super::etag(&winner.jwt).as_bytes());
+            }
+        }
     }
 }

@@ -4,7 +4,9 @@
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// The vectors folder, beside the checkout.
 pub fn vectors() -> PathBuf {
@@ -65,8 +67,24 @@ pub fn account(public: &str) -> KeyPair {
 }
 
 /// An account JWT for `account` signed by the operator's signing key, with extra `nats` fields.
+///
+/// Each call is a new version: its `iat` is now, or one second past the last one this helper
+/// minted for `account` in this test process when that is later. Versions are ordered by `iat`
+/// in whole seconds, and a different JWT with the stored `iat` is refused (DESIGN §4), so a
+/// test that posts successive versions gets them a second apart without waiting a second.
 pub fn account_jwt(account: &str, name: &str, nats: Value) -> String {
-    encode::account(&signing_key(), account, name, nats)
+    encode::account_at(&signing_key(), account, name, nats, next_iat(account))
+}
+
+/// `iat` for the next version of `account` minted here (see [`account_jwt`]).
+pub fn next_iat(account: &str) -> i64 {
+    static LAST: Mutex<Option<HashMap<String, i64>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let last = last.get_or_insert_with(HashMap::new);
+    let now = nats_account_server::jwt::now_unix();
+    let iat = last.get(account).map_or(now, |prev| now.max(prev + 1));
+    last.insert(account.to_string(), iat);
+    iat
 }
 
 /// An account JWT with an explicit `iat` (ordering tests).

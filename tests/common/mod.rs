@@ -72,6 +72,11 @@ pub fn account(name: &str) -> (String, String) {
     (kp.public_key(), jwt)
 }
 
+/// The `ETag` our servers send with `token`: derived from its bytes, not its `jti` (DESIGN §4).
+pub fn etag_of(token: &str) -> String {
+    nats_account_server::store::etag(token.as_bytes())
+}
+
 /// True when `base` serves exactly `jwt` for account `key`.
 pub async fn serves(base: &str, key: &str, jwt: &str) -> bool {
     let (status, body) = get(&format!("{base}/jwt/v1/accounts/{key}")).await;
