@@ -64,6 +64,22 @@ pub enum ApiError {
     /// The request body did not arrive within `http.readtimeout`.
     #[error("the request body was not received within {0:?} (http.readtimeout)")]
     RequestTimeout(std::time::Duration),
+    /// The request head is larger than `http.maxheaderbytes`.
+    #[error("the request headers are larger than the limit of {0} bytes (http.maxheaderbytes)")]
+    HeaderTooLarge(usize),
+    /// A limit on concurrent work is reached (bulk answers, parked long polls); the client
+    /// should come back after `retry_after` seconds.
+    #[error("{what} (limit {limit}: {setting}); retry in {retry_after} s")]
+    Busy {
+        /// What is busy, for people.
+        what: &'static str,
+        /// The setting holding the limit.
+        setting: &'static str,
+        /// Its value.
+        limit: usize,
+        /// Seconds for `Retry-After`.
+        retry_after: u64,
+    },
     /// A bad query parameter or body encoding.
     #[error("{0}")]
     BadRequest(String),
@@ -109,6 +125,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::HeaderTooLarge(_) => "header_too_large",
+            ApiError::Busy { .. } => "busy",
             ApiError::PrimaryUnavailable(_) => "primary_unavailable",
             ApiError::Storage(_) => "storage",
             ApiError::Upstream { .. } => "upstream",
@@ -129,6 +147,8 @@ impl ResponseError for ApiError {
             ApiError::WritesDisabled(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PrimaryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream { status, .. } => *status,
@@ -148,6 +168,17 @@ impl ResponseError for ApiError {
             }
             ApiError::WritesDisabled(_) => {
                 resp.insert_header((header::ALLOW, "GET, HEAD"));
+            }
+            // Closing the connection gives its descriptor back at once: a refused client
+            // holding idle keep-alive connections is what the limit protects against.
+            ApiError::Busy { retry_after, .. } => {
+                resp.insert_header((header::RETRY_AFTER, retry_after.to_string()))
+                    .force_close();
+            }
+            // The rest of an oversized head may still be arriving: do not read it as the next
+            // request.
+            ApiError::HeaderTooLarge(_) => {
+                resp.force_close();
             }
             _ => {}
         }

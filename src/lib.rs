@@ -10,6 +10,7 @@
 //! - [`http`]: routes, handlers and token rendering; [`error`] maps failures to HTTP.
 //! - [`nats`]: the background NATS connection and claims-update notifications.
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
+//! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views).
 //! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
@@ -19,6 +20,7 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod jwt;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod nats;

@@ -31,8 +31,59 @@ struct Inner {
     replica_nats_ignored: IntCounterVec,
     long_polls: IntGauge,
     resolver_requests: IntCounterVec,
+    /// Hostile-load defences: refusals at a cap, caches and shortcuts.
+    load: LoadFamilies,
     /// Replica integrity: stalls, misses, resyncs, anti-entropy.
     replica: ReplicaFamilies,
+}
+
+/// Families of the hostile-load defences (DESIGN §8): every refusal at a cap, and the caches
+/// and shortcuts that keep repeated expensive requests cheap.
+struct LoadFamilies {
+    refused: IntCounterVec,
+    decode_cache: IntCounterVec,
+    post_shortcuts: IntCounterVec,
+    pack_computations: IntCounter,
+}
+
+impl LoadFamilies {
+    fn new(registry: &Registry) -> LoadFamilies {
+        let counter = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let pack_computations = IntCounter::new(
+            "nas_resolver_pack_computations_total",
+            "NATS PACK answers computed (store hash and account list); concurrent requests for one store state share one",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(pack_computations.clone()))
+            .expect("metric registered once");
+        LoadFamilies {
+            refused: counter(
+                "nas_refused_total",
+                "Requests refused or cut off at a limit, by reason (header_too_large, bulk_busy, \
+                 long_polls, long_polls_per_client, write_timeout, pack_busy, notify_queue_full)",
+                "reason",
+            ),
+            decode_cache: counter(
+                "nas_decode_cache_total",
+                "?decode=true views served from the per-version cache (hit) or rendered (miss)",
+                "result",
+            ),
+            post_shortcuts: counter(
+                "nas_post_shortcuts_total",
+                "Account writes answered by comparing with the stored version before the content \
+                 rules ran (unchanged: same bytes, 200; stale: older iat, 409; same_iat: 409)",
+                "result",
+            ),
+            pack_computations,
+        }
+    }
 }
 
 /// Families that say whether a replica can be trusted to serve what its primary would.
@@ -222,6 +273,7 @@ impl Metrics {
             registry.register(c).expect("metric registered once");
         }
         let replica = ReplicaFamilies::new(&registry);
+        let load = LoadFamilies::new(&registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -241,6 +293,7 @@ impl Metrics {
                 replica_nats_ignored,
                 long_polls,
                 resolver_requests,
+                load,
                 replica,
             }),
         }
@@ -319,6 +372,31 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused (or cut off) at a limit, by `reason`.
+    pub fn refused(&self, reason: &str) {
+        self.inner.load.refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a `?decode=true` view served from the cache (`hit`) or rendered (`miss`).
+    pub fn decode_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.inner.load.decode_cache.with_label_values(&[result]).inc();
+    }
+
+    /// Counts an account write answered before the content rules ran, by outcome.
+    pub fn post_shortcut(&self, result: &str) {
+        self.inner
+            .load
+            .post_shortcuts
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    /// Counts one computation of the NATS PACK answer.
+    pub fn pack_computed(&self) {
+        self.inner.load.pack_computations.inc();
+    }
+
     /// Counts a parked change-feed long poll until the returned guard is dropped.
     pub fn long_poll(&self) -> LongPollGuard {
         self.inner.long_polls.inc();
@@ -379,6 +457,7 @@ fn status_label(status: u16) -> &'static str {
         405 => "405",
         409 => "409",
         413 => "413",
+        431 => "431",
         500 => "500",
         503 => "503",
         s if s < 300 => "2xx",

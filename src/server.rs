@@ -245,6 +245,7 @@ impl RunningServer {
             },
             replica,
             metrics,
+            limits: Arc::new(crate::limits::Limits::new(&settings)),
             draining: cancel.child_token(),
         };
 
@@ -257,7 +258,10 @@ impl RunningServer {
         let app_state = state.clone();
         let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
         let http =
-            HttpServer::new(move || crate::http::app(app_state.clone()).app_data(body_timeout));
+            HttpServer::new(move || crate::http::app(app_state.clone()).app_data(body_timeout))
+                // Records each connection's socket, so `http.writetimeout` can cut off a client
+                // that stops reading a streamed answer (src/http/stream.rs).
+                .on_connect(crate::http::stream::on_connect);
         let http = match tls_config {
             Some(config) => http.listen_rustls_0_23(listener, config),
             None => http.listen(listener),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub replica: Option<ReplicaHandle>,
     /// This instance's metrics.
     pub metrics: Metrics,
+    /// Caps and caches against hostile load.
+    pub limits: Arc<crate::limits::Limits>,
     /// Cancelled when the server starts shutting down, so long polls return at once instead
     /// of holding the graceful stop for their whole wait.
     pub draining: tokio_util::sync::CancellationToken,
@@ -59,6 +61,7 @@ impl AppState {
             http,
             replica: None,
             metrics,
+            limits: Arc::default(),
             draining: Default::default(),
         }
     }

@@ -81,6 +81,18 @@ pub struct HttpSettings {
     pub tls: Option<TlsSettings>,
     /// HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    pub maxheaderbytes: usize,
+    /// Most bulk answers (the pack, change-feed pages of more than 1,000 changes) sent at once;
+    /// more get 503 with `Retry-After`.
+    pub maxbulk: usize,
+    /// Most change-feed long polls (`wait=`) parked at once, from all clients; more get 503.
+    /// Lowered at start to half the process's descriptor limit when that is smaller.
+    pub maxlongpolls: usize,
+    /// Most long polls parked at once from one client address.
+    pub maxlongpollsperclient: usize,
+    /// Memory for cached `?decode=true` views, in bytes (0 disables the cache).
+    pub decodecachebytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -94,6 +106,11 @@ impl Default for HttpSettings {
             maxage: Dur(Duration::from_secs(60)),
             tls: None,
             workers: None,
+            maxheaderbytes: 32 * 1024,
+            maxbulk: 16,
+            maxlongpolls: 1024,
+            maxlongpollsperclient: 32,
+            decodecachebytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -135,6 +152,9 @@ pub struct NatsSettings {
     /// and `full` servers) and, on a primary, UPDATE requests (`nsc push` to a `nats://` URL),
     /// as a full-resolver peer does. Default on.
     pub resolverpeer: bool,
+    /// Most PACK answers streamed at once; requests beyond it are left unanswered (counted),
+    /// as an answer from another full resolver in the queue group serves just as well.
+    pub maxpackanswers: usize,
 }
 
 impl Default for NatsSettings {
@@ -149,6 +169,7 @@ impl Default for NatsSettings {
             tls: None,
             updatesubjects: Default::default(),
             resolverpeer: true,
+            maxpackanswers: 4,
         }
     }
 }
@@ -379,6 +400,19 @@ impl Settings {
         }
         if self.http.maxbodybytes == 0 {
             return key_err("http.maxbodybytes", "must be positive");
+        }
+        for (key, value) in [
+            ("http.maxbulk", self.http.maxbulk),
+            ("http.maxlongpolls", self.http.maxlongpolls),
+            ("http.maxlongpollsperclient", self.http.maxlongpollsperclient),
+            ("nats.maxpackanswers", self.nats.maxpackanswers),
+        ] {
+            if value == 0 {
+                return key_err(key, "must be positive");
+            }
+        }
+        if self.http.maxheaderbytes < 1024 {
+            return key_err("http.maxheaderbytes", "must be at least 1024");
         }
         if self.replication.antientropy.0.is_zero() {
             return key_err("replication.antientropy", "must be positive");

@@ -10,6 +10,7 @@ mod operator;
 mod ops;
 pub mod render;
 mod replication;
+pub mod stream;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -80,6 +81,7 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
+    let max_header_bytes = state.limits.max_header_bytes;
     actix_web::App::new()
         .app_data(web::Data::new(state))
         .configure(configure)
@@ -92,9 +94,21 @@ pub fn app(
         .wrap_fn(move |req, srv| {
             let start = Instant::now();
             let metrics = metrics.clone();
-            let (fut, fast) = match account_get_fast(req) {
-                Ok(fut) => (Either::Left(fut), true),
-                Err(req) => (Either::Right(srv.call(req)), false),
+            // First, before any routing: a head over `http.maxheaderbytes` is refused. (actix
+            // itself refuses only heads over its 128 KiB buffer.)
+            let (fut, fast) = if head_bytes(req.request()) > max_header_bytes {
+                metrics.refused("header_too_large");
+                let (http_req, _) = req.into_parts();
+                let res = actix_web::HttpResponse::from_error(ApiError::HeaderTooLarge(
+                    max_header_bytes,
+                ));
+                let res = ServiceResponse::new(http_req, res);
+                (Either::Left(Either::Right(std::future::ready(Ok(res)))), false)
+            } else {
+                match account_get_fast(req) {
+                    Ok(fut) => (Either::Left(Either::Left(fut)), true),
+                    Err(req) => (Either::Right(srv.call(req)), false),
+                }
             };
             async move {
                 let res = fut.await?;
@@ -124,6 +138,20 @@ pub fn app(
                 Ok(res)
             }
         })
+}
+
+/// The size of a request's head as sent: the request line and every header line.
+fn head_bytes(req: &actix_web::HttpRequest) -> usize {
+    let uri = req.uri();
+    let line = req.method().as_str().len()
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
+        + 12;
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
 }
 
 /// The route of one account; GETs of it normally bypass the router ([`account_get_fast`]).

@@ -1,10 +1,13 @@
 //! Bulk reads for replicas and migration: the Go-compatible pack, the change feed, and the
-//! content digest replicas compare for anti-entropy.
+//! content digest replicas compare for anti-entropy. The pack and the feed are streamed
+//! (`stream`), bounded by `http.maxbulk`, `http.maxlongpolls` and `http.writetimeout`.
 
+use super::stream::Lines;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{token_hash, DIGEST_BUCKETS};
-use actix_web::{web, HttpResponse};
+use crate::store::{token_hash, Entry, DIGEST_BUCKETS};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
 use serde::Deserialize;
 use std::fmt::Write;
 use std::time::Duration;
@@ -16,10 +19,12 @@ pub struct PackOpts {
 }
 
 /// `GET /jwt/v1/pack?max=N`: `key|jwt` lines joined by `\n` (no trailing newline), as the Go
-/// server wrote them; accounts and activations in change-log order.
+/// server wrote them; accounts and activations in change-log order. Streamed from a snapshot
+/// ([`Lines`]); a large pack takes a bulk permit (`http.maxbulk`).
 pub async fn pack(
     state: web::Data<AppState>,
     opts: web::Query<PackOpts>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let max = match opts.max.as_deref() {
         None | Some("") => usize::MAX,
@@ -29,20 +34,35 @@ pub async fn pack(
             Err(_) => return Err(ApiError::BadRequest(format!("max={s:?} is not an integer"))),
         },
     };
+    // The permit comes before the snapshot, so a refused request costs nothing.
+    let (accounts, activations) = state.store.counts();
+    let permit = if max.min(accounts + activations) > BULK_ENTRIES {
+        Some(state.limits.bulk(&state.metrics)?)
+    } else {
+        None
+    };
     let entries = state.store.changes_since(0, max);
-    let mut body =
-        String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 2).sum());
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            body.push('\n');
-        }
-        body.push_str(&e.key);
-        body.push('|');
-        body.push_str(e.jwt_str());
+    Ok(Lines::new(entries, pack_line, permit)
+        .watched(&req, state.limits.write_timeout, &state.metrics)
+        .respond(HttpResponse::Ok()))
+}
+
+/// One pack line, `key|jwt`, after a `\n` unless it is the first.
+fn pack_line(e: &Entry, first: bool, out: &mut BytesMut) {
+    if !first {
+        out.extend_from_slice(b"\n");
     }
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(body))
+    out.extend_from_slice(e.key.as_bytes());
+    out.extend_from_slice(b"|");
+    out.extend_from_slice(&e.jwt);
+}
+
+/// One change-feed line, `seq|kind|key|jwt\n`: the only place the feed's format is written
+/// (replicas parse it in `replica::client`).
+fn feed_line(e: &Entry, _first: bool, out: &mut BytesMut) {
+    let _ = write!(out, "{}|{}|{}|", e.seq, e.kind.as_str(), e.key);
+    out.extend_from_slice(&e.jwt);
+    out.extend_from_slice(b"\n");
 }
 
 /// Change-feed parameters.
@@ -62,19 +82,33 @@ const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 /// Ceiling of `wait`, below common proxy read timeouts (nginx: 60 s).
 const MAX_WAIT: f64 = 55.0;
+/// Answers of more entries than this are bulk: they take a permit of `http.maxbulk`.
+const BULK_ENTRIES: usize = 1000;
 
 /// `GET /jwt/v1/changes?since=S&limit=N&wait=W`: lines `seq|kind|key|jwt\n` in sequence order,
-/// with `X-Store-Id` (lineage) and `X-Head-Seq`.
+/// with `X-Store-Id` (lineage) and `X-Head-Seq`. Streamed from a snapshot; pages of more than
+/// [`BULK_ENTRIES`] take a bulk permit, and a long poll parks only within the long-poll caps.
 pub async fn changes(
     state: web::Data<AppState>,
     opts: web::Query<ChangesOpts>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let limit = opts.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    // At most `head - since` entries follow `since` (each key is logged once).
+    let most = limit.min(usize::try_from(state.store.head().saturating_sub(opts.since)).unwrap_or(usize::MAX));
+    let mut permit = if most > BULK_ENTRIES {
+        Some(state.limits.bulk(&state.metrics)?)
+    } else {
+        None
+    };
     let mut entries = state.store.changes_since(opts.since, limit);
     if entries.is_empty() {
         if let Some(wait) = opts.wait.filter(|w| *w > 0.0) {
+            // Nothing to send while parked: the permit goes back for others.
+            permit = None;
             let wait = Duration::from_secs_f64(wait.min(MAX_WAIT));
-            let _parked = state.metrics.long_poll();
+            let client = req.peer_addr().map(|a| a.ip());
+            let _parked = state.limits.park(client, &state.metrics)?;
             tokio::select! {
                 _ = state.store.wait_for_change(opts.since, wait) => {}
                 _ = state.draining.cancelled() => {}
@@ -83,23 +117,12 @@ pub async fn changes(
         }
     }
     let head = state.store.head().max(entries.last().map_or(0, |e| e.seq));
-    let mut body =
-        String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 32).sum());
-    for e in &entries {
-        let _ = writeln!(
-            body,
-            "{}|{}|{}|{}",
-            e.seq,
-            e.kind.as_str(),
-            e.key,
-            e.jwt_str()
-        );
-    }
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .insert_header(("X-Store-Id", state.store.lineage()))
-        .insert_header(("X-Head-Seq", head.to_string()))
-        .body(body))
+    let mut res = HttpResponse::Ok();
+    res.insert_header(("X-Store-Id", state.store.lineage()))
+        .insert_header(("X-Head-Seq", head.to_string()));
+    Ok(Lines::new(entries, feed_line, permit)
+        .watched(&req, state.limits.write_timeout, &state.metrics)
+        .respond(res))
 }
 
 /// `?buckets=` of the digest.
