@@ -48,7 +48,7 @@ pub async fn get(
     if super::flag(&opts.notify) {
         state.notifier.changed(entry.clone());
     }
-    render::token(&entry, &opts, &req, state.http.max_age)
+    render::respond(&entry, &opts, &req, &state).await
 }
 
 /// `POST /jwt/v1/accounts/<pubkey>`: the body is the raw JWT, whatever the Content-Type.

@@ -27,7 +27,7 @@ pub async fn get(
     if super::flag(&opts.notify) {
         state.notifier.changed(entry.clone());
     }
-    render::token(&entry, &opts, &req, state.http.max_age)
+    render::respond(&entry, &opts, &req, &state).await
 }
 
 /// `POST /jwt/v1/activations`: the body is the raw activation token. Answers with its hash,

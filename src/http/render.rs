@@ -4,6 +4,7 @@
 use super::flag;
 use crate::error::ApiError;
 use crate::jwt::{self, view};
+use crate::state::AppState;
 use crate::store::Entry;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -37,6 +38,58 @@ pub fn cache_control(exp: Option<i64>, now: i64, max_age: Duration) -> String {
     format!("max-age={age}, stale-while-revalidate=3600, stale-if-error=3600")
 }
 
+/// Renders `entry` according to `opts` for a handler: [`token`], with `?decode=true` views
+/// taken from the per-version cache ([`crate::limits::DecodeCache`]). A view is rendered at
+/// most once per version while it stays cached, off the async workers (nested activation
+/// tokens are verified one by one, a thousand of them take tens of milliseconds).
+///
+/// # Errors
+/// As [`token`].
+pub async fn respond(
+    entry: &Entry,
+    opts: &ReadOpts,
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    if !flag(&opts.decode) || expired_check(entry, opts).is_err() {
+        return token(entry, opts, req, state.http.max_age);
+    }
+    let cache = &state.limits.decode;
+    let view = match cache.get(&entry.etag) {
+        Some(view) => {
+            state.metrics.decode_cache(true);
+            view
+        }
+        None => {
+            state.metrics.decode_cache(false);
+            let jwt = entry.jwt.clone();
+            let view = tokio::task::spawn_blocking(move || {
+                view::render(std::str::from_utf8(&jwt).unwrap_or(""))
+            })
+            .await
+            // A panic while rendering is the same bug inline or on a blocking thread.
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            let view = bytes::Bytes::from(view);
+            cache.insert(entry.etag.clone(), view.clone());
+            view
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(view))
+}
+
+/// `check=true` on an expired token: 404.
+fn expired_check(entry: &Entry, opts: &ReadOpts) -> Result<(), ApiError> {
+    if flag(&opts.check) && entry.exp.is_some_and(|e| e < jwt::now_unix()) {
+        return Err(ApiError::NotFound(format!(
+            "{} (the stored JWT has expired)",
+            entry.key
+        )));
+    }
+    Ok(())
+}
+
 /// Renders `entry` according to `opts`.
 ///
 /// # Errors
@@ -48,12 +101,7 @@ pub fn token(
     max_age: Duration,
 ) -> Result<HttpResponse, ApiError> {
     let now = jwt::now_unix();
-    if flag(&opts.check) && entry.exp.is_some_and(|e| e < now) {
-        return Err(ApiError::NotFound(format!(
-            "{} (the stored JWT has expired)",
-            entry.key
-        )));
-    }
+    expired_check(entry, opts)?;
     if flag(&opts.decode) {
         let view = view::render(entry.jwt_str())?;
         return Ok(HttpResponse::Ok()
