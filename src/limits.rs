@@ -37,6 +37,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Rendered `?decode=true` views.
     pub decode: DecodeCache,
+    /// The latest NATS PACK answer; its lock makes concurrent requests share one computation.
+    pub pack_answer: tokio::sync::Mutex<Option<Arc<crate::nats::resolver::PackAnswer>>>,
 }
 
 /// Parked long polls: the total and the count per client address.
@@ -81,6 +83,7 @@ impl Limits {
             write_timeout: h.writetimeout.0,
             max_header_bytes: h.maxheaderbytes,
             decode: DecodeCache::new(h.decodecachebytes),
+            pack_answer: Default::default(),
         }
     }
 
@@ -172,7 +175,7 @@ fn descriptor_limit() -> Option<usize> {
     };
     // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then(|| lim.rlim_cur as usize)
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as usize)
 }
 
 /// Rendered `?decode=true` views keyed by the token's ETag (a digest of its bytes, so one

@@ -172,7 +172,7 @@ impl Metrics {
         let notifications = IntCounterVec::new(
             Opts::new(
                 "nas_notifications_total",
-                "NATS claims-update notifications by result (sent, failed, dropped)",
+                "NATS claims-update notifications by result (sent, failed, dropped; coalesced: a ?notify=true re-send of a key already waiting)",
             ),
             &["result"],
         )
@@ -380,7 +380,11 @@ impl Metrics {
     /// Counts a `?decode=true` view served from the cache (`hit`) or rendered (`miss`).
     pub fn decode_cache(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.inner.load.decode_cache.with_label_values(&[result]).inc();
+        self.inner
+            .load
+            .decode_cache
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// Counts an account write answered before the content rules ran, by outcome.

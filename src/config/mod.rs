@@ -404,7 +404,10 @@ impl Settings {
         for (key, value) in [
             ("http.maxbulk", self.http.maxbulk),
             ("http.maxlongpolls", self.http.maxlongpolls),
-            ("http.maxlongpollsperclient", self.http.maxlongpollsperclient),
+            (
+                "http.maxlongpollsperclient",
+                self.http.maxlongpollsperclient,
+            ),
             ("nats.maxpackanswers", self.nats.maxpackanswers),
         ] {
             if value == 0 {

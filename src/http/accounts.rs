@@ -46,7 +46,7 @@ pub async fn get(
     let key = account_key(&key)?;
     let entry = service::lookup(&state, Kind::Account, key).await?;
     if super::flag(&opts.notify) {
-        state.notifier.changed(entry.clone());
+        state.notifier.resend(entry.clone());
     }
     render::respond(&entry, &opts, &req, &state).await
 }

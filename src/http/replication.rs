@@ -95,7 +95,8 @@ pub async fn changes(
 ) -> Result<HttpResponse, ApiError> {
     let limit = opts.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     // At most `head - since` entries follow `since` (each key is logged once).
-    let most = limit.min(usize::try_from(state.store.head().saturating_sub(opts.since)).unwrap_or(usize::MAX));
+    let most = limit
+        .min(usize::try_from(state.store.head().saturating_sub(opts.since)).unwrap_or(usize::MAX));
     let mut permit = if most > BULK_ENTRIES {
         Some(state.limits.bulk(&state.metrics)?)
     } else {

@@ -133,7 +133,8 @@ impl Lines {
 
     /// The response: 200, `text/plain`, chunked.
     pub fn respond(self, mut res: actix_web::HttpResponseBuilder) -> HttpResponse {
-        res.content_type("text/plain; charset=utf-8").streaming(self)
+        res.content_type("text/plain; charset=utf-8")
+            .streaming(self)
     }
 }
 

@@ -9,12 +9,15 @@
 //! One task owns publishing, fed by a bounded queue: notifications keep their order, and a
 //! write never waits for NATS. While NATS is down, notifications are dropped and counted, like
 //! the Go server did; nats-server fetches over HTTP when it next loads the account anyway.
+//!
+//! Re-sends asked for with `?notify=true` (by anyone) do not share that queue: they wait in a
+//! per-key set, published only while no real change is queued ([`Notifier::resend`]).
 
 use super::{Connection, NatsHandle};
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind};
 use async_nats::connection::State;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -59,35 +62,120 @@ pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
 #[derive(Clone)]
 pub struct Notifier {
     tx: Option<mpsc::Sender<Arc<Entry>>>,
+    resends: Option<Arc<Resends>>,
     metrics: Metrics,
 }
 
 /// Queue length; beyond it notifications are dropped (and counted) rather than delaying writes.
 const QUEUE: usize = 4096;
 
+/// Most distinct keys waiting for a re-send (`?notify=true`); further keys are refused.
+const MAX_RESENDS: usize = 4096;
+
+/// Re-sends asked for with `?notify=true`, apart from real changes: anyone may ask, so they
+/// are coalesced per key (a flood of asks for one key is one message) and published only
+/// while no real change is waiting, so they can never crowd a real change out of the queue.
+#[derive(Default)]
+struct Resends {
+    queue: std::sync::Mutex<ResendQueue>,
+    wake: tokio::sync::Notify,
+}
+
+/// Keys in the order first asked, and the entry to send for each.
+#[derive(Default)]
+struct ResendQueue {
+    order: VecDeque<(Kind, Arc<str>)>,
+    latest: HashMap<(Kind, Arc<str>), Arc<Entry>>,
+}
+
+impl Resends {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ResendQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next re-send, oldest ask first.
+    fn pop(&self) -> Option<Arc<Entry>> {
+        let mut q = self.lock();
+        let id = q.order.pop_front()?;
+        q.latest.remove(&id)
+    }
+
+    /// Waits until a re-send is queued.
+    async fn ready(&self) {
+        loop {
+            let woken = self.wake.notified();
+            if !self.lock().order.is_empty() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// A real change of `entry`'s key was published: a queued re-send of it (no newer) is moot.
+    fn published(&self, entry: &Entry) {
+        let mut q = self.lock();
+        let id = (entry.kind, entry.key.clone());
+        if q.latest.get(&id).is_some_and(|held| held.seq <= entry.seq) {
+            q.latest.remove(&id);
+            q.order.retain(|k| k != &id);
+        }
+    }
+}
+
 impl Notifier {
     /// A notifier that never publishes (no NATS, no task: usable outside a runtime).
     pub fn disabled(metrics: Metrics) -> Notifier {
-        Notifier { tx: None, metrics }
+        Notifier {
+            tx: None,
+            resends: None,
+            metrics,
+        }
     }
 
     /// Starts the publishing task following `nats` (and any connection that replaces it).
     pub fn start(nats: &NatsHandle, metrics: Metrics) -> Notifier {
         let (tx, rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
-        tokio::spawn(run(nats.watch(), rx, metrics.clone()));
+        let resends = Arc::new(Resends::default());
+        tokio::spawn(run(nats.watch(), rx, resends.clone(), metrics.clone()));
         Notifier {
             tx: Some(tx),
+            resends: Some(resends),
             metrics,
         }
     }
 
-    /// Queues a notification for `entry`. Never blocks.
+    /// Queues a notification for `entry`, a real change. Never blocks.
     pub fn changed(&self, entry: Arc<Entry>) {
         let Some(tx) = &self.tx else { return };
         if tx.try_send(entry).is_err() {
             self.metrics.notification("dropped");
             tracing::warn!("notification queue full; notification dropped");
         }
+    }
+
+    /// Asks for `entry`'s notification to be sent again (`?notify=true`). Coalesced per key:
+    /// a key already waiting is not queued twice (counted as `coalesced`). Never blocks.
+    pub fn resend(&self, entry: Arc<Entry>) {
+        let Some(resends) = &self.resends else { return };
+        let mut q = resends.lock();
+        let id = (entry.kind, entry.key.clone());
+        if let Some(held) = q.latest.get_mut(&id) {
+            if entry.seq > held.seq {
+                *held = entry;
+            }
+            drop(q);
+            self.metrics.notification("coalesced");
+            return;
+        }
+        if q.latest.len() >= MAX_RESENDS {
+            drop(q);
+            self.metrics.refused("notify_queue_full");
+            return;
+        }
+        q.latest.insert(id.clone(), entry);
+        q.order.push_back(id);
+        drop(q);
+        resends.wake.notify_one();
     }
 }
 
@@ -100,6 +188,7 @@ const MAX_PENDING: usize = 100_000;
 async fn run(
     mut conns: watch::Receiver<Connection>,
     mut rx: mpsc::Receiver<Arc<Entry>>,
+    resends: Arc<Resends>,
     metrics: Metrics,
 ) {
     let mut pending: HashMap<(Kind, Arc<str>), Arc<Entry>> = HashMap::new();
@@ -111,9 +200,12 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        // Biased: real changes first; a `?notify=true` re-send only when none is waiting.
         tokio::select! {
+            biased;
             entry = rx.recv() => {
                 let Some(entry) = entry else { break };
+                resends.published(&entry);
                 // Without NATS configured there is nobody to tell, and nothing to re-send.
                 let Some(client) = &conn.client else { continue };
                 let id = (entry.kind, entry.key.clone());
@@ -136,6 +228,13 @@ async fn run(
                 }
                 conn = conns.borrow_and_update().clone();
                 resend(&conn, &mut pending, &metrics).await;
+            }
+            () = resends.ready() => {
+                let Some(entry) = resends.pop() else { continue };
+                let Some(client) = &conn.client else { continue };
+                // Asked for while NATS is down: nats-server fetches over HTTP when it next
+                // loads the account, so nothing is remembered for later.
+                publish(client, &entry, conn.subjects, &metrics).await;
             }
         }
     }

@@ -10,6 +10,9 @@
 //!   in queue group `responder` (one of the responders answers): the payload is the requester's
 //!   store hash (XOR of the sha256 of every JWT); a match is answered with one empty message,
 //!   anything else with one `<key>|<jwt>` message per unexpired account, then an empty one.
+//!   The answer (account list and hash) is computed once per store state and shared by
+//!   concurrent requests; at most `nats.maxpackanswers` are streamed at once, and requests
+//!   beyond are left unanswered (counted as `pack_busy`).
 //! - `$SYS.REQ.CLAIMS.LIST` (`nsc push --diff/--prune` over NATS): the public keys of every
 //!   stored account, as nats-server answers it (`{"server":…,"data":["A…",…]}`).
 //! - `$SYS.REQ.CLAIMS.UPDATE` and `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` *requests* (with a
@@ -214,37 +217,79 @@ async fn lookup(
     }
 }
 
+/// The PACK answer of one store state: the unexpired accounts and their hash.
+pub struct PackAnswer {
+    /// The store state it was computed from: head and entry counts (a removal from a watched
+    /// directory store changes the counts, not the head).
+    state: (u64, usize, usize),
+    /// The earliest expiry among `live`: from then on the answer is outdated.
+    valid_until: Option<i64>,
+    hash: [u8; 32],
+    live: Vec<Arc<Entry>>,
+}
+
+/// The PACK answer for the store's current state, computed at most once per state: concurrent
+/// requests wait for the one computing it (single flight) and share its result.
+async fn pack_answer(responder: &Responder) -> Option<Arc<PackAnswer>> {
+    let mut slot = responder.limits.pack_answer.lock().await;
+    let store = &responder.store;
+    let (accounts, activations) = store.counts();
+    let state = (store.head(), accounts, activations);
+    let now = crate::jwt::now_unix();
+    if let Some(answer) = slot
+        .as_ref()
+        .filter(|a| a.state == state && a.valid_until.is_none_or(|t| now < t))
+    {
+        return Some(answer.clone());
+    }
+    let live: Vec<Arc<Entry>> = store
+        .all(Kind::Account, usize::MAX)
+        .into_iter()
+        .filter(|e| e.exp.is_none_or(|exp| exp > now))
+        .collect();
+    let valid_until = live.iter().filter_map(|e| e.exp).min();
+    // Hashing 100,000 tokens runs off the async workers.
+    let answer = tokio::task::spawn_blocking(move || PackAnswer {
+        state,
+        valid_until,
+        hash: store_hash(&live),
+        live,
+    })
+    .await
+    .ok()?;
+    responder.metrics.pack_computed();
+    let answer = Arc::new(answer);
+    *slot = Some(answer.clone());
+    Some(answer)
+}
+
 async fn pack(
     responder: &Responder,
     nc: &async_nats::Client,
     reply: async_nats::Subject,
     their_hash: &[u8],
 ) {
-    let accounts = responder.store.all(Kind::Account, usize::MAX);
-    let now = crate::jwt::now_unix();
-    let live: Vec<Arc<Entry>> = accounts
-        .into_iter()
-        .filter(|e| e.exp.is_none_or(|exp| exp > now))
-        .collect();
+    let Some(answer) = pack_answer(responder).await else {
+        return;
+    };
     // A full resolver sends its store's hash; `nsc pull` sends none, and then there is nothing
-    // to compare. Hashing 100,000 tokens runs off the async workers.
-    let (live, in_sync) = if their_hash.len() == 32 {
-        let theirs = their_hash.to_vec();
-        match tokio::task::spawn_blocking(move || {
-            let same = store_hash(&live)[..] == theirs[..];
-            (live, same)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(_) => return,
+    // to compare.
+    let in_sync = their_hash.len() == 32 && answer.hash[..] == their_hash[..];
+    // Streaming every account is the expensive part: capped. Silence is the refusal (a full
+    // resolver asks again next interval, and any other responder may answer).
+    let _permit = match (in_sync, responder.limits.pack()) {
+        (true, _) => None,
+        (false, Some(permit)) => Some(permit),
+        (false, None) => {
+            responder.metrics.refused("pack_busy");
+            responder.metrics.resolver_request("pack", "busy");
+            tracing::debug!("resolver pack request left unanswered: nats.maxpackanswers reached");
+            return;
         }
-    } else {
-        (live, false)
     };
     let mut sent = 0usize;
     if !in_sync {
-        for e in &live {
+        for e in &answer.live {
             let mut line = Vec::with_capacity(e.key.len() + 1 + e.jwt.len());
             line.extend_from_slice(e.key.as_bytes());
             line.push(b'|');
