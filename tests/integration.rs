@@ -10,6 +10,9 @@ mod accounts;
 mod activations;
 /// Configuration: TOML, the Go syntax, env and flag precedence, deploy/ examples.
 mod config;
+/// Hostile load: slow readers, long-poll and bulk caps, re-posts, decode views, big headers,
+/// notify floods, concurrent NATS PACKs.
+mod hostile_load;
 /// NATS notifications against a real nats-server in operator mode.
 mod nats_notify;
 /// Operations: metrics, HTTPS, SIGHUP reload, the status page in a browser.

@@ -10,7 +10,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use serde::Deserialize;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// `?max=N` of the pack.
 #[derive(Debug, Deserialize)]
@@ -42,9 +44,26 @@ pub async fn pack(
         None
     };
     let entries = state.store.changes_since(0, max);
+    let permit = bulk_permit(&state, permit, &entries)?;
     Ok(Lines::new(entries, pack_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
         .respond(HttpResponse::Ok()))
+}
+
+/// The bulk permit an answer over `entries` needs: `held` if one was taken before the
+/// snapshot (by count), else one taken now if the tokens are over [`BULK_BYTES`].
+///
+/// # Errors
+/// [`ApiError::Busy`] at `http.maxbulk`.
+fn bulk_permit(
+    state: &AppState,
+    held: Option<OwnedSemaphorePermit>,
+    entries: &[Arc<Entry>],
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    if held.is_some() || entries.iter().map(|e| e.jwt.len()).sum::<usize>() <= BULK_BYTES {
+        return Ok(held);
+    }
+    state.limits.bulk(&state.metrics).map(Some)
 }
 
 /// One pack line, `key|jwt`, after a `\n` unless it is the first.
@@ -82,8 +101,10 @@ const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 /// Ceiling of `wait`, below common proxy read timeouts (nginx: 60 s).
 const MAX_WAIT: f64 = 55.0;
-/// Answers of more entries than this are bulk: they take a permit of `http.maxbulk`.
+/// Answers of more entries than this, or of more token bytes than [`BULK_BYTES`], are bulk:
+/// they take a permit of `http.maxbulk`.
 const BULK_ENTRIES: usize = 1000;
+const BULK_BYTES: usize = 1024 * 1024;
 
 /// `GET /jwt/v1/changes?since=S&limit=N&wait=W`: lines `seq|kind|key|jwt\n` in sequence order,
 /// with `X-Store-Id` (lineage) and `X-Head-Seq`. Streamed from a snapshot; pages of more than
@@ -117,6 +138,7 @@ pub async fn changes(
             entries = state.store.changes_since(opts.since, limit);
         }
     }
+    let permit = bulk_permit(&state, permit, &entries)?;
     let head = state.store.head().max(entries.last().map_or(0, |e| e.seq));
     let mut res = HttpResponse::Ok();
     res.insert_header(("X-Store-Id", state.store.lineage()))

@@ -25,13 +25,33 @@ impl ServerProcess {
     /// Starts the binary with `args` plus `--listen 127.0.0.1:<port>`, logging to
     /// `<dir>/<name>.log`, and waits until `/healthz` answers.
     pub fn start(dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_wrapped(dir, name, port, &[], args)
+    }
+
+    /// [`ServerProcess::start`] run through `wrapper` (a command that execs its arguments,
+    /// such as `prlimit --nofile=256:256`), so the child is still our binary.
+    pub fn start_wrapped(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> ServerProcess {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .args(args)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -82,6 +102,11 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The child's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The log so far.
