@@ -4,7 +4,8 @@
 //! ```text
 //! cargo bench --bench cluster -- replication   # POST on primary → replica serves it (with/without NATS)
 //! cargo bench --bench cluster -- scale         # 100k accounts: durable POST rate (16 clients), RSS, replica sync
-//! cargo bench --bench cluster                  # both
+//! cargo bench --bench cluster -- abuse         # normal GET p50/p99, quiet and beside hostile load
+//! cargo bench --bench cluster                  # replication and scale
 //! ```
 //!
 //! Helper modes used by `benches/load.sh`:
@@ -42,8 +43,9 @@ fn main() {
         Some("mint") => mint_files(&opts),
         Some("post") => post_files(&opts),
         Some("memory") => memory(&opts),
+        Some("abuse") => abuse(&opts),
         Some(other) => {
-            eprintln!("unknown mode {other:?}: replication | scale | memory | mint | post");
+            eprintln!("unknown mode {other:?}: replication | scale | abuse | memory | mint | post");
             std::process::exit(2);
         }
     }
@@ -911,4 +913,259 @@ fn post_files(opts: &Opts) {
         w.rate,
         ms(w.p99)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile load beside normal reads (DESIGN §8): the normal GET latency with and without abuse
+
+/// Normal GETs of random known accounts on `clients` keep-alive connections for `secs`:
+/// sorted latencies.
+fn normal_reads(to: SocketAddr, keys: &[String], clients: usize, secs: u64) -> Vec<Duration> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut lat: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut conn = Conn::new(to);
+                    let mut lat = Vec::new();
+                    let mut i = c * 7919;
+                    while Instant::now() < until {
+                        i = (i * 31 + 17) % keys.len();
+                        let t = Instant::now();
+                        let r = conn.get(&account_path(&keys[i]));
+                        lat.push(t.elapsed());
+                        assert_eq!(r.status, 200, "normal GET");
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("reader thread"))
+            .collect()
+    });
+    lat.sort();
+    lat
+}
+
+/// A raw socket that sends `path` and never reads (a small receive buffer, so it stalls the
+/// server quickly). Returns the stream to keep it open.
+fn stalled_get(to: SocketAddr, path: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).ok()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+    let size: libc::c_int = 8 * 1024;
+    // SAFETY: setsockopt on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
+    Some(s)
+}
+
+/// `cargo bench --bench cluster -- abuse [--accounts N] [--secs S] [--clients C]`: a primary
+/// with N accounts plus 10 accounts of ~700 KB (a ~15 MB pack) and one with 1,000 imports;
+/// normal GETs of random accounts for S seconds quiet, then S seconds beside the abuse: 16 slow
+/// readers of the pack and full feed (re-opened as they are cut off), 64 parked long polls
+/// (re-tried after their 503s), 8 clients reading `?decode=true` of the 1,000-import account,
+/// 8 re-posting it, 4 asking for random unknown keys. Prints p50/p99 of both phases.
+fn abuse(opts: &Opts) {
+    let n = opts.num("accounts", 10_000);
+    let secs = opts.num("secs", 10) as u64;
+    let clients = opts.num("clients", 4);
+    println!("== abuse: {n} accounts, {clients} normal readers, {secs} s per phase");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let op = Operator::create(dir);
+    let accounts = op.mint_accounts(n, "acct");
+    let port = free_port();
+    let args = vec![
+        "--operator".into(),
+        op.jwt_path.display().to_string(),
+        "--data".into(),
+        dir.join("primary").display().to_string(),
+    ];
+    let server = start_server("primary", dir, port, &args);
+    let to = addr(port);
+    post_all(to, &accounts, 16);
+    let big: Vec<(String, String)> = (0..10)
+        .map(|i| {
+            let key = KeyPair::new_account().public_key();
+            let pad = json!({ "x_padding": "p".repeat(700 * 1024) });
+            (key.clone(), encode::account(&op.kp, &key, &format!("big-{i}"), pad))
+        })
+        .collect();
+    post_all(to, &big, 2);
+    let importer = KeyPair::new_account().public_key();
+    let exporter = KeyPair::new_account();
+    let imports: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            let subject = format!("orders.{i}.>");
+            json!({ "type": "stream", "account": exporter.public_key(), "subject": subject,
+                    "token": encode::activation(&exporter, &importer, &subject, "stream") })
+        })
+        .collect();
+    let heavy = encode::account(
+        &op.kp,
+        &importer,
+        "importer",
+        json!({ "limits": { "imports": -1, "exports": -1, "wildcards": true, "conn": -1 },
+                "imports": imports }),
+    );
+    let t = Instant::now();
+    assert_eq!(
+        Conn::new(to).post(&account_path(&importer), heavy.as_bytes()).status,
+        200
+    );
+    println!(
+        "the 1,000-import account ({} KB) stored in {} ms",
+        heavy.len() / 1000,
+        ms(t.elapsed())
+    );
+    let keys: Vec<String> = accounts.iter().map(|(k, _)| k.clone()).collect();
+
+    let rss_quiet = server.rss_mib();
+    let quiet = normal_reads(to, &keys, clients, secs);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
+    let (loud, counts) = std::thread::scope(|s| {
+        let mut abusers = Vec::new();
+        // Slow readers: re-opened every 7 s (past the 5 s write timeout, when they are cut).
+        abusers.push(s.spawn(move || {
+            let mut rounds = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let held: Vec<_> = (0..16)
+                    .filter_map(|i| {
+                        let path = if i % 4 == 3 {
+                            "/jwt/v1/changes?since=0&limit=10000"
+                        } else {
+                            "/jwt/v1/pack"
+                        };
+                        stalled_get(to, path)
+                    })
+                    .collect();
+                rounds += held.len() as u64;
+                for _ in 0..70 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                drop(held);
+            }
+            ("slow readers opened", rounds)
+        }));
+        // Parked long polls: 64 wanted (beyond the per-address cap), re-tried every 100 ms.
+        abusers.push(s.spawn(move || {
+            let mut opened = 0u64;
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                held.retain(|c| {
+                    let mut b = [0u8; 1];
+                    c.set_nonblocking(true).ok();
+                    // A 503 (or any answer) means this one is not parked: drop it.
+                    !matches!((&*c).read(&mut b), Ok(_))
+                });
+                while held.len() < 64 {
+                    match stalled_get(to, "/jwt/v1/changes?since=100000000&wait=50") {
+                        Some(c) => held.push(c),
+                        None => break,
+                    }
+                    opened += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ("long polls opened", opened)
+        }));
+        for c in 0..8 {
+            let path = format!("{}?decode=true", account_path(&importer));
+            abusers.push(s.spawn(move || {
+                let mut conn = Conn::new(to);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(conn.get(&path).status, 200, "decode view {c}");
+                    n += 1;
+                }
+                ("decode views", n)
+            }));
+        }
+        for _ in 0..8 {
+            let (path, body) = (account_path(&importer), heavy.as_bytes());
+            abusers.push(s.spawn(move || {
+                let mut conn = Conn::new(to);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(conn.post(&path, body).status, 200, "re-post");
+                    n += 1;
+                }
+                ("re-posts", n)
+            }));
+        }
+        for _ in 0..4 {
+            abusers.push(s.spawn(move || {
+                let mut conn = Conn::new(to);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = KeyPair::new_account().public_key();
+                    assert_eq!(conn.get(&account_path(&key)).status, 404, "unknown key");
+                    n += 1;
+                }
+                ("unknown keys", n)
+            }));
+        }
+        // Let the abuse build up (slow readers stalled, polls parked) before measuring.
+        std::thread::sleep(Duration::from_secs(2));
+        let loud = normal_reads(to, &keys, clients, secs);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        for a in abusers {
+            let (what, n) = a.join().expect("abuser");
+            match counts.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, total)) => *total += n,
+                None => counts.push((what, n)),
+            }
+        }
+        (loud, counts)
+    });
+    let rss_loud = server.rss_mib();
+    let metrics = String::from_utf8_lossy(&Conn::new(to).get("/metrics").body).into_owned();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("nas_refused_total")
+            || l.starts_with("nas_decode_cache_total")
+            || l.starts_with("nas_post_shortcuts_total")
+    }) {
+        println!("  {line}");
+    }
+    for (what, n) in &counts {
+        println!("  abuse: {n} {what}");
+    }
+    let rate = |lat: &[Duration]| lat.len() as f64 / secs as f64;
+    println!(
+        "quiet: {:.0} GET/s, p50 {} ms, p99 {} ms (RSS {rss_quiet:.1} MiB)",
+        rate(&quiet),
+        ms(pct(&quiet, 50.0)),
+        ms(pct(&quiet, 99.0))
+    );
+    println!(
+        "abuse: {:.0} GET/s, p50 {} ms, p99 {} ms (RSS {rss_loud:.1} MiB)",
+        rate(&loud),
+        ms(pct(&loud, 50.0)),
+        ms(pct(&loud, 99.0))
+    );
+    let ratio = pct(&loud, 99.0).as_secs_f64() / pct(&quiet, 99.0).as_secs_f64().max(1e-9);
+    println!(
+        "RESULT abuse quiet_p50_ms={} quiet_p99_ms={} abuse_p50_ms={} abuse_p99_ms={} p99_ratio={ratio:.2} (goal <= 2)",
+        ms(pct(&quiet, 50.0)),
+        ms(pct(&quiet, 99.0)),
+        ms(pct(&loud, 50.0)),
+        ms(pct(&loud, 99.0)),
+    );
+    server.stop();
 }
