@@ -998,7 +998,10 @@ fn abuse(opts: &Opts) {
         .map(|i| {
             let key = KeyPair::new_account().public_key();
             let pad = json!({ "x_padding": "p".repeat(700 * 1024) });
-            (key.clone(), encode::account(&op.kp, &key, &format!("big-{i}"), pad))
+            (
+                key.clone(),
+                encode::account(&op.kp, &key, &format!("big-{i}"), pad),
+            )
         })
         .collect();
     post_all(to, &big, 2);
@@ -1020,7 +1023,9 @@ fn abuse(opts: &Opts) {
     );
     let t = Instant::now();
     assert_eq!(
-        Conn::new(to).post(&account_path(&importer), heavy.as_bytes()).status,
+        Conn::new(to)
+            .post(&account_path(&importer), heavy.as_bytes())
+            .status,
         200
     );
     println!(

@@ -71,7 +71,8 @@ pub struct HttpSettings {
     pub port: u16,
     /// Time allowed to receive a request (Go: integer milliseconds).
     pub readtimeout: Dur,
-    /// Time allowed to send a response (Go: integer milliseconds).
+    /// How long a streamed answer (pack, change feed) may wait for its client to take the next
+    /// part before the connection is cut (Go: integer milliseconds).
     pub writetimeout: Dur,
     /// Largest accepted request body in bytes.
     pub maxbodybytes: usize,

@@ -303,3 +303,56 @@ async fn publish(
     }
     delivered
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, seq: u64) -> Arc<Entry> {
+        Arc::new(Entry {
+            kind: Kind::Account,
+            key: key.into(),
+            jwt: bytes::Bytes::from(format!("jwt-{key}-{seq}")),
+            etag: bytes::Bytes::new(),
+            iat: seq as i64,
+            exp: None,
+            seq,
+        })
+    }
+
+    #[test]
+    fn resends_are_coalesced_per_key_bounded_and_dropped_after_a_real_change() {
+        let metrics = Metrics::new();
+        let resends = Arc::new(Resends::default());
+        let notifier = Notifier {
+            tx: None,
+            resends: Some(resends.clone()),
+            metrics: metrics.clone(),
+        };
+        for _ in 0..100 {
+            notifier.resend(entry("A", 1));
+        }
+        notifier.resend(entry("B", 2));
+        // A newer version asked for later replaces the waiting one, in its place.
+        notifier.resend(entry("A", 3));
+        let text = metrics.render(0, 0, 0, false);
+        assert!(
+            text.contains("nas_notifications_total{result=\"coalesced\"} 100"),
+            "{text}"
+        );
+        // A real change of B at a later sequence makes B's re-send moot.
+        resends.published(&entry("B", 4));
+        assert_eq!(resends.pop().map(|e| e.seq), Some(3));
+        assert!(resends.pop().is_none());
+
+        for i in 0..MAX_RESENDS + 10 {
+            notifier.resend(entry(&format!("K{i}"), 1));
+        }
+        let text = metrics.render(0, 0, 0, false);
+        assert!(
+            text.contains("nas_refused_total{reason=\"notify_queue_full\"} 10"),
+            "{text}"
+        );
+        assert_eq!(resends.lock().latest.len(), MAX_RESENDS);
+    }
+}
