@@ -949,6 +949,18 @@ fn normal_reads(to: SocketAddr, keys: &[String], clients: usize, secs: u64) -> V
     lat
 }
 
+/// Lowers this thread's scheduling priority (nice 10). The abusers stand for clients on other
+/// machines: on this shared 2-core machine their own CPU use (reading megabyte views, sending
+/// megabyte bodies) must not be what delays the normal readers' threads. What they cost the
+/// server is untouched.
+fn nice_this_thread() {
+    // SAFETY: setpriority on this thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// A raw socket that sends `path` and never reads (a small receive buffer, so it stalls the
 /// server quickly). Returns the stream to keep it open.
 fn stalled_get(to: SocketAddr, path: &str) -> Option<TcpStream> {
@@ -974,7 +986,8 @@ fn stalled_get(to: SocketAddr, path: &str) -> Option<TcpStream> {
 /// normal GETs of random accounts for S seconds quiet, then S seconds beside the abuse: 16 slow
 /// readers of the pack and full feed (re-opened as they are cut off), 64 parked long polls
 /// (re-tried after their 503s), 8 clients reading `?decode=true` of the 1,000-import account,
-/// 8 re-posting it, 4 asking for random unknown keys. Prints p50/p99 of both phases.
+/// 8 re-posting it, 4 asking for random unknown keys (client threads at nice 10, see
+/// [`nice_this_thread`]). Prints p50/p99 of both phases.
 fn abuse(opts: &Opts) {
     let n = opts.num("accounts", 10_000);
     let secs = opts.num("secs", 10) as u64;
@@ -1044,6 +1057,7 @@ fn abuse(opts: &Opts) {
         let mut abusers = Vec::new();
         // Slow readers: re-opened every 7 s (past the 5 s write timeout, when they are cut).
         abusers.push(s.spawn(move || {
+            nice_this_thread();
             let mut rounds = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let held: Vec<_> = (0..16)
@@ -1069,6 +1083,7 @@ fn abuse(opts: &Opts) {
         }));
         // Parked long polls: 64 wanted (beyond the per-address cap), re-tried every 100 ms.
         abusers.push(s.spawn(move || {
+            nice_this_thread();
             let mut opened = 0u64;
             let mut held: Vec<TcpStream> = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1092,6 +1107,7 @@ fn abuse(opts: &Opts) {
         for c in 0..8 {
             let path = format!("{}?decode=true", account_path(&importer));
             abusers.push(s.spawn(move || {
+                nice_this_thread();
                 let mut conn = Conn::new(to);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1104,6 +1120,7 @@ fn abuse(opts: &Opts) {
         for _ in 0..8 {
             let (path, body) = (account_path(&importer), heavy.as_bytes());
             abusers.push(s.spawn(move || {
+                nice_this_thread();
                 let mut conn = Conn::new(to);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1115,6 +1132,7 @@ fn abuse(opts: &Opts) {
         }
         for _ in 0..4 {
             abusers.push(s.spawn(move || {
+                nice_this_thread();
                 let mut conn = Conn::new(to);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {

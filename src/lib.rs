@@ -10,6 +10,7 @@
 //! - [`http`]: routes, handlers and token rendering; [`error`] maps failures to HTTP.
 //! - [`nats`]: the background NATS connection and claims-update notifications.
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
+//! - [`heavy`]: CPU-heavy request work on a low-priority thread, off the HTTP workers.
 //! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views).
 //! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
@@ -17,6 +18,7 @@
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
 pub mod config;
 pub mod error;
+pub mod heavy;
 pub mod http;
 pub mod import;
 pub mod jwt;

@@ -6,6 +6,7 @@
 //!   (`http.maxlongpollsperclient`).
 //! - `?decode=true` views are cached per token version ([`DecodeCache`]).
 //! - NATS PACK answers take a permit of `nats.maxpackanswers`.
+//! - CPU-heavy request work waits for the heavy-work thread (`http.maxheavy` in its queue).
 //!
 //! Every refusal is an [`ApiError::Busy`] (503 + `Retry-After`) counted in
 //! `nas_refused_total`. One [`Limits`] per server, shared by every worker.
@@ -37,6 +38,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Rendered `?decode=true` views.
     pub decode: DecodeCache,
+    /// CPU-heavy request work (large writes, decoded views), off the HTTP workers.
+    pub heavy: crate::heavy::HeavyPool,
     /// The latest NATS PACK answer; its lock makes concurrent requests share one computation.
     pub pack_answer: tokio::sync::Mutex<Option<Arc<crate::nats::resolver::PackAnswer>>>,
 }
@@ -84,6 +87,7 @@ impl Limits {
             max_header_bytes: h.maxheaderbytes,
             decode: DecodeCache::new(h.decodecachebytes),
             pack_answer: Default::default(),
+            heavy: crate::heavy::HeavyPool::new(h.maxheavy),
         }
     }
 

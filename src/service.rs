@@ -87,6 +87,34 @@ fn compare_with_stored(stored: &Entry, jwt: &Jwt) -> Option<Result<(), ApiError>
     }
 }
 
+/// Posted tokens larger than this are checked on the heavy-work thread ([`crate::heavy`]).
+/// Typical accounts are about 1 KB.
+const HEAVY_BYTES: usize = 32 * 1024;
+
+/// The checks of an account POST against the `stored` version: `None` when the posted token
+/// is the stored one (200, nothing to do), the token to store otherwise. Refusals decided by
+/// the stored version come before the content rules (counted in `nas_post_shortcuts_total`).
+fn check_post(
+    trust: &Trust,
+    key: &str,
+    body: &[u8],
+    stored: Option<&Entry>,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Option<Jwt>, ApiError> {
+    let jwt = verify_account(operator_of(trust)?, key, body)?;
+    if let Some(answer) = stored.and_then(|s| compare_with_stored(s, &jwt)) {
+        let result = match &answer {
+            Ok(()) => "unchanged",
+            Err(ApiError::Stale { .. }) => "stale",
+            Err(_) => "same_iat",
+        };
+        metrics.post_shortcut(result);
+        return answer.map(|()| None);
+    }
+    jwt::check_account_rules(&jwt)?;
+    Ok(Some(jwt))
+}
+
 /// Checks a posted activation token: well-formed, signed, not expired, and issued by an account
 /// `store` holds (or by a signing key that account lists); returns its hash. The replica's NATS
 /// listener and `import` call it too, with their own store.
@@ -165,20 +193,25 @@ pub async fn post_account(state: &AppState, key: &str, body: &[u8]) -> Result<()
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
     }
-    let trust = state.trust();
-    let jwt = verify_account(operator_of(&trust)?, key, body)?;
-    if let Some(stored) = state.store.get(Kind::Account, key) {
-        if let Some(answer) = compare_with_stored(&stored, &jwt) {
-            let result = match &answer {
-                Ok(()) => "unchanged",
-                Err(ApiError::Stale { .. }) => "stale",
-                Err(_) => "same_iat",
-            };
-            state.metrics.post_shortcut(result);
-            return answer;
-        }
-    }
-    jwt::check_account_rules(&jwt)?;
+    let stored = state.store.get(Kind::Account, key);
+    // Checking a large token takes milliseconds of CPU: off the HTTP worker, so the other
+    // requests it serves are not held up (and a flood of them waits its turn).
+    let checked = if body.len() > HEAVY_BYTES {
+        let (trust, key, body) = (state.trust(), key.to_string(), body.to_vec());
+        let metrics = state.metrics.clone();
+        state
+            .limits
+            .heavy
+            .run(&state.metrics, move || {
+                check_post(&trust, &key, &body, stored.as_deref(), &metrics)
+            })
+            .await??
+    } else {
+        check_post(&state.trust(), key, body, stored.as_deref(), &state.metrics)?
+    };
+    let Some(jwt) = checked else {
+        return Ok(());
+    };
     store_and_notify(state, Kind::Account, key, &jwt)
         .await
         .map(drop)

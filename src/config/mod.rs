@@ -94,6 +94,9 @@ pub struct HttpSettings {
     pub maxlongpollsperclient: usize,
     /// Memory for cached `?decode=true` views, in bytes (0 disables the cache).
     pub decodecachebytes: usize,
+    /// Requests whose work is CPU-heavy (writes of tokens over 32 KiB, uncached decoded views)
+    /// waiting for the low-priority thread that does it; more get 503.
+    pub maxheavy: usize,
 }
 
 impl Default for HttpSettings {
@@ -112,6 +115,7 @@ impl Default for HttpSettings {
             maxlongpolls: 1024,
             maxlongpollsperclient: 32,
             decodecachebytes: 16 * 1024 * 1024,
+            maxheavy: 64,
         }
     }
 }
@@ -410,6 +414,7 @@ impl Settings {
                 self.http.maxlongpollsperclient,
             ),
             ("nats.maxpackanswers", self.nats.maxpackanswers),
+            ("http.maxheavy", self.http.maxheavy),
         ] {
             if value == 0 {
                 return key_err(key, "must be positive");

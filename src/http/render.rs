@@ -40,8 +40,8 @@ pub fn cache_control(exp: Option<i64>, now: i64, max_age: Duration) -> String {
 
 /// Renders `entry` according to `opts` for a handler: [`token`], with `?decode=true` views
 /// taken from the per-version cache ([`crate::limits::DecodeCache`]). A view is rendered at
-/// most once per version while it stays cached, off the async workers (nested activation
-/// tokens are verified one by one, a thousand of them take tens of milliseconds).
+/// most once per version while it stays cached, on the heavy-work thread ([`crate::heavy`]:
+/// nested activation tokens are verified one by one, a thousand take tens of milliseconds).
 ///
 /// # Errors
 /// As [`token`].
@@ -63,12 +63,13 @@ pub async fn respond(
         None => {
             state.metrics.decode_cache(false);
             let jwt = entry.jwt.clone();
-            let view = tokio::task::spawn_blocking(move || {
-                view::render(std::str::from_utf8(&jwt).unwrap_or(""))
-            })
-            .await
-            // A panic while rendering is the same bug inline or on a blocking thread.
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            let view = state
+                .limits
+                .heavy
+                .run(&state.metrics, move || {
+                    view::render(std::str::from_utf8(&jwt).unwrap_or(""))
+                })
+                .await??;
             let view = bytes::Bytes::from(view);
             cache.insert(entry.etag.clone(), view.clone());
             view
