@@ -992,7 +992,16 @@ fn abuse(opts: &Opts) {
     let n = opts.num("accounts", 10_000);
     let secs = opts.num("secs", 10) as u64;
     let clients = opts.num("clients", 4);
-    println!("== abuse: {n} accounts, {clients} normal readers, {secs} s per phase");
+    // `--kinds slow,polls,decode,repost,unknown` (default: all) picks the abuse.
+    let kinds = opts
+        .values
+        .get("kinds")
+        .cloned()
+        .unwrap_or_else(|| "slow,polls,decode,repost,unknown".into());
+    let on = |k: &str| kinds.split(',').any(|x| x == k);
+    println!(
+        "== abuse: {n} accounts, {clients} normal readers, {secs} s per phase, abuse: {kinds}"
+    );
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
     let op = Operator::create(dir);
@@ -1056,7 +1065,11 @@ fn abuse(opts: &Opts) {
     let (loud, counts) = std::thread::scope(|s| {
         let mut abusers = Vec::new();
         // Slow readers: re-opened every 7 s (past the 5 s write timeout, when they are cut).
+        let on = &on;
         abusers.push(s.spawn(move || {
+            if !on("slow") {
+                return ("slow readers opened", 0);
+            }
             nice_this_thread();
             let mut rounds = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1083,6 +1096,9 @@ fn abuse(opts: &Opts) {
         }));
         // Parked long polls: 64 wanted (beyond the per-address cap), re-tried every 100 ms.
         abusers.push(s.spawn(move || {
+            if !on("polls") {
+                return ("long polls opened", 0);
+            }
             nice_this_thread();
             let mut opened = 0u64;
             let mut held: Vec<TcpStream> = Vec::new();
@@ -1104,7 +1120,7 @@ fn abuse(opts: &Opts) {
             }
             ("long polls opened", opened)
         }));
-        for c in 0..8 {
+        for c in 0..if on("decode") { 8 } else { 0 } {
             let path = format!("{}?decode=true", account_path(&importer));
             abusers.push(s.spawn(move || {
                 nice_this_thread();
@@ -1117,7 +1133,7 @@ fn abuse(opts: &Opts) {
                 ("decode views", n)
             }));
         }
-        for _ in 0..8 {
+        for _ in 0..if on("repost") { 8 } else { 0 } {
             let (path, body) = (account_path(&importer), heavy.as_bytes());
             abusers.push(s.spawn(move || {
                 nice_this_thread();
@@ -1130,7 +1146,7 @@ fn abuse(opts: &Opts) {
                 ("re-posts", n)
             }));
         }
-        for _ in 0..4 {
+        for _ in 0..if on("unknown") { 4 } else { 0 } {
             abusers.push(s.spawn(move || {
                 nice_this_thread();
                 let mut conn = Conn::new(to);

@@ -78,3 +78,40 @@ impl HeavyPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_jobs_and_refuses_beyond_its_queue() {
+        let pool = HeavyPool::new(1);
+        let metrics = Metrics::new();
+        assert_eq!(pool.run(&metrics, || 6 * 7).await.unwrap(), 42);
+        // Hold the thread, fill the one queue slot, and the next job is refused.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let mut busy = Box::pin(pool.run(&metrics, move || {
+            let _ = started_tx.send(());
+            held.recv().ok()
+        }));
+        assert!(futures_util::poll!(&mut busy).is_pending());
+        started.await.unwrap();
+        // The first poll queues the job.
+        let mut queued = Box::pin(pool.run(&metrics, || 1));
+        assert!(futures_util::poll!(&mut queued).is_pending());
+        assert!(matches!(
+            pool.run(&metrics, || 2).await,
+            Err(ApiError::Busy {
+                setting: "http.maxheavy",
+                ..
+            })
+        ));
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap().is_some());
+        assert_eq!(queued.await.unwrap(), 1);
+        assert!(metrics
+            .render(0, 0, 0, false)
+            .contains("nas_refused_total{reason=\"heavy_busy\"} 1"));
+    }
+}

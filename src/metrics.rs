@@ -67,7 +67,7 @@ impl LoadFamilies {
             refused: counter(
                 "nas_refused_total",
                 "Requests refused or cut off at a limit, by reason (header_too_large, bulk_busy, \
-                 long_polls, long_polls_per_client, write_timeout, pack_busy, notify_queue_full)",
+                 long_polls, long_polls_per_client, write_timeout, heavy_busy, pack_busy, notify_queue_full)",
                 "reason",
             ),
             decode_cache: counter(

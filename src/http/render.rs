@@ -75,9 +75,9 @@ pub async fn respond(
             view
         }
     };
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(view))
+    let mut res = HttpResponse::Ok();
+    res.content_type("text/plain; charset=utf-8");
+    Ok(super::stream::in_turns(view, res))
 }
 
 /// `check=true` on an expired token: 404.

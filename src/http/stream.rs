@@ -59,6 +59,7 @@ pub struct Lines {
     entries: Vec<Arc<Entry>>,
     next: usize,
     line: LineFn,
+    turn: Turn,
     watch: Option<Watch>,
     /// Held until the answer is dropped (a bulk permit).
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -83,6 +84,7 @@ impl Lines {
             entries,
             next: 0,
             line,
+            turn: Turn::default(),
             watch: None,
             _permit: permit,
         }
@@ -141,10 +143,13 @@ impl Lines {
 impl futures_util::Stream for Lines {
     type Item = Result<Bytes, std::convert::Infallible>;
 
-    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.next >= this.entries.len() {
             return Poll::Ready(None);
+        }
+        if this.turn.give_way(cx) {
+            return Poll::Pending;
         }
         let mut out = BytesMut::with_capacity(CHUNK + 4096);
         while this.next < this.entries.len() && out.len() < CHUNK {
@@ -156,6 +161,59 @@ impl futures_util::Stream for Lines {
                 .store(w.start.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
         Poll::Ready(Some(Ok(out.freeze())))
+    }
+}
+
+/// Takes turns with the other connections of the worker: actix goes on writing a body for as
+/// long as the socket takes it, so a fast reader of a 14 MB pack (or of megabyte decoded
+/// views in a loop) would hold the worker, and every request queued on it, until the end.
+/// Every other poll answers `Pending` after waking itself, which sends the connection's task
+/// to the back of the worker's queue: at most one chunk per turn.
+#[derive(Default)]
+struct Turn {
+    gave_way: bool,
+}
+
+impl Turn {
+    /// True when this poll must give way (and has arranged to be polled again).
+    fn give_way(&mut self, cx: &mut Context<'_>) -> bool {
+        self.gave_way = !self.gave_way;
+        if self.gave_way {
+            cx.waker().wake_by_ref();
+        }
+        self.gave_way
+    }
+}
+
+/// A body already in memory (a cached decoded view), sent a chunk per turn ([`Turn`]) with
+/// its `Content-Length`.
+pub fn in_turns(body: Bytes, mut res: actix_web::HttpResponseBuilder) -> HttpResponse {
+    let len = body.len() as u64;
+    let chunks = InTurns {
+        body,
+        turn: Turn::default(),
+    };
+    res.body(actix_web::body::SizedStream::new(len, chunks))
+}
+
+struct InTurns {
+    body: Bytes,
+    turn: Turn,
+}
+
+impl futures_util::Stream for InTurns {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.body.is_empty() {
+            return Poll::Ready(None);
+        }
+        if this.turn.give_way(cx) {
+            return Poll::Pending;
+        }
+        let n = this.body.len().min(CHUNK);
+        Poll::Ready(Some(Ok(this.body.split_to(n))))
     }
 }
 
