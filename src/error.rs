@@ -5,6 +5,7 @@
 //! message, and `curl` users read it directly. 5xx bodies never carry internal error text;
 //! the cause is logged instead.
 
+use crate::jwt::delete::DeleteError;
 use crate::jwt::JwtError;
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
@@ -73,6 +74,12 @@ pub enum ApiError {
     /// The store failed; details are logged, not returned.
     #[error("the JWT could not be stored; see the server log")]
     Storage(#[source] StoreError),
+    /// The account was issued after the delete request: it stays.
+    #[error("{0}; the account was not deleted")]
+    DeleteConflict(String),
+    /// A deletion request was refused (nats-server's reasons).
+    #[error("{0}")]
+    DeleteRefused(#[from] crate::jwt::delete::Refused),
     /// A response from the primary, passed through unchanged (replica write forwarding).
     #[error("{body}")]
     Upstream {
@@ -111,6 +118,12 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PrimaryUnavailable(_) => "primary_unavailable",
             ApiError::Storage(_) => "storage",
+            ApiError::DeleteConflict(_) => "stale",
+            ApiError::DeleteRefused(r) => match r.reason {
+                DeleteError::Disabled => "delete_disabled",
+                DeleteError::NotTrusted | DeleteError::NotSelfSigned => "delete_not_trusted",
+                _ => "delete_malformed",
+            },
             ApiError::Upstream { .. } => "upstream",
         }
     }
@@ -124,13 +137,20 @@ impl ResponseError for ApiError {
             | ApiError::KeyMismatch { .. }
             | ApiError::UnknownIssuer(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Stale { .. } | ApiError::SameSecond { .. } => StatusCode::CONFLICT,
+            ApiError::Stale { .. } | ApiError::SameSecond { .. } | ApiError::DeleteConflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::WritesDisabled(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PrimaryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DeleteRefused(r) => match r.reason {
+                DeleteError::Disabled => StatusCode::METHOD_NOT_ALLOWED,
+                DeleteError::NotTrusted | DeleteError::NotSelfSigned => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            },
             ApiError::Upstream { status, .. } => *status,
         }
     }

@@ -6,7 +6,7 @@
 //! Shutdown order: stop accepting and drain HTTP, cancel background tasks and wait for them
 //! (bounded), drain NATS. The store needs no final flush: every acknowledged write was flushed.
 
-use crate::config::{Settings, StoreChoice};
+use crate::config::{DeleteMode, Settings, StoreChoice};
 use crate::jwt::trust::{Operator, OperatorError};
 use crate::jwt::{self, KeyKind};
 use crate::metrics::Metrics;
@@ -147,7 +147,10 @@ fn open_store_choice(settings: &Settings) -> Result<Store, StartError> {
             shard,
             readonly: false,
         } => Ok(Store::open(
-            Box::new(DirBackend::open(&path, shard, true)?),
+            Box::new(
+                DirBackend::open(&path, shard, true)?
+                    .with_hard_delete(settings.store.deletemode == DeleteMode::Hard),
+            ),
             true,
         )?),
         StoreChoice::Dir {
@@ -242,6 +245,7 @@ impl RunningServer {
             http: HttpOptions {
                 max_age: settings.http.maxage.0,
                 max_body: settings.http.maxbodybytes,
+                allow_delete: settings.store.allowdelete,
             },
             replica,
             metrics,

@@ -154,7 +154,7 @@ impl Default for NatsSettings {
 }
 
 /// `store { … }`: exactly one of `memory`, `dir`, `nsc`, or (default) the sled `data` dir.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// sled data directory (default `./data`).
@@ -169,6 +169,41 @@ pub struct StoreSettings {
     pub nsc: Option<PathBuf>,
     /// In-memory store.
     pub memory: bool,
+    /// Accept operator-signed account deletions (`$SYS.REQ.CLAIMS.DELETE`, HTTP `DELETE`).
+    pub allowdelete: bool,
+    /// Directory stores: `rename` a deleted account's file to `<key>.jwt.deleted` (as
+    /// nats-server) or remove it (`hard`).
+    pub deletemode: DeleteMode,
+    /// Tombstones of deleted accounts are kept at least this long (so replicas that were away
+    /// learn of the deletion), then compacted.
+    pub tombstonettl: Dur,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            data: None,
+            dir: None,
+            shard: false,
+            readonly: false,
+            nsc: None,
+            memory: false,
+            allowdelete: false,
+            deletemode: DeleteMode::Rename,
+            tombstonettl: Dur(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+/// `store.deletemode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Rename the file `<key>.jwt.deleted`.
+    #[default]
+    Rename,
+    /// Remove the file.
+    Hard,
 }
 
 /// `logging { … }`

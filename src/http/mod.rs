@@ -48,7 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource(ACCOUNT_PATTERN)
             .route(web::get().to(accounts::get))
             .route(web::head().to(accounts::get))
-            .route(web::post().to(accounts::post)),
+            .route(web::post().to(accounts::post))
+            .route(web::delete().to(accounts::delete)),
     )
     .service(web::resource("/jwt/v1/activations").route(web::post().to(activations::post)))
     .service(

@@ -170,7 +170,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
             rows,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             e.seq,
-            e.kind.as_str(),
+            e.feed_kind(),
             html_escape(&e.key),
             html_escape(&crate::jwt::unix_to_rfc3339(e.iat))
         );

@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{token_hash, DIGEST_BUCKETS};
+use crate::store::DIGEST_BUCKETS;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use std::fmt::Write;
@@ -90,7 +90,7 @@ pub async fn changes(
             body,
             "{}|{}|{}|{}",
             e.seq,
-            e.kind.as_str(),
+            e.feed_kind(),
             e.key,
             e.jwt_str()
         );
@@ -112,7 +112,8 @@ pub struct DigestOpts {
 /// `GET /jwt/v1/digest`: the store's content digest for replicas' anti-entropy. Without
 /// options, JSON `{store_id, head, digest, buckets}` (hex; the head and the digest of the same
 /// moment). With `?buckets=3,17`, the entries of those buckets as `kind|key|iat|sha256` lines,
-/// so a replica whose digest differs finds the keys that differ without a full resync.
+/// so a replica whose digest differs finds the keys that differ without a full resync
+/// (a deletion: `delete|key|iat|hash|request`).
 pub async fn digest(
     state: web::Data<AppState>,
     opts: web::Query<DigestOpts>,
@@ -144,14 +145,19 @@ pub async fn digest(
     let entries = state.store.in_buckets(&wanted);
     let mut body = String::with_capacity(entries.len() * 140);
     for e in &entries {
-        let _ = writeln!(
+        let _ = write!(
             body,
             "{}|{}|{}|{}",
-            e.kind.as_str(),
+            e.feed_kind(),
             e.key,
             e.iat,
-            hex(&token_hash(&e.jwt))
+            hex(&e.digest_hash())
         );
+        // A deletion cannot be fetched with a GET (404): its request travels here.
+        if e.deleted {
+            let _ = write!(body, "|{}", e.jwt_str());
+        }
+        body.push('\n');
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

@@ -13,12 +13,15 @@
 //!   older backup): send it back to the primary like a forwarded write;
 //! - same `iat`, different bytes: the primary decides; its version is fetched.
 //!
+//! Deletions (tombstones) are versions like any other: a deletion listed by the primary comes
+//! with its request and is verified and applied; one held only here goes back as a `DELETE`.
+//!
 //! The sync task runs a check when it is caught up: after the first caught-up page, after every
 //! reconnect, after a resync, and every `replication.antientropy`.
 
-use super::client::SyncError;
+use super::client::{SyncError, Write};
 use super::ReplicaHandle;
-use crate::store::{token_hash, Entry, Kind, Policy, DIGEST_BUCKETS};
+use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -74,12 +77,21 @@ pub(super) async fn check(
     let mut listed = HashSet::new();
     for r in &theirs {
         listed.insert((r.kind, r.key.as_str()));
+        // A deletion wins a tie with an account of the same second (as in the store).
+        let mine_newer = |mine: &Entry| {
+            mine.iat > r.iat || (mine.iat == r.iat && mine.deleted && r.request.is_none())
+        };
         let settled = match by_key.get(&(r.kind, r.key.as_str())) {
-            Some(mine) if token_hash(&mine.jwt) == r.hash => continue,
-            Some(mine) if mine.iat > r.iat => {
+            Some(mine) if mine.digest_hash() == r.hash => continue,
+            Some(mine) if mine_newer(mine) => {
                 send_back(replica, mine, &mut outcome.sent_back).await
             }
-            _ => fetch(replica, r.kind, &r.key, false, &mut outcome.fetched).await,
+            _ => match &r.request {
+                Some(request) => {
+                    take_deletion(replica, &r.key, request, &mut outcome.fetched).await
+                }
+                None => fetch(replica, r.kind, &r.key, false, &mut outcome.fetched).await,
+            },
         };
         outcome.failed += u64::from(!settled);
     }
@@ -138,10 +150,46 @@ async fn fetch(
     }
 }
 
+/// Takes the primary's deletion of account `key` (its request came with the listing).
+async fn take_deletion(
+    replica: &ReplicaHandle,
+    key: &str,
+    request: &str,
+    fetched: &mut u64,
+) -> bool {
+    let tombstone = match replica.verify_delete(key, request) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(%key, cause = %e, "anti-entropy: the primary's deletion does not verify here; not applied");
+            return false;
+        }
+    };
+    match replica
+        .store
+        .put_entries(vec![Arc::new(tombstone)], Vec::new(), Policy::MirrorPrimary)
+        .await
+    {
+        Ok(_) => {
+            *fetched += 1;
+            tracing::info!(%key, "anti-entropy: took the primary's deletion");
+            true
+        }
+        Err(e) => {
+            tracing::error!(%key, cause = %e, "anti-entropy: could not store the primary's deletion");
+            false
+        }
+    }
+}
+
 /// Sends a version held here, newer than the primary's or unknown to it, back to the primary.
 /// If the primary refuses it, the primary decides: its version (if any) is taken.
 async fn send_back(replica: &ReplicaHandle, mine: &Entry, sent: &mut u64) -> bool {
-    match replica.client.post(mine.kind, &mine.key, &mine.jwt).await {
+    let write = if mine.deleted {
+        Write::Delete
+    } else {
+        Write::Put(mine.kind)
+    };
+    match replica.client.send(write, &mine.key, &mine.jwt).await {
         Ok((200, _)) => {
             *sent += 1;
             tracing::info!(kind = mine.kind.as_str(), key = %mine.key,

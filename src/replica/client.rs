@@ -43,8 +43,19 @@ pub struct Change {
     pub kind: Kind,
     /// The account key or activation hash.
     pub key: String,
-    /// The token.
+    /// The token (for a deletion: the delete request).
     pub jwt: String,
+    /// A deletion of the account `key` (feed kind `delete`).
+    pub deleted: bool,
+}
+
+/// A write forwarded to the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// POST a token of this kind.
+    Put(Kind),
+    /// DELETE an account (the body is the delete request).
+    Delete,
 }
 
 /// The primary's digest answer.
@@ -67,8 +78,18 @@ pub struct RemoteEntry {
     pub key: String,
     /// The stored version's `iat`.
     pub iat: i64,
-    /// The sha256 of its bytes.
+    /// Its digest element ([`crate::store::Entry::digest_hash`]).
     pub hash: [u8; 32],
+    /// For a deletion: the delete request.
+    pub request: Option<String>,
+}
+
+/// A kind as the feed and digest listings name it: `(kind, deleted)`.
+fn feed_kind(s: &str) -> Option<(Kind, bool)> {
+    match s {
+        "delete" => Some((Kind::Account, true)),
+        other => Kind::parse(other).map(|k| (k, false)),
+    }
 }
 
 /// `url` without user-info (`http://user:pass@host` → `http://host`), for display and logs.
@@ -276,7 +297,7 @@ impl PrimaryClient {
             let mut parts = line.splitn(4, '|');
             let parsed = (|| {
                 let seq = parts.next()?.parse::<u64>().ok()?;
-                let kind = Kind::parse(parts.next()?)?;
+                let (kind, deleted) = feed_kind(parts.next()?)?;
                 let key = parts.next()?.to_string();
                 let jwt = parts.next()?.to_string();
                 Some(Change {
@@ -284,6 +305,7 @@ impl PrimaryClient {
                     kind,
                     key,
                     jwt,
+                    deleted,
                 })
             })();
             changes.push(parsed.ok_or_else(|| {
@@ -350,7 +372,7 @@ impl PrimaryClient {
             .map(|line| {
                 let mut p = line.split('|');
                 let parsed = (|| {
-                    let kind = Kind::parse(p.next()?)?;
+                    let (kind, deleted) = feed_kind(p.next()?)?;
                     let key = p.next()?.to_string();
                     let iat = p.next()?.parse().ok()?;
                     let hash = data_encoding::HEXLOWER
@@ -358,11 +380,18 @@ impl PrimaryClient {
                         .ok()?
                         .try_into()
                         .ok()?;
+                    // A deletion carries its request: it cannot be fetched (a GET says 404).
+                    let request = if deleted {
+                        Some(p.next()?.to_string())
+                    } else {
+                        None
+                    };
                     Some(RemoteEntry {
                         kind,
                         key,
                         iat,
                         hash,
+                        request,
                     })
                 })();
                 parsed.ok_or_else(|| self.protocol(format!("malformed digest line {line:.60}")))
@@ -406,19 +435,26 @@ impl PrimaryClient {
     ///
     /// # Errors
     /// [`SyncError::Unreachable`] when no answer came.
-    pub async fn post(
+    pub async fn send(
         &self,
-        kind: Kind,
+        write: Write,
         key: &str,
         body: &[u8],
     ) -> Result<(u16, String), SyncError> {
-        let path = match kind {
-            Kind::Account => path(kind, key),
-            Kind::Activation => "/jwt/v1/activations".to_string(),
+        let request = match write {
+            Write::Put(Kind::Account) => {
+                self.http
+                    .post(format!("{}{}", self.base(), path(Kind::Account, key)))
+            }
+            Write::Put(Kind::Activation) => self
+                .http
+                .post(format!("{}/jwt/v1/activations", self.base())),
+            Write::Delete => {
+                self.http
+                    .delete(format!("{}{}", self.base(), path(Kind::Account, key)))
+            }
         };
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base(), path))
+        let resp = request
             .header("Content-Type", "application/jwt")
             .body(body.to_vec())
             .timeout(self.timeout)

@@ -34,9 +34,48 @@ pub struct Entry {
     pub exp: Option<i64>,
     /// The sequence number of this version in the change log (0 until committed).
     pub seq: u64,
+    /// A tombstone: the account was deleted by the operator-signed delete request in `jwt`,
+    /// issued at `iat`. Served as 404; kept as a version so that replicas delete too and no
+    /// older copy brings the account back.
+    pub deleted: bool,
 }
 
 impl Entry {
+    /// A tombstone for account `key`, deleted by the verified delete request `request`.
+    pub fn tombstone(key: &str, request: &Jwt) -> Entry {
+        Entry {
+            deleted: true,
+            exp: None,
+            ..Entry::new(Kind::Account, key, request)
+        }
+    }
+
+    /// The kind as the change feed and digest listings name it: `delete` for a tombstone.
+    pub fn feed_kind(&self) -> &'static str {
+        if self.deleted {
+            "delete"
+        } else {
+            self.kind.as_str()
+        }
+    }
+
+    /// The entry's element of the store digest: the sha256 of the token (nats-server's hash),
+    /// or for a tombstone of `delete|key|request` (one request can delete several accounts,
+    /// and equal hashes would cancel out in the XOR).
+    pub fn digest_hash(&self) -> [u8; 32] {
+        if self.deleted {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"delete|");
+            h.update(self.key.as_bytes());
+            h.update(b"|");
+            h.update(&self.jwt);
+            h.finalize().into()
+        } else {
+            token_hash(&self.jwt)
+        }
+    }
+
     /// An entry for a verified token, not yet sequenced.
     pub fn new(kind: Kind, key: &str, jwt: &Jwt) -> Entry {
         Entry::from_parts(kind, key.into(), jwt.raw.as_bytes(), &jwt.claims, 0)
@@ -62,6 +101,7 @@ impl Entry {
             iat: claims.iat,
             exp: claims.expires(),
             seq,
+            deleted: false,
         }
     }
 
@@ -123,7 +163,7 @@ impl Digest {
     /// Adds or removes (XOR is its own inverse) a token.
     fn toggle(&mut self, entry: &Entry) {
         let bucket = &mut self.buckets[digest_bucket(entry.kind, &entry.key)];
-        for (d, b) in bucket.iter_mut().zip(token_hash(&entry.jwt)) {
+        for (d, b) in bucket.iter_mut().zip(entry.digest_hash()) {
             *d ^= b;
         }
     }
@@ -178,6 +218,8 @@ pub(super) struct Index {
     meta: HashMap<String, Vec<u8>>,
     /// Kept up to date by every insert and removal.
     digest: Digest,
+    /// Tombstones among `accounts` (not counted as accounts).
+    tombstones: usize,
 }
 
 impl Index {
@@ -206,7 +248,13 @@ impl Index {
         }
     }
 
+    /// The stored token of `key`; `None` for a deleted key.
     pub(super) fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        self.map(kind).get(key).filter(|e| !e.deleted).cloned()
+    }
+
+    /// The latest version of `key`, a tombstone included (version comparisons).
+    pub(super) fn version(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
         self.map(kind).get(key).cloned()
     }
 
@@ -219,7 +267,9 @@ impl Index {
         if let Some(old) = map.insert(entry.key.clone(), entry.clone()) {
             self.log.remove(&old.seq);
             self.digest.toggle(&old);
+            self.tombstones -= usize::from(old.deleted);
         }
+        self.tombstones += usize::from(entry.deleted);
         self.digest.toggle(&entry);
         self.head = self.head.max(entry.seq);
         self.log.insert(entry.seq, entry);
@@ -235,6 +285,7 @@ impl Index {
         let old = map.remove(key)?;
         self.log.remove(&old.seq);
         self.digest.toggle(&old);
+        self.tombstones -= usize::from(old.deleted);
         Some(old)
     }
 
@@ -265,8 +316,20 @@ impl Index {
     pub(super) fn all(&self, kind: Kind, max: usize) -> Vec<Arc<Entry>> {
         self.log
             .values()
-            .filter(|e| e.kind == kind)
+            .filter(|e| e.kind == kind && !e.deleted)
             .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// Tombstones issued before `before` (unix seconds), oldest first (compaction).
+    pub(super) fn tombstones_before(&self, before: i64) -> Vec<Arc<Entry>> {
+        if self.tombstones == 0 {
+            return Vec::new();
+        }
+        self.log
+            .values()
+            .filter(|e| e.deleted && e.iat < before)
             .cloned()
             .collect()
     }
@@ -287,6 +350,9 @@ impl Index {
     }
 
     pub(super) fn counts(&self) -> (usize, usize) {
-        (self.accounts.len(), self.activations.len())
+        (
+            self.accounts.len() - self.tombstones,
+            self.activations.len(),
+        )
     }
 }

@@ -154,6 +154,8 @@ pub struct Record {
     pub seq: u64,
     /// The sequence it replaces in the change log, if the key was stored before.
     pub old_seq: Option<u64>,
+    /// A tombstone: `jwt` is the delete request (see [`Entry::deleted`]).
+    pub deleted: bool,
 }
 
 /// An atomic unit for the backend: records, metadata and the new head, all or nothing.
@@ -203,6 +205,23 @@ impl Loaded {
     /// [`StoreError::Corrupt`] when it is not a parseable JWT.
     pub fn push(&mut self, kind: Kind, key: &str, jwt: &[u8], seq: u64) -> Result<(), StoreError> {
         self.entries.push(parse_stored(kind, key, jwt, seq)?);
+        Ok(())
+    }
+
+    /// Adds a stored tombstone of account `key` (`request`: the delete request).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the request is not a parseable JWT.
+    pub fn push_tombstone(
+        &mut self,
+        key: &str,
+        request: &[u8],
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let mut entry = parse_stored(Kind::Account, key, request, seq)?;
+        entry.deleted = true;
+        entry.exp = None;
+        self.entries.push(entry);
         Ok(())
     }
 }
@@ -403,9 +422,37 @@ impl Store {
         })
     }
 
-    /// The stored entry for `key`, if any. Never touches the disk.
+    /// The stored entry for `key`, if any (not a deleted one). Never touches the disk.
     pub fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
         self.read().get(kind, key)
+    }
+
+    /// The latest version of `key`, a tombstone included.
+    pub fn version(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        self.read().version(kind, key)
+    }
+
+    /// Deletes accounts: one tombstone per key, carrying the verified delete `request`, by the
+    /// version rules ([`Policy::NewerWins`]: an account issued after the request stays).
+    /// Outcomes are one per key, in order.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn delete(
+        &self,
+        keys: &[String],
+        request: &Jwt,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let entries = keys
+            .iter()
+            .map(|k| Arc::new(Entry::tombstone(k, request)))
+            .collect();
+        self.send(entries, Vec::new(), Policy::NewerWins).await
+    }
+
+    /// Tombstones issued before `before` (unix seconds).
+    pub fn tombstones_before(&self, before: i64) -> Vec<Arc<Entry>> {
+        self.read().tombstones_before(before)
     }
 
     /// Writes `jwt` under `key` with [`Policy::NewerWins`]: stored only when its `iat` is later

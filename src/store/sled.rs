@@ -148,11 +148,14 @@ fn kind_byte(kind: Kind) -> u8 {
 
 fn kind_of(b: Option<&u8>) -> Option<Kind> {
     match b {
-        Some(b'a') => Some(Kind::Account),
+        Some(b'a' | b'd') => Some(Kind::Account),
         Some(b't') => Some(Kind::Activation),
         _ => None,
     }
 }
+
+/// The record kind byte of a tombstone (an account deleted by the request it holds).
+const TOMBSTONE: u8 = b'd';
 
 fn seq_key(seq: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -270,7 +273,11 @@ impl Backend for SledBackend {
             let (k, v) = item.map_err(io)?;
             let seq = parse_seq_key(&k)?;
             let (kind, key, jwt) = parse_record(seq, &v)?;
-            loaded.push(kind, key, jwt, seq)?;
+            if v.first() == Some(&TOMBSTONE) {
+                loaded.push_tombstone(key, jwt, seq)?;
+            } else {
+                loaded.push(kind, key, jwt, seq)?;
+            }
         }
         for item in db.scan_prefix(b"m/") {
             let (k, v) = item.map_err(io)?;
@@ -295,7 +302,11 @@ impl Backend for SledBackend {
             if let Some(old) = r.old_seq {
                 batch.remove(&seq_key(old)[..]);
             }
-            batch.insert(&seq_key(r.seq)[..], record_value(r.kind, &r.key, &r.jwt)?);
+            let mut value = record_value(r.kind, &r.key, &r.jwt)?;
+            if r.deleted {
+                value[0] = TOMBSTONE;
+            }
+            batch.insert(&seq_key(r.seq)[..], value);
         }
         for (name, value) in &commit.meta {
             batch.insert(format!("m/{name}").into_bytes(), value.as_slice());
@@ -391,6 +402,7 @@ mod tests {
             jwt: Bytes::copy_from_slice(jwt.as_bytes()),
             seq,
             old_seq,
+            deleted: false,
         };
         let (one, two, three) = (token("one"), token("two"), token("three"));
         backend
