@@ -1,6 +1,6 @@
 //! The single integration-test binary (one link step on our 2-core machines): every area is a
 //! module here. `common` holds the harness: in-process servers, our binary as a child process,
-//! a real nats-server, fixtures from `../shared/vectors`, and the `eventually` wait helper.
+//! a real nats-server, fixtures from `tests/data/vectors`, and the `eventually` wait helper.
 
 mod common;
 
