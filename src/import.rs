@@ -43,9 +43,15 @@ pub enum ImportError {
         /// Why.
         reason: String,
     },
-    /// The target store failed.
+    /// The target store failed (the message carries the cause; no `source` as well).
     #[error("sled store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ImportError {
+    fn from(e: StoreError) -> Self {
+        ImportError::Store(e)
+    }
 }
 
 /// What an import did.
@@ -94,7 +100,9 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
             })?;
             Some(
                 Operator::from_jwt(token.trim())
-                    .map_err(|e| ImportError::Settings(format!("operatorjwtpath: {e}")))?,
+                    .map_err(|e| {
+                        ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
+                    })?,
             )
         }
     };

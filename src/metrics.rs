@@ -39,8 +39,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every family registered.
+    /// A primary's registry: every family except the replica ones (`nas_replica_*`), which
+    /// would only ever read 0 there and look like an unreachable primary on a dashboard.
     pub fn new() -> Metrics {
+        Metrics::with_role(false)
+    }
+
+    /// A fresh registry for a primary, or (`replica`) with the replica families as well.
+    pub fn with_role(replica: bool) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -146,14 +152,20 @@ impl Metrics {
             Box::new(store_failing.clone()),
             Box::new(store_failures.clone()),
             Box::new(nats_connected.clone()),
-            Box::new(replica_lag_seq.clone()),
-            Box::new(replica_lag_seconds.clone()),
-            Box::new(primary_reachable.clone()),
-            Box::new(replica_applied.clone()),
             Box::new(long_polls.clone()),
             Box::new(resolver_requests.clone()),
         ] {
             registry.register(c).expect("metric registered once");
+        }
+        if replica {
+            for c in [
+                Box::new(replica_lag_seq.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(replica_lag_seconds.clone()),
+                Box::new(primary_reachable.clone()),
+                Box::new(replica_applied.clone()),
+            ] {
+                registry.register(c).expect("metric registered once");
+            }
         }
         Metrics {
             inner: Arc::new(Inner {

@@ -24,33 +24,40 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Why the server could not start.
+/// Why the server could not start. Each message names the setting and carries its cause; no
+/// variant exposes the cause as a `source` as well, so a printer of the chain (`main`) shows
+/// every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A file named in the settings could not be read.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {cause}")]
     File {
         /// Which setting.
         what: &'static str,
         /// The path.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The operator JWT is unusable.
-    #[error("operatorjwtpath: {0}")]
-    Operator(#[from] OperatorError),
+    #[error("operatorjwtpath {path}: {cause}")]
+    Operator {
+        /// The file.
+        path: String,
+        /// Why.
+        cause: OperatorError,
+    },
     /// The system account JWT is unusable.
     #[error("systemaccountjwtpath: {0}")]
     SystemAccount(String),
     /// The store could not be opened.
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// NATS settings are unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Nats(#[from] NatsError),
     /// HTTPS files are unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     /// HTTP could not start.
     #[error("http: {0}")]
@@ -77,7 +84,14 @@ pub struct RunningServer {
 pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
     let operator = match settings.operator_path() {
         None => None,
-        Some(path) => Some(Operator::from_jwt(&read_token(&path, "operatorjwtpath")?)?),
+        Some(path) => Some(
+            Operator::from_jwt(&read_token(&path, "operatorjwtpath")?).map_err(|cause| {
+                StartError::Operator {
+                    path: path.display().to_string(),
+                    cause,
+                }
+            })?,
+        ),
     };
     let system_account = match &settings.systemaccountjwtpath {
         None => None,
@@ -110,13 +124,28 @@ pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
     })
 }
 
+/// Reads and checks every file the settings name, as [`RunningServer::start`] would (operator
+/// and system-account JWTs, HTTPS certificate and key, NATS credentials and TLS files), without
+/// opening the store or binding anything: `check-config`.
+///
+/// # Errors
+/// [`StartError`] naming the setting and the problem.
+pub async fn check_files(settings: &Settings) -> Result<(), StartError> {
+    load_trust(settings)?;
+    if let Some(tls) = &settings.http.tls {
+        ReloadableCert::load(tls)?;
+    }
+    crate::nats::check_settings(&settings.nats).await?;
+    Ok(())
+}
+
 fn read_token(path: &Path, what: &'static str) -> Result<String, StartError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|source| StartError::File {
+        .map_err(|cause| StartError::File {
             what,
             path: path.display().to_string(),
-            source,
+            cause,
         })
 }
 
@@ -196,7 +225,7 @@ impl RunningServer {
         };
         listener.set_nonblocking(true).map_err(StartError::Http)?;
         let addr = listener.local_addr().map_err(StartError::Http)?;
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_role(settings.is_replica());
         let (trust_tx, trust_rx) = watch::channel(Arc::new(trust));
         let trust_tx = Arc::new(trust_tx);
         let nats = NatsHandle::connect(&settings.nats).await?;

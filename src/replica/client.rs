@@ -95,10 +95,12 @@ impl PrimaryClient {
         }
     }
 
+    /// The URL without user-info, and reqwest's error with its causes ("Connection refused"),
+    /// without reqwest's copy of the request URL (which may hold a password).
     fn unreachable(&self, e: reqwest::Error) -> SyncError {
         SyncError::Unreachable {
-            url: self.current().to_string(),
-            message: e.to_string(),
+            url: crate::link::display_url(self.current()),
+            message: crate::link::error_chain(&e.without_url()),
         }
     }
 
@@ -204,7 +206,7 @@ impl PrimaryClient {
         self.get_optional(&path(kind, key)).await
     }
 
-    /// Forwards a write; returns the primary's status and body.
+    /// Forwards a write; returns the primary's status, `X-Error-Code` and body.
     ///
     /// # Errors
     /// [`SyncError::Unreachable`] when no answer came.
@@ -213,7 +215,7 @@ impl PrimaryClient {
         kind: Kind,
         key: &str,
         body: &[u8],
-    ) -> Result<(u16, String), SyncError> {
+    ) -> Result<(u16, Option<String>, String), SyncError> {
         let path = match kind {
             Kind::Account => path(kind, key),
             Kind::Activation => "/jwt/v1/activations".to_string(),
@@ -228,7 +230,12 @@ impl PrimaryClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        Ok((status, resp.text().await.unwrap_or_default()))
+        let code = resp
+            .headers()
+            .get("X-Error-Code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((status, code, resp.text().await.unwrap_or_default()))
     }
 
     /// `GET /jwt/v1/operator`: `Ok(None)` when the primary has none.

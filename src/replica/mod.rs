@@ -204,7 +204,7 @@ impl ReplicaHandle {
         let mut last_err = None;
         for _ in 0..self.client.count() {
             match self.client.post(kind, key, body).await {
-                Ok((200, _)) => {
+                Ok((200, _, _)) => {
                     let token = String::from_utf8_lossy(body);
                     if let Ok(jwt) = self.verify(kind, key, token.trim()) {
                         if self.store.put(kind, key, &jwt).await.is_ok() {
@@ -213,12 +213,13 @@ impl ReplicaHandle {
                     }
                     return Ok(());
                 }
-                Ok((status, body)) => {
-                    return Err(ApiError::Upstream {
-                        status: actix_web::http::StatusCode::from_u16(status)
+                Ok((status, code, body)) => {
+                    return Err(ApiError::upstream(
+                        actix_web::http::StatusCode::from_u16(status)
                             .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
-                        body: body.trim_end().to_string(),
-                    })
+                        code.as_deref(),
+                        body.trim_end().to_string(),
+                    ))
                 }
                 Err(e) => {
                     last_err = Some(e);
