@@ -98,12 +98,9 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
             let token = std::fs::read_to_string(&path).map_err(|e| {
                 ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
             })?;
-            Some(
-                Operator::from_jwt(token.trim())
-                    .map_err(|e| {
-                        ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
-                    })?,
-            )
+            Some(Operator::from_jwt(token.trim()).map_err(|e| {
+                ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
+            })?)
         }
     };
     let items = match (&args.from_dir, &args.from_url) {

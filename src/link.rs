@@ -52,7 +52,7 @@ pub enum Note {
         /// How long it was down.
         after: Duration,
     },
-    /// Up for the first time.
+    /// Up for the first time (after failed attempts, if any).
     Up,
 }
 
@@ -113,14 +113,12 @@ impl LinkState {
     /// The link is up; returns what to log (every transition to up is worth a line).
     pub fn connected(&mut self, now: Instant) -> Note {
         let was_up = std::mem::replace(&mut self.ever_up, true);
-        match self.down.take() {
-            Some(d) => Note::Back {
-                after: now.duration_since(d.since),
-            },
-            None if was_up => Note::Back {
-                after: Duration::ZERO,
-            },
-            None => Note::Up,
+        let down = self.down.take();
+        if !was_up {
+            return Note::Up;
+        }
+        Note::Back {
+            after: down.map_or(Duration::ZERO, |d| now.duration_since(d.since)),
         }
     }
 
@@ -192,6 +190,8 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut link = LinkState::new(s(60));
+        assert_eq!(link.connected(t0), Note::Up);
+        link.disconnected(t0);
         assert_eq!(link.failed("refused", t0), Some(Note::Down));
         for i in 1..60 {
             assert_eq!(link.failed("refused", t0 + s(i)), None, "retry {i}");
@@ -204,6 +204,15 @@ mod tests {
         assert_eq!(link.failed("timed out", t0 + s(62)), Some(Note::Down));
         assert_eq!(link.connected(t0 + s(70)), Note::Back { after: s(70) });
         assert_eq!(link.failed("refused", t0 + s(80)), Some(Note::Down));
+    }
+
+    #[test]
+    fn a_link_that_was_never_up_comes_up_once() {
+        let t0 = Instant::now();
+        let mut link = LinkState::new(Duration::from_secs(60));
+        assert_eq!(link.failed("refused", t0), Some(Note::Down));
+        assert_eq!(link.failed("refused", t0), None);
+        assert_eq!(link.connected(t0), Note::Up);
     }
 
     #[test]

@@ -48,8 +48,13 @@ pub enum StartError {
         cause: OperatorError,
     },
     /// The system account JWT is unusable.
-    #[error("systemaccountjwtpath: {0}")]
-    SystemAccount(String),
+    #[error("systemaccountjwtpath {path}: {message}")]
+    SystemAccount {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -97,20 +102,21 @@ pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
         None => None,
         Some(path) => {
             let token = read_token(path, "systemaccountjwtpath")?;
-            let jwt = jwt::decode(&token).map_err(|e| StartError::SystemAccount(e.to_string()))?;
+            let bad = |message: String| StartError::SystemAccount {
+                path: path.display().to_string(),
+                message,
+            };
+            let jwt = jwt::decode(&token).map_err(|e| bad(e.to_string()))?;
             if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
-                return Err(StartError::SystemAccount(
-                    "subject is not an account key".into(),
-                ));
+                return Err(bad("subject is not an account key".into()));
             }
             if let Some(op) = &operator {
                 op.check_issuer(&jwt.claims.iss)
-                    .map_err(|e| StartError::SystemAccount(e.to_string()))?;
-                if op.system_account().is_some_and(|s| s != jwt.claims.sub) {
-                    return Err(StartError::SystemAccount(format!(
-                        "account {} is not the operator's system account {}",
-                        jwt.claims.sub,
-                        op.system_account().unwrap_or_default()
+                    .map_err(|e| bad(e.to_string()))?;
+                if let Some(sys) = op.system_account().filter(|s| *s != jwt.claims.sub) {
+                    return Err(bad(format!(
+                        "account {} is not the operator's system account {sys}",
+                        jwt.claims.sub
                     )));
                 }
             }
@@ -198,13 +204,16 @@ impl RunningServer {
         listener: TcpListener,
     ) -> Result<RunningServer, StartError> {
         let trust = load_trust(&settings)?;
-        if trust.operator.is_none() && !settings.is_replica() {
+        let no_operator = trust.operator.is_none() && !settings.is_replica();
+        let store = open_store(&settings)?;
+        let server = RunningServer::start_with_store(settings, listener, store, trust).await?;
+        // After the start succeeded: a failed start prints its error alone.
+        if no_operator {
             tracing::warn!(
                 "no operator JWT configured: POSTs will be refused (configure --operator)"
             );
         }
-        let store = open_store(&settings)?;
-        RunningServer::start_with_store(settings, listener, store, trust).await
+        Ok(server)
     }
 
     /// [`RunningServer::start`] with an already opened store.

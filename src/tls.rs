@@ -13,10 +13,20 @@ use std::sync::{Arc, RwLock};
 
 /// Why TLS files cannot be used, naming the key (`http.tls.cert`, `http.tls.key`).
 #[derive(Debug, thiserror::Error)]
-#[error("http.tls.{key}: {message}")]
-pub struct TlsError {
-    key: &'static str,
-    message: String,
+pub enum TlsError {
+    /// One of the two files is not configured.
+    #[error("http.tls: both cert and key are required")]
+    Missing,
+    /// A file cannot be read or holds no usable certificate or key.
+    #[error("http.tls.{key} {path}: {message}")]
+    File {
+        /// `cert` or `key`.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// What a PEM file must hold.
@@ -72,10 +82,7 @@ impl ReloadableCert {
     /// [`TlsError`] naming the file.
     pub fn load(tls: &TlsSettings) -> Result<Arc<ReloadableCert>, TlsError> {
         let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
-            return Err(TlsError {
-                key: if tls.cert.is_none() { "cert" } else { "key" },
-                message: "both cert and key are required".into(),
-            });
+            return Err(TlsError::Missing);
         };
         let ck = certified_key(cert, key)?;
         Ok(Arc::new(ReloadableCert {
@@ -119,9 +126,10 @@ impl ResolvesServerCert for ReloadableCert {
 }
 
 fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let err = |which: &'static str, path: &Path, e: &dyn std::fmt::Display| TlsError {
+    let err = |which: &'static str, path: &Path, e: &dyn std::fmt::Display| TlsError::File {
         key: which,
-        message: format!("{}: {e}", path.display()),
+        path: path.display().to_string(),
+        message: e.to_string(),
     };
     let open = |which, p: &Path| {
         File::open(p)

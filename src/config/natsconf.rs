@@ -842,13 +842,12 @@ impl<'a> Parser<'a> {
         })?;
         // Includes inside the included file are relative to that file.
         let base_dir = path.parent().map(Path::to_path_buf);
-        let included = parse_nested(&text, base_dir, self.depth + 1).map_err(|cause| {
-            ParseError::Include {
+        let included =
+            parse_nested(&text, base_dir, self.depth + 1).map_err(|cause| ParseError::Include {
                 line,
                 path: shown,
                 cause: Box::new(cause),
-            }
-        })?;
+            })?;
         // Key by key, as nats-server merges: the include overrides keys
         // before it, and keys after it override the include.
         self.current_scope().extend(included);

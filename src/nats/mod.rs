@@ -47,10 +47,12 @@ pub struct NatsHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     /// A file named in the settings could not be read or parsed.
-    #[error("nats.{key}: {message}")]
-    Settings {
+    #[error("nats.{key} {path}: {message}")]
+    File {
         /// The setting.
         key: &'static str,
+        /// The file.
+        path: String,
         /// What is wrong.
         message: String,
     },
@@ -252,16 +254,18 @@ async fn auth_options(
     mut opts: async_nats::ConnectOptions,
     settings: &NatsSettings,
 ) -> Result<async_nats::ConnectOptions, NatsError> {
-    let file_err = |key: &'static str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-        NatsError::Settings {
+    let file_err =
+        |key: &'static str, path: &std::path::Path, e: &dyn std::fmt::Display| NatsError::File {
             key,
-            message: format!("{}: {e}", path.display()),
-        }
-    };
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
     if let Some(path) = &settings.usercredentials {
+        // Read here rather than with `credentials_file`, whose error names the path again.
+        let creds =
+            std::fs::read_to_string(path).map_err(|e| file_err("usercredentials", path, &e))?;
         opts = opts
-            .credentials_file(path)
-            .await
+            .credentials(&creds)
             .map_err(|e| file_err("usercredentials", path, &e))?;
     }
     if let Some(path) = &settings.nkey {
@@ -325,7 +329,11 @@ struct LinkEvents {
 }
 
 impl LinkEvents {
-    fn new(addrs: &[async_nats::ServerAddr], probe_timeout: Duration, retry_every: Duration) -> Self {
+    fn new(
+        addrs: &[async_nats::ServerAddr],
+        probe_timeout: Duration,
+        retry_every: Duration,
+    ) -> Self {
         let targets: Vec<(String, String, u16)> = addrs
             .iter()
             .map(|a| {
@@ -357,13 +365,13 @@ impl LinkEvents {
         match event {
             Event::Connected => match self.state().connected(now) {
                 Note::Back { after } => {
-                    tracing::info!(nats, "connected to NATS again after {}", secs(after))
+                    tracing::info!(nats = %nats, "connected to NATS again after {}", secs(after))
                 }
-                _ => tracing::info!(nats, "connected to NATS"),
+                _ => tracing::info!(nats = %nats, "connected to NATS"),
             },
             Event::Disconnected => {
                 self.state().disconnected(now);
-                tracing::warn!(nats, "disconnected from NATS; reconnecting");
+                tracing::warn!(nats = %nats, "disconnected from NATS; reconnecting");
             }
             Event::ClientError(e) => {
                 let kind = e.to_string();
@@ -374,22 +382,26 @@ impl LinkEvents {
                 let every = secs(self.retry_every);
                 match note {
                     Note::StillDown { for_ } => tracing::warn!(
-                        nats,
+                        nats = %nats,
                         %cause,
                         "still cannot connect to NATS after {}; retrying every {every}",
                         secs(for_)
                     ),
-                    _ => tracing::warn!(nats, %cause, "cannot connect to NATS; retrying every {every}"),
+                    _ => {
+                        tracing::warn!(nats = %nats, %cause, "cannot connect to NATS; retrying every {every}")
+                    }
                 }
             }
-            Event::ServerError(e) => tracing::warn!(nats, cause = %e, "NATS server reported an error"),
+            Event::ServerError(e) => {
+                tracing::warn!(nats = %nats, cause = %e, "NATS server reported an error")
+            }
             Event::LameDuckMode => {
-                tracing::warn!(nats, "NATS server is shutting down (lame duck mode); will reconnect")
+                tracing::warn!(nats = %nats, "NATS server is shutting down (lame duck mode); will reconnect")
             }
             Event::SlowConsumer(sid) => {
-                tracing::warn!(nats, sid, "NATS subscription is too slow; messages were dropped")
+                tracing::warn!(nats = %nats, sid, "NATS subscription is too slow; messages were dropped")
             }
-            other => tracing::debug!(nats, event = %other, "NATS event"),
+            other => tracing::debug!(nats = %nats, event = %other, "NATS event"),
         }
     }
 
