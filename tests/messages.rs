@@ -73,8 +73,8 @@ fn a_second_process_on_a_data_directory_is_told_to_use_its_own() {
     );
 }
 
-/// A directory with every file a full configuration names, all valid; returns the config
-/// text (TOML, paths relative to the directory) with `overrides` replacing lines by key.
+/// Writes every file a full configuration names into `dir`, all valid, and returns that
+/// configuration (TOML, paths relative to `dir`).
 fn full_config(dir: &Path) -> String {
     for f in ["operator.jwt", "sys.jwt", "sys.creds"] {
         std::fs::copy(vectors().join(f), dir.join(f)).unwrap();
@@ -193,6 +193,14 @@ fn settings(file: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> Setting
         .0
 }
 
+/// Config file, environment, flags, and the store they select.
+type StoreCase<'a> = (
+    &'a Path,
+    &'a [(&'a str, &'a str)],
+    &'a [&'a str],
+    StoreChoice,
+);
+
 /// A store flag replaces the config file's (and the environment's) whole store section;
 /// `--shard` and `--read-only` alone adjust the configured one.
 #[test]
@@ -204,7 +212,7 @@ fn store_flags_replace_the_config_files_store() {
     let dir_toml = dir.path().join("dir.toml");
     std::fs::write(&dir_toml, "[store]\ndir = \"jwts\"\nshard = true\n").unwrap();
     let p = PathBuf::from;
-    let cases: &[(&Path, &[(&str, &str)], &[&str], StoreChoice)] = &[
+    let cases: &[StoreCase] = &[
         (&demo, &[], &[], StoreChoice::Sled(p("data"))),
         (
             &demo,
