@@ -47,11 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (settings, report) = load(&cli)?;
     if let Some(Command::CheckConfig) = &cli.command {
         // Every file a start would read, read and checked the same way.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(check_files(&settings))?;
+        check_files(&settings)?;
         println!("configuration OK");
         return Ok(());
     }

@@ -136,12 +136,12 @@ pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
 ///
 /// # Errors
 /// [`StartError`] naming the setting and the problem.
-pub async fn check_files(settings: &Settings) -> Result<(), StartError> {
+pub fn check_files(settings: &Settings) -> Result<(), StartError> {
     load_trust(settings)?;
     if let Some(tls) = &settings.http.tls {
         ReloadableCert::load(tls)?;
     }
-    crate::nats::check_settings(&settings.nats).await?;
+    crate::nats::check_settings(&settings.nats)?;
     Ok(())
 }
 

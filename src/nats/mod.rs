@@ -199,11 +199,11 @@ impl Connection {
                     events.log(event).await;
                 }
             });
-        let opts = auth_options(opts, settings).await?;
+        let opts = auth_options(opts, settings)?;
         let client = opts
             .connect(addrs)
             .await
-            .map_err(|e| NatsError::Connect(crate::link::error_chain(&e)))?;
+            .map_err(|e| NatsError::Connect(link::error_chain(&e)))?;
         Ok(Connection {
             connected: Some(connected),
             client: Some(client),
@@ -250,7 +250,7 @@ fn server_addrs(settings: &NatsSettings) -> Result<Vec<async_nats::ServerAddr>, 
 /// Adds the credentials and TLS files of `settings` to `opts`, reading each one now, so that a
 /// missing or unusable file fails the start (and `check-config`) naming its key, instead of
 /// failing every connection attempt later.
-async fn auth_options(
+fn auth_options(
     mut opts: async_nats::ConnectOptions,
     settings: &NatsSettings,
 ) -> Result<async_nats::ConnectOptions, NatsError> {
@@ -302,12 +302,12 @@ async fn auth_options(
 ///
 /// # Errors
 /// [`NatsError`] naming the key and the problem.
-pub async fn check_settings(settings: &NatsSettings) -> Result<(), NatsError> {
+pub fn check_settings(settings: &NatsSettings) -> Result<(), NatsError> {
     if settings.servers.0.is_empty() {
         return Ok(());
     }
     server_addrs(settings)?;
-    auth_options(async_nats::ConnectOptions::new(), settings).await?;
+    auth_options(async_nats::ConnectOptions::new(), settings)?;
     Ok(())
 }
 
