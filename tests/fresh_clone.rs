@@ -80,9 +80,6 @@ fn cargo_test(clone: &Path, target: &Path, args: &[&str]) -> usize {
         // runs and forgets, and both make the build markedly slower and larger.
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .env("CARGO_INCREMENTAL", "0")
-        // What the outer cargo set for this test process describes the outer checkout.
-        .env_remove("CARGO_MANIFEST_DIR")
-        .env_remove("CARGO_PKG_NAME")
         .output()
         .expect("running cargo");
     let text = format!(
