@@ -143,11 +143,15 @@ const RELOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 fn reopen_db(dir: &Path) -> Result<::sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + RELOCK_WAIT;
     loop {
+        // `Locked` is the probe's verdict (`check_not_locked`); sled's own lock error can
+        // still come when the old handle takes the lock between the probe and sled's open.
+        let conflict = |e: &StoreError| match e {
+            StoreError::Locked(_) => true,
+            StoreError::Io(msg) => msg.contains("could not acquire lock"),
+            _ => false,
+        };
         match open_db(dir) {
-            Err(StoreError::Io(msg))
-                if msg.contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if conflict(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
