@@ -18,7 +18,7 @@ pub enum ApiError {
     #[error("{0}")]
     BadKey(String),
     /// The posted token failed validation.
-    #[error("{0}")]
+    #[error(transparent)]
     InvalidJwt(#[from] JwtError),
     /// The posted token's subject is not the path key.
     #[error("JWT subject {sub} does not match the account in the path {path}")]
@@ -85,6 +85,9 @@ pub enum ApiError {
     Upstream {
         /// The primary's status.
         status: StatusCode,
+        /// The primary's `X-Error-Code`, when it is one of [`ApiError::CODES`]; otherwise
+        /// `upstream`.
+        code: &'static str,
         /// The primary's body.
         body: String,
     },
@@ -102,6 +105,37 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// Every code [`ApiError::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "delete_disabled",
+        "delete_not_trusted",
+        "delete_malformed",
+        "bad_key",
+        "invalid_jwt",
+        "key_mismatch",
+        "unknown_issuer",
+        "stale",
+        "not_found",
+        "writes_disabled",
+        "payload_too_large",
+        "request_timeout",
+        "bad_request",
+        "primary_unavailable",
+        "storage",
+        "upstream",
+    ];
+
+    /// A refusal relayed from the primary, keeping its `X-Error-Code` (`header`) when it is
+    /// one of ours: clients of a replica see the same code as clients of the primary. Anything
+    /// else becomes `upstream`, so no text from the network reaches a header or a metric label.
+    pub fn upstream(status: StatusCode, header: Option<&str>, body: String) -> ApiError {
+        let code = header
+            .and_then(|h| Self::CODES.iter().find(|c| **c == h))
+            .copied()
+            .unwrap_or("upstream");
+        ApiError::Upstream { status, code, body }
+    }
+
     /// A stable machine-readable code, sent as `X-Error-Code` and used as a metrics label.
     pub fn code(&self) -> &'static str {
         match self {
@@ -124,7 +158,7 @@ impl ApiError {
                 DeleteError::NotTrusted | DeleteError::NotSelfSigned => "delete_not_trusted",
                 _ => "delete_malformed",
             },
-            ApiError::Upstream { .. } => "upstream",
+            ApiError::Upstream { code, .. } => code,
         }
     }
 }
@@ -176,5 +210,50 @@ impl ResponseError for ApiError {
             body.push('\n');
         }
         resp.body(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant: each code is listed in [`ApiError::CODES`], which is what lets a
+    /// replica relay it.
+    #[test]
+    fn every_code_is_listed() {
+        let s = String::new;
+        let all = [
+            ApiError::BadKey(s()),
+            ApiError::InvalidJwt(JwtError::Malformed(s())),
+            ApiError::KeyMismatch {
+                path: s(),
+                sub: s(),
+            },
+            ApiError::UnknownIssuer(s()),
+            ApiError::Stale {
+                stored_iat: 2,
+                posted_iat: 1,
+            },
+            ApiError::NotFound(s()),
+            ApiError::WritesDisabled(s()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::RequestTimeout(std::time::Duration::ZERO),
+            ApiError::BadRequest(s()),
+            ApiError::PrimaryUnavailable(s()),
+            ApiError::Storage(StoreError::Closed),
+            ApiError::upstream(StatusCode::BAD_REQUEST, None, s()),
+        ];
+        for e in &all {
+            assert!(ApiError::CODES.contains(&e.code()), "{}", e.code());
+        }
+        assert_eq!(all.len(), ApiError::CODES.len());
+    }
+
+    #[test]
+    fn relayed_codes_are_ours_or_upstream() {
+        let up = |h| ApiError::upstream(StatusCode::CONFLICT, h, String::new()).code();
+        assert_eq!(up(Some("stale")), "stale");
+        assert_eq!(up(Some("made up\r\nSet-Cookie: x")), "upstream");
+        assert_eq!(up(None), "upstream");
     }
 }

@@ -408,6 +408,7 @@ async fn path_traversal_is_refused() {
                 jwt: jwt.clone().into(),
                 seq: 1,
                 old_seq: None,
+                deleted: false,
             }],
             meta: vec![],
             head: 1,

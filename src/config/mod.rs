@@ -290,16 +290,17 @@ pub enum StoreChoice {
     Nsc(PathBuf),
 }
 
-/// A configuration problem, naming the key.
+/// A configuration problem, naming the key. Messages carry their cause; no variant also
+/// exposes it as a `source`, so a printer of the chain shows each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("config file {path}: {source}")]
+    #[error("config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file, environment or flags could not be parsed.
     #[error("{0}")]
@@ -344,9 +345,9 @@ impl Settings {
     ) -> Result<(Settings, LoadReport), ConfigError> {
         let mut merged = Value::Object(Default::default());
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
             merge(&mut merged, parse_file(path, &text)?);
         }
@@ -403,7 +404,7 @@ impl Settings {
         }
         for url in &self.primary.0 {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let shown = crate::replica::client::redact(url);
+                let shown = crate::link::display_url(url);
                 return key_err("primary", &format!("{shown:?} is not an http(s) URL"));
             }
         }

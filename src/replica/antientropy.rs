@@ -190,13 +190,13 @@ async fn send_back(replica: &ReplicaHandle, mine: &Entry, sent: &mut u64) -> boo
         Write::Put(mine.kind)
     };
     match replica.client.send(write, &mine.key, &mine.jwt).await {
-        Ok((200, _)) => {
+        Ok((200, _, _)) => {
             *sent += 1;
             tracing::info!(kind = mine.kind.as_str(), key = %mine.key,
                 "anti-entropy: sent a newer version held here back to the primary");
             true
         }
-        Ok((status, body)) => {
+        Ok((status, _, body)) => {
             tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status, reason = %body.trim(),
                 "anti-entropy: the primary refused the version held here; taking the primary's");
             let mut fetched = 0;

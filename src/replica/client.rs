@@ -6,6 +6,7 @@
 //! used for requests and never shown. Everything displayed or logged uses [`redact`].
 
 use crate::config::TlsSettings;
+use crate::link::{display_url as redact, error_chain};
 use crate::store::{Digest, Kind, DIGEST_BUCKETS};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -90,34 +91,6 @@ fn feed_kind(s: &str) -> Option<(Kind, bool)> {
         "delete" => Some((Kind::Account, true)),
         other => Kind::parse(other).map(|k| (k, false)),
     }
-}
-
-/// `url` without user-info (`http://user:pass@host` → `http://host`), for display and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
-/// An error's message followed by its sources, each once: `reqwest` says "error sending
-/// request" and hides "connection refused" in a source, which is the part people need.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// A request to the primary failed.
@@ -235,6 +208,8 @@ impl PrimaryClient {
         }
     }
 
+    /// The URL without user-info, and reqwest's error with its causes ("Connection refused"),
+    /// without reqwest's copy of the request URL (which may hold a password).
     fn unreachable(&self, e: reqwest::Error) -> SyncError {
         // reqwest's message repeats the URL, credentials included: drop it, keep the causes.
         SyncError::Unreachable {
@@ -431,7 +406,7 @@ impl PrimaryClient {
         self.get_optional(&path(kind, key)).await
     }
 
-    /// Forwards a write; returns the primary's status and body.
+    /// Forwards a write; returns the primary's status, `X-Error-Code` and body.
     ///
     /// # Errors
     /// [`SyncError::Unreachable`] when no answer came.
@@ -440,7 +415,7 @@ impl PrimaryClient {
         write: Write,
         key: &str,
         body: &[u8],
-    ) -> Result<(u16, String), SyncError> {
+    ) -> Result<(u16, Option<String>, String), SyncError> {
         let request = match write {
             Write::Put(Kind::Account) => {
                 self.http
@@ -462,7 +437,12 @@ impl PrimaryClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        Ok((status, resp.text().await.unwrap_or_default()))
+        let code = resp
+            .headers()
+            .get("X-Error-Code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((status, code, resp.text().await.unwrap_or_default()))
     }
 
     /// `GET /jwt/v1/operator`: `Ok(None)` when the primary has none.
@@ -545,6 +525,7 @@ mod tests {
 
     #[test]
     fn redact_drops_user_info_only() {
+        // (`crate::link::display_url`, checked here for the primary URLs this client shows.)
         assert_eq!(redact("http://u:p@h:9090"), "http://h:9090");
         assert_eq!(redact("https://u@h/x?y=a@b"), "https://h/x?y=a@b");
         assert_eq!(redact("http://h:9090/a@b"), "http://h:9090/a@b");

@@ -338,13 +338,14 @@ impl ReplicaHandle {
         let mut last_err = None;
         for _ in 0..self.client.count() {
             match self.client.send(write, key, body).await {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => {
-                    return Err(ApiError::Upstream {
-                        status: actix_web::http::StatusCode::from_u16(status)
+                Ok((200, _, _)) => return Ok(()),
+                Ok((status, code, body)) => {
+                    return Err(ApiError::upstream(
+                        actix_web::http::StatusCode::from_u16(status)
                             .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
-                        body: body.trim_end().to_string(),
-                    })
+                        code.as_deref(),
+                        body.trim_end().to_string(),
+                    ))
                 }
                 Err(e) => {
                     last_err = Some(e);

@@ -86,6 +86,12 @@ pub enum StoreError {
     /// The writer thread is gone (the store is shutting down).
     #[error("the store is shutting down")]
     Closed,
+    /// Another process has the sled data directory open (sled allows one process per store).
+    #[error(
+        "the data directory {} is in use by another process; give this one its own --data",
+        .0.display()
+    )]
+    Locked(std::path::PathBuf),
 }
 
 /// How a write is ordered against the version already stored under its key (DESIGN §4,

@@ -71,6 +71,7 @@ impl SledBackend {
 /// it is damaged. Such a file is incomplete by construction, so when an open reports
 /// corruption and one exists, it is removed and the open tried again.
 fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
+    check_not_locked(dir)?;
     let open = || {
         ::sled::Config::new()
             .path(dir)
@@ -94,6 +95,25 @@ fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
         }
         other => other.map_err(fail),
     }
+}
+
+/// Fails with [`StoreError::Locked`] when another process holds the store's lock. sled takes
+/// an exclusive `flock` on `<dir>/db` at open, but reports a failure to get it only as an I/O
+/// error whose text names the lock; taking the same lock for a moment first tells that case
+/// apart without reading error text. The probe's lock is released when its file closes, before
+/// sled opens the store.
+fn check_not_locked(dir: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    // No lock file yet: a new store, which nobody can hold.
+    let Ok(file) = std::fs::File::open(dir.join("db")) else {
+        return Ok(());
+    };
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(StoreError::Locked(dir.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// `snap.*.generating` files in `dir` (see [`open_db`]).
@@ -123,11 +143,15 @@ const RELOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 fn reopen_db(dir: &Path) -> Result<::sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + RELOCK_WAIT;
     loop {
+        // `Locked` is the probe's verdict (`check_not_locked`); sled's own lock error can
+        // still come when the old handle takes the lock between the probe and sled's open.
+        let conflict = |e: &StoreError| match e {
+            StoreError::Locked(_) => true,
+            StoreError::Io(msg) => msg.contains("could not acquire lock"),
+            _ => false,
+        };
         match open_db(dir) {
-            Err(StoreError::Io(msg))
-                if msg.contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if conflict(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,

@@ -25,6 +25,19 @@ impl ServerProcess {
     /// Starts the binary with `args` plus `--listen 127.0.0.1:<port>`, logging to
     /// `<dir>/<name>.log`, and waits until `/healthz` answers.
     pub fn start(dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
+        let listen = format!("127.0.0.1:{port}");
+        ServerProcess::start_in(
+            dir,
+            dir,
+            name,
+            port,
+            &[&["--listen", &listen], args].concat(),
+        )
+    }
+
+    /// Starts the binary with exactly `args` (which make it listen on `port`) in the working
+    /// directory `cwd`, logging to `<dir>/<name>.log`, and waits until `/healthz` answers.
+    pub fn start_in(cwd: &Path, dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -33,9 +46,7 @@ impl ServerProcess {
             .expect("log file");
         let child = Command::new(binary())
             .args(args)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .current_dir(dir)
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out)
