@@ -242,11 +242,28 @@ mod tests {
             ApiError::PrimaryUnavailable(s()),
             ApiError::Storage(StoreError::Closed),
             ApiError::upstream(StatusCode::BAD_REQUEST, None, s()),
+            ApiError::DeleteConflict(s()),
         ];
+        let refused = |reason| {
+            ApiError::DeleteRefused(crate::jwt::delete::Refused {
+                subject: s(),
+                reason,
+            })
+        };
+        let all: Vec<ApiError> = all
+            .into_iter()
+            .chain([
+                refused(DeleteError::Disabled),
+                refused(DeleteError::NotTrusted),
+                refused(DeleteError::Malformed),
+            ])
+            .collect();
         for e in &all {
             assert!(ApiError::CODES.contains(&e.code()), "{}", e.code());
         }
-        assert_eq!(all.len(), ApiError::CODES.len());
+        let produced: std::collections::HashSet<&str> = all.iter().map(ApiError::code).collect();
+        let listed: std::collections::HashSet<&str> = ApiError::CODES.iter().copied().collect();
+        assert_eq!(produced, listed, "every listed code is produced by some variant");
     }
 
     #[test]
