@@ -263,7 +263,10 @@ mod tests {
         }
         let produced: std::collections::HashSet<&str> = all.iter().map(ApiError::code).collect();
         let listed: std::collections::HashSet<&str> = ApiError::CODES.iter().copied().collect();
-        assert_eq!(produced, listed, "every listed code is produced by some variant");
+        assert_eq!(
+            produced, listed,
+            "every listed code is produced by some variant"
+        );
     }
 
     #[test]

@@ -296,6 +296,13 @@ impl RunningServer {
             cancel.clone(),
             tasks.clone(),
         ));
+        if state.store.writable() {
+            tasks.spawn(compact_tombstones(
+                state.store.clone(),
+                settings.store.tombstonettl.0,
+                cancel.clone(),
+            ));
+        }
         let app_state = state.clone();
         let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
         let http =
@@ -389,6 +396,27 @@ impl RunningServer {
         // Last: release the store (and sled's directory lock) so a restart can reopen it.
         self.state.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Drops tombstones older than `ttl` (by the delete request's `iat`), checking every quarter
+/// of `ttl` (between 1 s and 1 h). Deletions stay visible to replicas for at least `ttl`.
+async fn compact_tombstones(store: Store, ttl: Duration, cancel: CancellationToken) {
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let before = crate::jwt::now_unix() - i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        match store.compact_tombstones(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                tombstones = n,
+                "compacted deletions older than store.tombstonettl"
+            ),
+            Err(e) => tracing::warn!(cause = %e, "could not compact deletions; retrying"),
+        }
     }
 }
 

@@ -10,6 +10,8 @@ mod accounts;
 mod activations;
 /// Configuration: TOML, the Go syntax, env and flag precedence, deploy/ examples.
 mod config;
+/// Account deletion: NATS and HTTP, tombstones, replicas, compaction.
+mod deletion;
 /// The links to NATS and the primary in the log: one warning with the cause, one line back.
 mod links;
 /// The README's local cluster (primary, nats-server, replica), run from the README's text.

@@ -411,6 +411,7 @@ async fn path_traversal_is_refused() {
                 deleted: false,
             }],
             meta: vec![],
+            removed: vec![],
             head: 1,
             durable: true,
         };

@@ -29,7 +29,14 @@ pub async fn pack(
             Err(_) => return Err(ApiError::BadRequest(format!("max={s:?} is not an integer"))),
         },
     };
-    let entries = state.store.changes_since(0, max);
+    // Deleted accounts are left out: the pack is what a Go replica or `nsc pull` should hold.
+    let entries: Vec<_> = state
+        .store
+        .changes_since(0, usize::MAX)
+        .into_iter()
+        .filter(|e| !e.deleted)
+        .take(max)
+        .collect();
     let mut body =
         String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 2).sum());
     for (i, e) in entries.iter().enumerate() {
@@ -64,7 +71,8 @@ const MAX_LIMIT: usize = 10_000;
 const MAX_WAIT: f64 = 55.0;
 
 /// `GET /jwt/v1/changes?since=S&limit=N&wait=W`: lines `seq|kind|key|jwt\n` in sequence order,
-/// with `X-Store-Id` (lineage) and `X-Head-Seq`.
+/// with `X-Store-Id` (lineage), `X-Head-Seq` and `X-Compacted-Seq` (tombstones at or below it
+/// were dropped: a replica whose cursor is below it may have missed a deletion).
 pub async fn changes(
     state: web::Data<AppState>,
     opts: web::Query<ChangesOpts>,
@@ -99,6 +107,7 @@ pub async fn changes(
         .content_type("text/plain; charset=utf-8")
         .insert_header(("X-Store-Id", state.store.lineage()))
         .insert_header(("X-Head-Seq", head.to_string()))
+        .insert_header(("X-Compacted-Seq", state.store.compacted().to_string()))
         .body(body))
 }
 

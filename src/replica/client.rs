@@ -127,6 +127,8 @@ pub struct FeedPage {
     pub store_id: String,
     /// `X-Head-Seq`: the primary's head when it answered.
     pub head: u64,
+    /// `X-Compacted-Seq`: the primary dropped tombstones up to here (0 from older primaries).
+    pub compacted: u64,
     /// The changes, in sequence order.
     pub changes: Vec<Change>,
 }
@@ -266,6 +268,9 @@ impl PrimaryClient {
         let head = header("X-Head-Seq")
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
+        let compacted = header("X-Compacted-Seq")
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         let mut changes = Vec::new();
         for line in body.lines().filter(|l| !l.is_empty()) {
@@ -290,6 +295,7 @@ impl PrimaryClient {
         Ok(FeedPage {
             store_id,
             head,
+            compacted,
             changes,
         })
     }

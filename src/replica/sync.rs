@@ -10,8 +10,9 @@ use super::{
     META_SYNCED,
 };
 use crate::config::Settings;
-use crate::store::{Entry, Kind, Policy};
+use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use crate::trust::{Learned, META_OPERATOR};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -48,6 +49,8 @@ struct VerifiedPage {
     store_id: String,
     /// `X-Head-Seq` of the answer.
     head: u64,
+    /// `X-Compacted-Seq` of the answer.
+    compacted: u64,
     /// How many changes the page had (verified or not).
     count: usize,
     /// The sequence of its last change.
@@ -72,6 +75,7 @@ async fn fetch_verified(
     Ok(VerifiedPage {
         store_id: page.store_id,
         head: page.head,
+        compacted: page.compacted,
         count,
         last,
         tokens,
@@ -168,6 +172,8 @@ pub(super) async fn run(
     // Compare digests at the first caught-up answer, after reconnects and resyncs, and
     // every `antientropy` in between.
     let mut next_check = Instant::now();
+    // During a rebuild (see below): every key the primary's feed has had since sequence 0.
+    let mut rebuild: Option<HashSet<(Kind, Arc<str>)>> = None;
     pin_configured_operator(&replica).await;
 
     while !cancel.is_cancelled() {
@@ -274,6 +280,21 @@ pub(super) async fn run(
             continue;
         }
 
+        if since > 0 && since < page.compacted {
+            // The primary dropped tombstones older than its `tombstonettl` up to a sequence
+            // this replica has not reached: it may hold accounts deleted since. Resync from
+            // 0, then drop whatever the primary no longer has.
+            tracing::warn!(primary = %client.current(), cursor = since, compacted = page.compacted,
+                "this replica was away longer than the primary keeps deletions: rebuilding from the primary");
+            replica.metrics.replica_resync("compacted");
+            rebuild = Some(HashSet::new());
+            cursor = 0;
+            long_poll = false;
+            ahead = None;
+            next_check = Instant::now();
+            continue;
+        }
+
         // A change that does not verify: never skip it. Apply what comes before it, learn the
         // primary's operator JWT again (a new signing key is the usual cause), and retry.
         let (new_cursor, caught_up) = match &page.stall {
@@ -310,6 +331,9 @@ pub(super) async fn run(
             meta.push((META_SYNCED.to_string(), b"1".to_vec()));
         }
         let applied = page.tokens.len() as u64;
+        if let Some(seen) = rebuild.as_mut() {
+            seen.extend(page.tokens.iter().map(|e| (e.kind, e.key.clone())));
+        }
         if let Err(e) = commit_in_chunks(&store, page.tokens, meta).await {
             tracing::error!(cause = %e, "could not store replicated tokens; retrying");
             ahead = None;
@@ -320,6 +344,24 @@ pub(super) async fn run(
         }
         replica.metrics.replica_applied("feed", applied);
         cursor = new_cursor;
+        if let (true, Some(seen)) = (caught_up, rebuild.as_ref()) {
+            let gone: Vec<(Kind, String)> = store
+                .in_buckets(&[true; DIGEST_BUCKETS])
+                .iter()
+                .filter(|e| !seen.contains(&(e.kind, e.key.clone())))
+                .map(|e| (e.kind, e.key.to_string()))
+                .collect();
+            match store.drop_keys(gone.clone()).await {
+                Ok(()) => {
+                    tracing::info!(
+                        dropped = gone.len(),
+                        "rebuild complete: dropped what the primary no longer has"
+                    );
+                    rebuild = None;
+                }
+                Err(e) => tracing::error!(cause = %e, "rebuild: could not drop keys; retrying"),
+            }
+        }
         if caught_up && !synced {
             tracing::info!(primary = %client.current(), head = page.head, "initial sync complete");
             crate::memory::release_free_memory();

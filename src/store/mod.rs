@@ -171,6 +171,9 @@ pub struct Commit {
     pub records: Vec<Record>,
     /// Metadata to set (replication cursors and the like).
     pub meta: Vec<(String, Vec<u8>)>,
+    /// Sequences of records to remove (keys dropped: compacted tombstones, a replica's
+    /// rebuild).
+    pub removed: Vec<u64>,
     /// The head sequence after this commit.
     pub head: u64,
     /// Whether the commit must be on disk before `commit` returns. Only a commit that stores
@@ -187,6 +190,7 @@ impl Default for Commit {
         Commit {
             records: Vec::new(),
             meta: Vec::new(),
+            removed: Vec::new(),
             head: 0,
             durable: true,
         }
@@ -295,8 +299,10 @@ pub(crate) struct WriteRequest {
     pub(crate) meta: Vec<(String, Vec<u8>)>,
     /// How each entry is ordered against the stored version.
     pub(crate) policy: Policy,
-    /// Keys to drop from the index. Only watched stores send these; their backend commit is a
-    /// no-op, so removals are not part of [`Commit`] and never reach a durable backend.
+    /// Keys to drop. Watched stores (their files are gone) and a replica rebuilding from its
+    /// primary ([`Policy::External`]) drop whatever is stored; tombstone compaction (any other
+    /// policy) drops a key only while it is still a tombstone. The dropped records' sequences
+    /// go to the backend in [`Commit::removed`].
     pub(crate) removals: Vec<(Kind, String)>,
     /// One outcome per entry, in order.
     pub(crate) reply: oneshot::Sender<Result<Vec<PutOutcome>, StoreError>>,
@@ -388,6 +394,7 @@ impl Store {
             backend.commit(&Commit {
                 records: vec![],
                 meta: first_meta,
+                removed: vec![],
                 head: index.head(),
                 durable: true,
             })?;
@@ -459,6 +466,47 @@ impl Store {
     /// Tombstones issued before `before` (unix seconds).
     pub fn tombstones_before(&self, before: i64) -> Vec<Arc<Entry>> {
         self.read().tombstones_before(before)
+    }
+
+    /// Drops tombstones issued before `before` (unix seconds) for good, and records the
+    /// highest sequence dropped as the compaction horizon ([`META_COMPACTED`]): a replica
+    /// whose cursor is below it may have missed a deletion and must rebuild. Returns how many
+    /// were dropped.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn compact_tombstones(&self, before: i64) -> Result<usize, StoreError> {
+        let old = self.tombstones_before(before);
+        let Some(horizon) = old.iter().map(|e| e.seq).max() else {
+            return Ok(0);
+        };
+        let horizon = horizon.max(self.compacted());
+        let removals = old.iter().map(|e| (e.kind, e.key.to_string())).collect();
+        let meta = vec![(META_COMPACTED.to_string(), horizon.to_be_bytes().to_vec())];
+        self.submit(Vec::new(), meta, Policy::NewerWins, removals)
+            .await?;
+        Ok(old.len())
+    }
+
+    /// The compaction horizon: no tombstone at or below this sequence is kept.
+    pub fn compacted(&self) -> u64 {
+        self.meta(META_COMPACTED)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
+    /// Drops `keys` whatever is stored (a replica rebuilding from its primary drops what the
+    /// primary no longer has), durably.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn drop_keys(&self, keys: Vec<(Kind, String)>) -> Result<(), StoreError> {
+        if !self.writable {
+            return Err(StoreError::ReadOnly);
+        }
+        self.submit(Vec::new(), Vec::new(), Policy::External, keys)
+            .await
+            .map(drop)
     }
 
     /// Writes `jwt` under `key` with [`Policy::NewerWins`]: stored only when its `iat` is later
@@ -660,6 +708,9 @@ impl Store {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Metadata key of the compaction horizon (see [`Store::compact_tombstones`]).
+pub const META_COMPACTED: &str = "compacted_seq";
 
 /// Metadata key of the lineage id.
 pub const META_LINEAGE: &str = "lineage";

@@ -332,6 +332,9 @@ impl Backend for SledBackend {
             }
             batch.insert(&seq_key(r.seq)[..], value);
         }
+        for seq in &commit.removed {
+            batch.remove(&seq_key(*seq)[..]);
+        }
         for (name, value) in &commit.meta {
             batch.insert(format!("m/{name}").into_bytes(), value.as_slice());
         }
@@ -433,6 +436,7 @@ mod tests {
             .commit(&Commit {
                 records: vec![rec(1, None, &one)],
                 meta: vec![],
+                removed: vec![],
                 head: 1,
                 durable: true,
             })
@@ -442,6 +446,7 @@ mod tests {
             .commit(&Commit {
                 records: vec![rec(2, Some(1), &two), rec(3, Some(2), &three)],
                 meta: vec![],
+                removed: vec![],
                 head: 3,
                 durable: true,
             })

@@ -218,20 +218,37 @@ fn commit_batch(
                 current => store(&mut head, &mut commit, &mut staged, id, entry, current),
             });
         }
-        // Removals come from watched files only, whose backend commit is a no-op (the file is
-        // already gone), so they touch the index alone; see `WriteRequest::removals`.
+        // See `WriteRequest::removals`: compaction drops a key only while it is a tombstone
+        // (an account issued since stays).
         for (kind, key) in &req.removals {
-            staged.insert((*kind, key.as_str().into()), None);
+            let id: (Kind, Arc<str>) = (*kind, key.as_str().into());
+            let current = match staged.get(&id) {
+                Some(staged) => staged.clone(),
+                None => index
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .version(*kind, key),
+            };
+            let Some(current) = current else { continue };
+            if req.policy != Policy::External && !current.deleted {
+                continue;
+            }
+            if current.seq > 0 {
+                commit.removed.push(current.seq);
+            }
+            staged.insert(id, None);
         }
         outcomes.push(these);
     }
     commit.head = head;
     // See `Commit::durable`: a commit that stores no token and only moves a replica's cursor
     // (metadata under `replica.`) may wait for the next flush; anything else may not.
-    commit.durable =
-        !commit.records.is_empty() || commit.meta.iter().any(|(k, _)| !k.starts_with("replica."));
+    commit.durable = !commit.records.is_empty()
+        || !commit.removed.is_empty()
+        || commit.meta.iter().any(|(k, _)| !k.starts_with("replica."));
 
-    let result = if commit.records.is_empty() && commit.meta.is_empty() {
+    let result = if commit.records.is_empty() && commit.meta.is_empty() && commit.removed.is_empty()
+    {
         Ok(())
     } else {
         backend.commit(&commit)
