@@ -77,7 +77,7 @@ impl DeleteRequest {
         if jwt.claims.sub != jwt.claims.iss {
             return Err(refuse(DeleteError::NotSelfSigned));
         }
-        if !operator.is_some_and(|op| op.check_issuer(&jwt.claims.iss).is_ok()) {
+        if operator.is_none_or(|op| op.check_issuer(&jwt.claims.iss).is_err()) {
             return Err(refuse(DeleteError::NotTrusted));
         }
         let accounts = accounts_of(&jwt.raw).ok_or_else(|| refuse(DeleteError::Malformed))?;
