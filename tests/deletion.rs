@@ -352,3 +352,104 @@ async fn tombstones_survive_kill_9_and_are_compacted_after_their_ttl() {
         .unwrap();
     assert_ne!(r.headers()["x-compacted-seq"], "0");
 }
+
+/// Directory stores: a deleted account's file is renamed `<key>.jwt.deleted` (nats-server's
+/// default) or removed (`store.deletemode = "hard"`); a read-only store (like an nsc folder)
+/// answers 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_stores_rename_or_remove_deleted_files() {
+    for hard in [false, true] {
+        let files = tempfile::tempdir().unwrap();
+        let root = files.path().join("jwt");
+        let dir = root.clone();
+        let server = TestServer::start_with(move |s| {
+            s.store.data = None;
+            s.store.dir = Some(dir);
+            s.store.allowdelete = true;
+            if hard {
+                s.store.deletemode = nats_account_server::config::DeleteMode::Hard;
+            }
+        })
+        .await;
+        let (a, _) = post_new_account(&server.url, "a").await;
+        let file = root.join(format!("{a}.jwt"));
+        assert!(file.exists());
+        let (status, body) =
+            delete(&server.url, &a, &delete_request(&operator_signer(), &[&a])).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!file.exists());
+        assert_eq!(root.join(format!("{a}.jwt.deleted")).exists(), !hard);
+        assert_eq!(status_of(&server.url, &a).await, 404);
+    }
+
+    let files = tempfile::tempdir().unwrap();
+    let (a, a_jwt) = crate::common::account("read-only");
+    std::fs::write(files.path().join(format!("{a}.jwt")), &a_jwt).unwrap();
+    let dir = files.path().to_path_buf();
+    let server = TestServer::start_with(move |s| {
+        s.store.data = None;
+        s.store.dir = Some(dir);
+        s.store.readonly = true;
+        s.store.allowdelete = true;
+    })
+    .await;
+    let (status, body) = delete(&server.url, &a, &delete_request(&operator_signer(), &[&a])).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(serves(&server.url, &a, &a_jwt).await);
+}
+
+/// A replica away for longer than the primary keeps tombstones (`store.tombstonettl`) cannot
+/// learn of the deletion from the feed: it sees the compaction horizon, rebuilds from the
+/// primary, and drops the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_away_longer_than_the_tombstone_ttl_rebuilds() {
+    let primary = TestServer::start_with(|s| {
+        s.store.allowdelete = true;
+        s.store.tombstonettl = nats_account_server::config::Dur(Duration::from_secs(1));
+    })
+    .await;
+    let (a, a_jwt) = post_new_account(&primary.url, "a").await;
+    let (b, b_jwt) = post_new_account(&primary.url, "b").await;
+    let mut away = replica_of(&[&primary.url], |_| {}).await;
+    eventually(Duration::from_secs(10), "replica has A", || async {
+        serves(&away.url, &a, &a_jwt).await
+    })
+    .await;
+    away.stop().await;
+    let (status, body) = delete(&primary.url, &a, &delete_request(&operator_signer(), &[&a])).await;
+    assert_eq!(status, 200, "{body}");
+    let (c, c_jwt) = post_new_account(&primary.url, "c").await;
+    eventually(
+        Duration::from_secs(15),
+        "the primary compacted the deletion",
+        || async { primary.running().state().store.compacted() > 0 },
+    )
+    .await;
+
+    let dir = std::mem::replace(&mut away.dir, tempfile::tempdir().unwrap());
+    let settings = replica_settings(dir.path(), &[&primary.url]);
+    let back = TestServer::start_in(dir, settings).await;
+    eventually(
+        Duration::from_secs(10),
+        "the rebuilt replica has C",
+        || async { serves(&back.url, &c, &c_jwt).await },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the rebuilt replica dropped A",
+        || async {
+            back.running()
+                .state()
+                .store
+                .get(nats_account_server::store::Kind::Account, &a)
+                .is_none()
+        },
+    )
+    .await;
+    assert!(serves(&back.url, &b, &b_jwt).await);
+    assert_eq!(
+        crate::common::metric(&back.url, "nas_replica_resyncs_total{reason=\"compacted\"}").await,
+        1.0
+    );
+}
