@@ -189,7 +189,7 @@ fn account_get_fast(
 
 async fn preflight() -> actix_web::HttpResponse {
     actix_web::HttpResponse::NoContent()
-        .insert_header(("Access-Control-Allow-Methods", "GET, HEAD, POST"))
+        .insert_header(("Access-Control-Allow-Methods", "GET, HEAD, POST, DELETE"))
         .insert_header(("Access-Control-Allow-Headers", "*"))
         .insert_header(("Access-Control-Max-Age", "86400"))
         .finish()
