@@ -6,13 +6,12 @@ use crate::common::fixtures;
 use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::{
-    eventually, free_port, get, http, post, post_accepted, post_new_account, replica_of,
-    replica_settings, serves, wait_ready, TestServer,
+    copy_dir, eventually, free_port, get, http, post, post_accepted, post_new_account, replica_of,
+    replica_settings, restart_as_replica_of, serves, wait_ready, TestServer,
 };
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 /// A delete request for `accounts`, self-signed by `signer` (an operator key), as `nsc push
@@ -242,20 +241,6 @@ async fn http_delete_on_the_primary_and_through_a_replica() {
     .await;
 }
 
-/// Copies a directory tree (a stopped sled store).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// A replica that was down during the deletion, and one started on an old copy of a replica's
 /// data, both end without the account; re-creating it with a newer JWT works everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,9 +259,7 @@ async fn replicas_that_missed_the_deletion_catch_up() {
     let (status, body) = delete(&primary.url, &a, &delete_request(&operator_signer(), &[&a])).await;
     assert_eq!(status, 200, "{body}");
 
-    let dir = std::mem::replace(&mut away.dir, tempfile::tempdir().unwrap());
-    let settings = replica_settings(dir.path(), &[&primary.url]);
-    let back = TestServer::start_in(dir, settings).await;
+    let back = restart_as_replica_of(away, &[&primary.url]).await;
     wait_gone(&back.url, &a).await;
     let restored = {
         let s = replica_settings(old_copy.path(), &[&primary.url]);
@@ -426,9 +409,7 @@ async fn a_replica_away_longer_than_the_tombstone_ttl_rebuilds() {
     )
     .await;
 
-    let dir = std::mem::replace(&mut away.dir, tempfile::tempdir().unwrap());
-    let settings = replica_settings(dir.path(), &[&primary.url]);
-    let back = TestServer::start_in(dir, settings).await;
+    let back = restart_as_replica_of(away, &[&primary.url]).await;
     eventually(
         Duration::from_secs(10),
         "the rebuilt replica has C",

@@ -7,7 +7,7 @@
 
 use crate::common::nats::nats_server_bin;
 use crate::common::process::binary;
-use crate::common::{eventually, free_port, get};
+use crate::common::{copy_dir, eventually, free_port, get};
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -133,19 +133,6 @@ fn flag<'a>(line: &'a str, flag: &str) -> &'a str {
     w.find(|x| *x == flag)
         .and_then(|_| w.next())
         .unwrap_or_else(|| panic!("{flag} in {line}"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 async fn status(url: &str) -> u16 {

@@ -70,6 +70,19 @@ impl ServerProcess {
         ServerProcess::start(dir, name, port, &["--operator", op, "--data", "data"])
     }
 
+    /// A replica of `primary` (no `--operator`: it learns the primary's) with its store in
+    /// `<dir>/data`, started from an async test.
+    pub fn start_replica(dir: &Path, primary: &str) -> ServerProcess {
+        tokio::task::block_in_place(|| {
+            ServerProcess::start(
+                dir,
+                "replica",
+                super::free_port(),
+                &["--primary", primary, "--data", "data"],
+            )
+        })
+    }
+
     /// Blocks until `/healthz` answers 200 (or panics with the log).
     pub fn wait_healthy(&self, within: Duration) {
         let deadline = Instant::now() + within;
