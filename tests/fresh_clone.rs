@@ -9,8 +9,9 @@
 //! This is its own test binary, not a module of `integration`: it runs cargo, which keeps both
 //! cores busy for a while, and cargo runs test binaries one after another, so it cannot starve
 //! the integration tests' timeouts. The nested cargo builds into its own target directory under
-//! `target/tmp` (kept between runs, so only this crate is rebuilt after the first run; never
-//! the outer target directory, whose artifacts for this crate it would overwrite).
+//! `target/tmp` (seeded with hard links to the outer build's dependencies, and kept between
+//! runs, so only this crate is built; never the outer target directory, whose artifacts for
+//! this crate it would overwrite).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -41,11 +42,39 @@ fn a_fresh_clone_passes_its_unit_and_vector_tests() {
         .collect();
     assert_eq!(beside.len(), 1, "the clone must be alone: {beside:?}");
 
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fresh-clone-target");
+    let tmpdir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmpdir.join("fresh-clone-target");
+    seed(tmpdir.parent().expect("target/tmp has a parent"), &target);
     let unit = cargo_test(&clone, &target, &["--lib"]);
     let vectors = cargo_test(&clone, &target, &["--test", "integration", "vectors::"]);
     assert!(unit > 0, "no unit test ran in the clone");
     assert!(vectors > 0, "no vector test ran in the clone");
+}
+
+/// Seeds the clone's target directory with hard links to the outer build's artifacts, once:
+/// the dependencies are built with the same profile, so the clone's cargo finds them fresh and
+/// builds only this crate (minutes less on a clean CI machine). This crate's own artifacts
+/// cannot clash: cargo names them by a hash of the package's path, which differs in the clone.
+/// Files cargo replaces (uplifted binaries) are unlinked first, never written through, and the
+/// build lock is left out so the two cargos never share it.
+fn seed(outer: &Path, target: &Path) {
+    let debug = outer.join("debug");
+    if target.exists() || !debug.is_dir() {
+        return;
+    }
+    std::fs::create_dir_all(target).expect("creating the clone's target dir");
+    let linked = Command::new("cp")
+        .arg("-al")
+        .arg(&debug)
+        .arg(target.join("debug"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if linked {
+        let _ = std::fs::remove_file(target.join("debug").join(".cargo-lock"));
+    } else {
+        // Not fatal: the clone's cargo then builds everything itself.
+        let _ = std::fs::remove_dir_all(target.join("debug"));
+    }
 }
 
 /// Runs `git args` in `dir`; its trimmed stdout, or why it failed.
@@ -76,9 +105,8 @@ fn cargo_test(clone: &Path, target: &Path, args: &[&str]) -> usize {
         .args(args)
         .current_dir(clone)
         .env("CARGO_TARGET_DIR", target)
-        // No debug info and no incremental cache: this target directory only ever builds,
-        // runs and forgets, and both make the build markedly slower and larger.
-        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        // The same profile as the outer build (so the seeded dependencies are fresh), without
+        // an incremental cache: this target directory only builds, runs and forgets.
         .env("CARGO_INCREMENTAL", "0")
         .output()
         .expect("running cargo");
