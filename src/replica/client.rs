@@ -7,7 +7,7 @@
 
 use crate::config::TlsSettings;
 use crate::link::{display_url as redact, error_chain};
-use crate::store::{Digest, Kind, DIGEST_BUCKETS};
+use crate::store::{Digest, DigestHash, Kind, DIGEST_BUCKETS};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub struct RemoteEntry {
     /// The stored version's `iat`.
     pub iat: i64,
     /// Its digest element ([`crate::store::Entry::digest_hash`]).
-    pub hash: [u8; 32],
+    pub hash: DigestHash,
     /// For a deletion: the delete request.
     pub request: Option<String>,
 }
@@ -311,7 +311,7 @@ impl PrimaryClient {
             .ok_or_else(|| self.protocol("no digest endpoint".into()))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| self.protocol(format!("digest is not JSON: {e}")))?;
-        let hex32 = |s: &serde_json::Value| -> Option<[u8; 32]> {
+        let hex16 = |s: &serde_json::Value| -> Option<DigestHash> {
             data_encoding::HEXLOWER
                 .decode(s.as_str()?.as_bytes())
                 .ok()?
@@ -319,10 +319,10 @@ impl PrimaryClient {
                 .ok()
         };
         let parsed = (|| {
-            let buckets: Vec<[u8; 32]> = v["buckets"]
+            let buckets: Vec<DigestHash> = v["buckets"]
                 .as_array()?
                 .iter()
-                .map(hex32)
+                .map(hex16)
                 .collect::<Option<_>>()?;
             let mut digest = Digest::default();
             if buckets.len() != DIGEST_BUCKETS {

@@ -59,10 +59,11 @@ impl Entry {
         }
     }
 
-    /// The entry's element of the store digest: the sha256 of the token (nats-server's hash),
-    /// or for a tombstone of `delete|key|request` (one request can delete several accounts,
-    /// and equal hashes would cancel out in the XOR).
-    pub fn digest_hash(&self) -> [u8; 32] {
+    /// The entry's element of the store digest: the 128-bit sha256 prefix its ETag already
+    /// holds (no second hash of every token at start), or for a tombstone a hash of
+    /// `delete|key|request` (one request can delete several accounts, and equal elements would
+    /// cancel out in the XOR).
+    pub fn digest_hash(&self) -> DigestHash {
         if self.deleted {
             use sha2::{Digest, Sha256};
             let mut h = Sha256::new();
@@ -70,9 +71,18 @@ impl Entry {
             h.update(self.key.as_bytes());
             h.update(b"|");
             h.update(&self.jwt);
-            h.finalize().into()
+            let full: [u8; 32] = h.finalize().into();
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&full[..16]);
+            out
         } else {
-            token_hash(&self.jwt)
+            // The ETag is `"<32 hex digits>"`.
+            let hex = self.etag.get(1..1 + ETAG_HEX).unwrap_or_default();
+            let mut out = [0u8; 16];
+            if data_encoding::HEXLOWER.decode_mut(hex, &mut out).is_err() {
+                out = [0u8; 16];
+            }
+            out
         }
     }
 
@@ -136,25 +146,22 @@ pub fn digest_bucket(kind: Kind, key: &str) -> usize {
     (h % DIGEST_BUCKETS as u64) as usize
 }
 
-/// The sha256 of a token's bytes: its identity in the digest.
-pub fn token_hash(jwt: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(jwt).into()
-}
+/// An entry's element of the digest (see [`Entry::digest_hash`]).
+pub type DigestHash = [u8; 16];
 
-/// An order-independent digest of a store's content: per bucket, the XOR of the sha256 of
-/// every token in it (nats-server's directory hash, split by key). Two stores with the same
+/// An order-independent digest of a store's content: per bucket, the XOR of a 128-bit sha256
+/// prefix of every token in it (nats-server's directory hash, split by key and shortened). Two stores with the same
 /// tokens have the same digest, whatever order the tokens arrived in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digest {
     /// One XOR per bucket.
-    pub buckets: Box<[[u8; 32]; DIGEST_BUCKETS]>,
+    pub buckets: Box<[DigestHash; DIGEST_BUCKETS]>,
 }
 
 impl Default for Digest {
     fn default() -> Digest {
         Digest {
-            buckets: Box::new([[0u8; 32]; DIGEST_BUCKETS]),
+            buckets: Box::new([[0u8; 16]; DIGEST_BUCKETS]),
         }
     }
 }
@@ -169,8 +176,8 @@ impl Digest {
     }
 
     /// The whole store's digest: the XOR of every bucket.
-    pub fn total(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    pub fn total(&self) -> DigestHash {
+        let mut out = [0u8; 16];
         for bucket in self.buckets.iter() {
             for (o, b) in out.iter_mut().zip(bucket) {
                 *o ^= b;
@@ -354,5 +361,72 @@ impl Index {
             self.accounts.len() - self.tombstones,
             self.activations.len(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, name: &str, iat: i64, seq: u64) -> Arc<Entry> {
+        let signer = nkeys::KeyPair::new_operator();
+        let token = crate::jwt::encode::sign(
+            serde_json::json!({ "name": name, "sub": key, "iat": iat,
+                "nats": { "type": "account", "version": 2 } }),
+            &signer,
+        );
+        let claims = crate::jwt::parse_unverified(&token).unwrap();
+        Arc::new(Entry::from_parts(
+            Kind::Account,
+            key.into(),
+            token.as_bytes(),
+            &claims,
+            seq,
+        ))
+    }
+
+    /// The digest depends on what is stored, not on the order it arrived in or on the versions
+    /// replaced and removed on the way.
+    #[test]
+    fn the_digest_is_order_independent_and_follows_every_change() {
+        let keys: Vec<String> = (0..50)
+            .map(|_| nkeys::KeyPair::new_account().public_key())
+            .collect();
+        let finals: Vec<Arc<Entry>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| entry(k, "final", 10, i as u64 + 100))
+            .collect();
+        let mut forward = Index::default();
+        for e in &finals {
+            forward.insert(e.clone());
+        }
+        let mut churned = Index::default();
+        for (i, k) in keys.iter().enumerate().rev() {
+            churned.insert(entry(k, "old", 1, i as u64 + 1));
+        }
+        churned.insert(entry("AEXTRA", "gone", 1, 60));
+        for e in finals.iter().rev() {
+            churned.insert(e.clone());
+        }
+        churned.remove(Kind::Account, "AEXTRA");
+        assert_eq!(forward.digest().1, churned.digest().1);
+        assert_ne!(forward.digest().1, Index::default().digest().1);
+        let mut tombstoned = Index::default();
+        for e in &finals {
+            tombstoned.insert(e.clone());
+        }
+        let mut t = Entry::clone(&finals[0]);
+        t.deleted = true;
+        t.seq = 999;
+        tombstoned.insert(Arc::new(t));
+        assert_ne!(
+            forward.digest().1,
+            tombstoned.digest().1,
+            "a deletion is a version"
+        );
+        assert_eq!(tombstoned.counts().0, 49);
+        assert!(tombstoned.get(Kind::Account, &keys[0]).is_none());
+        assert!(tombstoned.version(Kind::Account, &keys[0]).is_some());
     }
 }

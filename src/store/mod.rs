@@ -27,7 +27,7 @@ pub mod sled;
 pub mod watch;
 mod writer;
 
-pub use index::{digest_bucket, etag, token_hash, Digest, Entry, DIGEST_BUCKETS};
+pub use index::{digest_bucket, etag, Digest, DigestHash, Entry, DIGEST_BUCKETS};
 
 use crate::jwt::{self, Jwt};
 use bytes::Bytes;
