@@ -10,6 +10,7 @@ use super::{
     META_SYNCED,
 };
 use crate::config::Settings;
+use crate::link::{LinkState, Note};
 use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use crate::trust::{Learned, META_OPERATOR};
 use std::collections::HashSet;
@@ -92,33 +93,40 @@ struct Prefetch {
 }
 
 /// The state of the link to the primary, for honest reachability and for logs that say when
-/// it changes (once), not on every retry.
+/// it changes (once, with the cause; a reminder now and then while it stays down), not on
+/// every retry. The rate limiting is [`LinkState`]'s, shared with the NATS link.
 struct Link {
-    /// `None` until the first answer or failure.
-    up: Option<bool>,
-    /// When "still unreachable" was last logged.
-    last_reminder: Instant,
+    state: LinkState,
+    /// The last request was answered.
+    up: bool,
+    /// A "primary unreachable" line was logged since the link was last up.
+    said_down: bool,
 }
 
 /// How often a primary that stays unreachable is logged again.
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
 
 impl Link {
-    fn down(&mut self, e: &SyncError, status: &watch::Sender<StatusCell>, primary: &str) {
-        match self.up {
-            Some(false) if self.last_reminder.elapsed() < REMINDER_EVERY => {
-                tracing::debug!(%primary, cause = %e, "primary still unreachable");
-            }
-            Some(false) => {
-                tracing::warn!(%primary, cause = %e, "primary still unreachable; serving what this replica has");
-                self.last_reminder = Instant::now();
-            }
-            _ => {
-                tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
-                self.last_reminder = Instant::now();
-            }
+    fn new() -> Link {
+        Link {
+            state: LinkState::new(REMINDER_EVERY),
+            up: false,
+            said_down: false,
         }
-        self.up = Some(false);
+    }
+
+    fn down(&mut self, e: &SyncError, status: &watch::Sender<StatusCell>, primary: &str) {
+        match self.state.failed(&e.to_string(), Instant::now()) {
+            Some(Note::Down) => {
+                tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
+                self.said_down = true;
+            }
+            Some(Note::StillDown { for_ }) => {
+                tracing::warn!(%primary, cause = %e, down_for = ?for_, "primary still unreachable; serving what this replica has");
+            }
+            _ => tracing::debug!(%primary, cause = %e, "primary still unreachable"),
+        }
+        self.up = false;
         status.send_modify(|s| {
             s.reachable = false;
             s.primary = primary.to_string();
@@ -126,13 +134,21 @@ impl Link {
         });
     }
 
-    /// Marks the link up; returns whether it was not known to be up before.
+    /// Marks the link up; returns whether it was not up before.
     fn up(&mut self, status: &watch::Sender<StatusCell>, primary: &str) -> bool {
-        let was_down = self.up != Some(true);
-        if self.up == Some(false) {
-            tracing::info!(%primary, "primary reachable again");
+        let was_down = !self.up;
+        if was_down {
+            let note = self.state.connected(Instant::now());
+            if std::mem::take(&mut self.said_down) {
+                match note {
+                    Note::Back { after } => {
+                        tracing::info!(%primary, down_for = ?after, "primary reachable again")
+                    }
+                    _ => tracing::info!(%primary, "primary reachable again"),
+                }
+            }
         }
-        self.up = Some(true);
+        self.up = true;
         status.send_modify(|s| {
             s.reachable = true;
             s.primary = primary.to_string();
@@ -160,10 +176,7 @@ pub(super) async fn run(
     let mut synced = store.meta(META_SYNCED).is_some();
     let mut backoff = Duration::from_millis(100);
     let mut ahead: Option<Prefetch> = None;
-    let mut link = Link {
-        up: None,
-        last_reminder: Instant::now(),
-    };
+    let mut link = Link::new();
     // Long-poll only after an answer that found this replica caught up. Otherwise (first
     // request, catching up, after a failure) ask with no wait: the answer comes at once, so a
     // primary that is back is known to be back at once, not after a whole long poll.
