@@ -434,3 +434,64 @@ async fn a_replica_away_longer_than_the_tombstone_ttl_rebuilds() {
         1.0
     );
 }
+
+/// Anti-entropy never brings back an account whose deletion the primary has compacted: a
+/// replica that still holds it (here: one that lost its change-feed cursor, so it syncs from 0
+/// and the compaction horizon cannot tell it to rebuild) drops it instead of sending it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_never_resurrects_a_compacted_deletion() {
+    let primary = TestServer::start_with(|s| {
+        s.store.allowdelete = true;
+        s.store.tombstonettl = nats_account_server::config::Dur(Duration::from_secs(1));
+    })
+    .await;
+    let (a, a_jwt) = post_new_account(&primary.url, "a").await;
+    let mut away = replica_of(&[&primary.url], |_| {}).await;
+    eventually(
+        Duration::from_secs(10),
+        "replica caught up with A",
+        || async {
+            let r: Value =
+                serde_json::from_str(&get(&format!("{}/readyz", away.url)).await.1).unwrap();
+            r["replica"]["caught_up"] == true && serves(&away.url, &a, &a_jwt).await
+        },
+    )
+    .await;
+    away.stop().await;
+    let (status, body) = delete(&primary.url, &a, &delete_request(&operator_signer(), &[&a])).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(15),
+        "the primary compacted the deletion",
+        || async { primary.running().state().store.compacted() > 0 },
+    )
+    .await;
+    // The replica loses its cursor (as if its metadata were restored from elsewhere).
+    {
+        let db = sled::open(away.path("data")).unwrap();
+        db.remove(b"m/replica.primary_cursor").unwrap();
+        db.flush().unwrap();
+    }
+    let back = restart_as_replica_of(away, &[&primary.url]).await;
+    eventually(Duration::from_secs(15), "the replica dropped A", || async {
+        back.running()
+            .state()
+            .store
+            .get(nats_account_server::store::Kind::Account, &a)
+            .is_none()
+    })
+    .await;
+    assert_eq!(
+        status_of(&primary.url, &a).await,
+        404,
+        "never sent back to the primary"
+    );
+    assert!(
+        crate::common::metric(
+            &back.url,
+            "nas_replica_antientropy_total{result=\"dropped\"}"
+        )
+        .await
+            >= 1.0
+    );
+}

@@ -310,7 +310,12 @@ async fn a_diverged_replica_is_repaired_by_the_digest_without_a_resync() {
     let b2 = fixtures::account_jwt_at(&b, "b-v2", iat_of(&b1) + 1);
     post_accepted(&primary.url, &b, &b2).await;
     let mut replica = replica_of(&[&primary.url], |_| {}).await;
-    wait_serves(&replica.url, &b, &b2, Duration::from_secs(10)).await;
+    // Caught up, not just serving B (a read could have fetched it as a miss).
+    eventually(Duration::from_secs(10), "the replica caught up", || async {
+        readyz(&replica.url).await["replica"]["caught_up"] == true
+    })
+    .await;
+    assert!(serves(&replica.url, &b, &b2).await);
     replica.stop().await;
 
     let (a, a1) = keys[0].clone();

@@ -71,14 +71,15 @@ const MAX_LIMIT: usize = 10_000;
 const MAX_WAIT: f64 = 55.0;
 
 /// `GET /jwt/v1/changes?since=S&limit=N&wait=W`: lines `seq|kind|key|jwt\n` in sequence order,
-/// with `X-Store-Id` (lineage), `X-Head-Seq` and `X-Compacted-Seq` (tombstones at or below it
-/// were dropped: a replica whose cursor is below it may have missed a deletion).
+/// with `X-Store-Id` (lineage), `X-Head-Seq`, `X-Compacted-Seq` (tombstones at or below it
+/// were dropped: a replica whose cursor is below it may have missed a deletion) and, on a page
+/// that is not full, `X-Complete-To` (the page holds every change up to that sequence).
 pub async fn changes(
     state: web::Data<AppState>,
     opts: web::Query<ChangesOpts>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = opts.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let mut entries = state.store.changes_since(opts.since, limit);
+    let (mut entries, mut snapshot_head) = state.store.changes_and_head(opts.since, limit);
     if entries.is_empty() {
         if let Some(wait) = opts.wait.filter(|w| *w > 0.0) {
             let wait = Duration::from_secs_f64(wait.min(MAX_WAIT));
@@ -87,10 +88,13 @@ pub async fn changes(
                 _ = state.store.wait_for_change(opts.since, wait) => {}
                 _ = state.draining.cancelled() => {}
             }
-            entries = state.store.changes_since(opts.since, limit);
+            (entries, snapshot_head) = state.store.changes_and_head(opts.since, limit);
         }
     }
     let head = state.store.head().max(entries.last().map_or(0, |e| e.seq));
+    // A page that is not full holds every change up to the head of its snapshot, also when
+    // the newest changes were removals (compacted deletions) that left no entry to send.
+    let complete_to = (entries.len() < limit).then_some(snapshot_head);
     let mut body =
         String::with_capacity(entries.iter().map(|e| e.jwt.len() + e.key.len() + 32).sum());
     for e in &entries {
@@ -108,6 +112,10 @@ pub async fn changes(
         .insert_header(("X-Store-Id", state.store.lineage()))
         .insert_header(("X-Head-Seq", head.to_string()))
         .insert_header(("X-Compacted-Seq", state.store.compacted().to_string()))
+        .insert_header((
+            "X-Complete-To",
+            complete_to.map_or_else(String::new, |h| h.to_string()),
+        ))
         .body(body))
 }
 
@@ -119,7 +127,7 @@ pub struct DigestOpts {
 }
 
 /// `GET /jwt/v1/digest`: the store's content digest for replicas' anti-entropy. Without
-/// options, JSON `{store_id, head, digest, buckets}` (hex; the head and the digest of the same
+/// options, JSON `{store_id, head, compacted_iat, digest, buckets}` (hex; the head and the digest of the same
 /// moment). With `?buckets=3,17`, the entries of those buckets as `kind|key|iat|sha256` lines,
 /// so a replica whose digest differs finds the keys that differ without a full resync
 /// (a deletion: `delete|key|iat|hash|request`).
@@ -133,6 +141,7 @@ pub async fn digest(
         let body = serde_json::json!({
             "store_id": state.store.lineage(),
             "head": head,
+            "compacted_iat": state.store.compacted_iat(),
             "digest": hex(&digest.total()),
             "buckets": digest.buckets.iter().map(|b| hex(b)).collect::<Vec<_>>(),
         });

@@ -10,7 +10,9 @@
 //! each differing key is settled by the version rules:
 //! - the primary's version is newer, or the replica lacks the key: fetch it from the primary;
 //! - the replica's version is newer, or the primary lacks the key (a primary restored from an
-//!   older backup): send it back to the primary like a forwarded write;
+//!   older backup): send it back to the primary like a forwarded write; but a key the primary
+//!   lacks that was issued before a deletion the primary has compacted may be one it deleted,
+//!   and is dropped here instead (the primary decides);
 //! - same `iat`, different bytes: the primary decides; its version is fetched.
 //!
 //! Deletions (tombstones) are versions like any other: a deletion listed by the primary comes
@@ -34,6 +36,8 @@ pub(super) struct Outcome {
     pub(super) fetched: u64,
     /// Keys sent back to the primary.
     pub(super) sent_back: u64,
+    /// Keys dropped here: the primary no longer has them and may have deleted them.
+    pub(super) dropped: u64,
     /// Keys that could not be settled this time (retried at the next check).
     pub(super) failed: u64,
 }
@@ -95,12 +99,33 @@ pub(super) async fn check(
         };
         outcome.failed += u64::from(!settled);
     }
+    // Held here only. Issued after every deletion the primary has compacted: the primary
+    // lost it (an old backup), so it goes back. Otherwise it may be an account whose deletion
+    // is gone from the primary: the primary decides, and it has nothing.
+    let mut forgotten = Vec::new();
     for mine in ours.iter().filter(|e| !listed.contains(&(e.kind, &*e.key))) {
+        if mine.iat <= remote.compacted_iat {
+            forgotten.push((mine.kind, mine.key.to_string()));
+            continue;
+        }
         let settled = send_back(replica, mine, &mut outcome.sent_back).await;
         outcome.failed += u64::from(!settled);
     }
+    if !forgotten.is_empty() {
+        match replica.store.drop_keys(forgotten.clone()).await {
+            Ok(()) => {
+                tracing::info!(keys = forgotten.len(), "anti-entropy: dropped what the primary no longer has (deleted before its tombstones were compacted)");
+                outcome.dropped += forgotten.len() as u64;
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "anti-entropy: could not drop keys");
+                outcome.failed += forgotten.len() as u64;
+            }
+        }
+    }
     metrics.replica_antientropy("fetched", outcome.fetched);
     metrics.replica_antientropy("sent_back", outcome.sent_back);
+    metrics.replica_antientropy("dropped", outcome.dropped);
     metrics.replica_antientropy("failed", outcome.failed);
     Ok(Some(outcome))
 }

@@ -66,6 +66,8 @@ pub struct RemoteDigest {
     pub store_id: String,
     /// Its head when the digest was taken.
     pub head: u64,
+    /// The latest `iat` of a deletion it compacted (0: none).
+    pub compacted_iat: i64,
     /// The digest.
     pub digest: Digest,
 }
@@ -129,6 +131,9 @@ pub struct FeedPage {
     pub head: u64,
     /// `X-Compacted-Seq`: the primary dropped tombstones up to here (0 from older primaries).
     pub compacted: u64,
+    /// `X-Complete-To`: the page holds every change up to here (absent from older primaries
+    /// and on full pages).
+    pub complete_to: Option<u64>,
     /// The changes, in sequence order.
     pub changes: Vec<Change>,
 }
@@ -271,6 +276,7 @@ impl PrimaryClient {
         let compacted = header("X-Compacted-Seq")
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
+        let complete_to = header("X-Complete-To").and_then(|h| h.parse().ok());
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         let mut changes = Vec::new();
         for line in body.lines().filter(|l| !l.is_empty()) {
@@ -296,6 +302,7 @@ impl PrimaryClient {
             store_id,
             head,
             compacted,
+            complete_to,
             changes,
         })
     }
@@ -332,6 +339,7 @@ impl PrimaryClient {
             Some(RemoteDigest {
                 store_id: v["store_id"].as_str()?.to_string(),
                 head: v["head"].as_u64()?,
+                compacted_iat: v["compacted_iat"].as_i64().unwrap_or(0),
                 digest,
             })
         })();

@@ -52,6 +52,8 @@ struct VerifiedPage {
     head: u64,
     /// `X-Compacted-Seq` of the answer.
     compacted: u64,
+    /// `X-Complete-To` of the answer.
+    complete_to: Option<u64>,
     /// How many changes the page had (verified or not).
     count: usize,
     /// The sequence of its last change.
@@ -77,6 +79,7 @@ async fn fetch_verified(
         store_id: page.store_id,
         head: page.head,
         compacted: page.compacted,
+        complete_to: page.complete_to,
         count,
         last,
         tokens,
@@ -312,7 +315,12 @@ pub(super) async fn run(
         // primary's operator JWT again (a new signing key is the usual cause), and retry.
         let (new_cursor, caught_up) = match &page.stall {
             None => {
-                let last = page.last.unwrap_or(cursor);
+                // Everything up to `complete_to` is in the page: past its last entry there
+                // were only removals, which a cursor may skip.
+                let last = page
+                    .last
+                    .unwrap_or(cursor)
+                    .max(page.complete_to.unwrap_or(0));
                 (last, page.count < opts.batch && last >= page.head)
             }
             Some(s) => (s.seq.saturating_sub(1).max(cursor), false),

@@ -312,6 +312,11 @@ impl Index {
         self.meta.insert(name.to_string(), value);
     }
 
+    /// [`Index::changes_since`] and the head of the same moment.
+    pub(super) fn changes_and_head(&self, since: u64, limit: usize) -> (Vec<Arc<Entry>>, u64) {
+        (self.changes_since(since, limit), self.head)
+    }
+
     pub(super) fn changes_since(&self, since: u64, limit: usize) -> Vec<Arc<Entry>> {
         self.log
             .range(since.saturating_add(1)..)

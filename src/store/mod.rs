@@ -481,8 +481,20 @@ impl Store {
             return Ok(0);
         };
         let horizon = horizon.max(self.compacted());
+        let latest = old
+            .iter()
+            .map(|e| e.iat)
+            .max()
+            .unwrap_or(0)
+            .max(self.compacted_iat());
         let removals = old.iter().map(|e| (e.kind, e.key.to_string())).collect();
-        let meta = vec![(META_COMPACTED.to_string(), horizon.to_be_bytes().to_vec())];
+        let meta = vec![
+            (META_COMPACTED.to_string(), horizon.to_be_bytes().to_vec()),
+            (
+                META_COMPACTED_IAT.to_string(),
+                latest.to_be_bytes().to_vec(),
+            ),
+        ];
         self.submit(Vec::new(), meta, Policy::NewerWins, removals)
             .await?;
         Ok(old.len())
@@ -493,6 +505,15 @@ impl Store {
         self.meta(META_COMPACTED)
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map_or(0, u64::from_be_bytes)
+    }
+
+    /// The latest `iat` of a compacted deletion (0: none). An account issued after it cannot
+    /// have been deleted by a deletion that is gone: a deletion only wins over an account
+    /// issued at or before it.
+    pub fn compacted_iat(&self) -> i64 {
+        self.meta(META_COMPACTED_IAT)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, i64::from_be_bytes)
     }
 
     /// Drops `keys` whatever is stored (a replica rebuilding from its primary drops what the
@@ -649,6 +670,13 @@ impl Store {
         self.read().changes_since(since, limit)
     }
 
+    /// [`Store::changes_since`] and the head of the same moment: when fewer than `limit`
+    /// entries come back, they are every change up to that head (the head can be above the
+    /// last entry when the newest changes were removals, e.g. compacted deletions).
+    pub fn changes_and_head(&self, since: u64, limit: usize) -> (Vec<Arc<Entry>>, u64) {
+        self.read().changes_and_head(since, limit)
+    }
+
     /// Waits until the head passes `since` or `timeout` elapses; returns the head.
     pub async fn wait_for_change(&self, since: u64, timeout: Duration) -> u64 {
         let mut rx = self.head.clone();
@@ -711,6 +739,9 @@ impl Store {
 
 /// Metadata key of the compaction horizon (see [`Store::compact_tombstones`]).
 pub const META_COMPACTED: &str = "compacted_seq";
+
+/// Metadata key of the latest `iat` of a compacted deletion (see [`Store::compacted_iat`]).
+pub const META_COMPACTED_IAT: &str = "compacted_iat";
 
 /// Metadata key of the lineage id.
 pub const META_LINEAGE: &str = "lineage";
