@@ -185,6 +185,7 @@ fn bench_http(c: &mut Criterion) {
         HttpOptions {
             max_age: Duration::from_secs(60),
             max_body: 1 << 20,
+            allow_delete: false,
         },
     );
     let app = sys.block_on(test::init_service(nats_account_server::http::app(

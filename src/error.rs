@@ -5,6 +5,7 @@
 //! message, and `curl` users read it directly. 5xx bodies never carry internal error text;
 //! the cause is logged instead.
 
+use crate::jwt::delete::DeleteError;
 use crate::jwt::JwtError;
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
@@ -17,7 +18,7 @@ pub enum ApiError {
     #[error("{0}")]
     BadKey(String),
     /// The posted token failed validation.
-    #[error("{0}")]
+    #[error(transparent)]
     InvalidJwt(#[from] JwtError),
     /// The posted token's subject is not the path key.
     #[error("JWT subject {sub} does not match the account in the path {path}")]
@@ -89,11 +90,20 @@ pub enum ApiError {
     /// The store failed; details are logged, not returned.
     #[error("the JWT could not be stored; see the server log")]
     Storage(#[source] StoreError),
+    /// The account was issued after the delete request: it stays.
+    #[error("{0}; the account was not deleted")]
+    DeleteConflict(String),
+    /// A deletion request was refused (nats-server's reasons).
+    #[error("{0}")]
+    DeleteRefused(#[from] crate::jwt::delete::Refused),
     /// A response from the primary, passed through unchanged (replica write forwarding).
     #[error("{body}")]
     Upstream {
         /// The primary's status.
         status: StatusCode,
+        /// The primary's `X-Error-Code`, when it is one of [`ApiError::CODES`]; otherwise
+        /// `upstream`.
+        code: &'static str,
         /// The primary's body.
         body: String,
     },
@@ -111,6 +121,37 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// Every code [`ApiError::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "delete_disabled",
+        "delete_not_trusted",
+        "delete_malformed",
+        "bad_key",
+        "invalid_jwt",
+        "key_mismatch",
+        "unknown_issuer",
+        "stale",
+        "not_found",
+        "writes_disabled",
+        "payload_too_large",
+        "request_timeout",
+        "bad_request",
+        "primary_unavailable",
+        "storage",
+        "upstream",
+    ];
+
+    /// A refusal relayed from the primary, keeping its `X-Error-Code` (`header`) when it is
+    /// one of ours: clients of a replica see the same code as clients of the primary. Anything
+    /// else becomes `upstream`, so no text from the network reaches a header or a metric label.
+    pub fn upstream(status: StatusCode, header: Option<&str>, body: String) -> ApiError {
+        let code = header
+            .and_then(|h| Self::CODES.iter().find(|c| **c == h))
+            .copied()
+            .unwrap_or("upstream");
+        ApiError::Upstream { status, code, body }
+    }
+
     /// A stable machine-readable code, sent as `X-Error-Code` and used as a metrics label.
     pub fn code(&self) -> &'static str {
         match self {
@@ -129,7 +170,13 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::PrimaryUnavailable(_) => "primary_unavailable",
             ApiError::Storage(_) => "storage",
-            ApiError::Upstream { .. } => "upstream",
+            ApiError::DeleteConflict(_) => "stale",
+            ApiError::DeleteRefused(r) => match r.reason {
+                DeleteError::Disabled => "delete_disabled",
+                DeleteError::NotTrusted | DeleteError::NotSelfSigned => "delete_not_trusted",
+                _ => "delete_malformed",
+            },
+            ApiError::Upstream { code, .. } => code,
         }
     }
 }
@@ -142,7 +189,9 @@ impl ResponseError for ApiError {
             | ApiError::KeyMismatch { .. }
             | ApiError::UnknownIssuer(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Stale { .. } | ApiError::SameSecond { .. } => StatusCode::CONFLICT,
+            ApiError::Stale { .. } | ApiError::SameSecond { .. } | ApiError::DeleteConflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::WritesDisabled(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -151,6 +200,11 @@ impl ResponseError for ApiError {
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PrimaryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DeleteRefused(r) => match r.reason {
+                DeleteError::Disabled => StatusCode::METHOD_NOT_ALLOWED,
+                DeleteError::NotTrusted | DeleteError::NotSelfSigned => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            },
             ApiError::Upstream { status, .. } => *status,
         }
     }
@@ -187,5 +241,70 @@ impl ResponseError for ApiError {
             body.push('\n');
         }
         resp.body(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant: each code is listed in [`ApiError::CODES`], which is what lets a
+    /// replica relay it.
+    #[test]
+    fn every_code_is_listed() {
+        let s = String::new;
+        let all = [
+            ApiError::BadKey(s()),
+            ApiError::InvalidJwt(JwtError::Malformed(s())),
+            ApiError::KeyMismatch {
+                path: s(),
+                sub: s(),
+            },
+            ApiError::UnknownIssuer(s()),
+            ApiError::Stale {
+                stored_iat: 2,
+                posted_iat: 1,
+            },
+            ApiError::NotFound(s()),
+            ApiError::WritesDisabled(s()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::RequestTimeout(std::time::Duration::ZERO),
+            ApiError::BadRequest(s()),
+            ApiError::PrimaryUnavailable(s()),
+            ApiError::Storage(StoreError::Closed),
+            ApiError::upstream(StatusCode::BAD_REQUEST, None, s()),
+            ApiError::DeleteConflict(s()),
+        ];
+        let refused = |reason| {
+            ApiError::DeleteRefused(crate::jwt::delete::Refused {
+                subject: s(),
+                reason,
+            })
+        };
+        let all: Vec<ApiError> = all
+            .into_iter()
+            .chain([
+                refused(DeleteError::Disabled),
+                refused(DeleteError::NotTrusted),
+                refused(DeleteError::Malformed),
+            ])
+            .collect();
+        for e in &all {
+            assert!(ApiError::CODES.contains(&e.code()), "{}", e.code());
+        }
+        let produced: std::collections::HashSet<&str> = all.iter().map(ApiError::code).collect();
+        let listed: std::collections::HashSet<&str> = ApiError::CODES.iter().copied().collect();
+        assert_eq!(
+            produced, listed,
+            "every listed code is produced by some variant"
+        );
+    }
+
+    #[test]
+    fn relayed_codes_are_ours_or_upstream() {
+        let up = |h| ApiError::upstream(StatusCode::CONFLICT, h, String::new()).code();
+        assert_eq!(up(Some("stale")), "stale");
+        assert_eq!(up(Some("made up\r\nSet-Cookie: x")), "upstream");
+        assert_eq!(up(None), "upstream");
     }
 }

@@ -76,9 +76,15 @@ pub enum ImportError {
         /// Why.
         reason: String,
     },
-    /// The target store failed.
+    /// The target store failed (the message carries the cause; no `source` as well).
     #[error("sled store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ImportError {
+    fn from(e: StoreError) -> Self {
+        ImportError::Store(e)
+    }
 }
 
 /// What an import did.
@@ -127,10 +133,9 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
             let token = std::fs::read_to_string(&path).map_err(|e| {
                 ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
             })?;
-            Some(
-                Operator::from_jwt(token.trim())
-                    .map_err(|e| ImportError::Settings(format!("operatorjwtpath: {e}")))?,
-            )
+            Some(Operator::from_jwt(token.trim()).map_err(|e| {
+                ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
+            })?)
         }
     };
     // Refuse before anything is created or downloaded.

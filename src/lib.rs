@@ -9,6 +9,8 @@
 //! - [`service`]: the validation chain and write path, shared by HTTP and the replica.
 //! - [`http`]: routes, handlers and token rendering; [`error`] maps failures to HTTP.
 //! - [`nats`]: the background NATS connection and claims-update notifications.
+//! - [`link`]: how links to NATS and the primary show in logs: URLs without passwords, causes
+//!   once each, one line per change of state instead of one per retry.
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
 //! - [`heavy`]: CPU-heavy request work on a low-priority thread, off the HTTP workers.
 //! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views).
@@ -23,6 +25,7 @@ pub mod http;
 pub mod import;
 pub mod jwt;
 pub mod limits;
+pub mod link;
 pub mod memory;
 pub mod metrics;
 pub mod nats;

@@ -6,7 +6,8 @@ use anyhow::Context;
 use nats_account_server::config::cli::Command;
 use nats_account_server::config::{Cli, LoadReport, LoggingSettings, Settings};
 use nats_account_server::import;
-use nats_account_server::server::{load_trust, RunningServer};
+use nats_account_server::link::error_chain;
+use nats_account_server::server::{check_files, load_trust, RunningServer};
 use std::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,7 +27,8 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => 0.into(),
         Err(e) => {
-            eprintln!("nats-account-server: {e:#}");
+            // One line: the message and each cause in its chain that it does not already say.
+            eprintln!("nats-account-server: {}", error_chain(e.as_ref()));
             1.into()
         }
     }
@@ -44,6 +46,8 @@ fn load(cli: &Cli) -> anyhow::Result<(Settings, LoadReport)> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (settings, report) = load(&cli)?;
     if let Some(Command::CheckConfig) = &cli.command {
+        // Every file a start would read, read and checked the same way.
+        check_files(&settings)?;
         println!("configuration OK");
         return Ok(());
     }
@@ -88,7 +92,7 @@ async fn reload(cli: &Cli, server: &RunningServer, filter: &FilterHandle) {
     let settings = match load(cli) {
         Ok((s, _)) => s,
         Err(e) => {
-            tracing::error!(cause = %format!("{e:#}"), "reload failed; keeping the running configuration");
+            tracing::error!(cause = %error_chain(e.as_ref()), "reload failed; keeping the running configuration");
             return;
         }
     };

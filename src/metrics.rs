@@ -96,19 +96,22 @@ struct ReplicaFamilies {
 }
 
 impl ReplicaFamilies {
-    fn new(registry: &Registry) -> ReplicaFamilies {
+    /// The families, registered in `registry` on a replica (`None` on a primary: they exist
+    /// but are not exported).
+    fn new(registry: Option<&Registry>) -> ReplicaFamilies {
+        let register = |c: Box<dyn prometheus::core::Collector>| {
+            if let Some(r) = registry {
+                r.register(c).expect("metric registered once");
+            }
+        };
         let counter = |name: &str, help: &str, label: &str| {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric registered once");
+            register(Box::new(c.clone()));
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric registered once");
+            register(Box::new(g.clone()));
             g
         };
         ReplicaFamilies {
@@ -146,8 +149,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every family registered.
+    /// A primary's registry: every family except the replica ones (`nas_replica_*`), which
+    /// would only ever read 0 there and look like an unreachable primary on a dashboard.
     pub fn new() -> Metrics {
+        Metrics::with_role(false)
+    }
+
+    /// A fresh registry for a primary, or (`replica`) with the replica families as well.
+    pub fn with_role(replica: bool) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -262,17 +271,23 @@ impl Metrics {
             Box::new(store_failing.clone()),
             Box::new(store_failures.clone()),
             Box::new(nats_connected.clone()),
-            Box::new(replica_lag_seq.clone()),
-            Box::new(replica_lag_seconds.clone()),
-            Box::new(primary_reachable.clone()),
-            Box::new(replica_applied.clone()),
-            Box::new(replica_nats_ignored.clone()),
             Box::new(long_polls.clone()),
             Box::new(resolver_requests.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
-        let replica = ReplicaFamilies::new(&registry);
+        if replica {
+            for c in [
+                Box::new(replica_lag_seq.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(replica_lag_seconds.clone()),
+                Box::new(primary_reachable.clone()),
+                Box::new(replica_applied.clone()),
+                Box::new(replica_nats_ignored.clone()),
+            ] {
+                registry.register(c).expect("metric registered once");
+            }
+        }
+        let replica_families = ReplicaFamilies::new(replica.then_some(&registry));
         let load = LoadFamilies::new(&registry);
         Metrics {
             inner: Arc::new(Inner {
@@ -294,7 +309,7 @@ impl Metrics {
                 long_polls,
                 resolver_requests,
                 load,
-                replica,
+                replica: replica_families,
             }),
         }
     }

@@ -6,7 +6,7 @@
 //! Shutdown order: stop accepting and drain HTTP, cancel background tasks and wait for them
 //! (bounded), drain NATS. The store needs no final flush: every acknowledged write was flushed.
 
-use crate::config::{Settings, StoreChoice};
+use crate::config::{DeleteMode, Settings, StoreChoice};
 use crate::jwt::trust::{Operator, OperatorError};
 use crate::jwt::{self, KeyKind};
 use crate::metrics::Metrics;
@@ -24,33 +24,45 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Why the server could not start.
+/// Why the server could not start. Each message names the setting and carries its cause; no
+/// variant exposes the cause as a `source` as well, so a printer of the chain (`main`) shows
+/// every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A file named in the settings could not be read.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {cause}")]
     File {
         /// Which setting.
         what: &'static str,
         /// The path.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The operator JWT is unusable.
-    #[error("operatorjwtpath: {0}")]
-    Operator(#[from] OperatorError),
+    #[error("operatorjwtpath {path}: {cause}")]
+    Operator {
+        /// The file.
+        path: String,
+        /// Why.
+        cause: OperatorError,
+    },
     /// The system account JWT is unusable.
-    #[error("systemaccountjwtpath: {0}")]
-    SystemAccount(String),
+    #[error("systemaccountjwtpath {path}: {message}")]
+    SystemAccount {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The store could not be opened.
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// NATS settings are unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Nats(#[from] NatsError),
     /// HTTPS files are unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     /// HTTP could not start.
     #[error("http: {0}")]
@@ -83,26 +95,34 @@ pub struct RunningServer {
 pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
     let operator = match settings.operator_path() {
         None => None,
-        Some(path) => Some(Operator::from_jwt(&read_token(&path, "operatorjwtpath")?)?),
+        Some(path) => Some(
+            Operator::from_jwt(&read_token(&path, "operatorjwtpath")?).map_err(|cause| {
+                StartError::Operator {
+                    path: path.display().to_string(),
+                    cause,
+                }
+            })?,
+        ),
     };
     let system_account = match &settings.systemaccountjwtpath {
         None => None,
         Some(path) => {
             let token = read_token(path, "systemaccountjwtpath")?;
-            let jwt = jwt::decode(&token).map_err(|e| StartError::SystemAccount(e.to_string()))?;
+            let bad = |message: String| StartError::SystemAccount {
+                path: path.display().to_string(),
+                message,
+            };
+            let jwt = jwt::decode(&token).map_err(|e| bad(e.to_string()))?;
             if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
-                return Err(StartError::SystemAccount(
-                    "subject is not an account key".into(),
-                ));
+                return Err(bad("subject is not an account key".into()));
             }
             if let Some(op) = &operator {
                 op.check_issuer(&jwt.claims.iss)
-                    .map_err(|e| StartError::SystemAccount(e.to_string()))?;
-                if op.system_account().is_some_and(|s| s != jwt.claims.sub) {
-                    return Err(StartError::SystemAccount(format!(
-                        "account {} is not the operator's system account {}",
-                        jwt.claims.sub,
-                        op.system_account().unwrap_or_default()
+                    .map_err(|e| bad(e.to_string()))?;
+                if let Some(sys) = op.system_account().filter(|s| *s != jwt.claims.sub) {
+                    return Err(bad(format!(
+                        "account {} is not the operator's system account {sys}",
+                        jwt.claims.sub
                     )));
                 }
             }
@@ -116,13 +136,28 @@ pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
     })
 }
 
+/// Reads and checks every file the settings name, as [`RunningServer::start`] would (operator
+/// and system-account JWTs, HTTPS certificate and key, NATS credentials and TLS files), without
+/// opening the store or binding anything: `check-config`.
+///
+/// # Errors
+/// [`StartError`] naming the setting and the problem.
+pub fn check_files(settings: &Settings) -> Result<(), StartError> {
+    load_trust(settings)?;
+    if let Some(tls) = &settings.http.tls {
+        ReloadableCert::load(tls)?;
+    }
+    crate::nats::check_settings(&settings.nats)?;
+    Ok(())
+}
+
 fn read_token(path: &Path, what: &'static str) -> Result<String, StartError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|source| StartError::File {
+        .map_err(|cause| StartError::File {
             what,
             path: path.display().to_string(),
-            source,
+            cause,
         })
 }
 
@@ -147,7 +182,10 @@ fn open_store_choice(settings: &Settings) -> Result<Store, StartError> {
             shard,
             readonly: false,
         } => Ok(Store::open(
-            Box::new(DirBackend::open(&path, shard, true)?),
+            Box::new(
+                DirBackend::open(&path, shard, true)?
+                    .with_hard_delete(settings.store.deletemode == DeleteMode::Hard),
+            ),
             true,
         )?),
         StoreChoice::Dir {
@@ -175,13 +213,16 @@ impl RunningServer {
         listener: TcpListener,
     ) -> Result<RunningServer, StartError> {
         let trust = load_trust(&settings)?;
-        if trust.operator.is_none() && !settings.is_replica() {
+        let no_operator = trust.operator.is_none() && !settings.is_replica();
+        let store = open_store(&settings)?;
+        let server = RunningServer::start_with_store(settings, listener, store, trust).await?;
+        // After the start succeeded: a failed start prints its error alone.
+        if no_operator {
             tracing::warn!(
                 "no operator JWT configured: POSTs will be refused (configure --operator)"
             );
         }
-        let store = open_store(&settings)?;
-        RunningServer::start_with_store(settings, listener, store, trust).await
+        Ok(server)
     }
 
     /// [`RunningServer::start`] with an already opened store.
@@ -203,7 +244,7 @@ impl RunningServer {
         let tls_config = tls.as_ref().map(|c| c.server_config()).transpose()?;
         listener.set_nonblocking(true).map_err(StartError::Http)?;
         let addr = listener.local_addr().map_err(StartError::Http)?;
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_role(settings.is_replica());
         let anchor = if settings.is_replica() {
             TrustAnchor::replica(trust, &store)?
         } else {
@@ -242,6 +283,7 @@ impl RunningServer {
             http: HttpOptions {
                 max_age: settings.http.maxage.0,
                 max_body: settings.http.maxbodybytes,
+                allow_delete: settings.store.allowdelete,
             },
             replica,
             metrics,
@@ -255,6 +297,13 @@ impl RunningServer {
             cancel.clone(),
             tasks.clone(),
         ));
+        if state.store.writable() {
+            tasks.spawn(compact_tombstones(
+                state.store.clone(),
+                settings.store.tombstonettl.0,
+                cancel.clone(),
+            ));
+        }
         let app_state = state.clone();
         let body_timeout = crate::http::BodyReadTimeout(settings.http.readtimeout.0);
         let http =
@@ -351,6 +400,27 @@ impl RunningServer {
         // Last: release the store (and sled's directory lock) so a restart can reopen it.
         self.state.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Drops tombstones older than `ttl` (by the delete request's `iat`), checking every quarter
+/// of `ttl` (between 1 s and 1 h). Deletions stay visible to replicas for at least `ttl`.
+async fn compact_tombstones(store: Store, ttl: Duration, cancel: CancellationToken) {
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let before = crate::jwt::now_unix() - i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        match store.compact_tombstones(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                tombstones = n,
+                "compacted deletions older than store.tombstonettl"
+            ),
+            Err(e) => tracing::warn!(cause = %e, "could not compact deletions; retrying"),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! account).
 
 use crate::error::ApiError;
+use crate::jwt::delete::DeleteRequest;
 use crate::jwt::trust::Operator;
 use crate::jwt::{self, Jwt};
 use crate::state::{AppState, Trust};
@@ -264,4 +265,111 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
         }
     }
     Err(ApiError::NotFound(key.to_string()))
+}
+
+/// What a deletion did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    /// Accounts deleted now.
+    pub deleted: Vec<String>,
+    /// Accounts listed but not stored (or already deleted): nothing to do.
+    pub absent: Vec<String>,
+    /// Accounts not deleted, with why (an account issued after the request stays).
+    pub failed: Vec<(String, String)>,
+}
+
+/// Deletes the accounts an operator-signed delete request lists (nats-server's
+/// `$SYS.REQ.CLAIMS.DELETE` rules, see [`crate::jwt::delete`]); `only`: the account an HTTP
+/// `DELETE` names, which the request must list and which must be stored (404 otherwise). Each deleted
+/// account becomes a tombstone carrying the request, so replicas delete it too. On a replica:
+/// forwarded to the primary.
+///
+/// # Errors
+/// [`ApiError::DeleteRefused`] with nats-server's reason; [`ApiError::NotFound`] when `only`
+/// is not stored; [`ApiError::WritesDisabled`] on a read-only store; storage failures.
+pub async fn delete_accounts(
+    state: &AppState,
+    body: &[u8],
+    only: Option<&str>,
+) -> Result<Deleted, ApiError> {
+    if let (Some(replica), Some(key)) = (&state.replica, only) {
+        replica.forward_delete(key, body).await?;
+        return Ok(Deleted {
+            deleted: vec![key.to_string()],
+            ..Deleted::default()
+        });
+    }
+    if !state.store.writable() {
+        return Err(crate::store::StoreError::ReadOnly.into());
+    }
+    let trust = state.trust();
+    let request = checked_delete(&trust, token_text(body)?, state.http.allow_delete)?;
+    if let Some(key) = only {
+        if !request.accounts.iter().any(|a| a == key) {
+            return Err(ApiError::BadRequest(format!(
+                "the delete request does not list account {key}"
+            )));
+        }
+        if state.store.get(Kind::Account, key).is_none() {
+            return Err(ApiError::NotFound(key.to_string()));
+        }
+    }
+    // Every listed account, as nats-server deletes them: the request means all of them.
+    let (present, absent): (Vec<String>, Vec<String>) = request
+        .accounts
+        .iter()
+        .cloned()
+        .partition(|k| state.store.get(Kind::Account, k).is_some());
+    let mut done = Deleted {
+        absent,
+        ..Deleted::default()
+    };
+    let outcomes = state.store.delete(&present, &request.jwt).await?;
+    for (key, outcome) in present.into_iter().zip(outcomes) {
+        match outcome {
+            PutOutcome::Stored(entry) => {
+                tracing::info!(%key, seq = entry.seq, iat = entry.iat, "account deleted");
+                // A request that came over NATS already reached nats-server's resolvers; one
+                // over HTTP is published once (it names all its accounts).
+                if only.is_some() && done.deleted.is_empty() {
+                    state.notifier.changed(entry);
+                }
+                done.deleted.push(key);
+            }
+            PutOutcome::Unchanged(_) => done.absent.push(key),
+            PutOutcome::Stale { current } | PutOutcome::Conflict { current } => done.failed.push((
+                key,
+                format!(
+                    "the stored account JWT (iat {}) was issued after the delete request (iat {})",
+                    current.iat, request.jwt.claims.iat
+                ),
+            )),
+        }
+    }
+    if let Some((_, why)) = only.and_then(|key| done.failed.iter().find(|(k, _)| k == key)) {
+        return Err(ApiError::DeleteConflict(why.clone()));
+    }
+    Ok(done)
+}
+
+/// Checks a delete request against the current trust (nats-server's rules and messages).
+///
+/// # Errors
+/// [`ApiError::DeleteRefused`].
+pub fn checked_delete(
+    trust: &Trust,
+    token: &str,
+    allowed: bool,
+) -> Result<DeleteRequest, ApiError> {
+    let operator = trust.operator.as_ref();
+    let system = operator
+        .and_then(|op| op.system_account())
+        .map(str::to_string)
+        .or_else(|| trust.system_account.as_ref().map(|s| s.key.to_string()));
+    Ok(DeleteRequest::check(
+        token,
+        allowed,
+        operator,
+        system.as_deref(),
+    )?)
 }

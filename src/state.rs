@@ -19,6 +19,8 @@ pub struct HttpOptions {
     pub max_age: Duration,
     /// Request body limit in bytes.
     pub max_body: usize,
+    /// Operator-signed account deletions are taken (`store.allowdelete`).
+    pub allow_delete: bool,
 }
 
 /// Shared application state (all fields are handles).

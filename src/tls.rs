@@ -13,10 +13,59 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-/// Why TLS files cannot be used.
+/// Why TLS files cannot be used, naming the key (`http.tls.cert`, `http.tls.key`).
 #[derive(Debug, thiserror::Error)]
-#[error("http.tls: {0}")]
-pub struct TlsError(String);
+pub enum TlsError {
+    /// One of the two files is not configured.
+    #[error("http.tls: both cert and key are required")]
+    Missing,
+    /// A file cannot be read or holds no usable certificate or key.
+    #[error("http.tls.{key} {path}: {message}")]
+    File {
+        /// `cert` or `key`.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What a PEM file must hold.
+#[derive(Debug, Clone, Copy)]
+pub enum PemKind {
+    /// At least one certificate.
+    Certificates,
+    /// A private key.
+    PrivateKey,
+}
+
+/// Reads `path` and checks that it holds what `kind` asks for: for files that a library reads
+/// only later (NATS TLS), so a bad file fails the start and `check-config` instead.
+///
+/// # Errors
+/// The problem, as one line without the path.
+pub fn check_pem(path: &Path, kind: PemKind) -> Result<(), String> {
+    let mut reader = File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| e.to_string())?;
+    match kind {
+        PemKind::Certificates => {
+            let certs = rustls_pemfile::certs(&mut reader)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            if certs.is_empty() {
+                return Err("no PEM certificate found".into());
+            }
+        }
+        PemKind::PrivateKey => {
+            rustls_pemfile::private_key(&mut reader)
+                .map_err(|e| e.to_string())?
+                .ok_or("no PEM private key found")?;
+        }
+    }
+    Ok(())
+}
 
 /// A certificate resolver that always answers the current certificate.
 #[derive(Debug)]
@@ -37,7 +86,7 @@ impl ReloadableCert {
     /// [`TlsError`] naming the file.
     pub fn load(tls: &TlsSettings) -> Result<Arc<ReloadableCert>, TlsError> {
         let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
-            return Err(TlsError("both cert and key are required".into()));
+            return Err(TlsError::Missing);
         };
         let ck = certified_key(cert, key)?;
         let client_roots = match &tls.root {
@@ -79,7 +128,11 @@ impl ReloadableCert {
                     provider,
                 )
                 .build()
-                .map_err(|e| TlsError(format!("ca: {e}")))?;
+                .map_err(|e| TlsError::File {
+                    key: "ca",
+                    path: String::new(),
+                    message: e.to_string(),
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -100,42 +153,44 @@ impl ResolvesServerCert for ReloadableCert {
 
 /// The CA certificates of a PEM bundle, for verifying client certificates.
 fn root_store(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
-    let file = File::open(ca).map_err(|e| TlsError(format!("ca {}: {e}", ca.display())))?;
+    let err = |message: String| TlsError::File {
+        key: "ca",
+        path: ca.display().to_string(),
+        message,
+    };
+    let file = File::open(ca).map_err(|e| err(e.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-        let cert = cert.map_err(|e| TlsError(format!("ca {}: {e}", ca.display())))?;
-        roots
-            .add(cert)
-            .map_err(|e| TlsError(format!("ca {}: {e}", ca.display())))?;
+        let cert = cert.map_err(|e| err(e.to_string()))?;
+        roots.add(cert).map_err(|e| err(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(TlsError(format!(
-            "ca {}: no PEM certificate found",
-            ca.display()
-        )));
+        return Err(err("no PEM certificate found".into()));
     }
     Ok(roots)
 }
 
 fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let open = |p: &Path| {
+    let err = |which: &'static str, path: &Path, e: &dyn std::fmt::Display| TlsError::File {
+        key: which,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let open = |which, p: &Path| {
         File::open(p)
             .map(BufReader::new)
-            .map_err(|e| TlsError(format!("{}: {e}", p.display())))
+            .map_err(|e| err(which, p, &e))
     };
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut open(cert)?)
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut open("cert", cert)?)
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| err("cert", cert, &e))?;
     if certs.is_empty() {
-        return Err(TlsError(format!(
-            "{}: no PEM certificate found",
-            cert.display()
-        )));
+        return Err(err("cert", cert, &"no PEM certificate found"));
     }
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut open(key)?)
-        .map_err(|e| TlsError(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| TlsError(format!("{}: no PEM private key found", key.display())))?;
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut open("key", key)?)
+        .map_err(|e| err("key", key, &e))?
+        .ok_or_else(|| err("key", key, &"no PEM private key found"))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
-        .map_err(|e| TlsError(format!("{}: unsupported private key: {e}", key.display())))?;
+        .map_err(|e| err("key", key, &format!("unsupported private key: {e}")))?;
     Ok(CertifiedKey::new(certs, signing))
 }

@@ -1,7 +1,7 @@
-//! The HTTP API of a primary (DESIGN section 4, activations and the change feed aside): the
-//! resolver probe, account GETs and their options and headers, every POST verdict, the
-//! operator, pack, help, health, metrics and status routes, the system-account fallback, and a
-//! batch of hostile input that must leave the store exactly as it was.
+//! The HTTP API of a primary (the README's "HTTP API", activations and the change feed aside): the
+//! resolver probe, account GETs and their options and headers, every POST verdict, the operator,
+//! pack, help, health, metrics and status routes, the system-account fallback, and a batch of
+//! hostile input that must leave the store exactly as it was.
 
 use crate::common::fixtures::{self, vectors};
 use crate::common::process::ServerProcess;

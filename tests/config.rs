@@ -377,6 +377,8 @@ fn go_style_flags_parse() {
     let expected = json!({
         "http.host": "127.0.0.1",
         "http.port": 7777,
+        // A store flag replaces the lower layers' whole store section first.
+        "store": {},
         "store.nsc": "NSCDIR",
         "store.dir": "D",
         "store.readonly": true,
@@ -518,12 +520,12 @@ fn conflicting_stores_are_rejected() {
         assert_eq!(key, expected, "{what}: {message}");
         assert!(!message.is_empty());
     }
-    // And through flags, over a file that chose another store.
-    let (_dir, path) = file("m.toml", "[store]\nmemory = true\n");
+    // And through flags that choose two stores. (A flag over a file that chose another store
+    // is no conflict: the flag replaces the file's store, see messages.rs.)
     let (key, _) = key_error(Settings::load(
-        Some(&path),
+        None,
         no_env(),
-        &flags(&["--dir", "/x"]),
+        &flags(&["--memory", "--dir", "/x"]),
     ));
     assert!(key.starts_with("store"), "{key}");
     // A replica on a read-only store is contradictory as well.

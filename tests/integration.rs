@@ -1,6 +1,6 @@
 //! The single integration-test binary (one link step on our 2-core machines): every area is a
 //! module here. `common` holds the harness: in-process servers, our binary as a child process,
-//! a real nats-server, fixtures from `../shared/vectors`, and the `eventually` wait helper.
+//! a real nats-server, fixtures from `tests/data/vectors`, and the `eventually` wait helper.
 
 mod common;
 
@@ -10,9 +10,17 @@ mod accounts;
 mod activations;
 /// Configuration: TOML, the Go syntax, env and flag precedence, deploy/ examples.
 mod config;
+/// Account deletion: NATS and HTTP, tombstones, replicas, compaction.
+mod deletion;
 /// Hostile load: slow readers, long-poll and bulk caps, re-posts, decode views, big headers,
 /// notify floods, concurrent NATS PACKs.
 mod hostile_load;
+/// The links to NATS and the primary in the log: one warning with the cause, one line back.
+mod links;
+/// The README's local cluster (primary, nats-server, replica), run from the README's text.
+mod local_cluster;
+/// The binary's one-line errors, check-config, flag precedence over the config's store.
+mod messages;
 /// NATS notifications against a real nats-server in operator mode.
 mod nats_notify;
 /// Operations: metrics, HTTPS, SIGHUP reload, the status page in a browser.

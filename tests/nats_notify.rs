@@ -6,8 +6,9 @@
 //! loaded account. So a connection limit that takes effect without restarting nats-server proves
 //! that our notification reached it.
 //!
-//! Start order is the real one (DESIGN §7): our server first, configured with the port
-//! nats-server will listen on; then nats-server, whose startup probe needs our HTTP server.
+//! Start order is the real one (README, "A local cluster in three commands"): our server first,
+//! configured with the port nats-server will listen on; then nats-server, whose startup probe
+//! needs our HTTP server.
 //! Every test runs its own pair, so tests run in parallel.
 
 use crate::common::fixtures::{self, account_jwt, user_creds};

@@ -6,8 +6,8 @@
 use crate::common::fixtures;
 use crate::common::process::ServerProcess;
 use crate::common::{
-    account, eventually, free_port, get, metric, post_accepted, post_new_account, primary_settings,
-    replica_of, replica_settings, serves, wait_ready, TestServer,
+    account, copy_dir, eventually, free_port, get, metric, post_accepted, post_new_account,
+    primary_settings, replica_of, restart_as_replica_of, serves, wait_ready, TestServer,
 };
 use nats_account_server::config::Settings;
 use nats_account_server::jwt::{self, encode, trust::Operator};
@@ -69,14 +69,7 @@ async fn sighup_never_forgets_the_operator_a_replica_learned() {
     let primary = TestServer::primary().await;
     let (key, v1) = post_new_account(&primary.url, "v1").await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = tokio::task::block_in_place(|| {
-        ServerProcess::start(
-            dir.path(),
-            "replica",
-            free_port(),
-            &["--primary", &primary.url, "--data", "data"],
-        )
-    });
+    let replica = ServerProcess::start_replica(dir.path(), &primary.url);
     wait_serves(&replica.url, &key, &v1, Duration::from_secs(10)).await;
 
     replica.signal("HUP");
@@ -134,11 +127,7 @@ async fn a_new_operator_signing_key_reaches_every_replica() {
     }
 
     // After a restart on the same data, the learned operator is still in force.
-    let mut learning = learning;
-    learning.stop().await;
-    let dir = std::mem::replace(&mut learning.dir, tempfile::tempdir().unwrap());
-    let settings = replica_settings(dir.path(), &[&primary.url]);
-    let learning = TestServer::start_in(dir, settings).await;
+    let learning = restart_as_replica_of(learning, &[&primary.url]).await;
     let k2 = KeyPair::new_account().public_key();
     let j2 = encode::account(&new_signer, &k2, "after-restart", json!({}));
     post_accepted(&primary.url, &k2, &j2).await;
@@ -167,15 +156,9 @@ async fn a_spoofed_primary_gets_nothing_served() {
     post_accepted(&spoof.url, &x, &x_jwt).await;
 
     // A replica pins the real operator on first use, then is pointed at the spoof.
-    let mut replica = replica_of(&[&real.url], |_| {}).await;
+    let replica = replica_of(&[&real.url], |_| {}).await;
     wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
-    replica.stop().await;
-    let dir = std::mem::replace(&mut replica.dir, tempfile::tempdir().unwrap());
-    let settings = |dir: &Path, primary: &str| replica_settings(dir, &[primary]);
-    let replica = {
-        let s = settings(dir.path(), &spoof.url);
-        TestServer::start_in(dir, s).await
-    };
+    let replica = restart_as_replica_of(replica, &[&spoof.url]).await;
     eventually(
         Duration::from_secs(10),
         "the replica reports a stall",
@@ -195,13 +178,7 @@ async fn a_spoofed_primary_gets_nothing_served() {
     assert_eq!(readyz(&replica.url).await["replica"]["caught_up"], false);
 
     // Pointed back at the real primary: converges, nothing of the spoof stays.
-    let mut replica = replica;
-    replica.stop().await;
-    let dir = std::mem::replace(&mut replica.dir, tempfile::tempdir().unwrap());
-    let replica = {
-        let s = settings(dir.path(), &real.url);
-        TestServer::start_in(dir, s).await
-    };
+    let replica = restart_as_replica_of(replica, &[&real.url]).await;
     let (k2, j2) = post_new_account(&real.url, "after").await;
     wait_serves(&replica.url, &k2, &j2, Duration::from_secs(10)).await;
     assert!(serves(&replica.url, &k, &j).await);
@@ -230,20 +207,6 @@ async fn a_spoofed_primary_gets_nothing_served() {
         );
     }
     assert_eq!(fresh.running().state().store.counts(), (0, 0));
-}
-
-/// Copies a directory tree (a sled store, stopped).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A primary restored from an older backup keeps its lineage but its head goes back: the
@@ -347,14 +310,17 @@ async fn a_diverged_replica_is_repaired_by_the_digest_without_a_resync() {
     let b2 = fixtures::account_jwt_at(&b, "b-v2", iat_of(&b1) + 1);
     post_accepted(&primary.url, &b, &b2).await;
     let mut replica = replica_of(&[&primary.url], |_| {}).await;
-    wait_serves(&replica.url, &b, &b2, Duration::from_secs(10)).await;
+    // Caught up, not just serving B (a read could have fetched it as a miss).
+    eventually(Duration::from_secs(10), "the replica caught up", || async {
+        readyz(&replica.url).await["replica"]["caught_up"] == true
+    })
+    .await;
+    assert!(serves(&replica.url, &b, &b2).await);
     replica.stop().await;
 
     let (a, a1) = keys[0].clone();
     tamper(&replica.path("data"), &a, &b, &b1);
-    let dir = std::mem::replace(&mut replica.dir, tempfile::tempdir().unwrap());
-    let settings = replica_settings(dir.path(), &[&primary.url]);
-    let replica = TestServer::start_in(dir, settings).await;
+    let replica = restart_as_replica_of(replica, &[&primary.url]).await;
     // Checked before any read: a read of the missing key could fetch it as a miss.
     eventually(
         Duration::from_secs(15),
@@ -497,14 +463,7 @@ async fn reachability_is_honest_when_the_primary_returns() {
     let mut primary = start(tempfile::tempdir().unwrap()).await;
     let (k, j) = post_new_account(&primary.url, "a").await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = tokio::task::block_in_place(|| {
-        ServerProcess::start(
-            dir.path(),
-            "replica",
-            free_port(),
-            &["--primary", &primary.url, "--data", "data"],
-        )
-    });
+    let replica = ServerProcess::start_replica(dir.path(), &primary.url);
     wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
     primary.stop().await;
     eventually(

@@ -181,13 +181,50 @@ async fn replica_forwards_writes_and_reads_its_own() {
     // Read-your-writes: no waiting.
     assert!(serves(&replica.url, &key, &jwt).await);
     assert!(serves(&primary.url, &key, &jwt).await);
-    // A bad JWT gets the primary's 400 and reason.
-    let (status, body) = post(
-        &format!("{}/jwt/v1/accounts/{key}", replica.url),
-        fixtures::vector("post/bad_self_signed.jwt"),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
+    // A bad JWT gets the primary's 400, reason and X-Error-Code, exactly as from the primary.
+    let refusal = |base: String| {
+        let key = key.clone();
+        async move {
+            let r = http()
+                .post(format!("{base}/jwt/v1/accounts/{key}"))
+                .body(fixtures::vector("post/bad_self_signed.jwt"))
+                .send()
+                .await
+                .expect("POST");
+            let code = r.headers().get("X-Error-Code").cloned();
+            (
+                r.status().as_u16(),
+                code,
+                r.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let from_replica = refusal(replica.url.clone()).await;
+    assert_eq!(from_replica, refusal(primary.url.clone()).await);
+    assert_eq!(
+        (from_replica.0, from_replica.1.unwrap()),
+        (400, "key_mismatch".parse().unwrap())
+    );
+}
+
+/// Replica gauges exist on replicas only: a primary reporting `nas_replica_primary_reachable 0`
+/// would look like a replica that lost its primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_replicas_export_replica_metrics() {
+    let primary = TestServer::primary().await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    wait_ready(&replica.url).await;
+    let (_, on_primary) = get(&primary.at("/metrics")).await;
+    assert!(
+        on_primary.contains("nas_store_head_sequence"),
+        "{on_primary}"
+    );
+    assert!(!on_primary.contains("nas_replica_"), "{on_primary}");
+    let (_, on_replica) = get(&replica.at("/metrics")).await;
+    assert!(
+        on_replica.contains("nas_replica_primary_reachable 1"),
+        "{on_replica}"
+    );
 }
 
 /// The primary dies: replicas keep serving every account they have, a POST to a replica is a

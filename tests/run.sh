@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the tests need (nats-server, nginx) when missing, then checks
-# formatting and lints, then runs the test suite.
+# Runs every test: installs what the tests need (nats-server, nginx, chromium) when missing, then
+# checks formatting and lints, then runs the test suite. --no-fail-fast: a failing test binary
+# must not hide the verdicts of the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,4 @@ export PATH="$PATH:/usr/sbin"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets 2>&1
+cargo test --all-targets --no-fail-fast 2>&1

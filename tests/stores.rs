@@ -408,8 +408,10 @@ async fn path_traversal_is_refused() {
                 jwt: jwt.clone().into(),
                 seq: 1,
                 old_seq: None,
+                deleted: false,
             }],
             meta: vec![],
+            removed: vec![],
             head: 1,
             durable: true,
         };

@@ -1,4 +1,4 @@
-//! The official test vectors (`../shared/vectors`, made by the nats-io Go libraries): our JWT
+//! The official test vectors (`tests/data/vectors`, made by the nats-io Go libraries): our JWT
 //! code must decode, verify and hash exactly as the reference does, and a primary must give
 //! every `post/*.jwt` the verdict the vectors' README table lists.
 

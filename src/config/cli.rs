@@ -20,9 +20,14 @@ pub struct Cli {
     /// Config file: TOML (.toml), JSON (.json) or the Go server's nats-server syntax (other).
     #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// HTTP bind address (alias -hp); port 0 picks a free port.
+    /// HTTP bind address (alias -hp): HOST:PORT, or :PORT / PORT for the configured host;
+    /// port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Not a flag of this server (the port belongs to --listen); caught so that the answer
+    /// says so, instead of clap's closest guess (`--operator`).
+    #[arg(long, hide = true, value_name = "PORT")]
+    pub port: Option<String>,
     /// Operator JWT; POSTed account JWTs must be signed by it or one of its signing keys.
     #[arg(long, value_name = "FILE", global = true)]
     pub operator: Option<PathBuf>,
@@ -122,25 +127,35 @@ impl Cli {
         Cli::try_parse_from(rewrite_go_flags(args))
     }
 
-    /// The flags as dotted config keys, applied over file and environment.
+    /// The flags as dotted config keys, applied over file and environment. A flag that selects
+    /// a store (`--data`, `--dir`, `--nsc`, `--memory`) replaces the whole `store` section of
+    /// the lower layers, so `-c demo.toml --memory` runs in memory instead of refusing two
+    /// stores; `--shard` and `--read-only` alone adjust the configured store.
     ///
     /// # Errors
-    /// A message when `--listen` is not `HOST:PORT`.
+    /// A message when `--listen` is not `HOST:PORT`, `:PORT` or `PORT`, or `--port` is used.
     pub fn overrides(&self) -> Result<Vec<(String, Value)>, String> {
         let mut o: Vec<(String, Value)> = Vec::new();
         let mut set = |k: &str, v: Value| o.push((k.to_string(), v));
+        if let Some(port) = &self.port {
+            return Err(format!(
+                "--port is not a flag of this server; to listen on port {port}, use --listen :{port}"
+            ));
+        }
         if let Some(listen) = &self.listen {
-            let (host, port) = listen
-                .rsplit_once(':')
-                .ok_or_else(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("--listen {listen:?}: {port:?} is not a port number"))?;
+            // A bare port has no colon; an IPv6 host without brackets is not accepted.
+            let (host, port) = listen.rsplit_once(':').unwrap_or(("", listen));
+            let port: u16 = port.parse().map_err(|_| {
+                format!("--listen {listen:?}: {port:?} is not a port number (expected HOST:PORT, :PORT or PORT)")
+            })?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
             if !host.is_empty() {
                 set("http.host", json!(host));
             }
             set("http.port", json!(port));
+        }
+        if self.data.is_some() || self.dir.is_some() || self.nsc.is_some() || self.memory {
+            set("store", json!({}));
         }
         let path = |p: &PathBuf| json!(p.to_string_lossy());
         if let Some(p) = &self.operator {

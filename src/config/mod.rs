@@ -180,7 +180,7 @@ impl Default for NatsSettings {
 }
 
 /// `store { … }`: exactly one of `memory`, `dir`, `nsc`, or (default) the sled `data` dir.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// sled data directory (default `./data`).
@@ -195,6 +195,41 @@ pub struct StoreSettings {
     pub nsc: Option<PathBuf>,
     /// In-memory store.
     pub memory: bool,
+    /// Accept operator-signed account deletions (`$SYS.REQ.CLAIMS.DELETE`, HTTP `DELETE`).
+    pub allowdelete: bool,
+    /// Directory stores: `rename` a deleted account's file to `<key>.jwt.deleted` (as
+    /// nats-server) or remove it (`hard`).
+    pub deletemode: DeleteMode,
+    /// Tombstones of deleted accounts are kept at least this long (so replicas that were away
+    /// learn of the deletion), then compacted.
+    pub tombstonettl: Dur,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            data: None,
+            dir: None,
+            shard: false,
+            readonly: false,
+            nsc: None,
+            memory: false,
+            allowdelete: false,
+            deletemode: DeleteMode::Rename,
+            tombstonettl: Dur(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+/// `store.deletemode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Rename the file `<key>.jwt.deleted`.
+    #[default]
+    Rename,
+    /// Remove the file.
+    Hard,
 }
 
 /// `logging { … }`
@@ -281,16 +316,17 @@ pub enum StoreChoice {
     Nsc(PathBuf),
 }
 
-/// A configuration problem, naming the key.
+/// A configuration problem, naming the key. Messages carry their cause; no variant also
+/// exposes it as a `source`, so a printer of the chain shows each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("config file {path}: {source}")]
+    #[error("config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file, environment or flags could not be parsed.
     #[error("{0}")]
@@ -335,9 +371,9 @@ impl Settings {
     ) -> Result<(Settings, LoadReport), ConfigError> {
         let mut merged = Value::Object(Default::default());
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
             merge(&mut merged, parse_file(path, &text)?);
         }
@@ -394,7 +430,7 @@ impl Settings {
         }
         for url in &self.primary.0 {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let shown = crate::replica::client::redact(url);
+                let shown = crate::link::display_url(url);
                 return key_err("primary", &format!("{shown:?} is not an http(s) URL"));
             }
         }

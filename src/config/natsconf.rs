@@ -101,7 +101,8 @@ pub fn parse_with_base(
 }
 
 /// Why configuration text could not be parsed. Every message starts with the
-/// line (and, where it points at a character, the column) it concerns.
+/// line (and, where it points at a character, the column) it concerns, and carries its
+/// cause itself (no variant exposes a `source` as well, so no printer repeats it).
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     /// A quoted string whose closing quote never came; the position is that
@@ -149,20 +150,18 @@ pub enum ParseError {
         name: String,
     },
     /// An `include` whose file could not be read.
-    #[error("line {line}: cannot read included file '{path}': {source}")]
+    #[error("line {line}: cannot read included file '{path}': {cause}")]
     IncludeRead {
         line: usize,
         path: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An `include` whose file does not parse.
-    #[error("line {line}: in included file '{path}': {source}")]
+    #[error("line {line}: in included file '{path}': {cause}")]
     Include {
         line: usize,
         path: String,
-        #[source]
-        source: Box<ParseError>,
+        cause: Box<ParseError>,
     },
     /// Includes nested deeper than we accept, most likely a file including itself.
     #[error("line {line}: includes nested more than {max} deep at '{path}' (does a file include itself?)")]
@@ -836,20 +835,19 @@ impl<'a> Parser<'a> {
                 max: MAX_DEPTH,
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ParseError::IncludeRead {
+        let text = std::fs::read_to_string(&path).map_err(|cause| ParseError::IncludeRead {
             line,
             path: shown.clone(),
-            source,
+            cause,
         })?;
         // Includes inside the included file are relative to that file.
         let base_dir = path.parent().map(Path::to_path_buf);
-        let included = parse_nested(&text, base_dir, self.depth + 1).map_err(|source| {
-            ParseError::Include {
+        let included =
+            parse_nested(&text, base_dir, self.depth + 1).map_err(|cause| ParseError::Include {
                 line,
                 path: shown,
-                source: Box::new(source),
-            }
-        })?;
+                cause: Box::new(cause),
+            })?;
         // Key by key, as nats-server merges: the include overrides keys
         // before it, and keys after it override the include.
         self.current_scope().extend(included);

@@ -63,3 +63,19 @@ pub async fn post(
     service::post_account(&state, key, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
+
+/// `DELETE /jwt/v1/accounts/<pubkey>`: the body is an operator-signed delete request (what
+/// `nsc push --prune` sends over NATS) that lists this account.
+pub async fn delete(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key = account_key(&key)?;
+    let body = read_body(&req, payload, state.http.max_body).await?;
+    service::delete_accounts(&state, &body, Some(key)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("deleted {key}\n")))
+}

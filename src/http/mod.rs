@@ -49,7 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource(ACCOUNT_PATTERN)
             .route(web::get().to(accounts::get))
             .route(web::head().to(accounts::get))
-            .route(web::post().to(accounts::post)),
+            .route(web::post().to(accounts::post))
+            .route(web::delete().to(accounts::delete)),
     )
     .service(web::resource("/jwt/v1/activations").route(web::post().to(activations::post)))
     .service(
@@ -216,7 +217,7 @@ fn account_get_fast(
 
 async fn preflight() -> actix_web::HttpResponse {
     actix_web::HttpResponse::NoContent()
-        .insert_header(("Access-Control-Allow-Methods", "GET, HEAD, POST"))
+        .insert_header(("Access-Control-Allow-Methods", "GET, HEAD, POST, DELETE"))
         .insert_header(("Access-Control-Allow-Headers", "*"))
         .insert_header(("Access-Control-Max-Age", "86400"))
         .finish()

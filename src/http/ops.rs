@@ -133,6 +133,13 @@ reason when invalid; 409 when a newer JWT (later iat) is stored, or a different 
 same iat (iat counts whole seconds: issue the new version again a second later); 413 when the body is too large; 405 on a read-only store; 503 on a replica whose
 primary is unreachable (replicas forward writes to their primary).
 
+## DELETE /jwt/v1/accounts/<pubkey>
+Body: an operator-signed delete request (a generic JWT self-signed by the operator or one of
+its signing keys, nats.accounts listing <pubkey>), as nsc push --prune sends over NATS. Needs
+store.allowdelete. 200; 400 malformed; 403 not trusted; 404 nothing stored; 405 deletion off
+or read-only store; 409 the stored JWT was issued after the request. The account answers 404
+from then on, on every replica too, until a JWT issued after the request is posted.
+
 ## GET /jwt/v1/activations/<hash>
 An activation token by its hash: padded base32 of sha256(\"<iss>.<sub>.<subject up to its
 first wildcard>\"), `_` for a subject that starts with a wildcard. Options: text, decode,
@@ -146,7 +153,8 @@ hash as the body.
 All tokens as `key|jwt` lines (the Go server's format).
 
 ## GET /jwt/v1/changes?since=SEQ&limit=N&wait=SECS
-The change feed replicas follow: `seq|kind|key|jwt` lines, headers X-Store-Id and X-Head-Seq;
+The change feed replicas follow: `seq|kind|key|jwt` lines (kind account, activation or delete),
+headers X-Store-Id, X-Head-Seq and X-Compacted-Seq;
 wait holds the request until a change after SEQ exists.
 
 ## GET /jwt/v1/digest[?buckets=N,M]
@@ -170,7 +178,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
             rows,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             e.seq,
-            e.kind.as_str(),
+            e.feed_kind(),
             html_escape(&e.key),
             html_escape(&crate::jwt::unix_to_rfc3339(e.iat))
         );

@@ -5,7 +5,7 @@
 use super::stream::Lines;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{token_hash, Entry, DIGEST_BUCKETS};
+use crate::store::{Entry, DIGEST_BUCKETS};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use serde::Deserialize;
@@ -43,7 +43,14 @@ pub async fn pack(
     } else {
         None
     };
-    let entries = state.store.changes_since(0, max);
+    // Deleted accounts are left out: the pack is what a Go replica or `nsc pull` should hold.
+    let entries: Vec<_> = state
+        .store
+        .changes_since(0, usize::MAX)
+        .into_iter()
+        .filter(|e| !e.deleted)
+        .take(max)
+        .collect();
     let permit = bulk_permit(&state, permit, &entries)?;
     Ok(Lines::new(entries, pack_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
@@ -79,7 +86,7 @@ fn pack_line(e: &Entry, first: bool, out: &mut BytesMut) {
 /// One change-feed line, `seq|kind|key|jwt\n`: the only place the feed's format is written
 /// (replicas parse it in `replica::client`).
 fn feed_line(e: &Entry, _first: bool, out: &mut BytesMut) {
-    let _ = write!(out, "{}|{}|{}|", e.seq, e.kind.as_str(), e.key);
+    let _ = write!(out, "{}|{}|{}|", e.seq, e.feed_kind(), e.key);
     out.extend_from_slice(&e.jwt);
     out.extend_from_slice(b"\n");
 }
@@ -107,8 +114,11 @@ const BULK_ENTRIES: usize = 1000;
 const BULK_BYTES: usize = 1024 * 1024;
 
 /// `GET /jwt/v1/changes?since=S&limit=N&wait=W`: lines `seq|kind|key|jwt\n` in sequence order,
-/// with `X-Store-Id` (lineage) and `X-Head-Seq`. Streamed from a snapshot; pages of more than
-/// [`BULK_ENTRIES`] take a bulk permit, and a long poll parks only within the long-poll caps.
+/// with `X-Store-Id` (lineage), `X-Head-Seq`, `X-Compacted-Seq` (tombstones at or below it
+/// were dropped: a replica whose cursor is below it may have missed a deletion) and, on a page
+/// that is not full, `X-Complete-To` (the page holds every change up to that sequence).
+/// Streamed from a snapshot; pages of more than [`BULK_ENTRIES`] changes take a bulk permit,
+/// and a long poll parks only within the long-poll caps.
 pub async fn changes(
     state: web::Data<AppState>,
     opts: web::Query<ChangesOpts>,
@@ -123,7 +133,7 @@ pub async fn changes(
     } else {
         None
     };
-    let mut entries = state.store.changes_since(opts.since, limit);
+    let (mut entries, mut snapshot_head) = state.store.changes_and_head(opts.since, limit);
     if entries.is_empty() {
         if let Some(wait) = opts.wait.filter(|w| *w > 0.0) {
             // Nothing to send while parked: the permit goes back for others.
@@ -135,14 +145,22 @@ pub async fn changes(
                 _ = state.store.wait_for_change(opts.since, wait) => {}
                 _ = state.draining.cancelled() => {}
             }
-            entries = state.store.changes_since(opts.since, limit);
+            (entries, snapshot_head) = state.store.changes_and_head(opts.since, limit);
         }
     }
     let permit = bulk_permit(&state, permit, &entries)?;
     let head = state.store.head().max(entries.last().map_or(0, |e| e.seq));
+    // A page that is not full holds every change up to the head of its snapshot, also when
+    // the newest changes were removals (compacted deletions) that left no entry to send.
+    let complete_to = (entries.len() < limit).then_some(snapshot_head);
     let mut res = HttpResponse::Ok();
     res.insert_header(("X-Store-Id", state.store.lineage()))
-        .insert_header(("X-Head-Seq", head.to_string()));
+        .insert_header(("X-Head-Seq", head.to_string()))
+        .insert_header(("X-Compacted-Seq", state.store.compacted().to_string()))
+        .insert_header((
+            "X-Complete-To",
+            complete_to.map_or_else(String::new, |h| h.to_string()),
+        ));
     Ok(Lines::new(entries, feed_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
         .respond(res))
@@ -156,9 +174,10 @@ pub struct DigestOpts {
 }
 
 /// `GET /jwt/v1/digest`: the store's content digest for replicas' anti-entropy. Without
-/// options, JSON `{store_id, head, digest, buckets}` (hex; the head and the digest of the same
+/// options, JSON `{store_id, head, compacted_iat, digest, buckets}` (hex; the head and the digest of the same
 /// moment). With `?buckets=3,17`, the entries of those buckets as `kind|key|iat|sha256` lines,
-/// so a replica whose digest differs finds the keys that differ without a full resync.
+/// so a replica whose digest differs finds the keys that differ without a full resync
+/// (a deletion: `delete|key|iat|hash|request`).
 pub async fn digest(
     state: web::Data<AppState>,
     opts: web::Query<DigestOpts>,
@@ -169,6 +188,7 @@ pub async fn digest(
         let body = serde_json::json!({
             "store_id": state.store.lineage(),
             "head": head,
+            "compacted_iat": state.store.compacted_iat(),
             "digest": hex(&digest.total()),
             "buckets": digest.buckets.iter().map(|b| hex(b)).collect::<Vec<_>>(),
         });
@@ -190,14 +210,19 @@ pub async fn digest(
     let entries = state.store.in_buckets(&wanted);
     let mut body = String::with_capacity(entries.len() * 140);
     for e in &entries {
-        let _ = writeln!(
+        let _ = write!(
             body,
             "{}|{}|{}|{}",
-            e.kind.as_str(),
+            e.feed_kind(),
             e.key,
             e.iat,
-            hex(&token_hash(&e.jwt))
+            hex(&e.digest_hash())
         );
+        // A deletion cannot be fetched with a GET (404): its request travels here.
+        if e.deleted {
+            let _ = write!(body, "|{}", e.jwt_str());
+        }
+        body.push('\n');
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

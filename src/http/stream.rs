@@ -59,7 +59,6 @@ pub struct Lines {
     entries: Vec<Arc<Entry>>,
     next: usize,
     line: LineFn,
-    turn: Turn,
     watch: Option<Watch>,
     /// Held until the answer is dropped (a bulk permit).
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -84,7 +83,6 @@ impl Lines {
             entries,
             next: 0,
             line,
-            turn: Turn::default(),
             watch: None,
             _permit: permit,
         }
@@ -143,7 +141,7 @@ impl Lines {
 impl futures_util::Stream for Lines {
     type Item = Result<Bytes, std::convert::Infallible>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.next >= this.entries.len() {
             return Poll::Ready(None);

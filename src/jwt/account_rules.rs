@@ -1501,7 +1501,7 @@ mod tests {
     }
 
     fn vectors() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors")
     }
 
     fn vector(name: &str) -> String {

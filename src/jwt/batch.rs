@@ -357,7 +357,7 @@ mod tests {
     /// signature), each several times so that they fill batches.
     #[test]
     fn matches_decode_on_the_official_vectors() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors");
         assert!(dir.is_dir(), "vectors not found at {}", dir.display());
         let mut tokens = Vec::new();
         for sub in [".", "accounts", "activations", "post"] {

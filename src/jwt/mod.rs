@@ -15,6 +15,7 @@
 
 mod account_rules;
 mod batch;
+pub mod delete;
 pub mod encode;
 pub mod trust;
 pub mod view;

@@ -12,15 +12,22 @@ pub struct Operator {
     trusted: HashSet<String>,
 }
 
-/// Why an operator JWT cannot serve as the trust anchor.
+/// Why an operator JWT cannot serve as the trust anchor. The message carries the cause (no
+/// `source` as well, so it is printed once).
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     /// The token itself is bad.
-    #[error("operator JWT: {0}")]
-    Jwt(#[from] JwtError),
+    #[error("{0}")]
+    Jwt(JwtError),
     /// It decodes but is not a self-signed operator.
-    #[error("operator JWT: {0}")]
+    #[error("{0}")]
     NotOperator(String),
+}
+
+impl From<JwtError> for OperatorError {
+    fn from(e: JwtError) -> Self {
+        OperatorError::Jwt(e)
+    }
 }
 
 impl Operator {

@@ -12,9 +12,11 @@ pub mod notify;
 pub mod resolver;
 
 use crate::config::NatsSettings;
+use crate::link::{self, LinkState, Note};
+use crate::tls::PemKind;
 use async_nats::connection::State;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -45,10 +47,12 @@ pub struct NatsHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     /// A file named in the settings could not be read or parsed.
-    #[error("nats.{key}: {message}")]
-    Settings {
+    #[error("nats.{key} {path}: {message}")]
+    File {
         /// The setting.
         key: &'static str,
+        /// The file.
+        path: String,
         /// What is wrong.
         message: String,
     },
@@ -173,7 +177,9 @@ impl Connection {
         let wait = settings.reconnectwait.0.max(Duration::from_millis(10));
         let (connected_tx, connected) = watch::channel(false);
         let connected_tx = Arc::new(connected_tx);
-        let mut opts = async_nats::ConnectOptions::new()
+        let addrs = server_addrs(settings)?;
+        let events = Arc::new(LinkEvents::new(&addrs, settings.connecttimeout.0, wait));
+        let opts = async_nats::ConnectOptions::new()
             .name("nats-account-server")
             .no_echo()
             .retry_on_initial_connect()
@@ -184,67 +190,26 @@ impl Connection {
                 move |attempts| if attempts <= 1 { Duration::ZERO } else { wait },
             )
             .event_callback(move |event| {
+                let events = events.clone();
                 let connected_tx = connected_tx.clone();
                 async move {
-                    match event {
+                    match &event {
                         async_nats::Event::Connected => {
-                            tracing::info!("connected to NATS");
                             connected_tx.send_replace(true);
                         }
                         async_nats::Event::Disconnected => {
-                            tracing::warn!("disconnected from NATS; reconnecting");
                             connected_tx.send_replace(false);
                         }
-                        other => tracing::info!(event = %other, "NATS event"),
+                        _ => {}
                     }
+                    events.log(event).await;
                 }
             });
-        if let Some(path) = &settings.usercredentials {
-            opts = opts
-                .credentials_file(path)
-                .await
-                .map_err(|e| NatsError::Settings {
-                    key: "usercredentials",
-                    message: format!("{}: {e}", path.display()),
-                })?;
-        }
-        if let Some(path) = &settings.nkey {
-            let seed = std::fs::read_to_string(path).map_err(|e| NatsError::Settings {
-                key: "nkey",
-                message: format!("{}: {e}", path.display()),
-            })?;
-            let seed = seed
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("SU"))
-                .ok_or_else(|| NatsError::Settings {
-                    key: "nkey",
-                    message: format!("{}: no user nkey seed (SU…) found", path.display()),
-                })?;
-            opts = opts.nkey(seed.to_string());
-        }
-        if let Some(tls) = &settings.tls {
-            opts = opts.require_tls(true);
-            if let Some(root) = &tls.root {
-                opts = opts.add_root_certificates(root.clone());
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-                opts = opts.add_client_certificate(cert.clone(), key.clone());
-            }
-        }
-        let addrs: Vec<async_nats::ServerAddr> = settings
-            .servers
-            .0
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|e| NatsError::Connect(format!("server URL {s:?}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
+        let opts = auth_options(opts, settings)?;
         let client = opts
             .connect(addrs)
             .await
-            .map_err(|e| NatsError::Connect(e.to_string()))?;
+            .map_err(|e| NatsError::Connect(link::error_chain(&e)))?;
         Ok(Connection {
             connected: Some(connected),
             client: Some(client),
@@ -271,5 +236,214 @@ impl Connection {
                 let _ = c.drain().await;
             }
         }
+    }
+}
+
+/// The configured servers, parsed.
+fn server_addrs(settings: &NatsSettings) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+    settings
+        .servers
+        .0
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|e| {
+                NatsError::Connect(format!("server URL {:?}: {e}", link::display_url(s)))
+            })
+        })
+        .collect()
+}
+
+/// Adds the credentials and TLS files of `settings` to `opts`, reading each one now, so that a
+/// missing or unusable file fails the start (and `check-config`) naming its key, instead of
+/// failing every connection attempt later.
+fn auth_options(
+    mut opts: async_nats::ConnectOptions,
+    settings: &NatsSettings,
+) -> Result<async_nats::ConnectOptions, NatsError> {
+    let file_err =
+        |key: &'static str, path: &std::path::Path, e: &dyn std::fmt::Display| NatsError::File {
+            key,
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+    if let Some(path) = &settings.usercredentials {
+        // Read here rather than with `credentials_file`, whose error names the path again.
+        let creds =
+            std::fs::read_to_string(path).map_err(|e| file_err("usercredentials", path, &e))?;
+        opts = opts
+            .credentials(&creds)
+            .map_err(|e| file_err("usercredentials", path, &e))?;
+    }
+    if let Some(path) = &settings.nkey {
+        let seed = std::fs::read_to_string(path).map_err(|e| file_err("nkey", path, &e))?;
+        let seed = seed
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("SU"))
+            .ok_or_else(|| file_err("nkey", path, &"no user nkey seed (SU…) found"))?;
+        opts = opts.nkey(seed.to_string());
+    }
+    if let Some(tls) = &settings.tls {
+        // async-nats reads these files only when it connects; read them now as well.
+        let check = |key, path: &std::path::Path, kind| {
+            crate::tls::check_pem(path, kind).map_err(|e| file_err(key, path, &e))
+        };
+        opts = opts.require_tls(true);
+        if let Some(root) = &tls.root {
+            check("tls.root", root, PemKind::Certificates)?;
+            opts = opts.add_root_certificates(root.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            check("tls.cert", cert, PemKind::Certificates)?;
+            check("tls.key", key, PemKind::PrivateKey)?;
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(opts)
+}
+
+/// Reads and checks every file and URL the NATS settings name, as a start would, without
+/// connecting (`check-config`). Nothing to check when no servers are configured: the server
+/// then reads none of these files either.
+///
+/// # Errors
+/// [`NatsError`] naming the key and the problem.
+pub fn check_settings(settings: &NatsSettings) -> Result<(), NatsError> {
+    if settings.servers.0.is_empty() {
+        return Ok(());
+    }
+    server_addrs(settings)?;
+    auth_options(async_nats::ConnectOptions::new(), settings)?;
+    Ok(())
+}
+
+/// How often a NATS link that stays down with the same cause is mentioned again.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// Turns the client's connection events into the log lines an operator needs: one warning with
+/// the servers and the cause when the link goes down (or the cause changes), a reminder every
+/// [`REMIND_EVERY`] while it stays down, one line when it is back; not one line per retry.
+struct LinkEvents {
+    /// The configured servers as logged (without user-info).
+    shown: String,
+    /// `(shown URL, host, port)` of each server, to find the cause of a failed attempt.
+    targets: Vec<(String, String, u16)>,
+    probe_timeout: Duration,
+    retry_every: Duration,
+    /// A std `Mutex`: held for one state update, never across an `.await`.
+    state: Mutex<LinkState>,
+}
+
+impl LinkEvents {
+    fn new(
+        addrs: &[async_nats::ServerAddr],
+        probe_timeout: Duration,
+        retry_every: Duration,
+    ) -> Self {
+        let targets: Vec<(String, String, u16)> = addrs
+            .iter()
+            .map(|a| {
+                let shown = link::display_url(a.as_url_str());
+                (shown, a.host().to_string(), a.port())
+            })
+            .collect();
+        LinkEvents {
+            shown: targets
+                .iter()
+                .map(|t| t.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            targets,
+            probe_timeout,
+            retry_every,
+            state: Mutex::new(LinkState::new(REMIND_EVERY)),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn log(&self, event: async_nats::Event) {
+        use async_nats::Event;
+        let nats = self.shown.as_str();
+        let now = Instant::now();
+        match event {
+            Event::Connected => match self.state().connected(now) {
+                Note::Back { after } => {
+                    tracing::info!(nats = %nats, "connected to NATS again after {}", secs(after))
+                }
+                _ => tracing::info!(nats = %nats, "connected to NATS"),
+            },
+            Event::Disconnected => {
+                self.state().disconnected(now);
+                tracing::warn!(nats = %nats, "disconnected from NATS; reconnecting");
+            }
+            Event::ClientError(e) => {
+                let kind = e.to_string();
+                let Some(note) = self.state().failed(&kind, now) else {
+                    return;
+                };
+                let cause = self.cause(&kind).await;
+                let every = secs(self.retry_every);
+                match note {
+                    Note::StillDown { for_ } => tracing::warn!(
+                        nats = %nats,
+                        %cause,
+                        "still cannot connect to NATS after {}; retrying every {every}",
+                        secs(for_)
+                    ),
+                    _ => {
+                        tracing::warn!(nats = %nats, %cause, "cannot connect to NATS; retrying every {every}")
+                    }
+                }
+            }
+            Event::ServerError(e) => {
+                tracing::warn!(nats = %nats, cause = %e, "NATS server reported an error")
+            }
+            Event::LameDuckMode => {
+                tracing::warn!(nats = %nats, "NATS server is shutting down (lame duck mode); will reconnect")
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(nats = %nats, sid, "NATS subscription is too slow; messages were dropped")
+            }
+            other => tracing::debug!(nats = %nats, event = %other, "NATS event"),
+        }
+    }
+
+    /// The cause of a failed connection attempt. async-nats reports only its kind ("IO error",
+    /// "timed out") and drops the socket's error, so each server is dialled once to recover
+    /// it ("Connection refused"). When every server accepts TCP, the failure lies past the
+    /// socket (TLS, authorization) and the client's own words are the cause. Called only when
+    /// a line is logged, so at most once per [`REMIND_EVERY`] while the link stays down.
+    async fn cause(&self, kind: &str) -> String {
+        let mut causes = Vec::new();
+        for (shown, host, port) in &self.targets {
+            let dial = tokio::net::TcpStream::connect((host.as_str(), *port));
+            let cause = match tokio::time::timeout(self.probe_timeout, dial).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {}", secs(self.probe_timeout)),
+            };
+            causes.push(if self.targets.len() == 1 {
+                cause
+            } else {
+                format!("{shown}: {cause}")
+            });
+        }
+        if causes.is_empty() {
+            kind.strip_prefix("nats: ").unwrap_or(kind).to_string()
+        } else {
+            causes.join("; ")
+        }
+    }
+}
+
+/// A duration for a log line: whole seconds, or milliseconds under a second.
+fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
     }
 }

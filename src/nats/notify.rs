@@ -37,6 +37,11 @@ pub enum UpdateSubjects {
 
 /// The subjects an entry is published on.
 pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
+    if entry.deleted {
+        // The operator-signed delete request itself, as `nsc push --prune` sends it: full and
+        // cache resolvers check it and delete their copy (no reply is asked for).
+        return vec![DELETE_SUBJECT.to_string()];
+    }
     match entry.kind {
         Kind::Account => {
             let old = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", entry.key);
@@ -57,6 +62,9 @@ pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
         }
     }
 }
+
+/// Where a deletion is published (nats-server's `$SYS.REQ.CLAIMS.DELETE`).
+pub const DELETE_SUBJECT: &str = "$SYS.REQ.CLAIMS.DELETE";
 
 /// Handle to the notification task. Cheap to clone; a disabled notifier does nothing.
 #[derive(Clone)]
@@ -317,6 +325,7 @@ mod tests {
             iat: seq as i64,
             exp: None,
             seq,
+            deleted: false,
         })
     }
 

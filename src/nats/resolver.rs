@@ -21,6 +21,10 @@
 //!   nats-server's JSON (`data` with code 200, or `error` with the HTTP status and the reason).
 //!   Replicas receive the change from the primary like any other. Messages without a reply
 //!   subject are notifications, ours included, and are left to nats-server and replicas.
+//! - `$SYS.REQ.CLAIMS.DELETE` requests (`nsc push --prune`), on the primary only, with
+//!   `store.allowdelete`: checked and answered exactly as nats-server's full resolver does
+//!   (`deleted N accounts`, or `delete accounts request by <op> failed - <reason>`); each
+//!   deleted account becomes a tombstone that replicas follow.
 
 use super::NatsHandle;
 use crate::error::ApiError;
@@ -46,6 +50,7 @@ const PACK_QUEUE: &str = "responder";
 const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
 const LIST: &str = "$SYS.REQ.CLAIMS.LIST";
 const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
+const DELETE: &str = "$SYS.REQ.CLAIMS.DELETE";
 
 /// Runs until `cancel` fires, following connection replacements, answering on connections
 /// made with `nats.resolverpeer` on. Long answers (a pack, a durable write) run as tasks of
@@ -74,7 +79,7 @@ async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTrack
     let mut subs = Vec::new();
     let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE)), (LIST, None)];
     if responder.replica.is_none() {
-        subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None)]);
+        subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None), (DELETE, None)]);
     }
     for (subject, queue) in subjects {
         let sub = match queue {
@@ -101,6 +106,9 @@ async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTrack
             tasks.spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
         } else if subject == LIST {
             list(responder, nc, reply).await;
+        } else if subject == DELETE {
+            let (responder, nc) = (responder.clone(), nc.clone());
+            tasks.spawn(async move { delete(&responder, &nc, msg).await });
         } else if subject.ends_with(".CLAIMS.UPDATE") {
             // A durable write: on its own task too.
             let (responder, nc) = (responder.clone(), nc.clone());
@@ -154,6 +162,45 @@ async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     };
     if let Err(e) = nc.publish(reply, body.to_string().into()).await {
         tracing::warn!(cause = %e, "could not answer an account update request");
+    }
+}
+
+/// Deletes the accounts an operator-signed delete request lists and answers as nats-server's
+/// `handleDeleteRequest` does (`deleted N accounts`, or the reason it was refused).
+async fn delete(responder: &Responder, nc: &async_nats::Client, msg: async_nats::Message) {
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
+    let body = match crate::service::delete_accounts(responder, &msg.payload, None).await {
+        Ok(done) if done.failed.is_empty() => {
+            responder.metrics.resolver_request("delete", "deleted");
+            let n = done.deleted.len() + done.absent.len();
+            json!({ "server": server_info(), "data": {
+                "code": 200, "message": format!("deleted {n} accounts") } })
+        }
+        Ok(done) => {
+            responder.metrics.resolver_request("delete", "partial");
+            let n = done.deleted.len() + done.absent.len();
+            let why: Vec<String> = done
+                .failed
+                .iter()
+                .map(|(k, e)| format!("{k}: {e}"))
+                .collect();
+            json!({ "server": server_info(), "error": { "code": 500, "description": format!(
+                "deleted {n} accounts, failed for {} - {}", done.failed.len(), why.join("\n")) } })
+        }
+        Err(e) => {
+            responder.metrics.resolver_request("delete", "rejected");
+            tracing::info!(cause = %e, "refused an account delete request from NATS");
+            let description = match &e {
+                ApiError::DeleteRefused(r) => r.to_string(),
+                other => format!("delete accounts request failed - {other}"),
+            };
+            json!({ "server": server_info(), "error": { "code": 500, "description": description } })
+        }
+    };
+    if let Err(e) = nc.publish(reply, body.to_string().into()).await {
+        tracing::warn!(cause = %e, "could not answer an account delete request");
     }
 }
 

@@ -10,15 +10,20 @@
 //! each differing key is settled by the version rules:
 //! - the primary's version is newer, or the replica lacks the key: fetch it from the primary;
 //! - the replica's version is newer, or the primary lacks the key (a primary restored from an
-//!   older backup): send it back to the primary like a forwarded write;
+//!   older backup): send it back to the primary like a forwarded write; but a key the primary
+//!   lacks that was issued before a deletion the primary has compacted may be one it deleted,
+//!   and is dropped here instead (the primary decides);
 //! - same `iat`, different bytes: the primary decides; its version is fetched.
+//!
+//! Deletions (tombstones) are versions like any other: a deletion listed by the primary comes
+//! with its request and is verified and applied; one held only here goes back as a `DELETE`.
 //!
 //! The sync task runs a check when it is caught up: after the first caught-up page, after every
 //! reconnect, after a resync, and every `replication.antientropy`.
 
-use super::client::SyncError;
+use super::client::{SyncError, Write};
 use super::ReplicaHandle;
-use crate::store::{token_hash, Entry, Kind, Policy, DIGEST_BUCKETS};
+use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -31,6 +36,8 @@ pub(super) struct Outcome {
     pub(super) fetched: u64,
     /// Keys sent back to the primary.
     pub(super) sent_back: u64,
+    /// Keys dropped here: the primary no longer has them and may have deleted them.
+    pub(super) dropped: u64,
     /// Keys that could not be settled this time (retried at the next check).
     pub(super) failed: u64,
 }
@@ -74,21 +81,51 @@ pub(super) async fn check(
     let mut listed = HashSet::new();
     for r in &theirs {
         listed.insert((r.kind, r.key.as_str()));
+        // A deletion wins a tie with an account of the same second (as in the store).
+        let mine_newer = |mine: &Entry| {
+            mine.iat > r.iat || (mine.iat == r.iat && mine.deleted && r.request.is_none())
+        };
         let settled = match by_key.get(&(r.kind, r.key.as_str())) {
-            Some(mine) if token_hash(&mine.jwt) == r.hash => continue,
-            Some(mine) if mine.iat > r.iat => {
+            Some(mine) if mine.digest_hash() == r.hash => continue,
+            Some(mine) if mine_newer(mine) => {
                 send_back(replica, mine, &mut outcome.sent_back).await
             }
-            _ => fetch(replica, r.kind, &r.key, false, &mut outcome.fetched).await,
+            _ => match &r.request {
+                Some(request) => {
+                    take_deletion(replica, &r.key, request, &mut outcome.fetched).await
+                }
+                None => fetch(replica, r.kind, &r.key, false, &mut outcome.fetched).await,
+            },
         };
         outcome.failed += u64::from(!settled);
     }
+    // Held here only. Issued after every deletion the primary has compacted: the primary
+    // lost it (an old backup), so it goes back. Otherwise it may be an account whose deletion
+    // is gone from the primary: the primary decides, and it has nothing.
+    let mut forgotten = Vec::new();
     for mine in ours.iter().filter(|e| !listed.contains(&(e.kind, &*e.key))) {
+        if mine.iat <= remote.compacted_iat {
+            forgotten.push((mine.kind, mine.key.to_string()));
+            continue;
+        }
         let settled = send_back(replica, mine, &mut outcome.sent_back).await;
         outcome.failed += u64::from(!settled);
     }
+    if !forgotten.is_empty() {
+        match replica.store.drop_keys(forgotten.clone()).await {
+            Ok(()) => {
+                tracing::info!(keys = forgotten.len(), "anti-entropy: dropped what the primary no longer has (deleted before its tombstones were compacted)");
+                outcome.dropped += forgotten.len() as u64;
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "anti-entropy: could not drop keys");
+                outcome.failed += forgotten.len() as u64;
+            }
+        }
+    }
     metrics.replica_antientropy("fetched", outcome.fetched);
     metrics.replica_antientropy("sent_back", outcome.sent_back);
+    metrics.replica_antientropy("dropped", outcome.dropped);
     metrics.replica_antientropy("failed", outcome.failed);
     Ok(Some(outcome))
 }
@@ -138,17 +175,53 @@ async fn fetch(
     }
 }
 
+/// Takes the primary's deletion of account `key` (its request came with the listing).
+async fn take_deletion(
+    replica: &ReplicaHandle,
+    key: &str,
+    request: &str,
+    fetched: &mut u64,
+) -> bool {
+    let tombstone = match replica.verify_delete(key, request) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(%key, cause = %e, "anti-entropy: the primary's deletion does not verify here; not applied");
+            return false;
+        }
+    };
+    match replica
+        .store
+        .put_entries(vec![Arc::new(tombstone)], Vec::new(), Policy::MirrorPrimary)
+        .await
+    {
+        Ok(_) => {
+            *fetched += 1;
+            tracing::info!(%key, "anti-entropy: took the primary's deletion");
+            true
+        }
+        Err(e) => {
+            tracing::error!(%key, cause = %e, "anti-entropy: could not store the primary's deletion");
+            false
+        }
+    }
+}
+
 /// Sends a version held here, newer than the primary's or unknown to it, back to the primary.
 /// If the primary refuses it, the primary decides: its version (if any) is taken.
 async fn send_back(replica: &ReplicaHandle, mine: &Entry, sent: &mut u64) -> bool {
-    match replica.client.post(mine.kind, &mine.key, &mine.jwt).await {
-        Ok((200, _)) => {
+    let write = if mine.deleted {
+        Write::Delete
+    } else {
+        Write::Put(mine.kind)
+    };
+    match replica.client.send(write, &mine.key, &mine.jwt).await {
+        Ok((200, _, _)) => {
             *sent += 1;
             tracing::info!(kind = mine.kind.as_str(), key = %mine.key,
                 "anti-entropy: sent a newer version held here back to the primary");
             true
         }
-        Ok((status, body)) => {
+        Ok((status, _, body)) => {
             tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status, reason = %body.trim(),
                 "anti-entropy: the primary refused the version held here; taking the primary's");
             let mut fetched = 0;

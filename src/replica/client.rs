@@ -6,7 +6,8 @@
 //! used for requests and never shown. Everything displayed or logged uses [`redact`].
 
 use crate::config::TlsSettings;
-use crate::store::{Digest, Kind, DIGEST_BUCKETS};
+use crate::link::{display_url as redact, error_chain};
+use crate::store::{Digest, DigestHash, Kind, DIGEST_BUCKETS};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +44,19 @@ pub struct Change {
     pub kind: Kind,
     /// The account key or activation hash.
     pub key: String,
-    /// The token.
+    /// The token (for a deletion: the delete request).
     pub jwt: String,
+    /// A deletion of the account `key` (feed kind `delete`).
+    pub deleted: bool,
+}
+
+/// A write forwarded to the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// POST a token of this kind.
+    Put(Kind),
+    /// DELETE an account (the body is the delete request).
+    Delete,
 }
 
 /// The primary's digest answer.
@@ -54,6 +66,8 @@ pub struct RemoteDigest {
     pub store_id: String,
     /// Its head when the digest was taken.
     pub head: u64,
+    /// The latest `iat` of a deletion it compacted (0: none).
+    pub compacted_iat: i64,
     /// The digest.
     pub digest: Digest,
 }
@@ -67,36 +81,18 @@ pub struct RemoteEntry {
     pub key: String,
     /// The stored version's `iat`.
     pub iat: i64,
-    /// The sha256 of its bytes.
-    pub hash: [u8; 32],
+    /// Its digest element ([`crate::store::Entry::digest_hash`]).
+    pub hash: DigestHash,
+    /// For a deletion: the delete request.
+    pub request: Option<String>,
 }
 
-/// `url` without user-info (`http://user:pass@host` → `http://host`), for display and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_string(),
+/// A kind as the feed and digest listings name it: `(kind, deleted)`.
+fn feed_kind(s: &str) -> Option<(Kind, bool)> {
+    match s {
+        "delete" => Some((Kind::Account, true)),
+        other => Kind::parse(other).map(|k| (k, false)),
     }
-}
-
-/// An error's message followed by its sources, each once: `reqwest` says "error sending
-/// request" and hides "connection refused" in a source, which is the part people need.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// A request to the primary failed.
@@ -133,6 +129,11 @@ pub struct FeedPage {
     pub store_id: String,
     /// `X-Head-Seq`: the primary's head when it answered.
     pub head: u64,
+    /// `X-Compacted-Seq`: the primary dropped tombstones up to here (0 from older primaries).
+    pub compacted: u64,
+    /// `X-Complete-To`: the page holds every change up to here (absent from older primaries
+    /// and on full pages).
+    pub complete_to: Option<u64>,
     /// The changes, in sequence order.
     pub changes: Vec<Change>,
 }
@@ -214,6 +215,8 @@ impl PrimaryClient {
         }
     }
 
+    /// The URL without user-info, and reqwest's error with its causes ("Connection refused"),
+    /// without reqwest's copy of the request URL (which may hold a password).
     fn unreachable(&self, e: reqwest::Error) -> SyncError {
         // reqwest's message repeats the URL, credentials included: drop it, keep the causes.
         SyncError::Unreachable {
@@ -270,13 +273,17 @@ impl PrimaryClient {
         let head = header("X-Head-Seq")
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
+        let compacted = header("X-Compacted-Seq")
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
+        let complete_to = header("X-Complete-To").and_then(|h| h.parse().ok());
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         let mut changes = Vec::new();
         for line in body.lines().filter(|l| !l.is_empty()) {
             let mut parts = line.splitn(4, '|');
             let parsed = (|| {
                 let seq = parts.next()?.parse::<u64>().ok()?;
-                let kind = Kind::parse(parts.next()?)?;
+                let (kind, deleted) = feed_kind(parts.next()?)?;
                 let key = parts.next()?.to_string();
                 let jwt = parts.next()?.to_string();
                 Some(Change {
@@ -284,6 +291,7 @@ impl PrimaryClient {
                     kind,
                     key,
                     jwt,
+                    deleted,
                 })
             })();
             changes.push(parsed.ok_or_else(|| {
@@ -293,6 +301,8 @@ impl PrimaryClient {
         Ok(FeedPage {
             store_id,
             head,
+            compacted,
+            complete_to,
             changes,
         })
     }
@@ -308,7 +318,7 @@ impl PrimaryClient {
             .ok_or_else(|| self.protocol("no digest endpoint".into()))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| self.protocol(format!("digest is not JSON: {e}")))?;
-        let hex32 = |s: &serde_json::Value| -> Option<[u8; 32]> {
+        let hex16 = |s: &serde_json::Value| -> Option<DigestHash> {
             data_encoding::HEXLOWER
                 .decode(s.as_str()?.as_bytes())
                 .ok()?
@@ -316,10 +326,10 @@ impl PrimaryClient {
                 .ok()
         };
         let parsed = (|| {
-            let buckets: Vec<[u8; 32]> = v["buckets"]
+            let buckets: Vec<DigestHash> = v["buckets"]
                 .as_array()?
                 .iter()
-                .map(hex32)
+                .map(hex16)
                 .collect::<Option<_>>()?;
             let mut digest = Digest::default();
             if buckets.len() != DIGEST_BUCKETS {
@@ -329,6 +339,7 @@ impl PrimaryClient {
             Some(RemoteDigest {
                 store_id: v["store_id"].as_str()?.to_string(),
                 head: v["head"].as_u64()?,
+                compacted_iat: v["compacted_iat"].as_i64().unwrap_or(0),
                 digest,
             })
         })();
@@ -350,7 +361,7 @@ impl PrimaryClient {
             .map(|line| {
                 let mut p = line.split('|');
                 let parsed = (|| {
-                    let kind = Kind::parse(p.next()?)?;
+                    let (kind, deleted) = feed_kind(p.next()?)?;
                     let key = p.next()?.to_string();
                     let iat = p.next()?.parse().ok()?;
                     let hash = data_encoding::HEXLOWER
@@ -358,11 +369,18 @@ impl PrimaryClient {
                         .ok()?
                         .try_into()
                         .ok()?;
+                    // A deletion carries its request: it cannot be fetched (a GET says 404).
+                    let request = if deleted {
+                        Some(p.next()?.to_string())
+                    } else {
+                        None
+                    };
                     Some(RemoteEntry {
                         kind,
                         key,
                         iat,
                         hash,
+                        request,
                     })
                 })();
                 parsed.ok_or_else(|| self.protocol(format!("malformed digest line {line:.60}")))
@@ -402,23 +420,30 @@ impl PrimaryClient {
         self.get_optional(&path(kind, key)).await
     }
 
-    /// Forwards a write; returns the primary's status and body.
+    /// Forwards a write; returns the primary's status, `X-Error-Code` and body.
     ///
     /// # Errors
     /// [`SyncError::Unreachable`] when no answer came.
-    pub async fn post(
+    pub async fn send(
         &self,
-        kind: Kind,
+        write: Write,
         key: &str,
         body: &[u8],
-    ) -> Result<(u16, String), SyncError> {
-        let path = match kind {
-            Kind::Account => path(kind, key),
-            Kind::Activation => "/jwt/v1/activations".to_string(),
+    ) -> Result<(u16, Option<String>, String), SyncError> {
+        let request = match write {
+            Write::Put(Kind::Account) => {
+                self.http
+                    .post(format!("{}{}", self.base(), path(Kind::Account, key)))
+            }
+            Write::Put(Kind::Activation) => self
+                .http
+                .post(format!("{}/jwt/v1/activations", self.base())),
+            Write::Delete => {
+                self.http
+                    .delete(format!("{}{}", self.base(), path(Kind::Account, key)))
+            }
         };
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base(), path))
+        let resp = request
             .header("Content-Type", "application/jwt")
             .body(body.to_vec())
             .timeout(self.timeout)
@@ -426,7 +451,12 @@ impl PrimaryClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        Ok((status, resp.text().await.unwrap_or_default()))
+        let code = resp
+            .headers()
+            .get("X-Error-Code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((status, code, resp.text().await.unwrap_or_default()))
     }
 
     /// `GET /jwt/v1/operator`: `Ok(None)` when the primary has none.
@@ -509,6 +539,7 @@ mod tests {
 
     #[test]
     fn redact_drops_user_info_only() {
+        // (`crate::link::display_url`, checked here for the primary URLs this client shows.)
         assert_eq!(redact("http://u:p@h:9090"), "http://h:9090");
         assert_eq!(redact("https://u@h/x?y=a@b"), "https://h/x?y=a@b");
         assert_eq!(redact("http://h:9090/a@b"), "http://h:9090/a@b");

@@ -293,28 +293,59 @@ impl ReplicaHandle {
     /// # Errors
     /// The primary's refusal as [`ApiError::Upstream`], or [`ApiError::PrimaryUnavailable`].
     pub async fn forward(&self, kind: Kind, key: &str, body: &[u8]) -> Result<(), ApiError> {
+        self.forward_raw(client::Write::Put(kind), key, body)
+            .await?;
+        let token = String::from_utf8_lossy(body);
+        if let Ok(jwt) = self.verify(kind, key, token.trim()) {
+            let stored = self
+                .store
+                .put_with(kind, key, &jwt, Policy::MirrorPrimary)
+                .await;
+            if stored.is_ok() {
+                self.metrics.replica_applied("forward", 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forwards a deletion of account `key` (an HTTP `DELETE` with the delete request as the
+    /// body) to the primary and, when it is accepted, deletes the account here too.
+    ///
+    /// # Errors
+    /// As [`ReplicaHandle::forward`].
+    pub async fn forward_delete(&self, key: &str, body: &[u8]) -> Result<(), ApiError> {
+        self.forward_raw(client::Write::Delete, key, body).await?;
+        let token = String::from_utf8_lossy(body);
+        if let Ok(tombstone) = self.verify_delete(key, token.trim()) {
+            let stored = self
+                .store
+                .put_entries(vec![Arc::new(tombstone)], Vec::new(), Policy::MirrorPrimary)
+                .await;
+            if stored.is_ok() {
+                self.metrics.replica_applied("forward", 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a write to the primary, trying each configured primary once.
+    async fn forward_raw(
+        &self,
+        write: client::Write,
+        key: &str,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
         let mut last_err = None;
         for _ in 0..self.client.count() {
-            match self.client.post(kind, key, body).await {
-                Ok((200, _)) => {
-                    let token = String::from_utf8_lossy(body);
-                    if let Ok(jwt) = self.verify(kind, key, token.trim()) {
-                        let stored = self
-                            .store
-                            .put_with(kind, key, &jwt, Policy::MirrorPrimary)
-                            .await;
-                        if stored.is_ok() {
-                            self.metrics.replica_applied("forward", 1);
-                        }
-                    }
-                    return Ok(());
-                }
-                Ok((status, body)) => {
-                    return Err(ApiError::Upstream {
-                        status: actix_web::http::StatusCode::from_u16(status)
+            match self.client.send(write, key, body).await {
+                Ok((200, _, _)) => return Ok(()),
+                Ok((status, code, body)) => {
+                    return Err(ApiError::upstream(
+                        actix_web::http::StatusCode::from_u16(status)
                             .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
-                        body: body.trim_end().to_string(),
-                    })
+                        code.as_deref(),
+                        body.trim_end().to_string(),
+                    ))
                 }
                 Err(e) => {
                     last_err = Some(e);
@@ -326,6 +357,25 @@ impl ReplicaHandle {
             "{}; the write was not stored, retry later",
             last_err.map_or_else(|| "no primary".to_string(), |e| e.to_string())
         )))
+    }
+
+    /// Verifies a deletion of account `key` received from the primary: the delete request is
+    /// validly signed by the trusted operator (or one of its signing keys), self-signed, and
+    /// lists `key`. Returns the tombstone to store.
+    ///
+    /// # Errors
+    /// Why it does not verify.
+    pub fn verify_delete(&self, key: &str, request: &str) -> Result<Entry, String> {
+        let trust = self.anchor.current();
+        // Deletion being enabled is the primary's decision; the request's signature is ours
+        // to check.
+        let checked =
+            jwt::delete::DeleteRequest::check(request, true, trust.operator.as_ref(), None)
+                .map_err(|e| e.to_string())?;
+        if !checked.accounts.iter().any(|a| a == key) {
+            return Err(format!("the delete request does not list account {key}"));
+        }
+        Ok(Entry::tombstone(key, &checked.jwt))
     }
 
     /// Verifies a token received from the primary or NATS before it may be stored: signature,
@@ -351,15 +401,23 @@ impl ReplicaHandle {
         drop(tokens);
         let mut out = Vec::with_capacity(changes.len());
         for (change, jwt) in changes.into_iter().zip(decoded) {
-            match jwt.and_then(|jwt| self.check(change.kind, &change.key, &jwt).map(|()| jwt)) {
-                Ok(jwt) => out.push(Arc::new(Entry::new(change.kind, &change.key, &jwt))),
-                Err(e) => {
+            let checked = if change.deleted {
+                // Deletions are rare: checked one by one, as the primary checked them.
+                self.verify_delete(&change.key, &change.jwt)
+            } else {
+                jwt.and_then(|jwt| self.check(change.kind, &change.key, &jwt).map(|()| jwt))
+                    .map(|jwt| Entry::new(change.kind, &change.key, &jwt))
+                    .map_err(|e| e.to_string())
+            };
+            match checked {
+                Ok(entry) => out.push(Arc::new(entry)),
+                Err(reason) => {
                     return (
                         out,
                         Some(Stall {
                             seq: change.seq,
                             key: change.key,
-                            reason: e.to_string(),
+                            reason,
                         }),
                     )
                 }

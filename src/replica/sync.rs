@@ -10,8 +10,10 @@ use super::{
     META_SYNCED,
 };
 use crate::config::Settings;
-use crate::store::{Entry, Kind, Policy};
+use crate::link::{LinkState, Note};
+use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use crate::trust::{Learned, META_OPERATOR};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -48,6 +50,10 @@ struct VerifiedPage {
     store_id: String,
     /// `X-Head-Seq` of the answer.
     head: u64,
+    /// `X-Compacted-Seq` of the answer.
+    compacted: u64,
+    /// `X-Complete-To` of the answer.
+    complete_to: Option<u64>,
     /// How many changes the page had (verified or not).
     count: usize,
     /// The sequence of its last change.
@@ -72,6 +78,8 @@ async fn fetch_verified(
     Ok(VerifiedPage {
         store_id: page.store_id,
         head: page.head,
+        compacted: page.compacted,
+        complete_to: page.complete_to,
         count,
         last,
         tokens,
@@ -88,33 +96,40 @@ struct Prefetch {
 }
 
 /// The state of the link to the primary, for honest reachability and for logs that say when
-/// it changes (once), not on every retry.
+/// it changes (once, with the cause; a reminder now and then while it stays down), not on
+/// every retry. The rate limiting is [`LinkState`]'s, shared with the NATS link.
 struct Link {
-    /// `None` until the first answer or failure.
-    up: Option<bool>,
-    /// When "still unreachable" was last logged.
-    last_reminder: Instant,
+    state: LinkState,
+    /// The last request was answered.
+    up: bool,
+    /// A "primary unreachable" line was logged since the link was last up.
+    said_down: bool,
 }
 
 /// How often a primary that stays unreachable is logged again.
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
 
 impl Link {
-    fn down(&mut self, e: &SyncError, status: &watch::Sender<StatusCell>, primary: &str) {
-        match self.up {
-            Some(false) if self.last_reminder.elapsed() < REMINDER_EVERY => {
-                tracing::debug!(%primary, cause = %e, "primary still unreachable");
-            }
-            Some(false) => {
-                tracing::warn!(%primary, cause = %e, "primary still unreachable; serving what this replica has");
-                self.last_reminder = Instant::now();
-            }
-            _ => {
-                tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
-                self.last_reminder = Instant::now();
-            }
+    fn new() -> Link {
+        Link {
+            state: LinkState::new(REMINDER_EVERY),
+            up: false,
+            said_down: false,
         }
-        self.up = Some(false);
+    }
+
+    fn down(&mut self, e: &SyncError, status: &watch::Sender<StatusCell>, primary: &str) {
+        match self.state.failed(&e.to_string(), Instant::now()) {
+            Some(Note::Down) => {
+                tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
+                self.said_down = true;
+            }
+            Some(Note::StillDown { for_ }) => {
+                tracing::warn!(%primary, cause = %e, down_for = ?for_, "primary still unreachable; serving what this replica has");
+            }
+            _ => tracing::debug!(%primary, cause = %e, "primary still unreachable"),
+        }
+        self.up = false;
         status.send_modify(|s| {
             s.reachable = false;
             s.primary = primary.to_string();
@@ -122,13 +137,21 @@ impl Link {
         });
     }
 
-    /// Marks the link up; returns whether it was not known to be up before.
+    /// Marks the link up; returns whether it was not up before.
     fn up(&mut self, status: &watch::Sender<StatusCell>, primary: &str) -> bool {
-        let was_down = self.up != Some(true);
-        if self.up == Some(false) {
-            tracing::info!(%primary, "primary reachable again");
+        let was_down = !self.up;
+        if was_down {
+            let note = self.state.connected(Instant::now());
+            if std::mem::take(&mut self.said_down) {
+                match note {
+                    Note::Back { after } => {
+                        tracing::info!(%primary, down_for = ?after, "primary reachable again")
+                    }
+                    _ => tracing::info!(%primary, "primary reachable again"),
+                }
+            }
         }
-        self.up = Some(true);
+        self.up = true;
         status.send_modify(|s| {
             s.reachable = true;
             s.primary = primary.to_string();
@@ -156,10 +179,7 @@ pub(super) async fn run(
     let mut synced = store.meta(META_SYNCED).is_some();
     let mut backoff = Duration::from_millis(100);
     let mut ahead: Option<Prefetch> = None;
-    let mut link = Link {
-        up: None,
-        last_reminder: Instant::now(),
-    };
+    let mut link = Link::new();
     // Long-poll only after an answer that found this replica caught up. Otherwise (first
     // request, catching up, after a failure) ask with no wait: the answer comes at once, so a
     // primary that is back is known to be back at once, not after a whole long poll.
@@ -168,6 +188,8 @@ pub(super) async fn run(
     // Compare digests at the first caught-up answer, after reconnects and resyncs, and
     // every `antientropy` in between.
     let mut next_check = Instant::now();
+    // During a rebuild (see below): every key the primary's feed has had since sequence 0.
+    let mut rebuild: Option<HashSet<(Kind, Arc<str>)>> = None;
     pin_configured_operator(&replica).await;
 
     while !cancel.is_cancelled() {
@@ -274,11 +296,31 @@ pub(super) async fn run(
             continue;
         }
 
+        if since > 0 && since < page.compacted {
+            // The primary dropped tombstones older than its `tombstonettl` up to a sequence
+            // this replica has not reached: it may hold accounts deleted since. Resync from
+            // 0, then drop whatever the primary no longer has.
+            tracing::warn!(primary = %client.current(), cursor = since, compacted = page.compacted,
+                "this replica was away longer than the primary keeps deletions: rebuilding from the primary");
+            replica.metrics.replica_resync("compacted");
+            rebuild = Some(HashSet::new());
+            cursor = 0;
+            long_poll = false;
+            ahead = None;
+            next_check = Instant::now();
+            continue;
+        }
+
         // A change that does not verify: never skip it. Apply what comes before it, learn the
         // primary's operator JWT again (a new signing key is the usual cause), and retry.
         let (new_cursor, caught_up) = match &page.stall {
             None => {
-                let last = page.last.unwrap_or(cursor);
+                // Everything up to `complete_to` is in the page: past its last entry there
+                // were only removals, which a cursor may skip.
+                let last = page
+                    .last
+                    .unwrap_or(cursor)
+                    .max(page.complete_to.unwrap_or(0));
                 (last, page.count < opts.batch && last >= page.head)
             }
             Some(s) => (s.seq.saturating_sub(1).max(cursor), false),
@@ -310,6 +352,9 @@ pub(super) async fn run(
             meta.push((META_SYNCED.to_string(), b"1".to_vec()));
         }
         let applied = page.tokens.len() as u64;
+        if let Some(seen) = rebuild.as_mut() {
+            seen.extend(page.tokens.iter().map(|e| (e.kind, e.key.clone())));
+        }
         if let Err(e) = commit_in_chunks(&store, page.tokens, meta).await {
             tracing::error!(cause = %e, "could not store replicated tokens; retrying");
             ahead = None;
@@ -320,6 +365,24 @@ pub(super) async fn run(
         }
         replica.metrics.replica_applied("feed", applied);
         cursor = new_cursor;
+        if let (true, Some(seen)) = (caught_up, rebuild.as_ref()) {
+            let gone: Vec<(Kind, String)> = store
+                .in_buckets(&[true; DIGEST_BUCKETS])
+                .iter()
+                .filter(|e| !seen.contains(&(e.kind, e.key.clone())))
+                .map(|e| (e.kind, e.key.to_string()))
+                .collect();
+            match store.drop_keys(gone.clone()).await {
+                Ok(()) => {
+                    tracing::info!(
+                        dropped = gone.len(),
+                        "rebuild complete: dropped what the primary no longer has"
+                    );
+                    rebuild = None;
+                }
+                Err(e) => tracing::error!(cause = %e, "rebuild: could not drop keys; retrying"),
+            }
+        }
         if caught_up && !synced {
             tracing::info!(primary = %client.current(), head = page.head, "initial sync complete");
             crate::memory::release_free_memory();

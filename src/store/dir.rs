@@ -293,6 +293,9 @@ pub struct DirBackend {
     /// runs before the writer thread exists and `commit` runs on it alone, so it is never
     /// contended; never held across an `.await` (there are none here).
     meta: Mutex<MetaFile>,
+    /// A deleted account's file is removed; otherwise renamed `<key>.jwt.deleted`, as
+    /// nats-server's full resolver does by default.
+    hard_delete: bool,
 }
 
 impl DirBackend {
@@ -339,7 +342,15 @@ impl DirBackend {
             layout,
             writable,
             meta: Mutex::new(meta),
+            hard_delete: false,
         })
+    }
+
+    /// Removes deleted accounts' files instead of renaming them `.jwt.deleted`
+    /// (`store.deletemode = "hard"`).
+    pub fn with_hard_delete(mut self, hard: bool) -> DirBackend {
+        self.hard_delete = hard;
+        self
     }
 
     /// The layout (for the watcher).
@@ -418,6 +429,23 @@ impl Backend for DirBackend {
         for r in &commit.records {
             let path = self.layout.path_for(&r.key)?;
             let dir = path.parent().unwrap_or(&self.layout.root).to_path_buf();
+            if r.deleted {
+                let gone = if self.hard_delete {
+                    fs::remove_file(&path)
+                } else {
+                    let mut renamed = path.clone().into_os_string();
+                    renamed.push(".deleted");
+                    fs::rename(&path, renamed)
+                };
+                match gone {
+                    Ok(()) => {
+                        dirs.insert(dir);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_at(&path, e)),
+                }
+                continue;
+            }
             if !dir.exists() {
                 fs::DirBuilder::new()
                     .recursive(true)

@@ -34,9 +34,58 @@ pub struct Entry {
     pub exp: Option<i64>,
     /// The sequence number of this version in the change log (0 until committed).
     pub seq: u64,
+    /// A tombstone: the account was deleted by the operator-signed delete request in `jwt`,
+    /// issued at `iat`. Served as 404; kept as a version so that replicas delete too and no
+    /// older copy brings the account back.
+    pub deleted: bool,
 }
 
 impl Entry {
+    /// A tombstone for account `key`, deleted by the verified delete request `request`.
+    pub fn tombstone(key: &str, request: &Jwt) -> Entry {
+        Entry {
+            deleted: true,
+            exp: None,
+            ..Entry::new(Kind::Account, key, request)
+        }
+    }
+
+    /// The kind as the change feed and digest listings name it: `delete` for a tombstone.
+    pub fn feed_kind(&self) -> &'static str {
+        if self.deleted {
+            "delete"
+        } else {
+            self.kind.as_str()
+        }
+    }
+
+    /// The entry's element of the store digest: the 128-bit sha256 prefix its ETag already
+    /// holds (no second hash of every token at start), or for a tombstone a hash of
+    /// `delete|key|request` (one request can delete several accounts, and equal elements would
+    /// cancel out in the XOR).
+    pub fn digest_hash(&self) -> DigestHash {
+        if self.deleted {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"delete|");
+            h.update(self.key.as_bytes());
+            h.update(b"|");
+            h.update(&self.jwt);
+            let full: [u8; 32] = h.finalize().into();
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&full[..16]);
+            out
+        } else {
+            // The ETag is `"<32 hex digits>"`.
+            let hex = self.etag.get(1..1 + ETAG_HEX).unwrap_or_default();
+            let mut out = [0u8; 16];
+            if data_encoding::HEXLOWER.decode_mut(hex, &mut out).is_err() {
+                out = [0u8; 16];
+            }
+            out
+        }
+    }
+
     /// An entry for a verified token, not yet sequenced.
     pub fn new(kind: Kind, key: &str, jwt: &Jwt) -> Entry {
         Entry::from_parts(kind, key.into(), jwt.raw.as_bytes(), &jwt.claims, 0)
@@ -62,6 +111,7 @@ impl Entry {
             iat: claims.iat,
             exp: claims.expires(),
             seq,
+            deleted: false,
         }
     }
 
@@ -96,25 +146,22 @@ pub fn digest_bucket(kind: Kind, key: &str) -> usize {
     (h % DIGEST_BUCKETS as u64) as usize
 }
 
-/// The sha256 of a token's bytes: its identity in the digest.
-pub fn token_hash(jwt: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(jwt).into()
-}
+/// An entry's element of the digest (see [`Entry::digest_hash`]).
+pub type DigestHash = [u8; 16];
 
-/// An order-independent digest of a store's content: per bucket, the XOR of the sha256 of
-/// every token in it (nats-server's directory hash, split by key). Two stores with the same
+/// An order-independent digest of a store's content: per bucket, the XOR of a 128-bit sha256
+/// prefix of every token in it (nats-server's directory hash, split by key and shortened). Two stores with the same
 /// tokens have the same digest, whatever order the tokens arrived in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digest {
     /// One XOR per bucket.
-    pub buckets: Box<[[u8; 32]; DIGEST_BUCKETS]>,
+    pub buckets: Box<[DigestHash; DIGEST_BUCKETS]>,
 }
 
 impl Default for Digest {
     fn default() -> Digest {
         Digest {
-            buckets: Box::new([[0u8; 32]; DIGEST_BUCKETS]),
+            buckets: Box::new([[0u8; 16]; DIGEST_BUCKETS]),
         }
     }
 }
@@ -123,14 +170,14 @@ impl Digest {
     /// Adds or removes (XOR is its own inverse) a token.
     fn toggle(&mut self, entry: &Entry) {
         let bucket = &mut self.buckets[digest_bucket(entry.kind, &entry.key)];
-        for (d, b) in bucket.iter_mut().zip(token_hash(&entry.jwt)) {
+        for (d, b) in bucket.iter_mut().zip(entry.digest_hash()) {
             *d ^= b;
         }
     }
 
     /// The whole store's digest: the XOR of every bucket.
-    pub fn total(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    pub fn total(&self) -> DigestHash {
+        let mut out = [0u8; 16];
         for bucket in self.buckets.iter() {
             for (o, b) in out.iter_mut().zip(bucket) {
                 *o ^= b;
@@ -178,6 +225,8 @@ pub(super) struct Index {
     meta: HashMap<String, Vec<u8>>,
     /// Kept up to date by every insert and removal.
     digest: Digest,
+    /// Tombstones among `accounts` (not counted as accounts).
+    tombstones: usize,
 }
 
 impl Index {
@@ -206,7 +255,13 @@ impl Index {
         }
     }
 
+    /// The stored token of `key`; `None` for a deleted key.
     pub(super) fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        self.map(kind).get(key).filter(|e| !e.deleted).cloned()
+    }
+
+    /// The latest version of `key`, a tombstone included (version comparisons).
+    pub(super) fn version(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
         self.map(kind).get(key).cloned()
     }
 
@@ -219,7 +274,9 @@ impl Index {
         if let Some(old) = map.insert(entry.key.clone(), entry.clone()) {
             self.log.remove(&old.seq);
             self.digest.toggle(&old);
+            self.tombstones -= usize::from(old.deleted);
         }
+        self.tombstones += usize::from(entry.deleted);
         self.digest.toggle(&entry);
         self.head = self.head.max(entry.seq);
         self.log.insert(entry.seq, entry);
@@ -235,6 +292,7 @@ impl Index {
         let old = map.remove(key)?;
         self.log.remove(&old.seq);
         self.digest.toggle(&old);
+        self.tombstones -= usize::from(old.deleted);
         Some(old)
     }
 
@@ -254,6 +312,11 @@ impl Index {
         self.meta.insert(name.to_string(), value);
     }
 
+    /// [`Index::changes_since`] and the head of the same moment.
+    pub(super) fn changes_and_head(&self, since: u64, limit: usize) -> (Vec<Arc<Entry>>, u64) {
+        (self.changes_since(since, limit), self.head)
+    }
+
     pub(super) fn changes_since(&self, since: u64, limit: usize) -> Vec<Arc<Entry>> {
         self.log
             .range(since.saturating_add(1)..)
@@ -265,8 +328,20 @@ impl Index {
     pub(super) fn all(&self, kind: Kind, max: usize) -> Vec<Arc<Entry>> {
         self.log
             .values()
-            .filter(|e| e.kind == kind)
+            .filter(|e| e.kind == kind && !e.deleted)
             .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// Tombstones issued before `before` (unix seconds), oldest first (compaction).
+    pub(super) fn tombstones_before(&self, before: i64) -> Vec<Arc<Entry>> {
+        if self.tombstones == 0 {
+            return Vec::new();
+        }
+        self.log
+            .values()
+            .filter(|e| e.deleted && e.iat < before)
             .cloned()
             .collect()
     }
@@ -287,6 +362,76 @@ impl Index {
     }
 
     pub(super) fn counts(&self) -> (usize, usize) {
-        (self.accounts.len(), self.activations.len())
+        (
+            self.accounts.len() - self.tombstones,
+            self.activations.len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, name: &str, iat: i64, seq: u64) -> Arc<Entry> {
+        let signer = nkeys::KeyPair::new_operator();
+        let token = crate::jwt::encode::sign(
+            serde_json::json!({ "name": name, "sub": key, "iat": iat,
+                "nats": { "type": "account", "version": 2 } }),
+            &signer,
+        );
+        let claims = crate::jwt::parse_unverified(&token).unwrap();
+        Arc::new(Entry::from_parts(
+            Kind::Account,
+            key.into(),
+            token.as_bytes(),
+            &claims,
+            seq,
+        ))
+    }
+
+    /// The digest depends on what is stored, not on the order it arrived in or on the versions
+    /// replaced and removed on the way.
+    #[test]
+    fn the_digest_is_order_independent_and_follows_every_change() {
+        let keys: Vec<String> = (0..50)
+            .map(|_| nkeys::KeyPair::new_account().public_key())
+            .collect();
+        let finals: Vec<Arc<Entry>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| entry(k, "final", 10, i as u64 + 100))
+            .collect();
+        let mut forward = Index::default();
+        for e in &finals {
+            forward.insert(e.clone());
+        }
+        let mut churned = Index::default();
+        for (i, k) in keys.iter().enumerate().rev() {
+            churned.insert(entry(k, "old", 1, i as u64 + 1));
+        }
+        churned.insert(entry("AEXTRA", "gone", 1, 60));
+        for e in finals.iter().rev() {
+            churned.insert(e.clone());
+        }
+        churned.remove(Kind::Account, "AEXTRA");
+        assert_eq!(forward.digest().1, churned.digest().1);
+        assert_ne!(forward.digest().1, Index::default().digest().1);
+        let mut tombstoned = Index::default();
+        for e in &finals {
+            tombstoned.insert(e.clone());
+        }
+        let mut t = Entry::clone(&finals[0]);
+        t.deleted = true;
+        t.seq = 999;
+        tombstoned.insert(Arc::new(t));
+        assert_ne!(
+            forward.digest().1,
+            tombstoned.digest().1,
+            "a deletion is a version"
+        );
+        assert_eq!(tombstoned.counts().0, 49);
+        assert!(tombstoned.get(Kind::Account, &keys[0]).is_none());
+        assert!(tombstoned.version(Kind::Account, &keys[0]).is_some());
     }
 }

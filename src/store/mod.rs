@@ -27,7 +27,7 @@ pub mod sled;
 pub mod watch;
 mod writer;
 
-pub use index::{digest_bucket, etag, token_hash, Digest, Entry, DIGEST_BUCKETS};
+pub use index::{digest_bucket, etag, Digest, DigestHash, Entry, DIGEST_BUCKETS};
 
 use crate::jwt::{self, Jwt};
 use bytes::Bytes;
@@ -86,6 +86,12 @@ pub enum StoreError {
     /// The writer thread is gone (the store is shutting down).
     #[error("the store is shutting down")]
     Closed,
+    /// Another process has the sled data directory open (sled allows one process per store).
+    #[error(
+        "the data directory {} is in use by another process; give this one its own --data",
+        .0.display()
+    )]
+    Locked(std::path::PathBuf),
 }
 
 /// How a write is ordered against the version already stored under its key (DESIGN §4,
@@ -154,6 +160,8 @@ pub struct Record {
     pub seq: u64,
     /// The sequence it replaces in the change log, if the key was stored before.
     pub old_seq: Option<u64>,
+    /// A tombstone: `jwt` is the delete request (see [`Entry::deleted`]).
+    pub deleted: bool,
 }
 
 /// An atomic unit for the backend: records, metadata and the new head, all or nothing.
@@ -163,6 +171,9 @@ pub struct Commit {
     pub records: Vec<Record>,
     /// Metadata to set (replication cursors and the like).
     pub meta: Vec<(String, Vec<u8>)>,
+    /// Sequences of records to remove (keys dropped: compacted tombstones, a replica's
+    /// rebuild).
+    pub removed: Vec<u64>,
     /// The head sequence after this commit.
     pub head: u64,
     /// Whether the commit must be on disk before `commit` returns. Only a commit that stores
@@ -179,6 +190,7 @@ impl Default for Commit {
         Commit {
             records: Vec::new(),
             meta: Vec::new(),
+            removed: Vec::new(),
             head: 0,
             durable: true,
         }
@@ -203,6 +215,23 @@ impl Loaded {
     /// [`StoreError::Corrupt`] when it is not a parseable JWT.
     pub fn push(&mut self, kind: Kind, key: &str, jwt: &[u8], seq: u64) -> Result<(), StoreError> {
         self.entries.push(parse_stored(kind, key, jwt, seq)?);
+        Ok(())
+    }
+
+    /// Adds a stored tombstone of account `key` (`request`: the delete request).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the request is not a parseable JWT.
+    pub fn push_tombstone(
+        &mut self,
+        key: &str,
+        request: &[u8],
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let mut entry = parse_stored(Kind::Account, key, request, seq)?;
+        entry.deleted = true;
+        entry.exp = None;
+        self.entries.push(entry);
         Ok(())
     }
 }
@@ -270,8 +299,10 @@ pub(crate) struct WriteRequest {
     pub(crate) meta: Vec<(String, Vec<u8>)>,
     /// How each entry is ordered against the stored version.
     pub(crate) policy: Policy,
-    /// Keys to drop from the index. Only watched stores send these; their backend commit is a
-    /// no-op, so removals are not part of [`Commit`] and never reach a durable backend.
+    /// Keys to drop. Watched stores (their files are gone) and a replica rebuilding from its
+    /// primary ([`Policy::External`]) drop whatever is stored; tombstone compaction (any other
+    /// policy) drops a key only while it is still a tombstone. The dropped records' sequences
+    /// go to the backend in [`Commit::removed`].
     pub(crate) removals: Vec<(Kind, String)>,
     /// One outcome per entry, in order.
     pub(crate) reply: oneshot::Sender<Result<Vec<PutOutcome>, StoreError>>,
@@ -363,6 +394,7 @@ impl Store {
             backend.commit(&Commit {
                 records: vec![],
                 meta: first_meta,
+                removed: vec![],
                 head: index.head(),
                 durable: true,
             })?;
@@ -403,9 +435,99 @@ impl Store {
         })
     }
 
-    /// The stored entry for `key`, if any. Never touches the disk.
+    /// The stored entry for `key`, if any (not a deleted one). Never touches the disk.
     pub fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
         self.read().get(kind, key)
+    }
+
+    /// The latest version of `key`, a tombstone included.
+    pub fn version(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+        self.read().version(kind, key)
+    }
+
+    /// Deletes accounts: one tombstone per key, carrying the verified delete `request`, by the
+    /// version rules ([`Policy::NewerWins`]: an account issued after the request stays).
+    /// Outcomes are one per key, in order.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn delete(
+        &self,
+        keys: &[String],
+        request: &Jwt,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        let entries = keys
+            .iter()
+            .map(|k| Arc::new(Entry::tombstone(k, request)))
+            .collect();
+        self.send(entries, Vec::new(), Policy::NewerWins).await
+    }
+
+    /// Tombstones issued before `before` (unix seconds).
+    pub fn tombstones_before(&self, before: i64) -> Vec<Arc<Entry>> {
+        self.read().tombstones_before(before)
+    }
+
+    /// Drops tombstones issued before `before` (unix seconds) for good, and records the
+    /// highest sequence dropped as the compaction horizon ([`META_COMPACTED`]): a replica
+    /// whose cursor is below it may have missed a deletion and must rebuild. Returns how many
+    /// were dropped.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn compact_tombstones(&self, before: i64) -> Result<usize, StoreError> {
+        let old = self.tombstones_before(before);
+        let Some(horizon) = old.iter().map(|e| e.seq).max() else {
+            return Ok(0);
+        };
+        let horizon = horizon.max(self.compacted());
+        let latest = old
+            .iter()
+            .map(|e| e.iat)
+            .max()
+            .unwrap_or(0)
+            .max(self.compacted_iat());
+        let removals = old.iter().map(|e| (e.kind, e.key.to_string())).collect();
+        let meta = vec![
+            (META_COMPACTED.to_string(), horizon.to_be_bytes().to_vec()),
+            (
+                META_COMPACTED_IAT.to_string(),
+                latest.to_be_bytes().to_vec(),
+            ),
+        ];
+        self.submit(Vec::new(), meta, Policy::NewerWins, removals)
+            .await?;
+        Ok(old.len())
+    }
+
+    /// The compaction horizon: no tombstone at or below this sequence is kept.
+    pub fn compacted(&self) -> u64 {
+        self.meta(META_COMPACTED)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
+    /// The latest `iat` of a compacted deletion (0: none). An account issued after it cannot
+    /// have been deleted by a deletion that is gone: a deletion only wins over an account
+    /// issued at or before it.
+    pub fn compacted_iat(&self) -> i64 {
+        self.meta(META_COMPACTED_IAT)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, i64::from_be_bytes)
+    }
+
+    /// Drops `keys` whatever is stored (a replica rebuilding from its primary drops what the
+    /// primary no longer has), durably.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn drop_keys(&self, keys: Vec<(Kind, String)>) -> Result<(), StoreError> {
+        if !self.writable {
+            return Err(StoreError::ReadOnly);
+        }
+        self.submit(Vec::new(), Vec::new(), Policy::External, keys)
+            .await
+            .map(drop)
     }
 
     /// Writes `jwt` under `key` with [`Policy::NewerWins`]: stored only when its `iat` is later
@@ -548,6 +670,13 @@ impl Store {
         self.read().changes_since(since, limit)
     }
 
+    /// [`Store::changes_since`] and the head of the same moment: when fewer than `limit`
+    /// entries come back, they are every change up to that head (the head can be above the
+    /// last entry when the newest changes were removals, e.g. compacted deletions).
+    pub fn changes_and_head(&self, since: u64, limit: usize) -> (Vec<Arc<Entry>>, u64) {
+        self.read().changes_and_head(since, limit)
+    }
+
     /// Waits until the head passes `since` or `timeout` elapses; returns the head.
     pub async fn wait_for_change(&self, since: u64, timeout: Duration) -> u64 {
         let mut rx = self.head.clone();
@@ -607,6 +736,12 @@ impl Store {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Metadata key of the compaction horizon (see [`Store::compact_tombstones`]).
+pub const META_COMPACTED: &str = "compacted_seq";
+
+/// Metadata key of the latest `iat` of a compacted deletion (see [`Store::compacted_iat`]).
+pub const META_COMPACTED_IAT: &str = "compacted_iat";
 
 /// Metadata key of the lineage id.
 pub const META_LINEAGE: &str = "lineage";

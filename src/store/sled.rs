@@ -71,6 +71,7 @@ impl SledBackend {
 /// it is damaged. Such a file is incomplete by construction, so when an open reports
 /// corruption and one exists, it is removed and the open tried again.
 fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
+    check_not_locked(dir)?;
     let open = || {
         ::sled::Config::new()
             .path(dir)
@@ -94,6 +95,25 @@ fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
         }
         other => other.map_err(fail),
     }
+}
+
+/// Fails with [`StoreError::Locked`] when another process holds the store's lock. sled takes
+/// an exclusive `flock` on `<dir>/db` at open, but reports a failure to get it only as an I/O
+/// error whose text names the lock; taking the same lock for a moment first tells that case
+/// apart without reading error text. The probe's lock is released when its file closes, before
+/// sled opens the store.
+fn check_not_locked(dir: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    // No lock file yet: a new store, which nobody can hold.
+    let Ok(file) = std::fs::File::open(dir.join("db")) else {
+        return Ok(());
+    };
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(StoreError::Locked(dir.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// `snap.*.generating` files in `dir` (see [`open_db`]).
@@ -123,11 +143,15 @@ const RELOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 fn reopen_db(dir: &Path) -> Result<::sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + RELOCK_WAIT;
     loop {
+        // `Locked` is the probe's verdict (`check_not_locked`); sled's own lock error can
+        // still come when the old handle takes the lock between the probe and sled's open.
+        let conflict = |e: &StoreError| match e {
+            StoreError::Locked(_) => true,
+            StoreError::Io(msg) => msg.contains("could not acquire lock"),
+            _ => false,
+        };
         match open_db(dir) {
-            Err(StoreError::Io(msg))
-                if msg.contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if conflict(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
@@ -148,11 +172,14 @@ fn kind_byte(kind: Kind) -> u8 {
 
 fn kind_of(b: Option<&u8>) -> Option<Kind> {
     match b {
-        Some(b'a') => Some(Kind::Account),
+        Some(b'a' | b'd') => Some(Kind::Account),
         Some(b't') => Some(Kind::Activation),
         _ => None,
     }
 }
+
+/// The record kind byte of a tombstone (an account deleted by the request it holds).
+const TOMBSTONE: u8 = b'd';
 
 fn seq_key(seq: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -270,7 +297,11 @@ impl Backend for SledBackend {
             let (k, v) = item.map_err(io)?;
             let seq = parse_seq_key(&k)?;
             let (kind, key, jwt) = parse_record(seq, &v)?;
-            loaded.push(kind, key, jwt, seq)?;
+            if v.first() == Some(&TOMBSTONE) {
+                loaded.push_tombstone(key, jwt, seq)?;
+            } else {
+                loaded.push(kind, key, jwt, seq)?;
+            }
         }
         for item in db.scan_prefix(b"m/") {
             let (k, v) = item.map_err(io)?;
@@ -295,7 +326,14 @@ impl Backend for SledBackend {
             if let Some(old) = r.old_seq {
                 batch.remove(&seq_key(old)[..]);
             }
-            batch.insert(&seq_key(r.seq)[..], record_value(r.kind, &r.key, &r.jwt)?);
+            let mut value = record_value(r.kind, &r.key, &r.jwt)?;
+            if r.deleted {
+                value[0] = TOMBSTONE;
+            }
+            batch.insert(&seq_key(r.seq)[..], value);
+        }
+        for seq in &commit.removed {
+            batch.remove(&seq_key(*seq)[..]);
         }
         for (name, value) in &commit.meta {
             batch.insert(format!("m/{name}").into_bytes(), value.as_slice());
@@ -391,12 +429,14 @@ mod tests {
             jwt: Bytes::copy_from_slice(jwt.as_bytes()),
             seq,
             old_seq,
+            deleted: false,
         };
         let (one, two, three) = (token("one"), token("two"), token("three"));
         backend
             .commit(&Commit {
                 records: vec![rec(1, None, &one)],
                 meta: vec![],
+                removed: vec![],
                 head: 1,
                 durable: true,
             })
@@ -406,6 +446,7 @@ mod tests {
             .commit(&Commit {
                 records: vec![rec(2, Some(1), &two), rec(3, Some(2), &three)],
                 meta: vec![],
+                removed: vec![],
                 head: 3,
                 durable: true,
             })

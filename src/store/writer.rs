@@ -133,6 +133,35 @@ fn recover(
     Ok(())
 }
 
+/// Keys staged earlier in a batch: the version written (`None`: removed).
+type Staged = HashMap<(Kind, Arc<str>), Option<Arc<Entry>>>;
+
+/// Sequences `entry` as the new version of its key (replacing `current`) in `commit`.
+fn store(
+    head: &mut u64,
+    commit: &mut Commit,
+    staged: &mut Staged,
+    id: (Kind, Arc<str>),
+    entry: &Entry,
+    current: Option<Arc<Entry>>,
+) -> PutOutcome {
+    *head += 1;
+    let new = Arc::new(Entry {
+        seq: *head,
+        ..Entry::clone(entry)
+    });
+    commit.records.push(Record {
+        kind: new.kind,
+        key: new.key.clone(),
+        jwt: new.jwt.clone(),
+        seq: *head,
+        old_seq: current.map(|c| c.seq),
+        deleted: new.deleted,
+    });
+    staged.insert(id, Some(new.clone()));
+    PutOutcome::Stored(new)
+}
+
 /// Commits one group of writes and answers each; returns whether the commit succeeded.
 fn commit_batch(
     backend: &dyn Backend,
@@ -144,7 +173,7 @@ fn commit_batch(
     // Writes earlier in this batch are not in the index yet; later writes of the same key must
     // be compared against them, not against the index.
     // `None` marks a key removed earlier in the batch.
-    let mut staged: HashMap<(Kind, Arc<str>), Option<Arc<Entry>>> = HashMap::new();
+    let mut staged: Staged = HashMap::new();
     let mut commit = Commit::default();
     let mut outcomes = Vec::with_capacity(batch.len());
 
@@ -159,7 +188,7 @@ fn commit_batch(
                 None => index
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get(entry.kind, &entry.key),
+                    .version(entry.kind, &entry.key),
             };
             these.push(match current {
                 // Identity is the bytes: the `jti` repeats across same-second versions.
@@ -170,41 +199,56 @@ fn commit_batch(
                 Some(cur) if req.policy != Policy::External && entry.iat < cur.iat => {
                     PutOutcome::Stale { current: cur }
                 }
+                // A deletion and an account of the same second: the deletion wins (it was
+                // issued for what existed then), wherever each arrived first.
+                Some(cur)
+                    if req.policy != Policy::External
+                        && entry.iat == cur.iat
+                        && cur.deleted != entry.deleted =>
+                {
+                    if entry.deleted {
+                        store(&mut head, &mut commit, &mut staged, id, entry, Some(cur))
+                    } else {
+                        PutOutcome::Stale { current: cur }
+                    }
+                }
                 Some(cur) if req.policy == Policy::NewerWins && entry.iat == cur.iat => {
                     PutOutcome::Conflict { current: cur }
                 }
-                current => {
-                    head += 1;
-                    let new = Arc::new(Entry {
-                        seq: head,
-                        ..Entry::clone(entry)
-                    });
-                    commit.records.push(Record {
-                        kind: new.kind,
-                        key: new.key.clone(),
-                        jwt: new.jwt.clone(),
-                        seq: head,
-                        old_seq: current.map(|c| c.seq),
-                    });
-                    staged.insert(id, Some(new.clone()));
-                    PutOutcome::Stored(new)
-                }
+                current => store(&mut head, &mut commit, &mut staged, id, entry, current),
             });
         }
-        // Removals come from watched files only, whose backend commit is a no-op (the file is
-        // already gone), so they touch the index alone; see `WriteRequest::removals`.
+        // See `WriteRequest::removals`: compaction drops a key only while it is a tombstone
+        // (an account issued since stays).
         for (kind, key) in &req.removals {
-            staged.insert((*kind, key.as_str().into()), None);
+            let id: (Kind, Arc<str>) = (*kind, key.as_str().into());
+            let current = match staged.get(&id) {
+                Some(staged) => staged.clone(),
+                None => index
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .version(*kind, key),
+            };
+            let Some(current) = current else { continue };
+            if req.policy != Policy::External && !current.deleted {
+                continue;
+            }
+            if current.seq > 0 {
+                commit.removed.push(current.seq);
+            }
+            staged.insert(id, None);
         }
         outcomes.push(these);
     }
     commit.head = head;
     // See `Commit::durable`: a commit that stores no token and only moves a replica's cursor
     // (metadata under `replica.`) may wait for the next flush; anything else may not.
-    commit.durable =
-        !commit.records.is_empty() || commit.meta.iter().any(|(k, _)| !k.starts_with("replica."));
+    commit.durable = !commit.records.is_empty()
+        || !commit.removed.is_empty()
+        || commit.meta.iter().any(|(k, _)| !k.starts_with("replica."));
 
-    let result = if commit.records.is_empty() && commit.meta.is_empty() {
+    let result = if commit.records.is_empty() && commit.meta.is_empty() && commit.removed.is_empty()
+    {
         Ok(())
     } else {
         backend.commit(&commit)

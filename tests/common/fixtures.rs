@@ -1,4 +1,4 @@
-//! Fixtures: the official vectors (`../shared/vectors`, made by the Go JWT library) and helpers
+//! Fixtures: the official vectors (`tests/data/vectors`, made by the Go JWT library) and helpers
 //! that mint more tokens with the same operator and account keys.
 
 use nats_account_server::jwt::encode;
@@ -8,14 +8,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// The vectors folder, beside the checkout.
+/// The vectors folder, part of the repository (`tests/data/vectors`).
 pub fn vectors() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(
-        p.is_dir(),
-        "test vectors not found at {} (shared/ must sit beside the checkout)",
-        p.display()
-    );
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors");
+    assert!(p.is_dir(), "test vectors not found at {}", p.display());
     p
 }
 

@@ -236,3 +236,26 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Copies a directory tree (a stopped sled store, a folder of config files).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Stops `server` and starts a replica of `primaries` on its data directory (as an operator
+/// restarting it with another `--primary`).
+pub async fn restart_as_replica_of(mut server: TestServer, primaries: &[&str]) -> TestServer {
+    server.stop().await;
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("temp dir"));
+    let settings = replica_settings(dir.path(), primaries);
+    TestServer::start_in(dir, settings).await
+}

@@ -37,6 +37,31 @@ impl ServerProcess {
         wrapper: &[&str],
         args: &[&str],
     ) -> ServerProcess {
+        let listen = format!("127.0.0.1:{port}");
+        ServerProcess::spawn(
+            wrapper,
+            dir,
+            dir,
+            name,
+            port,
+            &[&["--listen", &listen], args].concat(),
+        )
+    }
+
+    /// Starts the binary with exactly `args` (which make it listen on `port`) in the working
+    /// directory `cwd`, logging to `<dir>/<name>.log`, and waits until `/healthz` answers.
+    pub fn start_in(cwd: &Path, dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn(&[], cwd, dir, name, port, args)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        cwd: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        args: &[&str],
+    ) -> ServerProcess {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -53,9 +78,7 @@ impl ServerProcess {
         };
         let child = command
             .args(args)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .current_dir(dir)
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out)
@@ -77,6 +100,19 @@ impl ServerProcess {
         let op = super::fixtures::vectors().join("operator.jwt");
         let op = op.to_str().expect("UTF-8 path");
         ServerProcess::start(dir, name, port, &["--operator", op, "--data", "data"])
+    }
+
+    /// A replica of `primary` (no `--operator`: it learns the primary's) with its store in
+    /// `<dir>/data`, started from an async test.
+    pub fn start_replica(dir: &Path, primary: &str) -> ServerProcess {
+        tokio::task::block_in_place(|| {
+            ServerProcess::start(
+                dir,
+                "replica",
+                super::free_port(),
+                &["--primary", primary, "--data", "data"],
+            )
+        })
     }
 
     /// Blocks until `/healthz` answers 200 (or panics with the log).
