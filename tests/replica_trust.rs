@@ -586,3 +586,29 @@ async fn a_primary_can_require_replica_client_certificates() {
     .await;
     assert_eq!(get(&format!("{}/readyz", without_cert.url)).await.0, 503);
 }
+
+/// A primary whose long-poll cap is full answers the replica's long polls with 503 and
+/// `Retry-After`: the replica stays reachable (it was answered), backs off, and still gets
+/// every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_primary_is_not_an_unreachable_one() {
+    let primary = TestServer::start_with(|s| s.http.maxlongpolls = 1).await;
+    let (k, j) = post_new_account(&primary.url, "first").await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    // Someone else holds the only long-poll slot.
+    let head = primary.running().state().store.head() + 1000;
+    let hog = primary.at(&format!("/jwt/v1/changes?since={head}&wait=50"));
+    let _hog = tokio::spawn(async move { crate::common::http().get(hog).send().await });
+    eventually(
+        Duration::from_secs(10),
+        "the replica was refused a long poll",
+        || async { metric(&primary.url, "nas_refused_total{reason=\"long_polls\"}").await >= 1.0 },
+    )
+    .await;
+    let r = readyz(&replica.url).await;
+    assert_eq!(r["replica"]["primary_reachable"], true, "{r}");
+    assert!(r["replica"]["primary_error"].is_null(), "{r}");
+    let (k2, j2) = post_new_account(&primary.url, "second").await;
+    wait_serves(&replica.url, &k2, &j2, Duration::from_secs(10)).await;
+}

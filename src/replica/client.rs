@@ -112,6 +112,15 @@ pub enum SyncError {
         /// The primary.
         url: String,
     },
+    /// The primary answered 503 with `Retry-After`: its caps on bulk answers or parked long
+    /// polls are full. It is reachable; ask again later.
+    #[error("{url}: busy (the primary's limits are full), retry in {retry_after:?}")]
+    Busy {
+        /// The primary.
+        url: String,
+        /// How long it asks to wait.
+        retry_after: Duration,
+    },
     /// An answer we cannot use (bad status, malformed feed).
     #[error("{url}: {message}")]
     Protocol {
@@ -257,6 +266,20 @@ impl PrimaryClient {
         if resp.status().as_u16() == 404 {
             return Err(SyncError::NoFeed {
                 url: self.current().to_string(),
+            });
+        }
+        if resp.status().as_u16() == 503 {
+            // The primary's bulk or long-poll caps are full: it is there, and says when to
+            // come back.
+            let retry_after = resp
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .map_or(Duration::from_secs(1), Duration::from_secs);
+            return Err(SyncError::Busy {
+                url: self.current().to_string(),
+                retry_after,
             });
         }
         if !resp.status().is_success() {

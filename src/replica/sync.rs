@@ -230,6 +230,17 @@ pub(super) async fn run(
         };
         let page = match page {
             Ok(page) => page,
+            Err(SyncError::Busy { url, retry_after }) => {
+                // Reachable, only full: not a failure of the link.
+                link.up(&status, &url);
+                tracing::debug!(primary = %url, ?retry_after, "the primary is busy; asking again later");
+                ahead = None;
+                long_poll = false;
+                if sleep_or_cancel(&cancel, retry_after.min(Duration::from_secs(30))).await {
+                    break;
+                }
+                continue;
+            }
             Err(SyncError::NoFeed { url }) => {
                 if link.up(&status, &url) {
                     next_check = Instant::now();
