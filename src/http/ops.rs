@@ -128,7 +128,8 @@ key is not an account public key. Options:
 ## POST /jwt/v1/accounts/<pubkey>
 Body: the raw account JWT (any Content-Type). It must be signed by the operator or one of its
 signing keys, its subject must be <pubkey>, and it must not be expired. 200 once stored durably
-and nats-server has been notified (the same JWT again: 200, nothing changes); 400 with the
+(the notification to nats-server is queued, never awaited; the same JWT again: 200, nothing
+changes); 400 with the
 reason when invalid; 409 when a newer JWT (later iat) is stored, or a different JWT with the
 same iat (iat counts whole seconds: issue the new version again a second later); 413 when the body is too large; 405 on a read-only store; 503 on a replica whose
 primary is unreachable (replicas forward writes to their primary).

@@ -7,8 +7,9 @@
 //! `$SYS.ACCOUNT.<issuer>.CLAIMS.ACTIVATE.<hash>` (only our replicas listen there).
 //!
 //! One task owns publishing, fed by a bounded queue: notifications keep their order, and a
-//! write never waits for NATS. While NATS is down, notifications are dropped and counted, like
-//! the Go server did; nats-server fetches over HTTP when it next loads the account anyway.
+//! write never waits for NATS. While NATS is down, undelivered notifications are remembered
+//! (the latest per key) and re-sent once the connection is back, so a running nats-server does
+//! not keep an outdated account after an outage; only a full queue drops one (counted).
 //!
 //! Re-sends asked for with `?notify=true` (by anyone) do not share that queue: they wait in a
 //! per-key set, published only while no real change is queued ([`Notifier::resend`]).
