@@ -24,7 +24,9 @@ use crate::nats::NatsHandle;
 use crate::service;
 use crate::store::{Entry, Kind, PutOutcome};
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The subjects a replica listens on, given where its primary publishes account updates.
@@ -120,6 +122,9 @@ pub async fn run(replica: ReplicaHandle, nats: NatsHandle, cancel: CancellationT
     .await;
 }
 
+/// Least time between two warnings about ignored updates of the same reason.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Subscribes on `nc` and handles messages until the subscriptions end.
 async fn listen(replica: &ReplicaHandle, nc: &async_nats::Client, which: UpdateSubjects) {
     let mut subs = Vec::new();
@@ -133,6 +138,19 @@ async fn listen(replica: &ReplicaHandle, nc: &async_nats::Client, which: UpdateS
         }
     }
     let mut messages = futures_util::stream::select_all(subs);
+    // Anyone with system-account credentials can publish here: a flood of forgeries must not
+    // fill the log. One warning per reason every `WARN_EVERY`; every message is counted.
+    let mut warned: HashMap<&'static str, Instant> = HashMap::new();
+    let mut loud = |reason: &'static str| {
+        let now = Instant::now();
+        match warned.get(reason) {
+            Some(at) if now.duration_since(*at) < WARN_EVERY => false,
+            _ => {
+                warned.insert(reason, now);
+                true
+            }
+        }
+    };
     while let Some(msg) = messages.next().await {
         let subject = msg.subject.as_str();
         match apply(replica, subject, &msg.payload).await {
@@ -151,11 +169,17 @@ async fn listen(replica: &ReplicaHandle, nc: &async_nats::Client, which: UpdateS
                     Ignored::Store(e) => {
                         tracing::error!(%subject, cause = %e, "could not store a claims update from NATS; the change feed brings it");
                     }
+                    Ignored::Invalid(e) if loud(why.label()) => {
+                        tracing::warn!(%subject, reason = why.label(), cause = %e, "ignored a claims update that a POST to the primary would refuse (more like it are counted in nas_replica_nats_ignored_total)");
+                    }
+                    Ignored::Subject | Ignored::SubjectMismatch if loud(why.label()) => {
+                        tracing::warn!(%subject, reason = why.label(), "ignored a claims update whose subject does not match it (more like it are counted in nas_replica_nats_ignored_total)");
+                    }
                     Ignored::Invalid(e) => {
-                        tracing::warn!(%subject, reason = why.label(), cause = %e, "ignored a claims update that a POST to the primary would refuse");
+                        tracing::debug!(%subject, reason = why.label(), cause = %e, "ignored a claims update");
                     }
                     Ignored::Subject | Ignored::SubjectMismatch => {
-                        tracing::warn!(%subject, reason = why.label(), "ignored a claims update whose subject does not match it");
+                        tracing::debug!(%subject, reason = why.label(), "ignored a claims update");
                     }
                 }
             }
