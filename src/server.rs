@@ -251,9 +251,9 @@ impl RunningServer {
             TrustAnchor::fixed(trust)
         };
         let nats = NatsHandle::connect(&settings.nats).await?;
-        let notifier = Notifier::start(&nats, metrics.clone());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let notifier = Notifier::start(&nats, metrics.clone(), cancel.clone(), &tasks);
         // Read-only directory and nsc stores: file edits are loaded and notified like writes.
         let on_file_change = notifier.clone();
         crate::store::watch::spawn(

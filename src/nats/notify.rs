@@ -15,6 +15,8 @@
 //! per-key set, published only while no real change is queued ([`Notifier::resend`]).
 
 use super::{Connection, NatsHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind};
 use async_nats::connection::State;
@@ -142,10 +144,17 @@ impl Notifier {
     }
 
     /// Starts the publishing task following `nats` (and any connection that replaces it).
-    pub fn start(nats: &NatsHandle, metrics: Metrics) -> Notifier {
+    /// The publishing task runs on `tasks`; when `cancel` fires (a graceful stop) it publishes
+    /// what is still queued and ends, before the NATS connection is drained.
+    pub fn start(
+        nats: &NatsHandle,
+        metrics: Metrics,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Notifier {
         let (tx, rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
         let resends = Arc::new(Resends::default());
-        tokio::spawn(run(nats.watch(), rx, resends.clone(), metrics.clone()));
+        tasks.spawn(run(nats.watch(), rx, resends.clone(), metrics.clone(), cancel));
         Notifier {
             tx: Some(tx),
             resends: Some(resends),
@@ -199,6 +208,7 @@ async fn run(
     mut rx: mpsc::Receiver<Arc<Entry>>,
     resends: Arc<Resends>,
     metrics: Metrics,
+    cancel: CancellationToken,
 ) {
     let mut pending: HashMap<(Kind, Arc<str>), Arc<Entry>> = HashMap::new();
     let mut conn = conns.borrow_and_update().clone();
@@ -223,6 +233,17 @@ async fn run(
                 } else if pending.len() < MAX_PENDING || pending.contains_key(&id) {
                     pending.insert(id, entry);
                 }
+            }
+            _ = cancel.cancelled() => {
+                // Graceful stop: a write answered 200 just before it still gets its
+                // notification out (the connection is drained after this task ends).
+                rx.close();
+                while let Some(entry) = rx.recv().await {
+                    if let Some(client) = &conn.client {
+                        publish(client, &entry, conn.subjects, &metrics).await;
+                    }
+                }
+                break;
             }
             state = reconnected => match state {
                 // The connection watch is gone (client closed): stop waiting on it.
