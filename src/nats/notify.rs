@@ -15,8 +15,6 @@
 //! per-key set, published only while no real change is queued ([`Notifier::resend`]).
 
 use super::{Connection, NatsHandle};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind};
 use async_nats::connection::State;
@@ -24,6 +22,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Which account update subjects to publish on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -154,7 +154,13 @@ impl Notifier {
     ) -> Notifier {
         let (tx, rx) = mpsc::channel::<Arc<Entry>>(QUEUE);
         let resends = Arc::new(Resends::default());
-        tasks.spawn(run(nats.watch(), rx, resends.clone(), metrics.clone(), cancel));
+        tasks.spawn(run(
+            nats.watch(),
+            rx,
+            resends.clone(),
+            metrics.clone(),
+            cancel,
+        ));
         Notifier {
             tx: Some(tx),
             resends: Some(resends),
