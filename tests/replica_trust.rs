@@ -612,3 +612,36 @@ async fn a_busy_primary_is_not_an_unreachable_one() {
     let (k2, j2) = post_new_account(&primary.url, "second").await;
     wait_serves(&replica.url, &k2, &j2, Duration::from_secs(10)).await;
 }
+
+/// A replica's data directory trusts the operator it pinned: started again with `--operator`
+/// naming another operator, it refuses to start (its tokens were verified against the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_data_directory_refuses_another_operator() {
+    let primary = TestServer::primary().await;
+    let (k, j) = post_new_account(&primary.url, "pinned").await;
+    let mut replica = replica_of(&[&primary.url], |_| {}).await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    replica.stop().await;
+
+    let rogue = KeyPair::new_operator();
+    let rogue_op = replica.path("rogue.jwt");
+    std::fs::write(&rogue_op, encode::operator(&rogue, "rogue", &[], None)).unwrap();
+    let mut settings = nats_account_server::config::Settings::default();
+    settings.store.data = Some(replica.path("data"));
+    settings.primary = nats_account_server::config::StringList(vec![primary.url.clone()]);
+    settings.operatorjwtpath = Some(rogue_op);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = nats_account_server::RunningServer::start(settings, listener).await;
+    let message = refused.err().expect("the start is refused").to_string();
+    assert!(
+        message.contains(&format!(
+            "the configured operator is {}",
+            rogue.public_key()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("use a fresh --data directory"),
+        "{message}"
+    );
+}
