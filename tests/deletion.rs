@@ -6,8 +6,8 @@ use crate::common::fixtures;
 use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::{
-    copy_dir, eventually, free_port, get, http, post, post_accepted, post_new_account, replica_of,
-    replica_settings, restart_as_replica_of, serves, wait_ready, TestServer,
+    account, copy_dir, eventually, free_port, get, http, post, post_accepted, post_new_account,
+    replica_of, replica_settings, restart_as_replica_of, serves, wait_ready, TestServer,
 };
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
@@ -381,33 +381,57 @@ async fn directory_stores_rename_or_remove_deleted_files() {
     assert!(serves(&server.url, &a, &a_jwt).await);
 }
 
-/// A replica away for longer than the primary keeps tombstones (`store.tombstonettl`) cannot
-/// learn of the deletion from the feed: it sees the compaction horizon, rebuilds from the
-/// primary, and drops the account.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_away_longer_than_the_tombstone_ttl_rebuilds() {
-    let primary = TestServer::start_with(|s| {
+/// A primary that keeps deletions for 1 s, with deletion on.
+async fn primary_with_short_tombstone_ttl() -> TestServer {
+    TestServer::start_with(|s| {
         s.store.allowdelete = true;
         s.store.tombstonettl = nats_account_server::config::Dur(Duration::from_secs(1));
     })
-    .await;
-    let (a, a_jwt) = post_new_account(&primary.url, "a").await;
-    let (b, b_jwt) = post_new_account(&primary.url, "b").await;
+    .await
+}
+
+/// A replica of `primary` that is caught up with account `a`, stopped; then `a` is deleted on
+/// the primary and the deletion compacted while the replica is away.
+async fn away_during_a_compacted_deletion(
+    primary: &TestServer,
+    a: &str,
+    a_jwt: &str,
+) -> TestServer {
     let mut away = replica_of(&[&primary.url], |_| {}).await;
-    eventually(Duration::from_secs(10), "replica has A", || async {
-        serves(&away.url, &a, &a_jwt).await
-    })
+    // Caught up, not just serving A (a read could have fetched it as a miss).
+    eventually(
+        Duration::from_secs(10),
+        "replica caught up with A",
+        || async {
+            let r: Value =
+                serde_json::from_str(&get(&format!("{}/readyz", away.url)).await.1).unwrap();
+            r["replica"]["caught_up"] == true && serves(&away.url, a, a_jwt).await
+        },
+    )
     .await;
     away.stop().await;
-    let (status, body) = delete(&primary.url, &a, &delete_request(&operator_signer(), &[&a])).await;
+    let (status, body) = delete(&primary.url, a, &delete_request(&operator_signer(), &[a])).await;
     assert_eq!(status, 200, "{body}");
-    let (c, c_jwt) = post_new_account(&primary.url, "c").await;
     eventually(
         Duration::from_secs(15),
         "the primary compacted the deletion",
         || async { primary.running().state().store.compacted() > 0 },
     )
     .await;
+    away
+}
+
+/// A replica away for longer than the primary keeps tombstones (`store.tombstonettl`) cannot
+/// learn of the deletion from the feed: it sees the compaction horizon, rebuilds from the
+/// primary, and drops the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_away_longer_than_the_tombstone_ttl_rebuilds() {
+    let primary = primary_with_short_tombstone_ttl().await;
+    let (a, a_jwt) = post_new_account(&primary.url, "a").await;
+    let (b, b_jwt) = post_new_account(&primary.url, "b").await;
+    let (c, c_jwt) = account("c");
+    let away = away_during_a_compacted_deletion(&primary, &a, &a_jwt).await;
+    post_accepted(&primary.url, &c, &c_jwt).await;
 
     let back = restart_as_replica_of(away, &[&primary.url]).await;
     eventually(
@@ -440,32 +464,9 @@ async fn a_replica_away_longer_than_the_tombstone_ttl_rebuilds() {
 /// and the compaction horizon cannot tell it to rebuild) drops it instead of sending it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_never_resurrects_a_compacted_deletion() {
-    let primary = TestServer::start_with(|s| {
-        s.store.allowdelete = true;
-        s.store.tombstonettl = nats_account_server::config::Dur(Duration::from_secs(1));
-    })
-    .await;
+    let primary = primary_with_short_tombstone_ttl().await;
     let (a, a_jwt) = post_new_account(&primary.url, "a").await;
-    let mut away = replica_of(&[&primary.url], |_| {}).await;
-    eventually(
-        Duration::from_secs(10),
-        "replica caught up with A",
-        || async {
-            let r: Value =
-                serde_json::from_str(&get(&format!("{}/readyz", away.url)).await.1).unwrap();
-            r["replica"]["caught_up"] == true && serves(&away.url, &a, &a_jwt).await
-        },
-    )
-    .await;
-    away.stop().await;
-    let (status, body) = delete(&primary.url, &a, &delete_request(&operator_signer(), &[&a])).await;
-    assert_eq!(status, 200, "{body}");
-    eventually(
-        Duration::from_secs(15),
-        "the primary compacted the deletion",
-        || async { primary.running().state().store.compacted() > 0 },
-    )
-    .await;
+    let away = away_during_a_compacted_deletion(&primary, &a, &a_jwt).await;
     // The replica loses its cursor (as if its metadata were restored from elsewhere).
     {
         let db = sled::open(away.path("data")).unwrap();

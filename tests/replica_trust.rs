@@ -487,21 +487,26 @@ async fn reachability_is_honest_when_the_primary_returns() {
     assert!(replica.log_text().contains("primary reachable again"));
 }
 
+/// An HTTPS primary with the certificate in `certs` (from [`crate::common::tls::files`]);
+/// `client_ca`: it admits only clients with a certificate of that CA. Returns it and its URL.
+async fn https_primary(certs: &Path, client_ca: bool) -> (TestServer, String) {
+    let tls = nats_account_server::config::TlsSettings {
+        cert: Some(certs.join("cert.pem")),
+        key: Some(certs.join("key.pem")),
+        root: client_ca.then(|| certs.join("ca.pem")),
+    };
+    let primary = TestServer::start_with(|s| s.http.tls = Some(tls)).await;
+    let url = primary.url.replace("http://", "https://");
+    (primary, url)
+}
+
 /// An HTTPS primary with a certificate from a private CA: a replica with `replication.tls.ca`
 /// syncs; one without it refuses the certificate and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_reach_an_https_primary_through_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = crate::common::tls::files(certs.path());
-    let primary = TestServer::start_with(|s| {
-        s.http.tls = Some(nats_account_server::config::TlsSettings {
-            cert: Some(cert.clone()),
-            key: Some(key.clone()),
-            root: None,
-        });
-    })
-    .await;
-    let url = primary.url.replace("http://", "https://");
+    let (ca, _, _) = crate::common::tls::files(certs.path());
+    let (_primary, url) = https_primary(certs.path(), false).await;
     let (k, j) = account("over-tls");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
@@ -546,15 +551,7 @@ async fn replicas_reach_an_https_primary_through_a_private_ca() {
 async fn a_primary_can_require_replica_client_certificates() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = crate::common::tls::files(certs.path());
-    let primary = TestServer::start_with(|s| {
-        s.http.tls = Some(nats_account_server::config::TlsSettings {
-            cert: Some(cert.clone()),
-            key: Some(key.clone()),
-            root: Some(ca.clone()),
-        });
-    })
-    .await;
-    let url = primary.url.replace("http://", "https://");
+    let (_primary, url) = https_primary(certs.path(), true).await;
     // The leaf made for the server doubles as the replica's client certificate (same CA).
     let with_cert = replica_of(&[&url], |s: &mut Settings| {
         s.replication.tls = Some(nats_account_server::config::TlsSettings {

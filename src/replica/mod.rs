@@ -182,22 +182,21 @@ impl ReplicaHandle {
     /// The current replica status.
     pub fn status(&self) -> ReplicaStatus {
         let s = self.status.borrow().clone();
-        let in_sync =
-            s.reachable && s.synced && s.stall.is_none() && s.applied_seq >= s.primary_head;
-        ReplicaStatus {
+        let mut status = ReplicaStatus {
             primary: s.primary,
             reachable: s.reachable,
             synced: s.synced,
             applied_seq: s.applied_seq,
             primary_head: s.primary_head,
-            lag_seconds: if in_sync {
-                0.0
-            } else {
-                s.in_sync_at.elapsed().as_secs_f64()
-            },
+            lag_seconds: 0.0,
             stall: s.stall,
             link_error: s.link_error,
+        };
+        // Lag is 0 exactly while caught up (one rule, `caught_up`, for lag and for misses).
+        if !status.caught_up() {
+            status.lag_seconds = s.in_sync_at.elapsed().as_secs_f64();
         }
+        status
     }
 
     /// The trust anchor this replica verifies with.
