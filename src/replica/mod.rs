@@ -199,11 +199,6 @@ impl ReplicaHandle {
         status
     }
 
-    /// The trust anchor this replica verifies with.
-    pub fn anchor(&self) -> &TrustAnchor {
-        &self.anchor
-    }
-
     /// Looks up a key this replica does not have. A caught-up replica answers from its own
     /// store (`Ok(None)`: a real 404). One that may be missing data asks the primary: one
     /// request per key in flight, a bounded negative cache, a cap on concurrent requests.

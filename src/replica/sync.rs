@@ -486,10 +486,12 @@ async fn verify_page(
     for job in jobs {
         let (part, stall) = match job.await {
             Ok(done) => done,
+            // A verification task panicked: nothing after what verified so far is applied, and
+            // the cursor stays where it is (seq 0 never moves it).
             Err(e) => (
                 Vec::new(),
                 Some(Stall {
-                    seq: out.last().map_or(0, |e: &Arc<Entry>| e.seq),
+                    seq: 0,
                     key: String::new(),
                     reason: format!("verification task failed: {e}"),
                 }),
