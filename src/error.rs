@@ -96,6 +96,9 @@ pub enum ApiError {
     /// A deletion request was refused (nats-server's reasons).
     #[error("{0}")]
     DeleteRefused(#[from] crate::jwt::delete::Refused),
+    /// A cluster node that cannot take a write: no leader is elected, or it lost its lease.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A response from the primary, passed through unchanged (replica write forwarding).
     #[error("{body}")]
     Upstream {
@@ -138,6 +141,8 @@ impl ApiError {
         "bad_request",
         "primary_unavailable",
         "storage",
+        "no_leader",
+        "not_leader",
         "upstream",
     ];
 
@@ -176,6 +181,11 @@ impl ApiError {
                 DeleteError::NotTrusted | DeleteError::NotSelfSigned => "delete_not_trusted",
                 _ => "delete_malformed",
             },
+            ApiError::Cluster(crate::cluster::ClusterError::NoLeader) => "no_leader",
+            ApiError::Cluster(
+                crate::cluster::ClusterError::LostLease { .. }
+                | crate::cluster::ClusterError::NotLeader,
+            ) => "not_leader",
             ApiError::Upstream { code, .. } => code,
         }
     }
@@ -199,6 +209,7 @@ impl ResponseError for ApiError {
             ApiError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PrimaryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DeleteRefused(r) => match r.reason {
                 DeleteError::Disabled => StatusCode::METHOD_NOT_ALLOWED,
@@ -219,6 +230,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::PrimaryUnavailable(_) => {
                 resp.insert_header((header::RETRY_AFTER, "5"));
+            }
+            // An election takes about one lease time; come back soon.
+            ApiError::Cluster(_) => {
+                resp.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::WritesDisabled(_) => {
                 resp.insert_header((header::ALLOW, "GET, HEAD"));
@@ -274,6 +289,8 @@ mod tests {
             ApiError::Storage(StoreError::Closed),
             ApiError::upstream(StatusCode::BAD_REQUEST, None, s()),
             ApiError::DeleteConflict(s()),
+            ApiError::Cluster(crate::cluster::ClusterError::NoLeader),
+            ApiError::Cluster(crate::cluster::ClusterError::LostLease { term: 1 }),
         ];
         let refused = |reason| {
             ApiError::DeleteRefused(crate::jwt::delete::Refused {

@@ -11,6 +11,8 @@
 //! - [`nats`]: the background NATS connection and claims-update notifications.
 //! - [`link`]: how links to NATS and the primary show in logs: URLs without passwords, causes
 //!   once each, one line per change of state instead of one per retry.
+//! - [`cluster`]: automatic failover: the leader lease on NATS JetStream, fencing, terms,
+//!   semi-synchronous writes.
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
 //! - [`heavy`]: CPU-heavy request work on a low-priority thread, off the HTTP workers.
 //! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views).
@@ -18,6 +20,7 @@
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod heavy;

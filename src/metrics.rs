@@ -35,6 +35,87 @@ struct Inner {
     load: LoadFamilies,
     /// Replica integrity: stalls, misses, resyncs, anti-entropy.
     replica: ReplicaFamilies,
+    /// Automatic failover: role, term, lease, semi-synchronous writes.
+    cluster: ClusterFamilies,
+}
+
+/// Families of a cluster node (`--cluster`), exported only there.
+struct ClusterFamilies {
+    role: IntGaugeVec,
+    term: IntGauge,
+    lease_age: prometheus::Gauge,
+    leader_changes: IntCounter,
+    fallbacks: IntCounter,
+    wait: prometheus::Histogram,
+    fenced: IntCounter,
+    kv_up: IntGauge,
+}
+
+impl ClusterFamilies {
+    fn new(registry: Option<&Registry>) -> ClusterFamilies {
+        let f = ClusterFamilies {
+            role: IntGaugeVec::new(
+                Opts::new(
+                    "nas_cluster_role",
+                    "Cluster: 1 for this node's role (leader, follower or candidate), 0 for the others",
+                ),
+                &["role"],
+            )
+            .expect("valid metric"),
+            term: IntGauge::new("nas_cluster_term", "Cluster: the newest term this node has seen")
+                .expect("valid metric"),
+            lease_age: prometheus::Gauge::new(
+                "nas_cluster_lease_age_seconds",
+                "Cluster: seconds since the leader's lease was last renewed, as this node saw it",
+            )
+            .expect("valid metric"),
+            leader_changes: IntCounter::new(
+                "nas_cluster_leader_changes_total",
+                "Cluster: changes of leader seen by this node (elections, step-downs)",
+            )
+            .expect("valid metric"),
+            fallbacks: IntCounter::new(
+                "nas_cluster_semisync_fallbacks_total",
+                "Cluster: writes answered without the acknowledgements of cluster.syncreplicas followers (timed out, or answered asynchronously until followers catch up)",
+            )
+            .expect("valid metric"),
+            wait: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "nas_cluster_semisync_wait_seconds",
+                    "Cluster: how long acknowledged writes waited for their followers",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            )
+            .expect("valid metric"),
+            fenced: IntCounter::new(
+                "nas_cluster_fenced_total",
+                "Cluster: writes refused because this node was not a leader with a valid lease",
+            )
+            .expect("valid metric"),
+            kv_up: IntGauge::new(
+                "nas_cluster_kv_up",
+                "Cluster: 1 while the lease bucket (NATS JetStream) answers",
+            )
+            .expect("valid metric"),
+        };
+        if let Some(r) = registry {
+            for c in [
+                Box::new(f.role.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(f.term.clone()),
+                Box::new(f.lease_age.clone()),
+                Box::new(f.leader_changes.clone()),
+                Box::new(f.fallbacks.clone()),
+                Box::new(f.wait.clone()),
+                Box::new(f.fenced.clone()),
+                Box::new(f.kv_up.clone()),
+            ] {
+                r.register(c).expect("metric registered once");
+            }
+        }
+        f
+    }
 }
 
 /// Families of the hostile-load defences (DESIGN §8): every refusal at a cap, and the caches
@@ -157,6 +238,12 @@ impl Metrics {
 
     /// A fresh registry for a primary, or (`replica`) with the replica families as well.
     pub fn with_role(replica: bool) -> Metrics {
+        Metrics::with_roles(replica, false)
+    }
+
+    /// A fresh registry with the replica families (`replica`) and the cluster families
+    /// (`cluster`: a node may be either role, so it has both).
+    pub fn with_roles(replica: bool, cluster: bool) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -289,6 +376,7 @@ impl Metrics {
         }
         let replica_families = ReplicaFamilies::new(replica.then_some(&registry));
         let load = LoadFamilies::new(&registry);
+        let cluster = ClusterFamilies::new(cluster.then_some(&registry));
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -310,6 +398,7 @@ impl Metrics {
                 resolver_requests,
                 load,
                 replica: replica_families,
+                cluster,
             }),
         }
     }
@@ -420,6 +509,43 @@ impl Metrics {
     pub fn long_poll(&self) -> LongPollGuard {
         self.inner.long_polls.inc();
         LongPollGuard(self.inner.long_polls.clone())
+    }
+
+    /// Cluster role, term and lease age.
+    pub fn cluster_state(&self, role: crate::cluster::Role, term: u64, lease_age: f64) {
+        let c = &self.inner.cluster;
+        for r in crate::cluster::Role::ALL {
+            c.role
+                .with_label_values(&[r.as_str()])
+                .set(i64::from(r == role));
+        }
+        c.term.set(term as i64);
+        c.lease_age.set(lease_age);
+    }
+
+    /// Whether the lease bucket answers.
+    pub fn cluster_kv_up(&self, up: bool) {
+        self.inner.cluster.kv_up.set(i64::from(up));
+    }
+
+    /// One change of leader seen.
+    pub fn cluster_leader_change(&self) {
+        self.inner.cluster.leader_changes.inc();
+    }
+
+    /// One write answered without its semi-synchronous acknowledgements.
+    pub fn cluster_semisync_fallback(&self) {
+        self.inner.cluster.fallbacks.inc();
+    }
+
+    /// One write acknowledged by its followers after `seconds`.
+    pub fn cluster_semisync_wait(&self, seconds: f64) {
+        self.inner.cluster.wait.observe(seconds);
+    }
+
+    /// One write refused for want of a valid lease.
+    pub fn cluster_fenced(&self) {
+        self.inner.cluster.fenced.inc();
     }
 
     /// Replica lag gauges and primary reachability.

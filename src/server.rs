@@ -47,9 +47,11 @@ pub enum StartError {
         /// Why.
         cause: OperatorError,
     },
-    /// The system account JWT is unusable.
-    #[error("systemaccountjwtpath {path}: {message}")]
-    SystemAccount {
+    /// An account JWT file (`systemaccountjwtpath`, `cluster.accountjwtpath`) is unusable.
+    #[error("{what} {path}: {message}")]
+    Account {
+        /// Which setting.
+        what: &'static str,
         /// The file.
         path: String,
         /// What is wrong.
@@ -84,6 +86,8 @@ pub struct RunningServer {
     cancel: CancellationToken,
     tasks: TaskTracker,
     nats: NatsHandle,
+    /// The election's own NATS link (`cluster.nats`), when it has one.
+    election_nats: Option<NatsHandle>,
     anchor: TrustAnchor,
     tls: Option<Arc<ReloadableCert>>,
 }
@@ -106,34 +110,62 @@ pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
     };
     let system_account = match &settings.systemaccountjwtpath {
         None => None,
-        Some(path) => {
-            let token = read_token(path, "systemaccountjwtpath")?;
-            let bad = |message: String| StartError::SystemAccount {
-                path: path.display().to_string(),
-                message,
-            };
-            let jwt = jwt::decode(&token).map_err(|e| bad(e.to_string()))?;
-            if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
-                return Err(bad("subject is not an account key".into()));
-            }
-            if let Some(op) = &operator {
-                op.check_issuer(&jwt.claims.iss)
-                    .map_err(|e| bad(e.to_string()))?;
-                if let Some(sys) = op.system_account().filter(|s| *s != jwt.claims.sub) {
-                    return Err(bad(format!(
-                        "account {} is not the operator's system account {sys}",
-                        jwt.claims.sub
-                    )));
-                }
-            }
-            let key = jwt.claims.sub.clone();
-            Some(Arc::new(Entry::new(Kind::Account, &key, &jwt)))
-        }
+        Some(path) => Some(load_account(
+            path,
+            "systemaccountjwtpath",
+            operator.as_ref(),
+            true,
+        )?),
+    };
+    let cluster_account = match &settings.cluster.accountjwtpath {
+        None => None,
+        Some(path) => Some(load_account(
+            path,
+            "cluster.accountjwtpath",
+            operator.as_ref(),
+            false,
+        )?),
     };
     Ok(Trust {
         operator,
         system_account,
+        cluster_account,
     })
+}
+
+/// An account JWT file served as a fallback: it must be an account issued by the operator (and
+/// be its system account, for `system`).
+fn load_account(
+    path: &Path,
+    what: &'static str,
+    operator: Option<&Operator>,
+    system: bool,
+) -> Result<Arc<Entry>, StartError> {
+    let token = read_token(path, what)?;
+    let bad = |message: String| StartError::Account {
+        what,
+        path: path.display().to_string(),
+        message,
+    };
+    let jwt = jwt::decode(&token).map_err(|e| bad(e.to_string()))?;
+    if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
+        return Err(bad("subject is not an account key".into()));
+    }
+    if let Some(op) = operator {
+        op.check_issuer(&jwt.claims.iss)
+            .map_err(|e| bad(e.to_string()))?;
+        if let Some(sys) = op
+            .system_account()
+            .filter(|s| system && *s != jwt.claims.sub)
+        {
+            return Err(bad(format!(
+                "account {} is not the operator's system account {sys}",
+                jwt.claims.sub
+            )));
+        }
+    }
+    let key = jwt.claims.sub.clone();
+    Ok(Arc::new(Entry::new(Kind::Account, &key, &jwt)))
 }
 
 /// Reads and checks every file the settings name, as [`RunningServer::start`] would (operator
@@ -244,13 +276,33 @@ impl RunningServer {
         let tls_config = tls.as_ref().map(|c| c.server_config()).transpose()?;
         listener.set_nonblocking(true).map_err(StartError::Http)?;
         let addr = listener.local_addr().map_err(StartError::Http)?;
-        let metrics = Metrics::with_role(settings.is_replica());
-        let anchor = if settings.is_replica() {
+        let cluster_mode = settings.is_cluster();
+        // A cluster node follows whenever it does not lead: it has the replica's parts.
+        let follows = settings.is_replica() || cluster_mode;
+        let metrics = Metrics::with_roles(follows, cluster_mode);
+        let anchor = if follows {
             TrustAnchor::replica(trust, &store)?
         } else {
             TrustAnchor::fixed(trust)
         };
         let nats = NatsHandle::connect(&settings.nats).await?;
+        // The election's link: its own connection when `cluster.nats` is configured.
+        let election_nats = match (&settings.cluster.nats, cluster_mode) {
+            (Some(n), true) => Some(NatsHandle::connect(n).await?),
+            _ => None,
+        };
+        let cluster = if cluster_mode {
+            let node = cluster_node_id(&store).await?;
+            tracing::info!(cluster = %settings.cluster.name, %node, advertise = %settings.cluster.advertise, "cluster node");
+            Some(crate::cluster::ClusterHandle::new(
+                &settings,
+                node,
+                store.lineage(),
+                metrics.clone(),
+            ))
+        } else {
+            None
+        };
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let notifier = Notifier::start(&nats, metrics.clone(), cancel.clone(), &tasks);
@@ -262,18 +314,33 @@ impl RunningServer {
             cancel.clone(),
             &tasks,
         )?;
-        let replica = if settings.is_replica() {
+        let replica = if follows {
             Some(ReplicaHandle::start(
                 &settings,
                 store.clone(),
                 anchor.clone(),
                 nats.clone(),
                 metrics.clone(),
+                cluster.as_ref().map(|(h, _)| h.clone()),
                 cancel.clone(),
                 &tasks,
             )?)
         } else {
             None
+        };
+        let cluster = match (cluster, &replica) {
+            (Some((handle, view)), Some(replica)) => {
+                let election = crate::cluster::election::Election::new(
+                    handle.clone(),
+                    view,
+                    election_nats.clone().unwrap_or_else(|| nats.clone()),
+                    store.clone(),
+                    replica.clone(),
+                );
+                tasks.spawn(election.run(cancel.clone()));
+                Some(handle)
+            }
+            _ => None,
         };
         let state = AppState {
             store,
@@ -286,6 +353,7 @@ impl RunningServer {
                 allow_delete: settings.store.allowdelete,
             },
             replica,
+            cluster,
             metrics,
             limits: Arc::new(crate::limits::Limits::new(&settings)),
             draining: cancel.child_token(),
@@ -341,6 +409,7 @@ impl RunningServer {
             cancel,
             tasks,
             nats,
+            election_nats,
             anchor,
             tls,
         })
@@ -397,10 +466,31 @@ impl RunningServer {
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.nats.close()).await;
+        if let Some(n) = &self.election_nats {
+            let _ = tokio::time::timeout(Duration::from_secs(2), n.close()).await;
+        }
         // Last: release the store (and sled's directory lock) so a restart can reopen it.
         self.state.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// This node's cluster id: chosen at its first start and kept in its store, so a restarted
+/// node is the same node to the others.
+async fn cluster_node_id(store: &Store) -> Result<String, StartError> {
+    use crate::cluster::META_NODE;
+    if let Some(id) = store.meta(META_NODE) {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    let id = crate::cluster::new_node_id();
+    store
+        .put_entries(
+            Vec::new(),
+            vec![(META_NODE.to_string(), id.clone().into_bytes())],
+            crate::store::Policy::NewerWins,
+        )
+        .await?;
+    Ok(id)
 }
 
 /// Drops tombstones older than `ttl` (by the delete request's `iat`), checking every quarter

@@ -10,6 +10,7 @@
 //! limits, permissions, mappings, signing keys: what nats-server checks when it loads the
 //! account).
 
+use crate::cluster::Stamp;
 use crate::error::ApiError;
 use crate::jwt::delete::DeleteRequest;
 use crate::jwt::trust::Operator;
@@ -159,22 +160,27 @@ fn token_text(body: &[u8]) -> Result<&str, ApiError> {
 
 /// Stores a validated token and notifies on change. The same bytes as stored are a no-op 200;
 /// an older token, or another token with the stored one's `iat`, is a conflict (DESIGN §4).
+/// On a cluster leader the write is fenced (taken only under a valid lease) and, with
+/// `syncreplicas`, answered once enough followers have it; the stamp says in which term.
 ///
 /// # Errors
-/// [`ApiError::Stale`], [`ApiError::SameSecond`], or a storage failure.
+/// [`ApiError::Stale`], [`ApiError::SameSecond`], [`ApiError::Cluster`], or a storage failure.
 pub async fn store_and_notify(
     state: &AppState,
     kind: Kind,
     key: &str,
     jwt: &Jwt,
-) -> Result<Arc<Entry>, ApiError> {
+) -> Result<Option<Stamp>, ApiError> {
+    let stamp = permit(state)?;
     match state.store.put(kind, key, jwt).await? {
         PutOutcome::Stored(entry) => {
             tracing::info!(kind = kind.as_str(), %key, seq = entry.seq, iat = entry.iat, "stored");
             state.notifier.changed(entry.clone());
-            Ok(entry)
+            committed(state, entry.seq, stamp).await
         }
-        PutOutcome::Unchanged(entry) => Ok(entry),
+        // Already stored here, but perhaps not yet on the followers a semi-synchronous write
+        // waits for (a client retrying a write whose answer it lost).
+        PutOutcome::Unchanged(entry) => committed(state, entry.seq, stamp).await,
         PutOutcome::Stale { current } => Err(ApiError::Stale {
             stored_iat: current.iat,
             posted_iat: jwt.claims.iat,
@@ -183,12 +189,37 @@ pub async fn store_and_notify(
     }
 }
 
-/// The whole POST of an account: forward on a replica, else validate and store.
+/// On a cluster node: may this node take a write now? (Elsewhere: yes, without a stamp.)
+fn permit(state: &AppState) -> Result<Option<Stamp>, ApiError> {
+    match &state.cluster {
+        Some(c) => Ok(Some(c.permit()?)),
+        None => Ok(None),
+    }
+}
+
+/// On a cluster node: the semi-synchronous wait and the fence check after a commit at `seq`.
+async fn committed(
+    state: &AppState,
+    seq: u64,
+    stamp: Option<Stamp>,
+) -> Result<Option<Stamp>, ApiError> {
+    match (&state.cluster, stamp) {
+        (Some(c), Some(stamp)) => Ok(Some(c.committed(seq, stamp).await?)),
+        (_, stamp) => Ok(stamp),
+    }
+}
+
+/// The whole POST of an account: forward on a replica or cluster follower, else validate and
+/// store. Returns the cluster stamp (term and accepting leader) in cluster mode.
 ///
 /// # Errors
 /// Any [`ApiError`].
-pub async fn post_account(state: &AppState, key: &str, body: &[u8]) -> Result<(), ApiError> {
-    if let Some(replica) = &state.replica {
+pub async fn post_account(
+    state: &AppState,
+    key: &str,
+    body: &[u8],
+) -> Result<Option<Stamp>, ApiError> {
+    if let Some(replica) = state.follower() {
         return replica.forward(Kind::Account, key, body).await;
     }
     if !state.store.writable() {
@@ -211,33 +242,38 @@ pub async fn post_account(state: &AppState, key: &str, body: &[u8]) -> Result<()
         check_post(&state.trust(), key, body, stored.as_deref(), &state.metrics)?
     };
     let Some(jwt) = checked else {
-        return Ok(());
+        // The stored version: nothing to write, but a cluster leader still answers only
+        // under its lease and once the followers have it.
+        let stamp = permit(state)?;
+        let seq = state.store.get(Kind::Account, key).map_or(0, |e| e.seq);
+        return committed(state, seq, stamp).await;
     };
-    store_and_notify(state, Kind::Account, key, &jwt)
-        .await
-        .map(drop)
+    store_and_notify(state, Kind::Account, key, &jwt).await
 }
 
-/// The whole POST of an activation; returns its hash.
+/// The whole POST of an activation; returns its hash (and the cluster stamp).
 ///
 /// # Errors
 /// Any [`ApiError`].
-pub async fn post_activation(state: &AppState, body: &[u8]) -> Result<String, ApiError> {
-    if let Some(replica) = &state.replica {
+pub async fn post_activation(
+    state: &AppState,
+    body: &[u8],
+) -> Result<(String, Option<Stamp>), ApiError> {
+    if let Some(replica) = state.follower() {
         // The primary applies every rule. The issuing-account rule must not be checked here:
         // this replica may not have replicated that account yet, and would refuse a token the
         // primary accepts. Decoding is enough to refuse junk early and to find the hash.
         let jwt = jwt::decode_activation(token_text(body)?, jwt::now_unix())?;
         let hash = jwt::activation_hash(&jwt.claims)?;
-        replica.forward(Kind::Activation, &hash, body).await?;
-        return Ok(hash);
+        let stamp = replica.forward(Kind::Activation, &hash, body).await?;
+        return Ok((hash, stamp));
     }
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
     }
     let (hash, jwt) = validate_activation(&state.store, body)?;
-    store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
-    Ok(hash)
+    let stamp = store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
+    Ok((hash, stamp))
 }
 
 /// Finds a token for a GET: the store; on a replica, the primary for a miss; the configured
@@ -249,19 +285,19 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
     if let Some(e) = state.store.get(kind, key) {
         return Ok(e);
     }
-    if let Some(replica) = &state.replica {
+    if let Some(replica) = state.follower() {
         if let Some(e) = replica.fetch_missing(kind, key).await? {
             return Ok(e);
         }
     }
     if kind == Kind::Account {
-        if let Some(sys) = state
-            .trust()
-            .system_account
-            .as_ref()
-            .filter(|s| &*s.key == key)
-        {
-            return Ok(sys.clone());
+        let trust = state.trust();
+        let fallback = [&trust.system_account, &trust.cluster_account]
+            .into_iter()
+            .flatten()
+            .find(|s| &*s.key == key);
+        if let Some(account) = fallback {
+            return Ok(account.clone());
         }
     }
     Err(ApiError::NotFound(key.to_string()))
@@ -276,6 +312,8 @@ pub struct Deleted {
     pub absent: Vec<String>,
     /// Accounts not deleted, with why (an account issued after the request stays).
     pub failed: Vec<(String, String)>,
+    /// The cluster stamp (term and accepting leader), in cluster mode.
+    pub stamp: Option<Stamp>,
 }
 
 /// Deletes the accounts an operator-signed delete request lists (nats-server's
@@ -292,10 +330,11 @@ pub async fn delete_accounts(
     body: &[u8],
     only: Option<&str>,
 ) -> Result<Deleted, ApiError> {
-    if let (Some(replica), Some(key)) = (&state.replica, only) {
-        replica.forward_delete(key, body).await?;
+    if let (Some(replica), Some(key)) = (state.follower(), only) {
+        let stamp = replica.forward_delete(key, body).await?;
         return Ok(Deleted {
             deleted: vec![key.to_string()],
+            stamp,
             ..Deleted::default()
         });
     }
@@ -324,10 +363,13 @@ pub async fn delete_accounts(
         absent,
         ..Deleted::default()
     };
+    let stamp = permit(state)?;
     let outcomes = state.store.delete(&present, &request.jwt).await?;
+    let mut last_seq = 0;
     for (key, outcome) in present.into_iter().zip(outcomes) {
         match outcome {
             PutOutcome::Stored(entry) => {
+                last_seq = last_seq.max(entry.seq);
                 tracing::info!(%key, seq = entry.seq, iat = entry.iat, "account deleted");
                 // A request that came over NATS already reached nats-server's resolvers; one
                 // over HTTP is published once (it names all its accounts).
@@ -349,6 +391,7 @@ pub async fn delete_accounts(
     if let Some((_, why)) = only.and_then(|key| done.failed.iter().find(|(k, _)| k == key)) {
         return Err(ApiError::DeleteConflict(why.clone()));
     }
+    done.stamp = committed(state, last_seq, stamp).await?;
     Ok(done)
 }
 

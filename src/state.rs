@@ -36,8 +36,11 @@ pub struct AppState {
     pub nats: NatsHandle,
     /// HTTP options.
     pub http: HttpOptions,
-    /// Present on replicas.
+    /// Present on replicas and cluster nodes (which follow whenever they do not lead); use
+    /// [`AppState::follower`] to know whether it is in charge now.
     pub replica: Option<ReplicaHandle>,
+    /// Present on cluster nodes (`--cluster`).
+    pub cluster: Option<crate::cluster::ClusterHandle>,
     /// This instance's metrics.
     pub metrics: Metrics,
     /// Caps and caches against hostile load.
@@ -62,6 +65,7 @@ impl AppState {
             nats,
             http,
             replica: None,
+            cluster: None,
             metrics,
             limits: Arc::default(),
             draining: Default::default(),
@@ -73,12 +77,19 @@ impl AppState {
         self.trust.borrow().clone()
     }
 
-    /// `primary` or `replica`.
+    /// The replica machinery when this server follows another now: a replica always, a
+    /// cluster node while it is not the leader. `None` on a primary and on the cluster leader,
+    /// which take writes themselves.
+    pub fn follower(&self) -> Option<&ReplicaHandle> {
+        self.replica.as_ref().filter(|r| r.following())
+    }
+
+    /// `primary` or `replica`; on a cluster node `leader`, `follower` or `candidate`.
     pub fn role(&self) -> &'static str {
-        if self.replica.is_some() {
-            "replica"
-        } else {
-            "primary"
+        match (&self.cluster, &self.replica) {
+            (Some(c), _) => c.role().as_str(),
+            (None, Some(_)) => "replica",
+            (None, None) => "primary",
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Trust {
     pub operator: Option<Operator>,
     /// The configured system-account JWT, served when the store lacks it.
     pub system_account: Option<Arc<Entry>>,
+    /// The configured JWT of the account a cluster's election link uses
+    /// (`cluster.accountjwtpath`), served when the store lacks it.
+    pub cluster_account: Option<Arc<Entry>>,
 }
 
 /// Metadata key under which a store records the operator JWT it trusts (the pinned identity
@@ -78,6 +81,7 @@ struct Sources {
     /// From the configured files (re-read on SIGHUP).
     configured: Option<Operator>,
     system_account: Option<Arc<Entry>>,
+    cluster_account: Option<Arc<Entry>>,
     /// Learned from the primary (replicas only), persisted in the store.
     learned: Option<Operator>,
 }
@@ -104,6 +108,7 @@ impl Sources {
         Trust {
             operator,
             system_account: self.system_account.clone(),
+            cluster_account: self.cluster_account.clone(),
         }
     }
 }
@@ -152,6 +157,7 @@ impl TrustAnchor {
         let sources = Sources {
             configured: configured.operator,
             system_account: configured.system_account,
+            cluster_account: configured.cluster_account,
             learned,
         };
         let (tx, _) = watch::channel(Arc::new(sources.effective()));
@@ -197,6 +203,7 @@ impl TrustAnchor {
         }
         sources.configured = configured.operator;
         sources.system_account = configured.system_account;
+        sources.cluster_account = configured.cluster_account;
         self.tx.send_replace(Arc::new(sources.effective()));
         Ok(())
     }

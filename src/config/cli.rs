@@ -61,6 +61,12 @@ pub struct Cli {
     /// Run as a replica of these primaries, tried in order.
     #[arg(long, value_name = "URL[,URL]")]
     pub primary: Option<String>,
+    /// Join the automatic-failover cluster of this name (leader elected on NATS JetStream).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The URL other cluster nodes reach this node at (cluster mode).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
     /// Debug logging.
     #[arg(short = 'D')]
     pub debug: bool,
@@ -190,6 +196,12 @@ impl Cli {
         }
         if let Some(p) = &self.primary {
             set("primary", json!(p));
+        }
+        if let Some(name) = &self.cluster {
+            set("cluster.name", json!(name));
+        }
+        if let Some(url) = &self.advertise {
+            set("cluster.advertise", json!(url));
         }
         if self.debug {
             set("logging.debug", json!(true));

@@ -42,6 +42,9 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Replica behaviour beyond the Go keys.
     pub replication: ReplicationSettings,
+    /// Automatic failover (`--cluster`): absent or without a name, this server is a primary or
+    /// a replica as `primary` says.
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             logging: LoggingSettings::default(),
             replication: ReplicationSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -293,6 +297,43 @@ impl Default for ReplicationSettings {
     }
 }
 
+/// `cluster { … }`: automatic failover, the leader elected through a NATS JetStream key-value
+/// bucket (DESIGN §6.2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The cluster's name (`--cluster`); names the bucket `nas_<name>`. Empty: no cluster.
+    pub name: String,
+    /// The URL the other nodes reach this one at (`--advertise`).
+    pub advertise: String,
+    /// How long a lease lasts without renewal; the leader renews every third of it.
+    pub leasettl: Dur,
+    /// Answer a write only after this many followers have applied it durably.
+    pub syncreplicas: usize,
+    /// How long a write waits for `syncreplicas`; then it is answered anyway (counted, logged).
+    pub synctimeout: Dur,
+    /// The election's NATS link, when it is not the `[nats]` one (in operator mode the `[nats]`
+    /// user is a system-account user, and nats-server refuses JetStream to that account).
+    pub nats: Option<NatsSettings>,
+    /// The JWT of the account the election's NATS user belongs to: served by every node when
+    /// its store has no version, so nats-server can resolve it before a leader exists.
+    pub accountjwtpath: Option<PathBuf>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            name: String::new(),
+            advertise: String::new(),
+            leasettl: Dur(Duration::from_secs(5)),
+            syncreplicas: 0,
+            synctimeout: Dur(Duration::from_secs(2)),
+            nats: None,
+            accountjwtpath: None,
+        }
+    }
+}
+
 /// Which store the settings select.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
@@ -470,6 +511,67 @@ impl Settings {
         if self.replication.batch == 0 {
             return key_err("replication.batch", "must be positive");
         }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let key_err = |key: &str, message: String| {
+            Err(ConfigError::Key {
+                key: key.into(),
+                message,
+            })
+        };
+        let c = &self.cluster;
+        if !self.is_cluster() {
+            if !c.advertise.is_empty() {
+                return key_err(
+                    "cluster.advertise",
+                    "needs cluster.name (--cluster NAME)".into(),
+                );
+            }
+            return Ok(());
+        }
+        if !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return key_err(
+                "cluster.name",
+                format!("{:?}: use letters, digits, - and _ only", c.name),
+            );
+        }
+        if !self.primary.0.is_empty() {
+            return key_err(
+                "primary",
+                "a cluster node follows the elected leader; remove --primary".into(),
+            );
+        }
+        if !(c.advertise.starts_with("http://") || c.advertise.starts_with("https://")) {
+            return key_err(
+                "cluster.advertise",
+                format!(
+                    "{:?}: every cluster node needs --advertise http(s)://HOST:PORT, the URL the other nodes reach it at",
+                    c.advertise
+                ),
+            );
+        }
+        if !matches!(self.store_choice(), StoreChoice::Sled(_)) {
+            return key_err(
+                "store",
+                "a cluster node needs the sled store (--data DIR)".into(),
+            );
+        }
+        if self.cluster_nats().servers.0.is_empty() {
+            return key_err(
+                "cluster.nats",
+                "the election runs on NATS JetStream: configure --nats (or cluster.nats.servers)"
+                    .into(),
+            );
+        }
+        if c.leasettl.0 < Duration::from_millis(600) {
+            return key_err("cluster.leasettl", "must be at least 600ms".into());
+        }
         Ok(())
     }
 
@@ -502,9 +604,20 @@ impl Settings {
         })
     }
 
-    /// True when this server replicates from a primary.
+    /// True when this server replicates from a primary given by `primary` (a cluster node
+    /// follows the elected leader instead, see [`Settings::is_cluster`]).
     pub fn is_replica(&self) -> bool {
         !self.primary.0.is_empty()
+    }
+
+    /// True when this server is a node of an automatic-failover cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.name.is_empty()
+    }
+
+    /// The NATS link the election runs on: `cluster.nats`, else `[nats]`.
+    pub fn cluster_nats(&self) -> &NatsSettings {
+        self.cluster.nats.as_ref().unwrap_or(&self.nats)
     }
 }
 

@@ -60,8 +60,8 @@ pub async fn post(
 ) -> Result<HttpResponse, ApiError> {
     let key = account_key(&key)?;
     let body = read_body(&req, payload, state.http.max_body).await?;
-    service::post_account(&state, key, &body).await?;
-    Ok(HttpResponse::Ok().finish())
+    let stamp = service::post_account(&state, key, &body).await?;
+    Ok(super::stamped(HttpResponse::Ok(), stamp.as_ref()).finish())
 }
 
 /// `DELETE /jwt/v1/accounts/<pubkey>`: the body is an operator-signed delete request (what
@@ -74,8 +74,8 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let key = account_key(&key)?;
     let body = read_body(&req, payload, state.http.max_body).await?;
-    service::delete_accounts(&state, &body, Some(key)).await?;
-    Ok(HttpResponse::Ok()
+    let done = service::delete_accounts(&state, &body, Some(key)).await?;
+    Ok(super::stamped(HttpResponse::Ok(), done.stamp.as_ref())
         .content_type("text/plain; charset=utf-8")
         .body(format!("deleted {key}\n")))
 }

@@ -38,8 +38,8 @@ pub async fn post(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload, state.http.max_body).await?;
-    let hash = service::post_activation(&state, &body).await?;
-    Ok(HttpResponse::Ok()
+    let (hash, stamp) = service::post_activation(&state, &body).await?;
+    Ok(super::stamped(HttpResponse::Ok(), stamp.as_ref())
         .content_type("text/plain; charset=utf-8")
         .body(hash))
 }

@@ -283,3 +283,24 @@ pub fn flag(v: &Option<String>) -> bool {
     v.as_deref()
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
+
+/// Adds `X-Cluster-Term` and `X-Cluster-Leader` to a write's answer, in cluster mode: the term
+/// the write was accepted in and the node that accepted it.
+pub fn stamped(
+    mut res: actix_web::HttpResponseBuilder,
+    stamp: Option<&crate::cluster::Stamp>,
+) -> actix_web::HttpResponseBuilder {
+    if let Some(s) = stamp {
+        res.insert_header(("X-Cluster-Term", s.term.to_string()))
+            .insert_header(("X-Cluster-Leader", s.leader.as_str()));
+    }
+    res
+}
+
+/// Text for HTML: `&`, `<`, `>` and `"` escaped.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

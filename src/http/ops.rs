@@ -40,8 +40,20 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "nats": state.nats.state(),
         "store_writes": store_state(&state.store.write_health()),
     });
+    if let Some(c) = &state.cluster {
+        detail["cluster"] = cluster_detail(c);
+    }
+    let leads = state.replica.is_some() && state.follower().is_none();
+    let candidate = state
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.role() == crate::cluster::Role::Candidate);
     let ready = match &state.replica {
         None => true,
+        // A cluster leader serves its own store; a candidate serves what it has while the
+        // election runs (readiness waiting for a leader would take every node out of the
+        // load balancer, and nats-server could resolve nothing).
+        Some(_) if leads || candidate => true,
         Some(r) => {
             let s = r.status();
             detail["replica"] = json!({
@@ -71,10 +83,69 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// The cluster part of `/readyz`: this node, the leader, and every node's published progress.
+fn cluster_detail(c: &crate::cluster::ClusterHandle) -> serde_json::Value {
+    let v = c.view();
+    let leader_applied = v
+        .leader
+        .as_ref()
+        .and_then(|l| v.peers.iter().find(|p| p.progress.node == l.node))
+        .map(|p| (p.progress.lineage.clone(), p.progress.applied));
+    let nodes: Vec<serde_json::Value> = v
+        .peers
+        .iter()
+        .map(|p| {
+            let lag = leader_applied
+                .as_ref()
+                .filter(|(lineage, _)| *lineage == p.progress.lineage)
+                .map(|(_, applied)| applied.saturating_sub(p.progress.applied));
+            json!({
+                "node": p.progress.node,
+                "url": p.progress.url,
+                "role": p.progress.role,
+                "term": p.progress.term,
+                "applied_seq": p.progress.applied,
+                "lag_sequences": lag,
+                "lag_seconds": p.progress.lag_seconds,
+                "accounts": p.progress.accounts,
+                "last_seen_seconds": p.seen.elapsed().as_secs_f64(),
+            })
+        })
+        .collect();
+    json!({
+        "name": c.name(),
+        "node": c.node(),
+        "advertise": c.advertise(),
+        "role": v.role.as_str(),
+        "term": v.term,
+        "leader": v.leader.as_ref().map(|l| l.node.clone()),
+        "leader_url": v.leader.as_ref().map(|l| l.url.clone()),
+        "lease_age_seconds": v.lease_age().map(|d| d.as_secs_f64()),
+        "lease_ttl_seconds": c.lease_ttl().as_secs_f64(),
+        "syncreplicas": c.sync_replicas(),
+        "kv_up": v.kv_up,
+        "kv_error": v.kv_error,
+        "nodes": nodes,
+    })
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (accounts, activations) = state.store.counts();
-    if let Some(r) = &state.replica {
+    if let Some(c) = &state.cluster {
+        let v = c.view();
+        state.metrics.cluster_state(
+            v.role,
+            v.term,
+            v.lease_age().map_or(0.0, |d| d.as_secs_f64()),
+        );
+        state.metrics.cluster_kv_up(v.kv_up);
+    }
+    if state.replica.is_some() && state.follower().is_none() {
+        // The cluster leader: nothing to lag behind.
+        state.metrics.replica_state(0, 0.0, true);
+        state.metrics.replica_stalled(None);
+    } else if let Some(r) = &state.replica {
         let s = r.status();
         state.metrics.replica_state(
             s.primary_head.saturating_sub(s.applied_seq),
@@ -184,7 +255,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
             html_escape(&crate::jwt::unix_to_rfc3339(e.iat))
         );
     }
-    let replica = match &state.replica {
+    let replica = match state.follower() {
         None => String::new(),
         Some(r) => {
             let s = r.status();
@@ -222,7 +293,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
 <tr><th>Store</th><td>{store} (lineage {lineage})</td></tr>\
 <tr><th>Store writes</th><td id=\"store-writes\">{writes}</td></tr>\
 <tr><th>Head sequence</th><td>{head}</td></tr>\
-<tr><th>NATS</th><td>{nats}</td></tr>{replica}</table>\
+<tr><th>NATS</th><td>{nats}</td></tr>{replica}</table>{cluster}\
 <h2>Latest changes</h2><table><tr><th>Seq</th><th>Kind</th><th>Key</th><th>Issued</th></tr>{rows}</table>\
 <p><a href=\"/jwt/v1/help\">API help</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
         role = state.role(),
@@ -234,15 +305,74 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
         },
         head = state.store.head(),
         nats = state.nats.state(),
+        cluster = state.cluster.as_ref().map(cluster_section).unwrap_or_default(),
     );
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(body)
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The cluster part of the status page: every node's role, term, position, lag and when it
+/// was last heard of, and the lag plot.
+fn cluster_section(c: &crate::cluster::ClusterHandle) -> String {
+    let d = cluster_detail(c);
+    let v = c.view();
+    let mut rows = String::new();
+    for n in d["nodes"].as_array().into_iter().flatten() {
+        let text = |k: &str| {
+            html_escape(
+                &n[k]
+                    .as_str()
+                    .map_or_else(|| n[k].to_string(), str::to_string),
+            )
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"node\"><td><code>{}</code>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{:.1} s ago</td></tr>",
+            text("node"),
+            if n["node"] == d["node"] { " (this node)" } else { "" },
+            text("url"),
+            text("role"),
+            text("term"),
+            text("applied_seq"),
+            n["lag_sequences"].as_u64().map_or("–".to_string(), |l| l.to_string()),
+            n["lag_seconds"].as_f64().unwrap_or(0.0),
+            n["last_seen_seconds"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let leader = match &v.leader {
+        Some(l) => format!("<code>{}</code> at {}", html_escape(&l.node), html_escape(&l.url)),
+        None => "<strong>none</strong> (election under way, or the lease bucket is unreachable: writes are refused)".into(),
+    };
+    format!(
+        "<h2>Cluster <code>{name}</code></h2><table>\
+<tr><th>This node</th><td><code>{node}</code>: <span id=\"cluster-role\">{role}</span></td></tr>\
+<tr><th>Term</th><td id=\"cluster-term\">{term}</td></tr>\
+<tr><th>Leader</th><td id=\"cluster-leader\">{leader}</td></tr>\
+<tr><th>Lease age</th><td>{age} (lease {ttl:.1} s)</td></tr>\
+<tr><th>Semi-synchronous</th><td>{sync}</td></tr>\
+<tr><th>Lease bucket</th><td>{kv}</td></tr></table>\
+<h3>Nodes</h3><table id=\"cluster-nodes\"><tr><th>Node</th><th>URL</th><th>Role</th><th>Term</th><th>Applied</th><th>Lag (seq)</th><th>Lag</th><th>Last seen</th></tr>{rows}</table>\
+<h3>Replication lag, last minutes</h3>{plot}",
+        name = html_escape(c.name()),
+        node = html_escape(c.node()),
+        role = v.role.as_str(),
+        term = v.term,
+        age = v
+            .lease_age()
+            .map_or("–".to_string(), |a| format!("{:.1} s", a.as_secs_f64())),
+        ttl = c.lease_ttl().as_secs_f64(),
+        sync = match c.sync_replicas() {
+            0 => "off (asynchronous replication)".to_string(),
+            n => format!("writes wait for {n} follower(s)"),
+        },
+        kv = match (&v.kv_up, &v.kv_error) {
+            (true, _) => "answers".to_string(),
+            (false, Some(e)) => format!("<strong>unreachable</strong>: {}", html_escape(e)),
+            (false, None) => "not contacted yet".to_string(),
+        },
+        plot = v.lag_history.svg(),
+    )
 }
+
+use super::html_escape;

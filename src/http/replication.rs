@@ -124,6 +124,22 @@ pub async fn changes(
     opts: web::Query<ChangesOpts>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let term = match &state.cluster {
+        // Only the leader's feed is followed; its term lets followers refuse a deposed one.
+        Some(c) => {
+            if c.role() != crate::cluster::Role::Leader {
+                return Err(crate::cluster::ClusterError::NotLeader.into());
+            }
+            let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+            if let (Some(node), Some(lineage)) =
+                (header("X-Cluster-Node"), header("X-Cluster-Lineage"))
+            {
+                c.ack(node, lineage, opts.since);
+            }
+            Some(c.term())
+        }
+        None => None,
+    };
     let limit = opts.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     // At most `head - since` entries follow `since` (each key is logged once).
     let most = limit
@@ -161,6 +177,9 @@ pub async fn changes(
             "X-Complete-To",
             complete_to.map_or_else(String::new, |h| h.to_string()),
         ));
+    if let Some(term) = term {
+        res.insert_header(("X-Cluster-Term", term.to_string()));
+    }
     Ok(Lines::new(entries, feed_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
         .respond(res))

@@ -78,7 +78,9 @@ pub async fn run(
 async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTracker) {
     let mut subs = Vec::new();
     let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE)), (LIST, None)];
-    if responder.replica.is_none() {
+    // Writes are the primary's; a cluster node subscribes whatever its role now, and answers
+    // them only while it leads (see `leads`).
+    if responder.replica.is_none() || responder.cluster.is_some() {
         subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None), (DELETE, None)]);
     }
     for (subject, queue) in subjects {
@@ -119,11 +121,20 @@ async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTrack
     }
 }
 
+/// Whether this node answers write requests: a primary, and a cluster node while it is the
+/// leader (the others stay silent, so the requester gets the leader's answer, not theirs).
+fn leads(responder: &Responder) -> bool {
+    responder.follower().is_none()
+}
+
 /// Stores an account sent as an update request and answers as nats-server does.
 async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats::Message) {
     let Some(reply) = msg.reply.clone() else {
         return;
     };
+    if !leads(responder) {
+        return;
+    }
     // The per-account subject names the key; the generic one leaves it to the token (whose
     // subject the write path then checks like a POST's path key).
     let key = match msg
@@ -147,7 +158,7 @@ async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     };
     let account = key.unwrap_or_default();
     let body = match &result {
-        Ok(()) => {
+        Ok(_) => {
             responder.metrics.resolver_request("update", "stored");
             json!({ "server": server_info(), "data": {
                 "account": account, "code": 200, "message": "jwt updated" } })
@@ -171,6 +182,9 @@ async fn delete(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     let Some(reply) = msg.reply.clone() else {
         return;
     };
+    if !leads(responder) {
+        return;
+    }
     let body = match crate::service::delete_accounts(responder, &msg.payload, None).await {
         Ok(done) if done.failed.is_empty() => {
             responder.metrics.resolver_request("delete", "deleted");

@@ -215,14 +215,14 @@ async fn send_back(replica: &ReplicaHandle, mine: &Entry, sent: &mut u64) -> boo
         Write::Put(mine.kind)
     };
     match replica.client.send(write, &mine.key, &mine.jwt).await {
-        Ok((200, _, _)) => {
+        Ok(a) if a.status == 200 => {
             *sent += 1;
             tracing::info!(kind = mine.kind.as_str(), key = %mine.key,
                 "anti-entropy: sent a newer version held here back to the primary");
             true
         }
-        Ok((status, _, body)) => {
-            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status, reason = %body.trim(),
+        Ok(a) => {
+            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status = a.status, reason = %a.body.trim(),
                 "anti-entropy: the primary refused the version held here; taking the primary's");
             let mut fetched = 0;
             fetch(replica, mine.kind, &mine.key, true, &mut fetched).await

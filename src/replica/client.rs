@@ -9,7 +9,7 @@ use crate::config::TlsSettings;
 use crate::link::{display_url as redact, error_chain};
 use crate::store::{Digest, DigestHash, Kind, DIGEST_BUCKETS};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The link settings are unusable.
@@ -145,16 +145,58 @@ pub struct FeedPage {
     pub complete_to: Option<u64>,
     /// The changes, in sequence order.
     pub changes: Vec<Change>,
+    /// `X-Cluster-Term`: the term of the cluster leader that answered (cluster mode).
+    pub term: Option<u64>,
+}
+
+/// The primary's answer to a forwarded write.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// Its status.
+    pub status: u16,
+    /// Its `X-Error-Code`.
+    pub code: Option<String>,
+    /// Its body.
+    pub body: String,
+    /// `X-Cluster-Term` and `X-Cluster-Leader`: the term and node that accepted the write
+    /// (cluster mode).
+    pub stamp: Option<crate::cluster::Stamp>,
+}
+
+/// What a cluster follower says about itself on its feed requests, so that the leader can
+/// count them as acknowledgements (`X-Cluster-Node`, `X-Cluster-Lineage`).
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// The follower's node id.
+    pub node: String,
+    /// The lineage its cursor (`since`) counts in.
+    pub lineage: String,
+}
+
+/// The primaries requests may go to: as configured (with credentials, if any) and as shown.
+struct Targets {
+    urls: Vec<String>,
+    shown: Vec<String>,
+}
+
+impl Targets {
+    fn new(urls: Vec<String>) -> Targets {
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect();
+        let shown = urls.iter().map(|p| redact(p)).collect();
+        Targets { urls, shown }
+    }
 }
 
 /// Client for the configured primaries. Cheap to clone.
 #[derive(Clone)]
 pub struct PrimaryClient {
     http: reqwest::Client,
-    /// Base URLs as configured (with credentials, if any).
-    primaries: Arc<[String]>,
-    /// The same without user-info, for display.
-    shown: Arc<[String]>,
+    /// The primaries: the configured list, or in cluster mode the current leader (replaced
+    /// when the leader changes, which is rare; the lock is held only to copy a URL).
+    targets: Arc<RwLock<Targets>>,
     current: Arc<AtomicUsize>,
     timeout: Duration,
 }
@@ -182,46 +224,58 @@ impl PrimaryClient {
             what: "ca",
             message: error_chain(&e),
         })?;
-        let primaries: Vec<String> = primaries
-            .into_iter()
-            .map(|p| p.trim_end_matches('/').to_string())
-            .collect();
-        let shown: Vec<String> = primaries.iter().map(|p| redact(p)).collect();
         Ok(PrimaryClient {
             http,
-            primaries: primaries.into(),
-            shown: shown.into(),
+            targets: Arc::new(RwLock::new(Targets::new(primaries))),
             current: Arc::new(AtomicUsize::new(0)),
             timeout,
         })
     }
 
-    /// Number of configured primaries.
-    pub fn count(&self) -> usize {
-        self.primaries.len()
+    fn targets(&self) -> std::sync::RwLockReadGuard<'_, Targets> {
+        // Replaced whole under the lock: a panic cannot leave it half-written.
+        self.targets.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The primary requests go to now, without user-info (for display and logs).
-    pub fn current(&self) -> &str {
-        &self.shown[self.index()]
+    /// Number of primaries (0: none known, a cluster without a leader).
+    pub fn count(&self) -> usize {
+        self.targets().urls.len()
+    }
+
+    /// The primary requests go to now, without user-info (for display and logs); empty when
+    /// none is known.
+    pub fn current(&self) -> String {
+        let t = self.targets();
+        t.shown
+            .get(self.current.load(Ordering::Relaxed) % t.shown.len().max(1))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The base URL requests go to now, with its credentials.
-    fn base(&self) -> &str {
-        &self.primaries[self.index()]
-    }
-
-    fn index(&self) -> usize {
-        self.current.load(Ordering::Relaxed) % self.primaries.len()
+    fn base(&self) -> String {
+        let t = self.targets();
+        t.urls
+            .get(self.current.load(Ordering::Relaxed) % t.urls.len().max(1))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Moves to the next primary in the list (after a failure).
     pub fn rotate(&self) {
-        if self.primaries.len() > 1 {
-            let next = (self.current.load(Ordering::Relaxed) + 1) % self.primaries.len();
+        let len = self.count();
+        if len > 1 {
+            let next = (self.current.load(Ordering::Relaxed) + 1) % len;
             self.current.store(next, Ordering::Relaxed);
             tracing::warn!(primary = %self.current(), "switching to the next primary");
         }
+    }
+
+    /// Cluster mode: from now on, requests go to `url` (the leader), or nowhere (`None`).
+    pub fn set_primary(&self, url: Option<&str>) {
+        let targets = Targets::new(url.into_iter().map(str::to_string).collect());
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+        self.current.store(0, Ordering::Relaxed);
     }
 
     /// The URL without user-info, and reqwest's error with its causes ("Connection refused"),
@@ -250,19 +304,20 @@ impl PrimaryClient {
         since: u64,
         limit: usize,
         wait: Duration,
+        ack: Option<&Ack>,
     ) -> Result<FeedPage, SyncError> {
         let url = format!(
             "{}/jwt/v1/changes?since={since}&limit={limit}&wait={}",
             self.base(),
             wait.as_secs_f64()
         );
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(self.timeout + wait)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let mut request = self.http.get(&url).timeout(self.timeout + wait);
+        if let Some(ack) = ack {
+            request = request
+                .header("X-Cluster-Node", &ack.node)
+                .header("X-Cluster-Lineage", &ack.lineage);
+        }
+        let resp = request.send().await.map_err(|e| self.unreachable(e))?;
         if resp.status().as_u16() == 404 {
             return Err(SyncError::NoFeed {
                 url: self.current().to_string(),
@@ -300,6 +355,7 @@ impl PrimaryClient {
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
         let complete_to = header("X-Complete-To").and_then(|h| h.parse().ok());
+        let term = header("X-Cluster-Term").and_then(|h| h.parse().ok());
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         let mut changes = Vec::new();
         for line in body.lines().filter(|l| !l.is_empty()) {
@@ -327,6 +383,7 @@ impl PrimaryClient {
             compacted,
             complete_to,
             changes,
+            term,
         })
     }
 
@@ -443,16 +500,11 @@ impl PrimaryClient {
         self.get_optional(&path(kind, key)).await
     }
 
-    /// Forwards a write; returns the primary's status, `X-Error-Code` and body.
+    /// Forwards a write; returns the primary's answer.
     ///
     /// # Errors
     /// [`SyncError::Unreachable`] when no answer came.
-    pub async fn send(
-        &self,
-        write: Write,
-        key: &str,
-        body: &[u8],
-    ) -> Result<(u16, Option<String>, String), SyncError> {
+    pub async fn send(&self, write: Write, key: &str, body: &[u8]) -> Result<Answer, SyncError> {
         let request = match write {
             Write::Put(Kind::Account) => {
                 self.http
@@ -474,12 +526,26 @@ impl PrimaryClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        let code = resp
-            .headers()
-            .get("X-Error-Code")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok((status, code, resp.text().await.unwrap_or_default()))
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let code = header("X-Error-Code");
+        let stamp = match (
+            header("X-Cluster-Term").and_then(|t| t.parse().ok()),
+            header("X-Cluster-Leader"),
+        ) {
+            (Some(term), Some(leader)) => Some(crate::cluster::Stamp { term, leader }),
+            _ => None,
+        };
+        Ok(Answer {
+            status,
+            code,
+            body: resp.text().await.unwrap_or_default(),
+            stamp,
+        })
     }
 
     /// `GET /jwt/v1/operator`: `Ok(None)` when the primary has none.

@@ -195,6 +195,10 @@ async fn apply(
     payload: &[u8],
 ) -> Result<Option<Arc<Entry>>, Ignored> {
     let target = parse_subject(subject).ok_or(Ignored::Subject)?;
+    if !replica.following() {
+        // A cluster leader hears its own notifications; writes reach it by the write path only.
+        return Ok(None);
+    }
     let (kind, key) = (target.kind, target.key);
     // Cheap refusals before any signature: most messages are the primary's notification of a
     // change the feed (or a forwarded write) already brought.

@@ -20,6 +20,7 @@ pub mod listen;
 mod misses;
 mod sync;
 
+use crate::cluster::{ClusterHandle, Stamp};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::jwt::{self, ClaimType, Jwt, JwtError};
@@ -102,11 +103,14 @@ pub struct ReplicaHandle {
     status: watch::Receiver<StatusCell>,
     misses: Arc<Misses>,
     metrics: Metrics,
+    /// Cluster mode: the membership that says whom to follow.
+    cluster: Option<ClusterHandle>,
 }
 
 /// Metadata keys of the replica cursor (persisted in the same commit as applied tokens).
-pub(crate) const META_PRIMARY_LINEAGE: &str = "replica.primary_lineage";
-pub(crate) const META_PRIMARY_CURSOR: &str = "replica.primary_cursor";
+pub const META_PRIMARY_LINEAGE: &str = "replica.primary_lineage";
+/// See [`META_PRIMARY_LINEAGE`].
+pub const META_PRIMARY_CURSOR: &str = "replica.primary_cursor";
 pub(crate) const META_SYNCED: &str = "replica.synced";
 
 /// Most keys the negative cache of read misses remembers.
@@ -115,16 +119,20 @@ const NOT_FOUND_CAP: usize = 10_000;
 const MISS_CONCURRENCY: usize = 32;
 
 impl ReplicaHandle {
-    /// Starts the sync task (and, with NATS, the listener) and returns the handle.
+    /// Starts the sync task (and, with NATS, the listener) and returns the handle. In
+    /// cluster mode (`cluster`), it follows whichever node the lease names, and pauses while
+    /// this node leads.
     ///
     /// # Errors
     /// [`client::ClientError`] when the link settings (`replication.tls`) are unusable.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: &Settings,
         store: Store,
         anchor: TrustAnchor,
         nats: crate::nats::NatsHandle,
         metrics: Metrics,
+        cluster: Option<ClusterHandle>,
         cancel: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<ReplicaHandle, client::ClientError> {
@@ -157,8 +165,9 @@ impl ReplicaHandle {
                 MISS_CONCURRENCY,
             )),
             metrics,
+            cluster,
         };
-        if nats.client().is_none() {
+        if nats.client().is_none() && handle.cluster.is_none() {
             tracing::warn!(
                 "replica without NATS: changes arrive through the change feed's long poll only"
             );
@@ -172,6 +181,19 @@ impl ReplicaHandle {
             cancel,
         ));
         Ok(handle)
+    }
+
+    /// Whether this node follows now: always for a replica; for a cluster node, unless it
+    /// leads (a candidate serves reads as a follower does and refuses writes).
+    pub fn following(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.role() != crate::cluster::Role::Leader)
+    }
+
+    /// The cluster membership, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterHandle> {
+        self.cluster.as_ref()
     }
 
     /// The current trust anchor (the NATS listener validates updates against it).
@@ -214,6 +236,12 @@ impl ReplicaHandle {
     ) -> Result<Option<Arc<Entry>>, ApiError> {
         if self.status().caught_up() {
             return Ok(None);
+        }
+        if self.client.count() == 0 {
+            // A cluster node while no leader is known: nobody to ask.
+            return Err(ApiError::PrimaryUnavailable(
+                "no cluster leader is elected at the moment; retry shortly".into(),
+            ));
         }
         let id: misses::MissKey = (kind, key.into());
         if self.misses.negative().contains(&id) {
@@ -283,11 +311,18 @@ impl ReplicaHandle {
 
     /// Forwards a write to the primary (trying each configured primary once) and, when it is
     /// accepted, applies it locally so the client can read its own write from this replica.
+    /// Returns the cluster leader's stamp, in cluster mode.
     ///
     /// # Errors
     /// The primary's refusal as [`ApiError::Upstream`], or [`ApiError::PrimaryUnavailable`].
-    pub async fn forward(&self, kind: Kind, key: &str, body: &[u8]) -> Result<(), ApiError> {
-        self.forward_raw(client::Write::Put(kind), key, body)
+    pub async fn forward(
+        &self,
+        kind: Kind,
+        key: &str,
+        body: &[u8],
+    ) -> Result<Option<Stamp>, ApiError> {
+        let stamp = self
+            .forward_raw(client::Write::Put(kind), key, body)
             .await?;
         let token = String::from_utf8_lossy(body);
         if let Ok(jwt) = self.verify(kind, key, token.trim()) {
@@ -299,7 +334,7 @@ impl ReplicaHandle {
                 self.metrics.replica_applied("forward", 1);
             }
         }
-        Ok(())
+        Ok(stamp)
     }
 
     /// Forwards a deletion of account `key` (an HTTP `DELETE` with the delete request as the
@@ -307,8 +342,8 @@ impl ReplicaHandle {
     ///
     /// # Errors
     /// As [`ReplicaHandle::forward`].
-    pub async fn forward_delete(&self, key: &str, body: &[u8]) -> Result<(), ApiError> {
-        self.forward_raw(client::Write::Delete, key, body).await?;
+    pub async fn forward_delete(&self, key: &str, body: &[u8]) -> Result<Option<Stamp>, ApiError> {
+        let stamp = self.forward_raw(client::Write::Delete, key, body).await?;
         let token = String::from_utf8_lossy(body);
         if let Ok(tombstone) = self.verify_delete(key, token.trim()) {
             let stored = self
@@ -319,26 +354,32 @@ impl ReplicaHandle {
                 self.metrics.replica_applied("forward", 1);
             }
         }
-        Ok(())
+        Ok(stamp)
     }
 
-    /// Sends a write to the primary, trying each configured primary once.
+    /// Sends a write to the primary, trying each configured primary once; returns the cluster
+    /// leader's stamp, in cluster mode.
     async fn forward_raw(
         &self,
         write: client::Write,
         key: &str,
         body: &[u8],
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Stamp>, ApiError> {
+        if let Some(cluster) = &self.cluster {
+            if cluster.leader_to_follow().is_none() {
+                return Err(ApiError::Cluster(crate::cluster::ClusterError::NoLeader));
+            }
+        }
         let mut last_err = None;
         for _ in 0..self.client.count() {
             match self.client.send(write, key, body).await {
-                Ok((200, _, _)) => return Ok(()),
-                Ok((status, code, body)) => {
+                Ok(a) if a.status == 200 => return Ok(a.stamp),
+                Ok(a) => {
                     return Err(ApiError::upstream(
-                        actix_web::http::StatusCode::from_u16(status)
+                        actix_web::http::StatusCode::from_u16(a.status)
                             .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
-                        code.as_deref(),
-                        body.trim_end().to_string(),
+                        a.code.as_deref(),
+                        a.body.trim_end().to_string(),
                     ))
                 }
                 Err(e) => {

@@ -4,7 +4,7 @@
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
 //! state is: never skipping a change, and re-applying one is a no-op (the same bytes).
 
-use super::client::{Change, SyncError};
+use super::client::{Ack, Change, SyncError};
 use super::{
     antientropy, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE,
     META_SYNCED,
@@ -62,6 +62,8 @@ struct VerifiedPage {
     tokens: Vec<Arc<Entry>>,
     /// The first change that did not verify, if one did not.
     stall: Option<Stall>,
+    /// `X-Cluster-Term` of the answer (cluster mode).
+    term: Option<u64>,
 }
 
 /// Fetches one page of the feed and verifies its tokens.
@@ -70,8 +72,12 @@ async fn fetch_verified(
     since: u64,
     limit: usize,
     wait: Duration,
+    ack: Option<Ack>,
 ) -> Result<VerifiedPage, SyncError> {
-    let page = replica.client.changes(since, limit, wait).await?;
+    let page = replica
+        .client
+        .changes(since, limit, wait, ack.as_ref())
+        .await?;
     let count = page.changes.len();
     let last = page.changes.last().map(|c| c.seq);
     let (tokens, stall) = verify_page(&replica, page.changes).await;
@@ -84,6 +90,7 @@ async fn fetch_verified(
         last,
         tokens,
         stall,
+        term: page.term,
     })
 }
 
@@ -191,11 +198,40 @@ pub(super) async fn run(
     // During a rebuild (see below): every key the primary's feed has had since sequence 0.
     let mut rebuild: Option<HashSet<(Kind, Arc<str>)>> = None;
     pin_configured_operator(&replica).await;
+    let mut cluster_view = replica.cluster.as_ref().map(|c| c.subscribe());
 
     while !cancel.is_cancelled() {
+        if let (Some(cluster), Some(view)) = (replica.cluster.clone(), cluster_view.as_mut()) {
+            // Cluster mode: follow the leader the lease names; while this node leads, or no
+            // leader is known, there is nobody to follow.
+            let leader = cluster.leader_to_follow();
+            let url = leader.as_ref().map(|l| l.url.as_str());
+            if url.map(crate::link::display_url).unwrap_or_default() != client.current() {
+                client.set_primary(url);
+                ahead = None;
+                long_poll = false;
+                backoff = Duration::from_millis(100);
+                next_check = Instant::now();
+            }
+            if leader.is_none() {
+                status.send_modify(|s| {
+                    s.reachable = false;
+                    s.primary = String::new();
+                    s.link_error = Some(format!(
+                        "no leader to follow (this node is {})",
+                        cluster.role().as_str()
+                    ));
+                });
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    changed = view.changed() => if changed.is_err() { break },
+                }
+                continue;
+            }
+        }
         if replica.anchor.current().operator.is_none() {
             if let Err(e) = refresh_operator(&replica).await {
-                link.down(&e, &status, client.current());
+                link.down(&e, &status, &client.current());
                 if sleep_or_cancel(&cancel, backoff).await {
                     break;
                 }
@@ -212,6 +248,13 @@ pub(super) async fn run(
             Duration::ZERO
         };
         let since = cursor;
+        // A cluster follower's request acknowledges `since` to the leader (semi-synchronous
+        // writes): everything before it is committed here.
+        let ack = replica.cluster.as_ref().map(|c| Ack {
+            node: c.node().to_string(),
+            lineage: lineage.clone().unwrap_or_default(),
+        });
+        let following = client.current();
         let fetch = async {
             match ahead.take() {
                 Some(p) if p.since == since => match p.task.await {
@@ -221,11 +264,16 @@ pub(super) async fn run(
                         message: format!("prefetching the next page failed: {e}"),
                     }),
                 },
-                _ => fetch_verified(replica.clone(), since, opts.batch, wait).await,
+                _ => fetch_verified(replica.clone(), since, opts.batch, wait, ack).await,
             }
         };
         let page = tokio::select! {
             _ = cancel.cancelled() => break,
+            // A new leader: drop the request to the old one (a long poll could hold it).
+            () = leader_changes(cluster_view.as_mut(), &following) => {
+                ahead = None;
+                continue;
+            }
             page = fetch => page,
         };
         let page = match page {
@@ -260,7 +308,7 @@ pub(super) async fn run(
                 continue;
             }
             Err(e) => {
-                link.down(&e, &status, client.current());
+                link.down(&e, &status, &client.current());
                 long_poll = false;
                 ahead = None;
                 if matches!(e, SyncError::Unreachable { .. }) {
@@ -273,8 +321,27 @@ pub(super) async fn run(
                 continue;
             }
         };
-        if link.up(&status, client.current()) {
+        if link.up(&status, &client.current()) {
             next_check = Instant::now();
+        }
+
+        if let Some(cluster) = &replica.cluster {
+            // Fencing: a feed from a node that is not (or no longer) the leader of the newest
+            // term this node has seen is not applied; the lease says whom to follow next.
+            let current = page.term.is_some_and(|t| cluster.current_term(t));
+            if !current {
+                tracing::warn!(node = %following, term = ?page.term, newest = cluster.term(),
+                    "refused a change feed from an older cluster term; following the lease");
+                ahead = None;
+                long_poll = false;
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    () = leader_changes(cluster_view.as_mut(), &following) => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(opts.max_backoff);
+                continue;
+            }
         }
 
         if lineage.as_deref() != Some(page.store_id.as_str()) {
@@ -340,11 +407,13 @@ pub(super) async fn run(
             // A full page: more are waiting. Ask for the next one now.
             ahead = Some(Prefetch {
                 since: new_cursor,
+                // No acknowledgement: this page is not committed yet when the request leaves.
                 task: AbortOnDropHandle::new(tokio::spawn(fetch_verified(
                     replica.clone(),
                     new_cursor,
                     opts.batch,
                     Duration::ZERO,
+                    None,
                 ))),
             });
         }
@@ -632,6 +701,25 @@ async fn pin_configured_operator(replica: &ReplicaHandle) {
     };
     if let Err(e) = replica.anchor.persist(op.jwt().raw.as_str()).await {
         tracing::error!(cause = %e, "could not record the trusted operator in the store");
+    }
+}
+
+/// Resolves when the cluster leader to follow is no longer `url` (never without a cluster).
+async fn leader_changes(view: Option<&mut watch::Receiver<crate::cluster::View>>, url: &str) {
+    let Some(view) = view else {
+        return std::future::pending().await;
+    };
+    loop {
+        let now = {
+            let v = view.borrow_and_update();
+            match (v.role, &v.leader) {
+                (crate::cluster::Role::Follower, Some(l)) => crate::link::display_url(&l.url),
+                _ => String::new(),
+            }
+        };
+        if now != url || view.changed().await.is_err() {
+            return;
+        }
     }
 }
 
