@@ -12,6 +12,9 @@ mod activations;
 mod config;
 /// Account deletion: NATS and HTTP, tombstones, replicas, compaction.
 mod deletion;
+/// Cluster-mode deployment artifacts: alert rules (promtool), the Grafana dashboard, the
+/// compose and Kubernetes examples, their node configs, nginx and nats-server configs.
+mod deploy_ops;
 /// Hostile load: slow readers, long-poll and bulk caps, re-posts, decode views, big headers,
 /// notify floods, concurrent NATS PACKs.
 mod hostile_load;

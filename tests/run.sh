@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the tests need (nats-server, nginx, chromium) when missing, then
-# checks formatting and lints, then runs the test suite. --no-fail-fast: a failing test binary
-# must not hide the verdicts of the others.
+# Runs every test: installs what the tests need (nats-server, nginx, chromium, promtool,
+# python3-yaml) when missing, then checks formatting and lints, then runs the test suite.
+# --no-fail-fast: a failing test binary must not hide the verdicts of the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,10 @@ need=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# promtool (Debian package prometheus): the alert rules' unit tests (tests/deploy_ops.rs).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The compose and Kubernetes manifests are parsed with python3's yaml module (tests/deploy_ops.rs).
+{ python3 -c 'import yaml' || /usr/bin/python3 -c 'import yaml'; } >/dev/null 2>&1 || need+=(python3-yaml)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
@@ -17,6 +21,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
+# promtool was installed above: its tests must run, not skip.
+export NAS_REQUIRE_PROMTOOL=1
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
