@@ -5,6 +5,7 @@
 //! cargo bench --bench cluster -- replication   # POST on primary → replica serves it (with/without NATS)
 //! cargo bench --bench cluster -- scale         # 100k accounts: durable POST rate (16 clients), RSS, replica sync
 //! cargo bench --bench cluster -- abuse         # normal GET p50/p99, quiet and beside hostile load
+//! cargo bench --bench cluster -- million       # 1M accounts: sync, RSS, restart, GET 1M vs 10k, slow readers
 //! cargo bench --bench cluster                  # replication and scale
 //! ```
 //!
@@ -25,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod million;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
@@ -44,8 +47,9 @@ fn main() {
         Some("post") => post_files(&opts),
         Some("memory") => memory(&opts),
         Some("abuse") => abuse(&opts),
+        Some("million") => million::million(&opts),
         Some(other) => {
-            eprintln!("unknown mode {other:?}: replication | scale | abuse | memory | mint | post");
+            eprintln!("unknown mode {other:?}: replication | scale | abuse | million | memory | mint | post");
             std::process::exit(2);
         }
     }
@@ -362,14 +366,24 @@ impl Proc {
 
     /// Resident set size in MiB.
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS")
+    }
+
+    /// A `/proc/<pid>/status` figure given in kB (`VmRSS`, `VmHWM`: the peak RSS), in MiB.
+    fn status_mib(&self, field: &str) -> f64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Resets the process's peak RSS (`VmHWM`) to its current RSS (`clear_refs` 5, Linux ≥ 4.0).
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
     }
 
     /// SIGTERM, then wait (bounded), then SIGKILL.

@@ -117,6 +117,43 @@ fn bench_jwt(c: &mut Criterion) {
             out
         })
     });
+    // The signature check alone, by group size (`jwt::batch::GROUP`): 1,024 signatures of
+    // ~800-byte messages, verified in groups of `size` (per signature: time / 1,024).
+    {
+        use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+        let sk = SigningKey::from_bytes(&[7u8; 32]);
+        let vk: VerifyingKey = sk.verifying_key();
+        let msgs: Vec<Vec<u8>> = (0..1024u32)
+            .map(|i| {
+                let mut m = vec![b'x'; 800];
+                m[..4].copy_from_slice(&i.to_be_bytes());
+                m
+            })
+            .collect();
+        let sigs: Vec<_> = msgs.iter().map(|m| sk.sign(m)).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let keys = vec![vk; 1024];
+        for size in [64usize, 256, 1024] {
+            g.bench_function(format!("verify_batch_1024_in_{size}"), |b| {
+                b.iter(|| {
+                    for ((m, s), k) in refs
+                        .chunks(size)
+                        .zip(sigs.chunks(size))
+                        .zip(keys.chunks(size))
+                    {
+                        ed25519_dalek::verify_batch(m, s, k).expect("valid");
+                    }
+                })
+            });
+        }
+        g.bench_function("verify_single_1024", |b| {
+            b.iter(|| {
+                for (m, s) in refs.iter().zip(&sigs) {
+                    vk.verify_strict(m, s).expect("valid");
+                }
+            })
+        });
+    }
     g.bench_function("decode_1000", |b| {
         b.iter(|| {
             // Collected like decode_many's results, so both pay for the same allocations.
@@ -196,16 +233,11 @@ fn bench_http(c: &mut Criterion) {
         .iter()
         .map(|(k, _)| format!("/jwt/v1/accounts/{k}"))
         .collect();
-    // The entry's ETag is bytes (a view of its token buffer); a header built from text.
-    let etag = String::from_utf8(
-        state
-            .store
-            .get(Kind::Account, &f.accounts[0].0)
-            .expect("present")
-            .etag
-            .to_vec(),
-    )
-    .expect("ETags are ASCII");
+    let etag = state
+        .store
+        .get(Kind::Account, &f.accounts[0].0)
+        .expect("present")
+        .etag_str();
     let mut g = c.benchmark_group("http");
     let mut i = 0usize;
     g.bench_function("get_account_200", |b| {

@@ -402,14 +402,7 @@ async fn path_traversal_is_refused() {
         &format!("../{a}"),
     ] {
         let commit = Commit {
-            records: vec![Record {
-                kind: Kind::Account,
-                key: key.into(),
-                jwt: jwt.clone().into(),
-                seq: 1,
-                old_seq: None,
-                deleted: false,
-            }],
+            records: vec![Record::new(Kind::Account, key, jwt.clone().into(), 1, None)],
             meta: vec![],
             removed: vec![],
             head: 1,

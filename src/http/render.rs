@@ -55,7 +55,8 @@ pub async fn respond(
         return token(entry, opts, req, state.http.max_age);
     }
     let cache = &state.limits.decode;
-    let view = match cache.get(&entry.etag) {
+    let tag = entry.etag();
+    let view = match cache.get(&tag) {
         Some(view) => {
             state.metrics.decode_cache(true);
             view
@@ -71,7 +72,7 @@ pub async fn respond(
                 })
                 .await??;
             let view = bytes::Bytes::from(view);
-            cache.insert(entry.etag.clone(), view.clone());
+            cache.insert(tag, view.clone());
             view
         }
     };
@@ -115,11 +116,12 @@ pub fn token(
             .body(entry.jwt.clone()));
     }
     let cc = cache_control_value(entry.exp, now, max_age);
-    // A view of the entry's buffer: a reference count, not a copy. The ETag is a quoted hex
-    // digest of the token's bytes (`store::etag`), so it is always a valid header value; a
-    // failure would only drop the header, never the token.
-    let etag = HeaderValue::from_maybe_shared(entry.etag.clone()).ok();
-    let not_modified = etag.is_some() && if_none_match(req, entry.etag_str());
+    // The ETag is a quoted hex digest of the token's bytes (`store::etag`), so it is always a
+    // valid header value; a failure would only drop the header, never the token.
+    let tag = entry.etag();
+    let etag = HeaderValue::from_maybe_shared(tag.clone()).ok();
+    let not_modified =
+        etag.is_some() && if_none_match(req, std::str::from_utf8(&tag).unwrap_or(""));
     let mut res = if not_modified {
         HttpResponse::NotModified()
     } else {

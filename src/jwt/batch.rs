@@ -10,11 +10,14 @@
 use super::{parse, with_issuer_key, Jwt, JwtError, Parsed};
 use ed25519_dalek::{Signature, VerifyingKey};
 
-/// Signatures per `verify_batch` call. Measured over 1,000 tokens (`jwt/decode_many_1000` in
-/// `benches/main.rs`), groups of 32 to 256 all cost 19–21 µs a token against 36 µs for
-/// `decode`, so the size barely matters for speed; it does for a group that fails, which is
-/// re-checked one token at a time, so one bad token costs its whole group. 64 keeps that small.
-const GROUP: usize = 64;
+/// Signatures per `verify_batch` call. On the AMD EPYC this was first measured on, groups of
+/// 32 to 256 all cost 19–21 µs a token; on the Xeon of the million-account work
+/// (`jwt/verify_batch_1024_in_*` in `benches/main.rs`) groups of 256 cost 23% less than groups
+/// of 64 (29 vs 37 µs a signature, busy machine; 1,024: 27 µs), as the multi-scalar
+/// multiplication switches to Pippenger's method above ~190 points. A group that fails is
+/// re-checked one token at a time, so one bad token costs its whole group (~256 single checks,
+/// ~10–20 ms); the primary verified every token of a feed already, so that is rare.
+const GROUP: usize = 256;
 
 /// Decodes and verifies many tokens, checking their signatures in batches; one result per
 /// token, in input order.

@@ -349,7 +349,7 @@ mod tests {
             kind: Kind::Account,
             key: key.into(),
             jwt: bytes::Bytes::from(format!("jwt-{key}-{seq}")),
-            etag: bytes::Bytes::new(),
+            tag: [0; 16],
             iat: seq as i64,
             exp: None,
             seq,

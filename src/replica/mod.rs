@@ -441,7 +441,7 @@ impl ReplicaHandle {
                 self.verify_delete(&change.key, &change.jwt)
             } else {
                 jwt.and_then(|jwt| self.check(change.kind, &change.key, &jwt).map(|()| jwt))
-                    .map(|jwt| Entry::new(change.kind, &change.key, &jwt))
+                    .map(|jwt| Entry::from_jwt(change.kind, &change.key, jwt))
                     .map_err(|e| e.to_string())
             };
             match checked {

@@ -587,12 +587,9 @@ async fn commit_in_chunks(
 ) -> Result<(), crate::store::StoreError> {
     while applied.len() > COMMIT_CHUNK {
         let rest = applied.split_off(COMMIT_CHUNK);
+        // Not flushed: the last slice's flush writes these too (see `put_entries_unflushed`).
         store
-            .put_entries(
-                std::mem::replace(&mut applied, rest),
-                Vec::new(),
-                Policy::MirrorPrimary,
-            )
+            .put_entries_unflushed(std::mem::replace(&mut applied, rest), Policy::MirrorPrimary)
             .await?;
     }
     store

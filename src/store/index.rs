@@ -3,17 +3,19 @@
 //! only the writer thread mutates it, after the backend has made the change durable.
 
 use super::{Kind, Loaded, StoreError};
-use crate::jwt::{Claims, Jwt};
+use crate::jwt::Jwt;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A stored token and what serving it needs, computed once at write or load time.
 ///
-/// Kept small because the index holds one per stored token (100,000 accounts must fit in well
-/// under 200 MiB with everything else): the key is one allocation shared with the index's map,
-/// and the ETag and the JWT are two views of one buffer (the quoted ETag followed by the
-/// token), so serving either is a reference count, never a copy.
+/// Kept small because the index holds one per stored token (a million accounts of 800-byte
+/// JWTs must fit in 1.3 GiB with everything else, DESIGN §9): besides the token's own buffer
+/// there are the key (one allocation shared with the index's set and the change log) and this
+/// struct, 104 bytes. The ETag is kept as the 16 bytes it is made of and rendered when served
+/// (a `Bytes` view of it cost 32 bytes, its text 34 more in the buffer and a shared-buffer
+/// header 32 more, per token); the same 16 bytes are the token's digest element.
 ///
 /// A token's identity is its bytes (`jwt`), not its `jti`, which the Go library derives from
 /// the standard claims only and so repeats across same-second versions; the ETag is derived
@@ -26,8 +28,9 @@ pub struct Entry {
     pub key: Arc<str>,
     /// The raw token, served as the body.
     pub jwt: Bytes,
-    /// The ETag header value, [`etag`] of `jwt` (a view of the same buffer as `jwt`).
-    pub etag: Bytes,
+    /// The first 128 bits of the sha256 of `jwt`: the ETag ([`Entry::etag`]) and, for a token
+    /// that is not a tombstone, its digest element.
+    pub(crate) tag: DigestHash,
     /// Issued-at; orders versions.
     pub iat: i64,
     /// Expiry, if any (0 in the token means none).
@@ -76,40 +79,44 @@ impl Entry {
             out.copy_from_slice(&full[..16]);
             out
         } else {
-            // The ETag is `"<32 hex digits>"`.
-            let hex = self.etag.get(1..1 + ETAG_HEX).unwrap_or_default();
-            let mut out = [0u8; 16];
-            if data_encoding::HEXLOWER.decode_mut(hex, &mut out).is_err() {
-                out = [0u8; 16];
-            }
-            out
+            self.tag
         }
     }
 
     /// An entry for a verified token, not yet sequenced.
     pub fn new(kind: Kind, key: &str, jwt: &Jwt) -> Entry {
-        Entry::from_parts(kind, key.into(), jwt.raw.as_bytes(), &jwt.claims, 0)
+        Entry::from_parts(
+            kind,
+            key.into(),
+            Bytes::copy_from_slice(jwt.raw.as_bytes()),
+            jwt.claims.iat,
+            jwt.claims.expires(),
+            0,
+        )
     }
 
+    /// [`Entry::new`] taking the token's text instead of copying it.
+    pub fn from_jwt(kind: Kind, key: &str, jwt: Jwt) -> Entry {
+        let (iat, exp) = (jwt.claims.iat, jwt.claims.expires());
+        Entry::from_parts(kind, key.into(), Bytes::from(jwt.raw), iat, exp, 0)
+    }
+
+    /// An entry for `jwt` (whose `iat` and expiry are given) at `seq`.
     pub(super) fn from_parts(
         kind: Kind,
         key: Arc<str>,
-        jwt: &[u8],
-        claims: &Claims,
+        jwt: Bytes,
+        iat: i64,
+        exp: Option<i64>,
         seq: u64,
     ) -> Entry {
-        let mut buf = Vec::with_capacity(ETAG_LEN + jwt.len());
-        write_etag(jwt, &mut buf);
-        let etag_len = buf.len();
-        buf.extend_from_slice(jwt);
-        let buf = Bytes::from(buf);
         Entry {
             kind,
             key,
-            etag: buf.slice(..etag_len),
-            jwt: buf.slice(etag_len..),
-            iat: claims.iat,
-            exp: claims.expires(),
+            tag: tag_of(&jwt),
+            jwt,
+            iat,
+            exp,
             seq,
             deleted: false,
         }
@@ -120,9 +127,18 @@ impl Entry {
         std::str::from_utf8(&self.jwt).unwrap_or("")
     }
 
+    /// The ETag header value, [`etag`] of `jwt`: `"` + 32 hex digits + `"`.
+    pub fn etag(&self) -> Bytes {
+        let mut out = Vec::with_capacity(ETAG_LEN);
+        write_etag_of(&self.tag, &mut out);
+        Bytes::from(out)
+    }
+
     /// The quoted ETag, as text.
-    pub fn etag_str(&self) -> &str {
-        std::str::from_utf8(&self.etag).unwrap_or("")
+    pub fn etag_str(&self) -> String {
+        let mut out = Vec::with_capacity(ETAG_LEN);
+        write_etag_of(&self.tag, &mut out);
+        String::from_utf8(out).expect("hex is ASCII")
     }
 
     /// Whether `other` holds the same token, byte for byte (what "unchanged" means).
@@ -193,15 +209,20 @@ const ETAG_HEX: usize = 32;
 /// Length of a quoted ETag.
 const ETAG_LEN: usize = ETAG_HEX + 2;
 
-fn write_etag(jwt: &[u8], out: &mut Vec<u8>) {
+/// The first 128 bits of the sha256 of `jwt`.
+fn tag_of(jwt: &[u8]) -> DigestHash {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(jwt);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..ETAG_HEX / 2]);
+    out
+}
+
+fn write_etag_of(tag: &DigestHash, out: &mut Vec<u8>) {
+    let mut hex = [0u8; ETAG_HEX];
+    data_encoding::HEXLOWER.encode_mut(tag, &mut hex);
     out.push(b'"');
-    out.extend_from_slice(
-        data_encoding::HEXLOWER
-            .encode(&digest[..ETAG_HEX / 2])
-            .as_bytes(),
-    );
+    out.extend_from_slice(&hex);
     out.push(b'"');
 }
 
@@ -210,15 +231,41 @@ fn write_etag(jwt: &[u8], out: &mut Vec<u8>) {
 /// conditional GET with the old one answers 200 with the new token, never 304).
 pub fn etag(jwt: &[u8]) -> String {
     let mut out = Vec::with_capacity(ETAG_LEN);
-    write_etag(jwt, &mut out);
+    write_etag_of(&tag_of(jwt), &mut out);
     String::from_utf8(out).expect("hex is ASCII")
 }
+
+/// An entry in the index's sets, hashed and compared by its key alone, so a set of them is a
+/// map from key to entry at 8 bytes a slot (a `HashMap<Arc<str>, Arc<Entry>>` slot is 24).
+#[derive(Debug, Clone)]
+struct ByKey(Arc<Entry>);
+
+impl std::borrow::Borrow<str> for ByKey {
+    fn borrow(&self) -> &str {
+        &self.0.key
+    }
+}
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Exactly as `str` hashes, which `Borrow<str>` requires.
+        (*self.0.key).hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &ByKey) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
 
 /// All entries and the change log.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    accounts: HashMap<Arc<str>, Arc<Entry>>,
-    activations: HashMap<Arc<str>, Arc<Entry>>,
+    accounts: HashSet<ByKey>,
+    activations: HashSet<ByKey>,
     /// Each key appears once, at the sequence of its latest version.
     log: BTreeMap<u64, Arc<Entry>>,
     head: u64,
@@ -235,8 +282,17 @@ impl Index {
             meta: loaded.meta,
             ..Index::default()
         };
+        // Sized once: growing a set of a million keys rehashes every key at each doubling and
+        // holds the old table and the new one at once.
+        let activations = loaded
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Activation)
+            .count();
+        index.accounts.reserve(loaded.entries.len() - activations);
+        index.activations.reserve(activations);
         for entry in loaded.entries {
-            index.insert(Arc::new(entry));
+            index.insert(entry);
         }
         if let Some(h) = index
             .meta
@@ -248,7 +304,7 @@ impl Index {
         Ok(index)
     }
 
-    fn map(&self, kind: Kind) -> &HashMap<Arc<str>, Arc<Entry>> {
+    fn set(&self, kind: Kind) -> &HashSet<ByKey> {
         match kind {
             Kind::Account => &self.accounts,
             Kind::Activation => &self.activations,
@@ -257,21 +313,24 @@ impl Index {
 
     /// The stored token of `key`; `None` for a deleted key.
     pub(super) fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
-        self.map(kind).get(key).filter(|e| !e.deleted).cloned()
+        self.set(kind)
+            .get(key)
+            .filter(|e| !e.0.deleted)
+            .map(|e| e.0.clone())
     }
 
     /// The latest version of `key`, a tombstone included (version comparisons).
     pub(super) fn version(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
-        self.map(kind).get(key).cloned()
+        self.set(kind).get(key).map(|e| e.0.clone())
     }
 
     /// Inserts a sequenced entry, moving its key in the log.
     pub(super) fn insert(&mut self, entry: Arc<Entry>) {
-        let map = match entry.kind {
+        let set = match entry.kind {
             Kind::Account => &mut self.accounts,
             Kind::Activation => &mut self.activations,
         };
-        if let Some(old) = map.insert(entry.key.clone(), entry.clone()) {
+        if let Some(ByKey(old)) = set.replace(ByKey(entry.clone())) {
             self.log.remove(&old.seq);
             self.digest.toggle(&old);
             self.tombstones -= usize::from(old.deleted);
@@ -285,11 +344,11 @@ impl Index {
     /// Removes a key and its change-log entry. The head does not move: a removal adds nothing
     /// to the feed (replicas never delete, as nats-server's own stores never do).
     pub(super) fn remove(&mut self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
-        let map = match kind {
+        let set = match kind {
             Kind::Account => &mut self.accounts,
             Kind::Activation => &mut self.activations,
         };
-        let old = map.remove(key)?;
+        let ByKey(old) = set.take(key)?;
         self.log.remove(&old.seq);
         self.digest.toggle(&old);
         self.tombstones -= usize::from(old.deleted);
@@ -354,10 +413,10 @@ impl Index {
     /// Every entry whose key falls in one of `buckets`.
     pub(super) fn in_buckets(&self, buckets: &[bool; DIGEST_BUCKETS]) -> Vec<Arc<Entry>> {
         self.accounts
-            .values()
-            .chain(self.activations.values())
-            .filter(|e| buckets[digest_bucket(e.kind, &e.key)])
-            .cloned()
+            .iter()
+            .chain(self.activations.iter())
+            .filter(|e| buckets[digest_bucket(e.0.kind, &e.0.key)])
+            .map(|e| e.0.clone())
             .collect()
     }
 
@@ -384,8 +443,9 @@ mod tests {
         Arc::new(Entry::from_parts(
             Kind::Account,
             key.into(),
-            token.as_bytes(),
-            &claims,
+            Bytes::from(token),
+            claims.iat,
+            claims.expires(),
             seq,
         ))
     }

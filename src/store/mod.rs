@@ -147,21 +147,35 @@ pub enum PutOutcome {
     },
 }
 
-/// One record handed to the backend in a commit.
+/// One record handed to the backend in a commit: the entry as it will be in the index (its
+/// kind, key, token, new sequence and tombstone flag, read through `Deref`), and the sequence
+/// it replaces. Holding the entry itself, not copies of its parts, keeps a commit from taking
+/// a second reference to each token's buffer (for a `Bytes` made from a `Vec`, the first clone
+/// allocates a shared header that then stays with the token).
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// What it is.
-    pub kind: Kind,
-    /// Its key.
-    pub key: Arc<str>,
-    /// The raw token.
-    pub jwt: Bytes,
-    /// Its new sequence number.
-    pub seq: u64,
+    /// The new version, sequenced.
+    pub entry: Arc<Entry>,
     /// The sequence it replaces in the change log, if the key was stored before.
     pub old_seq: Option<u64>,
-    /// A tombstone: `jwt` is the delete request (see [`Entry::deleted`]).
-    pub deleted: bool,
+}
+
+impl Record {
+    /// A record of `jwt` under `key` at `seq` (for backends' tests: the writer makes records
+    /// of the entries it sequences; `iat` and expiry are not a backend's concern).
+    pub fn new(kind: Kind, key: &str, jwt: Bytes, seq: u64, old_seq: Option<u64>) -> Record {
+        Record {
+            entry: Arc::new(Entry::from_parts(kind, key.into(), jwt, 0, None, seq)),
+            old_seq,
+        }
+    }
+}
+
+impl std::ops::Deref for Record {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
 }
 
 /// An atomic unit for the backend: records, metadata and the new head, all or nothing.
@@ -201,9 +215,10 @@ impl Default for Commit {
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Every record, as the index entry it becomes. Backends add records with
-    /// [`Loaded::push`], which builds the entry at once: holding 100,000 raw copies until the
+    /// [`Loaded::push`], which builds the entry at once: holding a million raw copies until the
     /// index is built would double the memory a start needs (and glibc keeps much of a peak).
-    pub entries: Vec<Entry>,
+    /// Already shared, so the index takes them as they are.
+    pub entries: Vec<Arc<Entry>>,
     /// All metadata.
     pub meta: HashMap<String, Vec<u8>>,
 }
@@ -214,7 +229,8 @@ impl Loaded {
     /// # Errors
     /// [`StoreError::Corrupt`] when it is not a parseable JWT.
     pub fn push(&mut self, kind: Kind, key: &str, jwt: &[u8], seq: u64) -> Result<(), StoreError> {
-        self.entries.push(parse_stored(kind, key, jwt, seq)?);
+        self.entries
+            .push(Arc::new(parse_stored(kind, key, jwt, seq)?));
         Ok(())
     }
 
@@ -231,7 +247,7 @@ impl Loaded {
         let mut entry = parse_stored(Kind::Account, key, request, seq)?;
         entry.deleted = true;
         entry.exp = None;
-        self.entries.push(entry);
+        self.entries.push(Arc::new(entry));
         Ok(())
     }
 }
@@ -304,6 +320,9 @@ pub(crate) struct WriteRequest {
     /// policy) drops a key only while it is still a tombstone. The dropped records' sequences
     /// go to the backend in [`Commit::removed`].
     pub(crate) removals: Vec<(Kind, String)>,
+    /// Whether the tokens must be on disk before the answer (every write but a replica's
+    /// feed chunk before the one that carries its cursor: see [`Store::put_entries_unflushed`]).
+    pub(crate) flush: bool,
     /// One outcome per entry, in order.
     pub(crate) reply: oneshot::Sender<Result<Vec<PutOutcome>, StoreError>>,
 }
@@ -382,8 +401,15 @@ impl Store {
 
     fn open_with(mut backend: Box<dyn Backend>, mode: Mode) -> Result<Store, StoreError> {
         let writable = matches!(mode, Mode::Writable);
+        let started = std::time::Instant::now();
         let loaded = backend.load()?;
+        let read = started.elapsed();
+        let tokens = loaded.entries.len();
         let mut index = Index::from_loaded(loaded)?;
+        if tokens > 0 {
+            tracing::debug!(backend = backend.name(), tokens, read = ?read, indexed = ?(started.elapsed() - read),
+                "store loaded");
+        }
         let mut first_meta = Vec::new();
         if index.meta(META_LINEAGE).is_none() {
             let id = new_lineage_id();
@@ -590,6 +616,27 @@ impl Store {
         self.send(entries, meta, policy).await
     }
 
+    /// [`Store::put_entries`] without waiting for the disk: the entries are committed (in
+    /// order, atomically, visible to reads) but written out by the backend's next flush, which
+    /// the next write that waits for the disk forces. For a replica storing a large feed page
+    /// in slices: only the last slice carries the cursor, so a crash can lose only slices the
+    /// cursor does not cover yet, which are fetched again; a sync of a million tokens then
+    /// waits for the disk once a page instead of once a slice.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub async fn put_entries_unflushed(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        policy: Policy,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        if !self.writable {
+            return Err(StoreError::ReadOnly);
+        }
+        self.submit_with(entries, Vec::new(), policy, Vec::new(), false)
+            .await
+    }
+
     /// Applies changes found in watched files ([`Policy::External`]): each entry replaces the
     /// stored one unless it has the same bytes (the file is the truth, older or not), and each
     /// removed key leaves the index. Outcomes are one per entry, in order.
@@ -633,6 +680,18 @@ impl Store {
         policy: Policy,
         removals: Vec<(Kind, String)>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
+        self.submit_with(entries, meta, policy, removals, true)
+            .await
+    }
+
+    async fn submit_with(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        meta: Vec<(String, Vec<u8>)>,
+        policy: Policy,
+        removals: Vec<(Kind, String)>,
+        flush: bool,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         let (reply, rx) = oneshot::channel();
         writer
@@ -641,6 +700,7 @@ impl Store {
                 meta,
                 policy,
                 removals,
+                flush,
                 reply,
             }))
             .await
@@ -759,7 +819,8 @@ fn new_lineage_id() -> String {
 }
 
 /// Parses a stored token without verifying it: stored tokens were verified before they were
-/// written, and re-verifying 100k signatures would slow every start.
+/// written, and re-verifying a million signatures would slow every start. Only what the index
+/// keeps is read ([`jwt::parse_times`]).
 pub(crate) fn parse_stored(
     kind: Kind,
     key: &str,
@@ -771,6 +832,13 @@ pub(crate) fn parse_stored(
         reason,
     };
     let text = std::str::from_utf8(jwt).map_err(|_| corrupt("not UTF-8".into()))?;
-    let claims = jwt::parse_unverified(text).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Entry::from_parts(kind, key.into(), jwt, &claims, seq))
+    let (iat, exp) = jwt::parse_times(text).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Entry::from_parts(
+        kind,
+        key.into(),
+        Bytes::copy_from_slice(jwt),
+        iat,
+        exp,
+        seq,
+    ))
 }

@@ -142,21 +142,26 @@ fn store(
     commit: &mut Commit,
     staged: &mut Staged,
     id: (Kind, Arc<str>),
-    entry: &Entry,
+    mut entry: Arc<Entry>,
     current: Option<Arc<Entry>>,
 ) -> PutOutcome {
     *head += 1;
-    let new = Arc::new(Entry {
-        seq: *head,
-        ..Entry::clone(entry)
-    });
+    // The writer usually holds the only reference (the caller built the entry for this
+    // write): sequence it in place. A copy would also take a second reference to the token's
+    // buffer, which for a buffer made from a `Vec` allocates a shared header that stays.
+    let new = match Arc::get_mut(&mut entry) {
+        Some(e) => {
+            e.seq = *head;
+            entry
+        }
+        None => Arc::new(Entry {
+            seq: *head,
+            ..Entry::clone(&entry)
+        }),
+    };
     commit.records.push(Record {
-        kind: new.kind,
-        key: new.key.clone(),
-        jwt: new.jwt.clone(),
-        seq: *head,
+        entry: new.clone(),
         old_seq: current.map(|c| c.seq),
-        deleted: new.deleted,
     });
     staged.insert(id, Some(new.clone()));
     PutOutcome::Stored(new)
@@ -167,7 +172,7 @@ fn commit_batch(
     backend: &dyn Backend,
     index: &RwLock<Index>,
     head_tx: &watch::Sender<u64>,
-    batch: Vec<WriteRequest>,
+    mut batch: Vec<WriteRequest>,
 ) -> bool {
     let mut head = index.read().unwrap_or_else(|p| p.into_inner()).head();
     // Writes earlier in this batch are not in the index yet; later writes of the same key must
@@ -177,11 +182,11 @@ fn commit_batch(
     let mut commit = Commit::default();
     let mut outcomes = Vec::with_capacity(batch.len());
 
-    for req in &batch {
+    for req in &mut batch {
         // A replica's cursor advances even when its records are stale or unchanged.
         commit.meta.extend(req.meta.iter().cloned());
         let mut these = Vec::with_capacity(req.entries.len());
-        for entry in &req.entries {
+        for entry in std::mem::take(&mut req.entries) {
             let id = (entry.kind, entry.key.clone());
             let current = match staged.get(&id) {
                 Some(staged) => staged.clone(),
@@ -192,7 +197,7 @@ fn commit_batch(
             };
             these.push(match current {
                 // Identity is the bytes: the `jti` repeats across same-second versions.
-                Some(cur) if cur.same_token(entry) => PutOutcome::Unchanged(cur),
+                Some(cur) if cur.same_token(&entry) => PutOutcome::Unchanged(cur),
                 // The version rules (see `Policy`). Equal `iat` with other bytes: the node
                 // that decides keeps the first version it accepted, which makes the outcome
                 // independent of arrival order; a replica takes its primary's decision.
@@ -243,8 +248,10 @@ fn commit_batch(
     commit.head = head;
     // See `Commit::durable`: a commit that stores no token and only moves a replica's cursor
     // (metadata under `replica.`) may wait for the next flush; anything else may not.
-    commit.durable = !commit.records.is_empty()
-        || !commit.removed.is_empty()
+    // Nor may tokens written by requests that all said they need not wait (see
+    // `Store::put_entries_unflushed`).
+    let flush = batch.iter().any(|r| r.flush);
+    commit.durable = (flush && (!commit.records.is_empty() || !commit.removed.is_empty()))
         || commit.meta.iter().any(|(k, _)| !k.starts_with("replica."));
 
     let result = if commit.records.is_empty() && commit.meta.is_empty() && commit.removed.is_empty()
@@ -322,8 +329,9 @@ mod tests {
             Arc::new(Entry::from_parts(
                 Kind::Account,
                 key.as_str().into(),
-                token.as_bytes(),
-                &jwt,
+                bytes::Bytes::copy_from_slice(token.as_bytes()),
+                jwt.iat,
+                jwt.expires(),
                 0,
             ))
         };
@@ -364,8 +372,9 @@ mod tests {
             Arc::new(Entry::from_parts(
                 Kind::Account,
                 key.as_str().into(),
-                token.as_bytes(),
-                &jwt,
+                bytes::Bytes::copy_from_slice(token.as_bytes()),
+                jwt.iat,
+                jwt.expires(),
                 0,
             ))
         };
@@ -405,7 +414,7 @@ mod tests {
                 let now = store.get(Kind::Account, &key).unwrap();
                 let winner = if want == "stored" { &incoming } else { &stored };
                 assert!(now.same_token(winner), "{policy:?}: what is stored");
-                assert_eq!(now.etag, super::super::etag(&winner.jwt).as_bytes());
+                assert_eq!(now.etag(), super::super::etag(&winner.jwt).as_bytes());
             }
         }
     }
