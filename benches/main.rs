@@ -50,6 +50,7 @@ fn fixture(n: usize) -> Fixture {
         trust: Trust {
             operator: Some(Operator::from_jwt(&op_jwt).expect("operator")),
             system_account: None,
+            cluster_account: None,
         },
         accounts,
         flip: [version("a"), version("b")],
@@ -218,6 +219,7 @@ fn bench_http(c: &mut Criterion) {
         Trust {
             operator: f.trust.operator.clone(),
             system_account: None,
+            cluster_account: None,
         },
         HttpOptions {
             max_age: Duration::from_secs(60),

@@ -8,6 +8,8 @@ mod common;
 mod accounts;
 /// Activation tokens: hashes, round trip, validation, replication.
 mod activations;
+/// Automatic failover (`--cluster`): elections on JetStream, kills, split brain, semi-sync.
+mod cluster;
 /// Configuration: TOML, the Go syntax, env and flag precedence, deploy/ examples.
 mod config;
 /// Account deletion: NATS and HTTP, tombstones, replicas, compaction.

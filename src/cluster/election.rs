@@ -75,6 +75,10 @@ pub struct Election {
     kv: Option<kv::Store>,
     /// Leader: the revision of its last successful write of the lease.
     held: Option<u64>,
+    /// A leader fenced for want of the bucket (not deposed): the revision and term of its
+    /// lease. If the lease still has that revision when the bucket answers again, nobody took
+    /// it meanwhile, and a compare-and-set on it resumes the same term.
+    reclaim: Option<(u64, u64)>,
     observed: Option<Observed>,
     expiry: Option<Expiry>,
     peers: HashMap<String, Seen>,
@@ -101,6 +105,7 @@ impl Election {
             replica,
             kv: None,
             held: None,
+            reclaim: None,
             observed: None,
             expiry: None,
             peers: HashMap::new(),
@@ -125,12 +130,16 @@ impl Election {
     /// it stopped writing).
     pub async fn run(mut self, cancel: CancellationToken) {
         loop {
+            let ok = self.tick().await;
+            let look_often =
+                (self.ttl() / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
             let pause = match self.view.borrow().role {
-                Role::Leader => self.ttl() / 3,
+                // A leader whose renewal failed tries again soon: the bucket may be back (a
+                // NATS server lost, a stream leader re-elected) well before the fence.
+                Role::Leader if ok => self.ttl() / 3,
                 // Followers look often, so a failover and a new leader are noticed promptly.
-                _ => (self.ttl() / 10).clamp(Duration::from_millis(50), Duration::from_millis(500)),
+                _ => look_often,
             };
-            self.tick().await;
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
@@ -141,12 +150,18 @@ impl Election {
         }
     }
 
-    async fn tick(&mut self) {
-        if let Err(e) = self.round().await {
-            self.kv_failed(e);
-        }
+    /// One round; false when the bucket did not answer.
+    async fn tick(&mut self) -> bool {
+        let ok = match self.round().await {
+            Ok(()) => true,
+            Err(e) => {
+                self.kv_failed(e);
+                false
+            }
+        };
         self.check_fence();
         self.publish_view();
+        ok
     }
 
     /// One round against the bucket.
@@ -264,7 +279,9 @@ impl Election {
             v.role == Role::Leader && v.writable_until.is_none_or(|t| Instant::now() >= t)
         };
         if fenced {
+            let reclaim = self.held.zip(Some(self.view.borrow().term));
             self.step_down("could not renew the lease in time");
+            self.reclaim = reclaim;
         }
     }
 
@@ -272,6 +289,7 @@ impl Election {
         let term = self.view.borrow().term;
         tracing::warn!(cluster = %self.handle.name(), term, cause = why, "stepping down as cluster leader: writes are refused here from now on");
         self.held = None;
+        self.reclaim = None;
         // Whatever lease is read next is new to this node: wait a whole lease time for it.
         self.observed = None;
         self.expiry = None;
@@ -287,7 +305,13 @@ impl Election {
     /// Follower or candidate: reads the lease, follows its holder, and acts on its expiry.
     async fn watch_lease(&mut self, kv: &kv::Store) -> Result<(), String> {
         let now = Instant::now();
-        match read_lease(kv).await? {
+        let current = read_lease(kv).await?;
+        if let Some((revision, term)) = self.reclaim.take() {
+            if current.as_ref().is_some_and(|(r, _)| *r == revision) {
+                return self.resume(kv, revision, term).await;
+            }
+        }
+        match current {
             None => self.expired(kv, None, None).await,
             Some((revision, lease)) => {
                 let new = self
@@ -451,6 +475,36 @@ impl Election {
         self.next_publish = Instant::now();
         // The first renewal writes the term into the value, for everyone who reads it.
         self.renew(kv).await
+    }
+
+    /// A fenced leader whose lease nobody took: renews it (compare-and-set on the revision it
+    /// wrote last) and leads again in the same term. Nothing was accepted in between: it was
+    /// fenced, and any other leader would have had to write the lease first.
+    async fn resume(&mut self, kv: &kv::Store, revision: u64, term: u64) -> Result<(), String> {
+        let sent = Instant::now();
+        let Ok(new) = kv
+            .update(LEASE_KEY, encode(&self.my_lease(term)), revision)
+            .await
+        else {
+            return Ok(());
+        };
+        self.held = Some(new);
+        self.observed = None;
+        self.expiry = None;
+        let mut lease = self.my_lease(term);
+        lease.term = term;
+        tracing::warn!(cluster = %self.handle.name(), term, "the lease bucket answers again and nobody took the lease: leading again in the same term");
+        self.handle.inner.metrics.cluster_leader_change();
+        let until = sent + self.ttl() - self.margin();
+        self.view.send_modify(|v| {
+            v.role = Role::Leader;
+            v.term = term;
+            v.leader = Some(lease);
+            v.renewed_at = Some(sent);
+            v.writable_until = Some(until);
+        });
+        self.next_publish = Instant::now();
+        Ok(())
     }
 
     fn my_lease(&self, term: u64) -> Lease {

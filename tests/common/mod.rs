@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod jetstream;
 pub mod nats;
 pub mod nginx;
 pub mod process;

@@ -42,6 +42,32 @@ impl Nginx {
             .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
             .replace("{{PID}}", &format!("{logdir}/nginx.pid"))
             .replace("{{LOGDIR}}", &logdir);
+        Nginx::spawn(dir, port, &conf)
+    }
+
+    /// Starts nginx as `deploy/cluster/nginx.conf` configures it, balancing over the three
+    /// cluster `nodes` (host:port).
+    pub fn start_cluster(nodes: [&str; 3]) -> Nginx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = super::free_port();
+        let site = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster/nginx.conf"),
+        )
+        .expect("deploy/cluster/nginx.conf");
+        let logdir = dir.path().display().to_string();
+        let site = site
+            .replace("nas-1:9090", nodes[0])
+            .replace("nas-2:9090", nodes[1])
+            .replace("nas-3:9090", nodes[2])
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
+            .replace("/var/log/nginx/", &format!("{logdir}/"));
+        let conf = format!(
+            "pid {logdir}/nginx.pid;\nerror_log {logdir}/error.log;\nevents {{}}\nhttp {{\n{site}\n}}\n"
+        );
+        Nginx::spawn(dir, port, &conf)
+    }
+
+    fn spawn(dir: TempDir, port: u16, conf: &str) -> Nginx {
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("writing nginx.conf");
         let child = Command::new(nginx_bin())

@@ -1,0 +1,516 @@
+//! Automatic failover (`--cluster`, DESIGN §6.2), with real processes: nats-server(s) with
+//! JetStream for the election, three of our nodes as child processes (killed with SIGKILL),
+//! nginx in front of them as `deploy/cluster/nginx.conf` configures it, and TCP proxies to cut
+//! a leader off from NATS.
+
+use crate::common::fixtures::{account_jwt, new_account};
+use crate::common::jetstream::JetStream;
+use crate::common::nginx::Nginx;
+use crate::common::process::ServerProcess;
+use crate::common::proxy::{Mode, Proxy};
+use crate::common::{eventually, free_port, get, http};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// One cluster node: its directory (store, log, config) survives restarts.
+struct Node {
+    dir: TempDir,
+    port: u16,
+    nats: String,
+    config: String,
+    proc: Option<ServerProcess>,
+}
+
+impl Node {
+    fn new(nats: &str, config: &str) -> Node {
+        Node {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            nats: nats.to_string(),
+            config: config.to_string(),
+            proc: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        std::fs::write(self.dir.path().join("node.toml"), &self.config).unwrap();
+        let op = crate::common::fixtures::vectors().join("operator.jwt");
+        let advertise = self.url();
+        let args = [
+            "-c",
+            "node.toml",
+            "--cluster",
+            "t",
+            "--advertise",
+            &advertise,
+            "--nats",
+            &self.nats,
+            "--operator",
+            op.to_str().unwrap(),
+            "--data",
+            "data",
+        ];
+        let (dir, port) = (self.dir.path().to_path_buf(), self.port);
+        self.proc = Some(tokio::task::block_in_place(|| {
+            ServerProcess::start(&dir, "node", port, &args)
+        }));
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+}
+
+/// The `cluster` part of a node's `/readyz`.
+async fn cluster_of(url: &str) -> Option<Value> {
+    let r = http()
+        .get(format!("{url}/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let v: Value = serde_json::from_str(&r.text().await.ok()?).ok()?;
+    Some(v["cluster"].clone())
+}
+
+/// The leader every live node agrees on, with its term: `(node id, term, index in nodes)`.
+async fn agreed_leader(nodes: &[Node]) -> Option<(String, u64, usize)> {
+    let mut seen = Vec::new();
+    for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.alive()) {
+        let c = cluster_of(&n.url()).await?;
+        seen.push((
+            i,
+            c["node"].as_str()?.to_string(),
+            c["role"].as_str()?.to_string(),
+            c["leader"].as_str()?.to_string(),
+            c["term"].as_u64()?,
+        ));
+    }
+    let (_, _, _, leader, term) = seen.first()?.clone();
+    let agree = seen.iter().all(|s| s.3 == leader && s.4 == term);
+    let leaders: Vec<&(usize, String, String, String, u64)> =
+        seen.iter().filter(|s| s.2 == "leader").collect();
+    match leaders.as_slice() {
+        [l] if agree && l.1 == leader => Some((leader, term, l.0)),
+        _ => None,
+    }
+}
+
+async fn wait_leader(nodes: &[Node], within: Duration) -> (String, u64, usize) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(l) = agreed_leader(nodes).await {
+            return l;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(Node::log).collect();
+            panic!(
+                "no agreed leader within {within:?}; node logs:\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A write answer: status, term and accepting leader.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    term: Option<u64>,
+    leader: Option<String>,
+    body: String,
+}
+
+async fn post_account(base: &str, key: &str, jwt: &str) -> Option<Answer> {
+    let r = http()
+        .post(format!("{base}/jwt/v1/accounts/{key}"))
+        .body(jwt.to_string())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let term = header("X-Cluster-Term").and_then(|t| t.parse().ok());
+    let leader = header("X-Cluster-Leader");
+    let status = r.status().as_u16();
+    Some(Answer {
+        status,
+        term,
+        leader,
+        body: r.text().await.unwrap_or_default(),
+    })
+}
+
+fn three(nats: &str, config: &str) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new(nats, config)).collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    nodes
+}
+
+fn nginx_for(nodes: &[Node]) -> Nginx {
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    Nginx::start_cluster([&addrs[0], &addrs[1], &addrs[2]])
+}
+
+/// Every accepted write of a term came from one node, and no write was accepted in a term
+/// after a write of a newer term had been answered.
+fn check_terms(accepted: &[(Answer, Instant, Instant)]) {
+    let mut by_term: HashMap<u64, String> = HashMap::new();
+    for (a, _, _) in accepted {
+        let (term, leader) = (a.term.expect("term"), a.leader.clone().expect("leader"));
+        let first = by_term.entry(term).or_insert_with(|| leader.clone());
+        assert_eq!(*first, leader, "two leaders accepted writes in term {term}");
+    }
+    for (a, sent, _) in accepted {
+        for (b, _, answered) in accepted {
+            if b.term > a.term && answered < sent {
+                panic!(
+                    "a write was accepted in term {:?} although a write of term {:?} had been answered before it was sent",
+                    a.term, b.term
+                );
+            }
+        }
+    }
+}
+
+/// SIGKILL of the leader: a write through nginx succeeds again within 12 s (lease 5 s), every
+/// node agrees on the new leader, and the old node restarted rejoins as a follower and has
+/// what was written while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
+    let js = JetStream::single();
+    let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+    let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
+    let lb = nginx_for(&nodes);
+
+    let (kp, jwt) = new_account("before");
+    let key = kp.public_key();
+    let a = post_account(&lb.url, &key, &jwt).await.expect("answer");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.term, Some(term));
+    assert_eq!(a.leader.as_deref(), Some(leader.as_str()));
+    // Followers forward: the answer names the leader, whichever node took the request.
+    for n in &nodes {
+        let jwt2 = account_jwt(&key, "again", serde_json::json!({}));
+        let a = post_account(&n.url(), &key, &jwt2).await.expect("answer");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.leader.as_deref(), Some(leader.as_str()));
+    }
+
+    let killed = Instant::now();
+    nodes[at].kill9();
+    let (kp2, jwt2) = new_account("after");
+    let key2 = kp2.public_key();
+    let mut accepted = None;
+    while killed.elapsed() < Duration::from_secs(14) {
+        if let Some(a) = post_account(&lb.url, &key2, &jwt2).await {
+            if a.status == 200 {
+                accepted = Some(a);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+    let a = accepted.unwrap_or_else(|| panic!("no write accepted within 14 s of the kill"));
+    eprintln!("failover: first write accepted {took:?} after SIGKILL of the leader");
+    assert!(took < Duration::from_secs(12), "failover took {took:?}");
+    assert!(a.term.unwrap() > term, "{a:?}");
+    assert_ne!(a.leader.as_deref(), Some(leader.as_str()));
+    let (new_leader, new_term, _) = wait_leader(&nodes, Duration::from_secs(5)).await;
+    assert_eq!(Some(new_leader.clone()), a.leader);
+    assert_eq!(Some(new_term), a.term);
+
+    nodes[at].start();
+    let old = nodes[at].url();
+    eventually(
+        Duration::from_secs(15),
+        "the old leader rejoins as a follower and has the write made while it was away",
+        || async {
+            let c = cluster_of(&old).await;
+            c.as_ref().and_then(|c| c["role"].as_str()) == Some("follower")
+                && c.as_ref().and_then(|c| c["leader"].as_str()) == Some(new_leader.as_str())
+                && get(&format!("{old}/jwt/v1/accounts/{key2}")).await == (200, jwt2.clone())
+        },
+    )
+    .await;
+    // Every node, and the status page, show the whole cluster.
+    let page = get(&format!("{old}/")).await.1;
+    assert!(
+        page.contains("cluster-nodes") && page.contains("<svg"),
+        "{page}"
+    );
+    assert_eq!(page.matches("class=\"node\"").count(), 3, "{page}");
+    let metrics = get(&format!("{}/metrics", nodes[(at + 1) % 3].url()))
+        .await
+        .1;
+    assert!(metrics.contains("nas_cluster_term "), "{metrics}");
+}
+
+/// With `syncreplicas = 1`, ten leader kills under 16 concurrent writers lose no acknowledged
+/// write: every 200 is served by the final leader and every follower; no two nodes accepted
+/// writes in one term, and no write was accepted in a term after a newer one had begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_synchronous_writes_survive_ten_leader_kills() {
+    let js = JetStream::single();
+    let mut nodes = three(
+        &js.urls(),
+        "[cluster]\nleasettl = \"2s\"\nsyncreplicas = 1\nsynctimeout = \"2s\"\n",
+    );
+    wait_leader(&nodes, Duration::from_secs(30)).await;
+    let lb = nginx_for(&nodes);
+    let accepted: Arc<Mutex<Vec<(Answer, Instant, Instant)>>> = Arc::default();
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (accepted, acked, stop, lb) = (
+            accepted.clone(),
+            acked.clone(),
+            stop.clone(),
+            lb.url.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let (kp, mut jwt) = new_account(&format!("w{w}"));
+            let key = kp.public_key();
+            while !stop.is_cancelled() {
+                let sent = Instant::now();
+                match post_account(&lb, &key, &jwt).await {
+                    Some(a) if a.status == 200 => {
+                        acked.lock().unwrap().insert(key.clone(), jwt.clone());
+                        accepted.lock().unwrap().push((a, sent, Instant::now()));
+                        jwt = account_jwt(&key, &format!("w{w}"), serde_json::json!({}));
+                    }
+                    // Refused during an election (or lost with its leader): retried.
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }));
+    }
+    let mut last_term = 0;
+    for round in 0..10 {
+        let (_, term, at) = wait_leader(&nodes, Duration::from_secs(20)).await;
+        assert!(
+            term > last_term,
+            "round {round}: term {term} after {last_term}"
+        );
+        last_term = term;
+        // Let writes flow under this leader, then kill it.
+        let before = accepted.lock().unwrap().len();
+        eventually(Duration::from_secs(10), "writes accepted", || async {
+            accepted.lock().unwrap().len() > before + 20
+        })
+        .await;
+        nodes[at].kill9();
+        wait_leader(&nodes, Duration::from_secs(20)).await;
+        nodes[at].start();
+    }
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    eprintln!(
+        "{} writes acknowledged over 10 leader kills",
+        accepted.len()
+    );
+    check_terms(&accepted);
+    let (_, _, at) = wait_leader(&nodes, Duration::from_secs(20)).await;
+    let acked = acked.lock().unwrap().clone();
+    // The final leader holds every acknowledged write at once; followers converge.
+    for (key, jwt) in &acked {
+        let (status, body) = get(&format!("{}/jwt/v1/accounts/{key}", nodes[at].url())).await;
+        assert_eq!(status, 200, "the final leader lost {key}");
+        let served = nats_account_server::jwt::parse_unverified(&body)
+            .unwrap()
+            .iat;
+        let wanted = nats_account_server::jwt::parse_unverified(jwt).unwrap().iat;
+        assert!(served >= wanted, "the final leader serves an older {key}");
+    }
+    for n in &nodes {
+        let url = n.url();
+        eventually(
+            Duration::from_secs(20),
+            "every follower serves every acknowledged write",
+            || async {
+                for (key, jwt) in &acked {
+                    let (status, body) = get(&format!("{url}/jwt/v1/accounts/{key}")).await;
+                    if status != 200 {
+                        return false;
+                    }
+                    let served = nats_account_server::jwt::parse_unverified(&body)
+                        .unwrap()
+                        .iat;
+                    if served < nats_account_server::jwt::parse_unverified(jwt).unwrap().iat {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+}
+
+/// Split brain: the leader cut off from NATS refuses writes within `leasettl`; another node
+/// takes over; every write answer names one leader per term; the old leader, reconnected,
+/// follows the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() {
+    let js = JetStream::single();
+    let target = format!("127.0.0.1:{}", js.ports[0]);
+    let proxies = [
+        Proxy::start(&target).await,
+        Proxy::start(&target).await,
+        Proxy::start(&target).await,
+    ];
+    let config = "[cluster]\nleasettl = \"3s\"\n";
+    let mut nodes: Vec<Node> = proxies
+        .iter()
+        .map(|p| Node::new(&format!("nats://{}", p.addr), config))
+        .collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
+    let old = nodes[at].url();
+    let (kp, _) = new_account("split");
+    let key = kp.public_key();
+    let mut accepted = Vec::new();
+    let write = |base: String| {
+        let key = key.clone();
+        async move {
+            let jwt = account_jwt(&key, "split", serde_json::json!({}));
+            let sent = Instant::now();
+            post_account(&base, &key, &jwt)
+                .await
+                .map(|a| (a, sent, Instant::now()))
+        }
+    };
+    let a = write(old.clone()).await.unwrap();
+    assert_eq!(a.0.status, 200, "{}", a.0.body);
+    accepted.push(a);
+
+    let cut = Instant::now();
+    proxies[at].set(Mode::Drop);
+    // Writes sent straight to the old leader: refused within the lease time.
+    let mut refused_after = None;
+    while cut.elapsed() < Duration::from_secs(6) {
+        let (a, sent, done) = write(old.clone()).await.unwrap();
+        if a.status == 200 {
+            assert_eq!(a.leader.as_deref(), Some(leader.as_str()));
+            accepted.push((a, sent, done));
+        } else {
+            assert_eq!(a.status, 503, "{}", a.body);
+            refused_after = Some(cut.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused_after = refused_after.expect("the cut-off leader kept taking writes");
+    assert!(refused_after <= Duration::from_secs(3), "{refused_after:?}");
+    // The others elect a new leader and take writes through any of them.
+    let others: Vec<usize> = (0..3).filter(|i| *i != at).collect();
+    let base = nodes[others[0]].url();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match write(base.clone()).await {
+            Some(a) if a.0.status == 200 => {
+                accepted.push(a);
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "no new leader took writes"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = accepted.last().unwrap().0.clone();
+    assert!(last.term.unwrap() > term && last.leader.as_deref() != Some(leader.as_str()));
+    // The old leader is still refusing writes (it must not take one in its old term).
+    let (a, _, _) = write(old.clone()).await.unwrap();
+    assert_ne!(a.status, 200, "the deposed leader took a write: {a:?}");
+    check_terms(&accepted);
+
+    proxies[at].set(Mode::Pass);
+    let new_leader = last.leader.clone().unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the old leader follows the new one",
+        || async {
+            let c = cluster_of(&old).await;
+            c.as_ref().and_then(|c| c["role"].as_str()) == Some("follower")
+                && c.as_ref().and_then(|c| c["leader"].as_str()) == Some(new_leader.as_str())
+        },
+    )
+    .await;
+    drop(nodes);
+}
+
+/// A JetStream cluster of three nats-servers (an R3 bucket) losing one of them: no failover of
+/// ours (the leader and its term stay), and writes go on. When the lost server led the bucket's
+/// stream, writes pause while nats-server elects another stream leader (its RAFT election
+/// takes 4-9 s in 2.9): the leader is fenced meanwhile, and resumes its own term after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_of_three_nats_servers_triggers_no_failover() {
+    let mut js = JetStream::cluster();
+    let nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+    let (leader, term, _) = wait_leader(&nodes, Duration::from_secs(60)).await;
+    js.kill(1);
+    let started = Instant::now();
+    let mut paused = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(15) {
+        let (kp, jwt) = new_account("r3");
+        let key = kp.public_key();
+        let first = Instant::now();
+        loop {
+            let a = post_account(&nodes[0].url(), &key, &jwt)
+                .await
+                .expect("answer");
+            if a.status == 200 {
+                assert_eq!(
+                    (a.term, a.leader.as_deref()),
+                    (Some(term), Some(leader.as_str())),
+                    "a failover happened"
+                );
+                break;
+            }
+            if first.elapsed() > Duration::from_secs(15) {
+                let logs: Vec<String> = nodes.iter().map(Node::log).collect();
+                panic!("{} {}\n{}", a.status, a.body, logs.join("\n-----\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        paused = paused.max(first.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("longest write pause after losing a nats-server: {paused:?}");
+    let (still, same_term, _) = wait_leader(&nodes, Duration::from_secs(10)).await;
+    assert_eq!((still, same_term), (leader, term));
+}
