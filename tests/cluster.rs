@@ -21,6 +21,8 @@ struct Node {
     port: u16,
     nats: String,
     config: String,
+    /// The URL the others reach it at, when not its own (a delaying proxy in front of it).
+    advertise: Option<String>,
     proc: Option<ServerProcess>,
 }
 
@@ -31,6 +33,7 @@ impl Node {
             port: free_port(),
             nats: nats.to_string(),
             config: config.to_string(),
+            advertise: None,
             proc: None,
         }
     }
@@ -42,7 +45,7 @@ impl Node {
     fn start(&mut self) {
         std::fs::write(self.dir.path().join("node.toml"), &self.config).unwrap();
         let op = crate::common::fixtures::vectors().join("operator.jwt");
-        let advertise = self.url();
+        let advertise = self.advertise.clone().unwrap_or_else(|| self.url());
         let args = [
             "-c",
             "node.toml",
@@ -513,4 +516,72 @@ async fn losing_one_of_three_nats_servers_triggers_no_failover() {
     eprintln!("longest write pause after losing a nats-server: {paused:?}");
     let (still, same_term, _) = wait_leader(&nodes, Duration::from_secs(10)).await;
     assert_eq!((still, same_term), (leader, term));
+}
+
+/// Geography: every node reaches nats-server through a proxy adding 50 ms, and is reached by
+/// the others through one (its advertise URL), so followers see the leader and NATS 50 ms away
+/// each way. The cluster still elects, converges, and fails over within the same bound plus the
+/// added delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distant_followers_converge_and_fail_over() {
+    let js = JetStream::single();
+    let nats = format!("127.0.0.1:{}", js.ports[0]);
+    let mut proxies = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let to_nats = Proxy::start(&nats).await;
+        to_nats.set(Mode::Delay(50));
+        let mut node = Node::new(
+            &format!("nats://{}", to_nats.addr),
+            "[cluster]\nleasettl = \"5s\"\n",
+        );
+        let to_node = Proxy::start(&format!("127.0.0.1:{}", node.port)).await;
+        to_node.set(Mode::Delay(50));
+        node.advertise = Some(to_node.url.clone());
+        proxies.push((to_nats, to_node));
+        nodes.push(node);
+    }
+    for n in &mut nodes {
+        n.start();
+    }
+    let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(40)).await;
+    // A write through a follower is forwarded (through the delay) and reaches every node.
+    let follower = nodes[(at + 1) % 3].url();
+    let (kp, jwt) = new_account("far");
+    let key = kp.public_key();
+    let a = post_account(&follower, &key, &jwt).await.expect("answer");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        (a.term, a.leader.as_deref()),
+        (Some(term), Some(leader.as_str()))
+    );
+    for n in &nodes {
+        let url = n.url();
+        eventually(
+            Duration::from_secs(10),
+            "every node serves the write",
+            || async { get(&format!("{url}/jwt/v1/accounts/{key}")).await == (200, jwt.clone()) },
+        )
+        .await;
+    }
+    let killed = Instant::now();
+    nodes[at].kill9();
+    let (kp2, jwt2) = new_account("far-after");
+    let key2 = kp2.public_key();
+    let survivor = nodes[(at + 1) % 3].url();
+    loop {
+        if let Some(a) = post_account(&survivor, &key2, &jwt2).await {
+            if a.status == 200 {
+                assert!(a.term.unwrap() > term);
+                break;
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(13),
+            "no failover within 13 s with 50 ms links"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("failover with 50 ms links: {:?}", killed.elapsed());
+    drop(proxies);
 }

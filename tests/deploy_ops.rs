@@ -6,7 +6,7 @@
 //! loader, `nginx -t` and `nats-server -t`, the YAML through python3's yaml module (there is no
 //! YAML parser among our dependencies). promtool and python3-yaml are installed by
 //! `tests/run.sh`; without promtool the rule tests are skipped with a message unless
-//! `NAS_REQUIRE_PROMTOOL` is set, without python3-yaml the manifest checks are skipped.
+//! `TEST_REQUIRE_PROMTOOL` is set, without python3-yaml the manifest checks are skipped.
 
 use nats_account_server::config::Cli;
 use nats_account_server::config::Settings;
@@ -232,12 +232,12 @@ fn promtool() -> Option<PathBuf> {
         .find(|p| p.is_file());
     if found.is_none() {
         assert!(
-            std::env::var_os("NAS_REQUIRE_PROMTOOL").is_none(),
-            "NAS_REQUIRE_PROMTOOL is set but promtool is not installed (apt-get install prometheus; tests/run.sh does it)"
+            std::env::var_os("TEST_REQUIRE_PROMTOOL").is_none(),
+            "TEST_REQUIRE_PROMTOOL is set but promtool is not installed (apt-get install prometheus; tests/run.sh does it)"
         );
         eprintln!(
             "SKIPPED: promtool is not installed, so the alert rules were not checked \
-             (apt-get install prometheus, as tests/run.sh does; NAS_REQUIRE_PROMTOOL=1 makes this a failure)"
+             (apt-get install prometheus, as tests/run.sh does; TEST_REQUIRE_PROMTOOL=1 makes this a failure)"
         );
     }
     found

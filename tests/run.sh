@@ -22,7 +22,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 # promtool was installed above: its tests must run, not skip.
-export NAS_REQUIRE_PROMTOOL=1
+# Not NAS_*: the server reads every NAS_ variable as a setting.
+export TEST_REQUIRE_PROMTOOL=1
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
