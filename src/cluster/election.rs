@@ -457,22 +457,8 @@ impl Election {
                 return Ok(());
             }
         };
-        self.held = Some(term);
-        self.observed = None;
-        self.expiry = None;
-        let until = sent + self.ttl() - self.margin();
-        let mut lease = lease;
-        lease.term = term;
         tracing::warn!(cluster = %self.handle.name(), term, node = %self.handle.node(), "this node is now the cluster leader: taking writes");
-        self.handle.inner.metrics.cluster_leader_change();
-        self.view.send_modify(|v| {
-            v.role = Role::Leader;
-            v.term = term;
-            v.leader = Some(lease);
-            v.renewed_at = Some(sent);
-            v.writable_until = Some(until);
-        });
-        self.next_publish = Instant::now();
+        self.lead(term, term, sent);
         // The first renewal writes the term into the value, for everyone who reads it.
         self.renew(kv).await
     }
@@ -488,14 +474,21 @@ impl Election {
         else {
             return Ok(());
         };
-        self.held = Some(new);
+        tracing::warn!(cluster = %self.handle.name(), term, "the lease bucket answers again and nobody took the lease: leading again in the same term");
+        self.lead(term, new, sent);
+        Ok(())
+    }
+
+    /// Becomes leader of `term`, holding the lease at `revision` written at `sent`: writes are
+    /// accepted until a lease time minus the margin after `sent`.
+    fn lead(&mut self, term: u64, revision: u64, sent: Instant) {
+        self.held = Some(revision);
         self.observed = None;
         self.expiry = None;
-        let mut lease = self.my_lease(term);
-        lease.term = term;
-        tracing::warn!(cluster = %self.handle.name(), term, "the lease bucket answers again and nobody took the lease: leading again in the same term");
+        self.next_publish = Instant::now();
         self.handle.inner.metrics.cluster_leader_change();
         let until = sent + self.ttl() - self.margin();
+        let lease = self.my_lease(term);
         self.view.send_modify(|v| {
             v.role = Role::Leader;
             v.term = term;
@@ -503,8 +496,6 @@ impl Election {
             v.renewed_at = Some(sent);
             v.writable_until = Some(until);
         });
-        self.next_publish = Instant::now();
-        Ok(())
     }
 
     fn my_lease(&self, term: u64) -> Lease {
@@ -531,9 +522,7 @@ impl Election {
             let applied = self
                 .store
                 .meta(crate::replica::META_PRIMARY_CURSOR)
-                .map_or(0, |b| {
-                    <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_be_bytes)
-                });
+                .map_or(0, |b| crate::replica::decode_u64(&b));
             (lineage, applied, st.lag_seconds)
         };
         Progress {

@@ -499,6 +499,7 @@ impl ReplicaHandle {
     }
 }
 
-fn decode_u64(b: &[u8]) -> u64 {
+/// A big-endian `u64` from store metadata (0 when malformed), as the cursor is persisted.
+pub(crate) fn decode_u64(b: &[u8]) -> u64 {
     <[u8; 8]>::try_from(b).map(u64::from_be_bytes).unwrap_or(0)
 }
