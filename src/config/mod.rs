@@ -11,7 +11,7 @@ pub mod natsconf;
 mod types;
 
 pub use cli::Cli;
-pub use types::{Dur, StringList};
+pub use types::{Dur, StringList, UpdateSubjects};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -161,7 +161,7 @@ pub struct NatsSettings {
     /// TLS to the NATS server.
     pub tls: Option<TlsSettings>,
     /// Which account update subjects to publish on: `old` (default), `new` or `both`.
-    pub updatesubjects: crate::nats::notify::UpdateSubjects,
+    pub updatesubjects: UpdateSubjects,
     /// Answer nats-server's resolver LOOKUP and PACK requests (for `resolver { type: cache }`
     /// and `full` servers) and, on a primary, UPDATE requests (`nsc push` to a `nats://` URL),
     /// as a full-resolver peer does. Default on.

@@ -11,7 +11,7 @@
 pub mod notify;
 pub mod resolver;
 
-use crate::config::NatsSettings;
+use crate::config::{NatsSettings, UpdateSubjects};
 use crate::link::{self, LinkState, Note};
 use crate::tls::PemKind;
 use async_nats::connection::State;
@@ -31,7 +31,7 @@ pub struct Connection {
     /// what it could not deliver when this turns true.
     pub connected: Option<watch::Receiver<bool>>,
     /// Which update subjects notifications go to.
-    pub subjects: notify::UpdateSubjects,
+    pub subjects: UpdateSubjects,
     /// What it was made from (to tell whether a reload changes anything).
     settings: Option<NatsSettings>,
 }
@@ -144,7 +144,7 @@ impl NatsHandle {
 
     /// Which update subjects the current connection's settings name (`nats.updatesubjects`):
     /// where a primary publishes, and so where its replicas listen.
-    pub fn update_subjects(&self) -> notify::UpdateSubjects {
+    pub fn update_subjects(&self) -> UpdateSubjects {
         self.current.borrow().subjects
     }
 
