@@ -156,7 +156,9 @@ pub struct NatsSettings {
     pub connecttimeout: Dur,
     /// Wait between reconnect attempts (Go: integer milliseconds).
     pub reconnectwait: Dur,
-    /// Accepted for compatibility; the connection is always retried forever.
+    /// Accepted for Go configs and not applied: the connection is always retried forever, and
+    /// a limit (0 or more) is named in a warning at connect (see `nats::ignored_maxreconnects`
+    /// for why).
     pub maxreconnects: Option<i64>,
     /// TLS to the NATS server.
     pub tls: Option<TlsSettings>,
