@@ -16,7 +16,7 @@
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
 //! - [`heavy`]: CPU-heavy request work on a low-priority thread, off the HTTP workers.
 //! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views).
-//! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
+//! - [`metrics`]: per-instance Prometheus registry; [`heap`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
@@ -24,13 +24,13 @@ pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod heap;
 pub mod heavy;
 pub mod http;
 pub mod import;
 pub mod jwt;
 pub mod limits;
 pub mod link;
-pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod replica;
