@@ -11,7 +11,7 @@
 use crate::common::fixtures::{self, account_jwt, new_account};
 use crate::common::nats::{sys_creds_path, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
-use crate::common::{eventually, free_port, get, http, metric, post, post_accepted};
+use crate::common::{eventually, free_port, get, http, metric, post, post_accepted, raw_http};
 use futures_util::StreamExt;
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
@@ -84,26 +84,6 @@ async fn send_get(to: SocketAddr, from: [u8; 4], path: &str) -> (TcpStream, Stri
         }
     }
     (stream, String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// A raw request on a fresh connection: the status of the answer (`None`: closed without one).
-async fn raw_status(to: SocketAddr, request: Vec<u8>) -> (Option<u16>, String) {
-    let mut stream = TcpStream::connect(to).await.expect("connect");
-    let _ = stream.write_all(&request).await;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut tmp).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        }
-    })
-    .await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok());
-    (status, text)
 }
 
 /// An account of about `kib` KiB (padding in its claims), POSTed to `base`; `(key, jwt)`.
@@ -482,19 +462,20 @@ async fn a_64_kib_header_gets_431() {
     let to = addr(&server);
     let header = |kib: usize| "h".repeat(kib * 1024);
 
-    let (status, text) = raw_status(
+    let (status, text) = raw_http(
         to,
         format!(
             "GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
             header(64)
         )
         .into_bytes(),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(status, Some(431), "{text:.300}");
     assert!(text.contains("http.maxheaderbytes"), "{text:.300}");
     let (fresh, fresh_jwt) = new_account("never-stored");
-    let (status, text) = raw_status(
+    let (status, text) = raw_http(
         to,
         format!(
             "POST /jwt/v1/accounts/{} HTTP/1.1\r\nHost: t\r\nCookie: {}\r\nContent-Length: {}\r\n\r\n{fresh_jwt}",
@@ -503,6 +484,7 @@ async fn a_64_kib_header_gets_431() {
             fresh_jwt.len()
         )
         .into_bytes(),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(status, Some(431), "{text:.300}");
@@ -514,13 +496,14 @@ async fn a_64_kib_header_gets_431() {
         .await,
         2.0
     );
-    let (status, text) = raw_status(
+    let (status, text) = raw_http(
         to,
         format!(
             "GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
             header(16)
         )
         .into_bytes(),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(status, Some(200), "{text:.300}");
@@ -544,9 +527,7 @@ async fn a_64_kib_header_gets_431() {
 /// A nats-server (cache resolver: it needs nothing from us to start) and our binary connected
 /// to it as the system account, with `config`.
 async fn with_nats(dir: &Path, name: &str, config: &str) -> (NatsServer, ServerProcess) {
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"")
-    });
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"").await;
     let creds = sys_creds_path();
     let sys = fixtures::vectors().join("sys.jwt");
     let server = start(

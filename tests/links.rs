@@ -72,8 +72,7 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
     // Not ours: async-nats logs its own "event: client error" line under -V.
     assert_eq!(count(&server, "NATS event"), 0, "{}", server.log_text());
 
-    let resolver = format!("{}/jwt/v1/accounts/", server.url);
-    let mut nats = tokio::task::block_in_place(|| NatsServer::start(nats_port, &resolver));
+    let mut nats = NatsServer::resolving_from(nats_port, &server.url).await;
     wait_log(
         &server,
         &format!("INFO connected to NATS nats={nats_url}"),
@@ -81,7 +80,7 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
     )
     .await;
 
-    tokio::task::block_in_place(|| nats.kill());
+    nats.kill();
     wait_log(
         &server,
         &format!("WARN disconnected from NATS; reconnecting nats={nats_url}"),
@@ -89,7 +88,7 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
     )
     .await;
     wait_log(&server, &down, 2).await;
-    tokio::task::block_in_place(|| nats.restart());
+    nats.restart().await;
     wait_log(&server, "INFO connected to NATS again after", 1).await;
 
     let log = server.log_text();

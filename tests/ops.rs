@@ -2,7 +2,7 @@
 //! reload without dropping connections, and the status page in a real headless browser.
 
 use crate::common::fixtures::{self, new_account};
-use crate::common::nats::NatsServer;
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::{eventually, free_port, get, metric, post, post_accepted, TestServer};
 use nats_account_server::jwt::encode;
@@ -96,10 +96,7 @@ async fn https_serves_and_nats_server_resolves_through_it() {
     })
     .await;
     let https = server.url.replace("http://", "https://");
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
+    let client = crate::common::tls::client(&ca);
     let probe = client
         .get(format!("{https}/jwt/v1/accounts/"))
         .send()
@@ -126,7 +123,8 @@ async fn https_serves_and_nats_server_resolves_through_it() {
         0,
         &format!("{https}/jwt/v1/accounts/"),
         &format!("resolver_tls {{ ca_file: \"{}\" }}", ca.display()),
-    );
+    )
+    .await;
     // Its resolver fetched A over HTTPS.
     nats.connect_user(&fixtures::user_creds(&a, "tls-user"))
         .await;
@@ -370,14 +368,12 @@ async fn cors_preflight_and_unknown_routes() {
 /// (a CA made at test time) and publishes notifications over that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_connection_uses_tls() {
-    use nats_account_server::config::{Dur, StringList, TlsSettings};
+    use nats_account_server::config::TlsSettings;
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = crate::common::tls::files(certs.path());
     let port = free_port();
     let server = TestServer::start_with(|s| {
-        s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
-        s.nats.usercredentials = Some(fixtures::vectors().join("sys.creds"));
-        s.nats.reconnectwait = Dur(Duration::from_millis(100));
+        use_nats(s, port);
         s.nats.tls = Some(TlsSettings {
             root: Some(ca.clone()),
             cert: None,
@@ -385,28 +381,18 @@ async fn nats_connection_uses_tls() {
         });
     })
     .await;
-    let _nats = tokio::task::block_in_place(|| {
-        NatsServer::start_with(
-            port,
-            &format!("{}/jwt/v1/accounts/", server.url),
-            &format!(
-                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
-                cert.display(),
-                key.display()
-            ),
-        )
-    });
-    eventually(
-        Duration::from_secs(10),
-        "connected to NATS over TLS",
-        || async {
-            get(&server.at("/healthz"))
-                .await
-                .1
-                .contains("\"nats\":\"connected\"")
-        },
+    let _nats = NatsServer::start_with(
+        port,
+        &format!("{}/jwt/v1/accounts/", server.url),
+        &format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
     )
     .await;
+    // Connected: over TLS, as the server's settings allow nothing else.
+    wait_nats_connected(&server.url).await;
     assert_eq!(metric(&server.url, "nas_nats_connected").await, 1.0);
     let (kp, jwt) = new_account("tls-notify");
     post_accepted(&server.url, &kp.public_key(), &jwt).await;
@@ -425,7 +411,6 @@ async fn sighup_switches_to_new_nats_settings() {
     use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let resolver = format!("http://127.0.0.1:{port}/jwt/v1/accounts/");
     let (pa, pb) = (free_port(), free_port());
     let conf = dir.path().join("server.toml");
     let write_conf = |nats_port: u16| {
@@ -449,20 +434,10 @@ async fn sighup_switches_to_new_nats_settings() {
         port,
         &["-c", conf.to_str().unwrap()],
     );
-    let mut a = tokio::task::block_in_place(|| NatsServer::start(pa, &resolver));
-    eventually(
-        Duration::from_secs(10),
-        "connected to the first nats-server",
-        || async {
-            get(&format!("{}/healthz", server.url))
-                .await
-                .1
-                .contains("\"nats\":\"connected\"")
-        },
-    )
-    .await;
+    let mut a = NatsServer::resolving_from(pa, &server.url).await;
+    wait_nats_connected(&server.url).await;
 
-    let b = tokio::task::block_in_place(|| NatsServer::start(pb, &resolver));
+    let b = NatsServer::resolving_from(pb, &server.url).await;
     let sys = std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap();
     let watcher = async_nats::ConnectOptions::with_credentials(&sys)
         .unwrap()

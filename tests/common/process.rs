@@ -63,11 +63,6 @@ impl ServerProcess {
         args: &[&str],
     ) -> ServerProcess {
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -76,13 +71,7 @@ impl ServerProcess {
             }
             None => Command::new(binary()),
         };
-        let child = command
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
+        let child = super::child::spawn_logged(command.args(args), cwd, &log)
             .expect("spawning nats-account-server");
         let p = ServerProcess {
             child: Some(child),
@@ -152,10 +141,7 @@ impl ServerProcess {
 
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::child::kill(&mut self.child);
     }
 
     /// Sends `signal` (e.g. "TERM", "HUP") to the child.
