@@ -754,7 +754,10 @@ async fn metrics_count_requests() {
     assert!(!after.contains(&key), "metrics never carry account keys");
 }
 
-/// The status page at `/` shows the role and the number of accounts.
+/// The status page at `/` shows the role and the number of accounts. It is static HTML (no
+/// script, no external asset), so what a browser renders is this text: these assertions are
+/// what a headless browser would check (`tests/manual/status-screenshot.sh` shows it to a
+/// person).
 #[tokio::test]
 async fn status_page_shows_role_and_account_count() {
     let server = TestServer::primary().await;
@@ -772,6 +775,10 @@ async fn status_page_shows_role_and_account_count() {
     assert!(
         !r.body.contains("http://") && !r.body.contains("https://"),
         "no external assets"
+    );
+    assert!(
+        !r.body.to_ascii_lowercase().contains("<script"),
+        "no script: the served HTML is the rendered page"
     );
 }
 

@@ -34,7 +34,7 @@ mod local_cluster;
 mod messages;
 /// NATS notifications against a real nats-server in operator mode.
 mod nats_notify;
-/// Operations: metrics, HTTPS, SIGHUP reload, the status page in a browser.
+/// Operations: metrics, HTTPS, SIGHUP reload, CORS, NATS over TLS.
 mod ops;
 /// Our binary as a process: kill -9 durability, signals, exit codes.
 mod process;
