@@ -38,11 +38,6 @@ pub fn signing_key() -> KeyPair {
     KeyPair::from_seed(keys()["signing_seed"].as_str().unwrap()).unwrap()
 }
 
-/// The system account key pair.
-pub fn sys_key() -> KeyPair {
-    KeyPair::from_seed(keys()["sys_seed"].as_str().unwrap()).unwrap()
-}
-
 /// Account A (`account_a.pub`) key pair.
 pub fn account_a() -> KeyPair {
     account(&vector("account_a.pub"))

@@ -7,9 +7,11 @@
 //! - [`fixtures`]: the official test vectors and helpers to mint more tokens with their keys.
 //! - [`feed`]: a server's change feed, read and parsed as a replica would.
 //! - [`send`] / [`Reply`], [`get`], [`post`], [`raw_http`]: requests, from polite to hostile.
-//! - [`eventually`]: the only way tests wait.
-
-#![allow(dead_code)]
+//! - [`eventually`] (and [`poll`], when the wait's outcome is itself under test): the only way
+//!   tests wait.
+//!
+//! No blanket `allow(dead_code)`: a helper no test uses is deleted, not kept. (Only the
+//! `integration` binary includes this module; `fresh_clone` does not.)
 
 pub mod child;
 pub mod feed;

@@ -231,11 +231,6 @@ impl NatsServer {
         self.kill();
         self.spawn().await;
     }
-
-    /// A creds file for the system account user (for our server's `--creds`).
-    pub fn sys_creds(&self) -> PathBuf {
-        sys_creds_path()
-    }
 }
 
 impl Drop for NatsServer {

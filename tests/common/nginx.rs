@@ -80,16 +80,6 @@ impl Nginx {
         .await;
         n
     }
-
-    /// The error log so far.
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-
-    /// The access log so far (which upstream served what).
-    pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
 }
 
 impl Drop for Nginx {
