@@ -17,6 +17,8 @@ mod deletion;
 /// Cluster-mode deployment artifacts: alert rules (promtool), the Grafana dashboard, the
 /// compose and Kubernetes examples, their node configs, nginx and nats-server configs.
 mod deploy_ops;
+/// The GET fast path answers exactly as the router and CORS middleware would.
+mod fast_path;
 /// Faults with real processes: SIGKILL mid-stream, a restarted nats-server, a partition, a
 /// full disk, a failing store.
 mod faults;
