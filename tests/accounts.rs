@@ -1229,9 +1229,7 @@ async fn account_content_is_validated_like_nats_server_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_second_versions_are_told_apart_by_their_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = tokio::task::block_in_place(|| {
-        ServerProcess::start_primary(dir.path(), "primary", free_port())
-    });
+    let server = ServerProcess::start_primary(dir.path(), "primary", free_port()).await;
     let a = fixtures::vector("account_a.pub");
     let url = format!("{}/jwt/v1/accounts/{a}", server.url);
     let t = jwt::now_unix() - 60;

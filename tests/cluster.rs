@@ -42,7 +42,7 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn start(&mut self) {
+    async fn start(&mut self) {
         std::fs::write(self.dir.path().join("node.toml"), &self.config).unwrap();
         let op = crate::common::fixtures::vectors().join("operator.jwt");
         let advertise = self.advertise.clone().unwrap_or_else(|| self.url());
@@ -60,10 +60,7 @@ impl Node {
             "--data",
             "data",
         ];
-        let (dir, port) = (self.dir.path().to_path_buf(), self.port);
-        self.proc = Some(tokio::task::block_in_place(|| {
-            ServerProcess::start(&dir, "node", port, &args)
-        }));
+        self.proc = Some(ServerProcess::start(self.dir.path(), "node", self.port, &args).await);
     }
 
     fn kill9(&mut self) {
@@ -188,10 +185,10 @@ async fn post_until_accepted(
     accepted.ok_or_else(|| last.into_inner().unwrap())
 }
 
-fn three(nats: &str, config: &str) -> Vec<Node> {
+async fn three(nats: &str, config: &str) -> Vec<Node> {
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::new(nats, config)).collect();
     for n in &mut nodes {
-        n.start();
+        n.start().await;
     }
     nodes
 }
@@ -231,7 +228,7 @@ fn check_terms(accepted: &[(Answer, Instant, Instant)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
     let js = JetStream::single().await;
-    let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+    let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n").await;
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
     let lb = nginx_for(&nodes).await;
 
@@ -265,7 +262,7 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
     assert_eq!(Some(new_leader.clone()), a.leader);
     assert_eq!(Some(new_term), a.term);
 
-    nodes[at].start();
+    nodes[at].start().await;
     let old = nodes[at].url();
     eventually(
         Duration::from_secs(15),
@@ -300,7 +297,8 @@ async fn semi_synchronous_writes_survive_ten_leader_kills() {
     let mut nodes = three(
         &js.urls(),
         "[cluster]\nleasettl = \"2s\"\nsyncreplicas = 1\nsynctimeout = \"2s\"\n",
-    );
+    )
+    .await;
     wait_leader(&nodes, Duration::from_secs(30)).await;
     let lb = nginx_for(&nodes).await;
     let accepted: Arc<Mutex<Vec<(Answer, Instant, Instant)>>> = Arc::default();
@@ -347,7 +345,7 @@ async fn semi_synchronous_writes_survive_ten_leader_kills() {
         .await;
         nodes[at].kill9();
         wait_leader(&nodes, Duration::from_secs(20)).await;
-        nodes[at].start();
+        nodes[at].start().await;
     }
     stop.cancel();
     for w in writers {
@@ -414,7 +412,7 @@ async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() 
         .map(|p| Node::new(&format!("nats://{}", p.addr), config))
         .collect();
     for n in &mut nodes {
-        n.start();
+        n.start().await;
     }
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
     let old = nodes[at].url();
@@ -490,7 +488,7 @@ async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_of_three_nats_servers_triggers_no_failover() {
     let mut js = JetStream::cluster().await;
-    let nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+    let nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n").await;
     let (leader, term, _) = wait_leader(&nodes, Duration::from_secs(60)).await;
     js.kill(1);
     let started = Instant::now();
@@ -542,7 +540,7 @@ async fn distant_followers_converge_and_fail_over() {
         nodes.push(node);
     }
     for n in &mut nodes {
-        n.start();
+        n.start().await;
     }
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(40)).await;
     // A write through a follower is forwarded (through the delay) and reaches every node.

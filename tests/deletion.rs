@@ -281,22 +281,14 @@ async fn tombstones_survive_kill_9_and_are_compacted_after_their_ttl() {
     )
     .unwrap();
     let port = free_port();
-    let start = || {
-        tokio::task::block_in_place(|| {
-            ServerProcess::start(
-                dir.path(),
-                "primary",
-                port,
-                &["-c", config.to_str().unwrap()],
-            )
-        })
-    };
-    let mut server = start();
+    let args = ["-c", config.to_str().unwrap()];
+    let start = || ServerProcess::start(dir.path(), "primary", port, &args);
+    let mut server = start().await;
     let (a, a_jwt) = post_new_account(&server.url, "a").await;
     let (status, body) = delete(&server.url, &a, &delete_request(&operator_signer(), &[&a])).await;
     assert_eq!(status, 200, "{body}");
     server.kill9();
-    let server = start();
+    let server = start().await;
     assert_eq!(
         status_of(&server.url, &a).await,
         404,

@@ -151,7 +151,7 @@ async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
     let next_iat = Arc::new(AtomicI64::new(jwt::now_unix() - 1_000_000));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
-    let mut server = ServerProcess::start_primary(dir.path(), "primary-0", port);
+    let mut server = ServerProcess::start_primary(dir.path(), "primary-0", port).await;
     for round in 1..=2 {
         let stop = Arc::new(AtomicBool::new(false));
         let target = ledger.lock().unwrap().acked.len() + 250;
@@ -187,7 +187,7 @@ async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
             );
         }
 
-        server = ServerProcess::start_primary(dir.path(), &format!("primary-{round}"), port);
+        server = ServerProcess::start_primary(dir.path(), &format!("primary-{round}"), port).await;
         let snapshot = {
             let l = ledger.lock().unwrap();
             Ledger {
@@ -274,7 +274,7 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
         rdata.as_str(),
     ];
     let rport = free_port();
-    let mut replica = ServerProcess::start(rdir.path(), "replica-0", rport, &args);
+    let mut replica = ServerProcess::start(rdir.path(), "replica-0", rport, &args).await;
     let applied = |url: String| async move {
         let (_, r) = readyz(&url).await;
         r["replica"]["applied_seq"].as_u64().unwrap_or(0)
@@ -340,7 +340,7 @@ async fn sigkill_of_a_replica_during_initial_sync_converges_without_duplicates()
     }
 
     proxy.set(Mode::Pass);
-    let replica = ServerProcess::start(rdir.path(), "replica-1", rport, &args);
+    let replica = ServerProcess::start(rdir.path(), "replica-1", rport, &args).await;
     let after = feed::contents(&replica.url, "restarted replica").await;
     for (key, token) in &before {
         let have = after

@@ -30,7 +30,13 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Our binary as a sled primary trusting the vectors' operator, with `config` (TOML) as its
 /// config file and `extra` flags, started through `wrapper` (e.g. `prlimit`).
-fn start(dir: &Path, name: &str, config: &str, extra: &[&str], wrapper: &[&str]) -> ServerProcess {
+async fn start(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    extra: &[&str],
+    wrapper: &[&str],
+) -> ServerProcess {
     let conf = dir.join(format!("{name}.toml"));
     std::fs::write(&conf, config).expect("config file");
     let op = fixtures::vectors().join("operator.jwt");
@@ -43,7 +49,7 @@ fn start(dir: &Path, name: &str, config: &str, extra: &[&str], wrapper: &[&str])
         conf.to_str().expect("UTF-8 path"),
     ];
     args.extend_from_slice(extra);
-    ServerProcess::start_wrapped(dir, name, free_port(), wrapper, &args)
+    ServerProcess::start_wrapped(dir, name, free_port(), wrapper, &args).await
 }
 
 fn addr(server: &ServerProcess) -> SocketAddr {
@@ -116,7 +122,8 @@ async fn slow_readers_of_bulk_answers_hold_no_copies_and_are_cut_off() {
         &format!("[http]\nwritetimeout = \"2s\"\nmaxbulk = {READERS}\n"),
         &[],
         &[],
-    );
+    )
+    .await;
     let mut accounts = Vec::new();
     for i in 0..15 {
         accounts.push(post_big_account(&server.url, &format!("big-{i}"), 700).await);
@@ -244,7 +251,8 @@ async fn long_polls_are_capped_under_a_low_descriptor_limit_and_reads_keep_answe
         "[http]\nmaxlongpollsperclient = 100000\n",
         &[],
         &["prlimit", "--nofile=256:256"],
-    );
+    )
+    .await;
     assert!(
         server.log_text().contains("http.maxlongpolls lowered"),
         "{}",
@@ -326,7 +334,8 @@ async fn long_polls_are_capped_per_client_address() {
         "[http]\nmaxlongpollsperclient = 2\n",
         &[],
         &[],
-    );
+    )
+    .await;
     let to = addr(&server);
     let path = "/jwt/v1/changes?since=1000000&wait=30";
     let mut held = Vec::new();
@@ -377,7 +386,7 @@ async fn long_polls_are_capped_per_client_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reposts_are_refused_before_the_rules_and_decode_views_are_cached() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(dir.path(), "repost", "", &[], &[]);
+    let server = start(dir.path(), "repost", "", &[], &[]).await;
     let importer = KeyPair::new_account().public_key();
     let exporter = KeyPair::new_account();
     let imports: Vec<Value> = (0..1000)
@@ -455,7 +464,7 @@ async fn reposts_are_refused_before_the_rules_and_decode_views_are_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_kib_header_gets_431() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(dir.path(), "headers", "", &[], &[]);
+    let server = start(dir.path(), "headers", "", &[], &[]).await;
     let (kp, jwt) = new_account("headers");
     let key = kp.public_key();
     post_accepted(&server.url, &key, &jwt).await;
@@ -543,7 +552,8 @@ async fn with_nats(dir: &Path, name: &str, config: &str) -> (NatsServer, ServerP
             sys.to_str().expect("UTF-8 path"),
         ],
         &[],
-    );
+    )
+    .await;
     wait_nats_connected(&server.url).await;
     (nats, server)
 }

@@ -57,7 +57,8 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
             // Trace logging shows each of async-nats' attempts, so the test can count them.
             "-V",
         ],
-    );
+    )
+    .await;
     let down = format!(
         "WARN cannot connect to NATS; retrying every 50ms nats={nats_url} cause=Connection refused (os error 111)"
     );
@@ -126,7 +127,8 @@ async fn a_replica_logs_why_its_primary_is_unreachable() {
         "replica",
         free_port(),
         &["--primary", &primary, "--data", "data"],
-    );
+    )
+    .await;
     wait_log(
         &replica,
         &format!("http://127.0.0.1:{port}: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"),

@@ -180,7 +180,8 @@ async fn sighup_reloads_log_level_and_operator_keys_without_dropping_connections
     };
     write_conf(false);
     let port = free_port();
-    let server = ServerProcess::start(dir.path(), "hup", port, &["-c", conf.to_str().unwrap()]);
+    let server =
+        ServerProcess::start(dir.path(), "hup", port, &["-c", conf.to_str().unwrap()]).await;
 
     let account = nkeys::KeyPair::new_account();
     let signed_by_new_key = encode::account(
@@ -350,7 +351,8 @@ async fn sighup_switches_to_new_nats_settings() {
         "hup-nats",
         port,
         &["-c", conf.to_str().unwrap()],
-    );
+    )
+    .await;
     let mut a = NatsServer::resolving_from(pa, &server.url).await;
     wait_nats_connected(&server.url).await;
 

@@ -45,7 +45,7 @@ async fn sighup_never_forgets_the_operator_a_replica_learned() {
     let primary = TestServer::primary().await;
     let (key, v1) = post_new_account(&primary.url, "v1").await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = ServerProcess::start_replica(dir.path(), &primary.url);
+    let replica = ServerProcess::start_replica(dir.path(), &primary.url).await;
     wait_serves(&replica.url, &key, &v1, Duration::from_secs(10)).await;
 
     replica.signal("HUP");
@@ -385,14 +385,13 @@ async fn credentials_in_the_primary_url_are_never_shown() {
     let port = free_port();
     let with_creds = format!("http://nas:s3cret-pw@127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let replica = tokio::task::block_in_place(|| {
-        ServerProcess::start(
-            dir.path(),
-            "replica",
-            free_port(),
-            &["--primary", &with_creds, "--data", "data"],
-        )
-    });
+    let replica = ServerProcess::start(
+        dir.path(),
+        "replica",
+        free_port(),
+        &["--primary", &with_creds, "--data", "data"],
+    )
+    .await;
     eventually(
         Duration::from_secs(10),
         "the replica logs the unreachable primary",
@@ -439,7 +438,7 @@ async fn reachability_is_honest_when_the_primary_returns() {
     let mut primary = start(tempfile::tempdir().unwrap()).await;
     let (k, j) = post_new_account(&primary.url, "a").await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = ServerProcess::start_replica(dir.path(), &primary.url);
+    let replica = ServerProcess::start_replica(dir.path(), &primary.url).await;
     wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
     primary.stop().await;
     eventually(

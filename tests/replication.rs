@@ -293,7 +293,7 @@ async fn only_replicas_export_replica_metrics() {
 async fn replicas_survive_a_primary_outage() {
     let pdir = tempfile::tempdir().unwrap();
     let pport = free_port();
-    let mut primary = ServerProcess::start_primary(pdir.path(), "primary", pport);
+    let mut primary = ServerProcess::start_primary(pdir.path(), "primary", pport).await;
     let r1 = replica_of(&[&primary.url], |_| {}).await;
     let r2 = replica_of(&[&primary.url], |_| {}).await;
     let mut known = Vec::new();
@@ -341,7 +341,7 @@ async fn replicas_survive_a_primary_outage() {
         );
     }
 
-    let primary = ServerProcess::start_primary(pdir.path(), "primary-again", pport);
+    let primary = ServerProcess::start_primary(pdir.path(), "primary-again", pport).await;
     let (key, jwt) = post_new_account(&primary.url, "after-outage").await;
     for r in [&r1, &r2] {
         wait_serves(&r.url, &key, &jwt, Duration::from_secs(10)).await;

@@ -2,6 +2,7 @@
 //! JetStream servers, the README's commands): spawning with a log, waiting for a fresh child
 //! to be ready, and killing it for good.
 
+use std::future::Future;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,19 +21,22 @@ pub fn spawn_logged(command: &mut Command, cwd: &Path, log: &Path) -> std::io::R
         .spawn()
 }
 
-/// Waits until `ready()` holds, polling on the runtime's timer: an async test keeps running its
-/// in-process servers meanwhile (a nats-server does not come up until its resolver, often one
-/// of ours, answers its probe). Panics with `what` and `log()` when `child` exits first or
-/// `within` passes.
-pub async fn wait_started(
+/// Waits until `ready()` resolves to true, polling on the runtime's timer: an async test keeps
+/// running its in-process servers meanwhile (a nats-server does not come up until its resolver,
+/// often one of ours, answers its probe). Panics with `what` and `log()` when `child` exits
+/// first or `within` passes.
+pub async fn wait_started<F, Fut>(
     child: &mut Child,
     what: &str,
     within: Duration,
-    mut ready: impl FnMut() -> bool,
+    mut ready: F,
     log: impl Fn() -> String,
-) {
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
     let deadline = Instant::now() + within;
-    while !ready() {
+    while !ready().await {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited with {status}; log:\n{}", log());
         }
@@ -44,7 +48,8 @@ pub async fn wait_started(
     }
 }
 
-/// True when something accepts connections on `127.0.0.1:port`.
+/// True when something accepts connections on `127.0.0.1:port` (a connect on loopback
+/// answers at once: it does not hold up the runtime).
 pub fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }

@@ -3,6 +3,7 @@
 //! Killed on drop.
 
 use super::child::{self, listening, wait_started};
+use std::future::ready;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -101,7 +102,7 @@ impl JetStream {
             child,
             &format!("nats-server js{i}"),
             Duration::from_secs(10),
-            || listening(port),
+            || ready(listening(port)),
             || std::fs::read_to_string(&log).unwrap_or_default(),
         )
         .await;

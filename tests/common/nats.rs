@@ -6,6 +6,7 @@
 use super::child::{self, listening, wait_started};
 use super::{eventually, fixtures, get};
 use nats_account_server::config::{Dur, Settings, StringList};
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -155,7 +156,7 @@ impl NatsServer {
             child,
             &format!("nats-server on {port}"),
             Duration::from_secs(15),
-            || log_text().matches(READY).count() > ready_before && listening(port),
+            || ready(log_text().matches(READY).count() > ready_before && listening(port)),
             log_text,
         )
         .await;

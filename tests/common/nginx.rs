@@ -4,6 +4,7 @@
 
 use super::child::{self, listening, wait_started};
 use super::system_bin;
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -74,7 +75,7 @@ impl Nginx {
             n.child.as_mut().expect("just spawned"),
             "nginx",
             Duration::from_secs(10),
-            || listening(port),
+            || ready(listening(port)),
             || std::fs::read_to_string(&error_log).unwrap_or_default(),
         )
         .await;
