@@ -122,13 +122,7 @@ async fn a_replica_logs_why_its_primary_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let primary = format!("http://nas:secret@127.0.0.1:{port}");
-    let replica = ServerProcess::start(
-        dir.path(),
-        "replica",
-        free_port(),
-        &["--primary", &primary, "--data", "data"],
-    )
-    .await;
+    let replica = ServerProcess::start_replica(dir.path(), &primary).await;
     wait_log(
         &replica,
         &format!("http://127.0.0.1:{port}: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"),

@@ -385,13 +385,7 @@ async fn credentials_in_the_primary_url_are_never_shown() {
     let port = free_port();
     let with_creds = format!("http://nas:s3cret-pw@127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let replica = ServerProcess::start(
-        dir.path(),
-        "replica",
-        free_port(),
-        &["--primary", &with_creds, "--data", "data"],
-    )
-    .await;
+    let replica = ServerProcess::start_replica(dir.path(), &with_creds).await;
     eventually(
         Duration::from_secs(10),
         "the replica logs the unreachable primary",
