@@ -9,6 +9,16 @@ use crate::common::{etag_of, http, post_new_account, send, Reply, TestServer};
 use nkeys::KeyPair;
 use reqwest::Method;
 
+/// What is asked and the status expected: (what, method, key, query, headers, status).
+type Case<'a> = (
+    &'a str,
+    Method,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    u16,
+);
+
 /// `key` with its first character percent-encoded (`ABC` → `%41BC`): the same key to the
 /// router, a path the fast path does not take.
 fn routed(key: &str) -> String {
@@ -47,8 +57,7 @@ async fn the_fast_path_answers_exactly_as_the_router() {
     let (key, unknown, etag) = (key.as_str(), unknown.as_str(), etag.as_str());
     let origin = ("origin", "http://example.test");
 
-    // (what, method, key, query, headers, expected status)
-    let cases: Vec<(&str, Method, &str, &str, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", Method::GET, key, "", vec![], 200),
         ("GET ?text", Method::GET, key, "?text=true", vec![], 200),
         ("GET ?decode", Method::GET, key, "?decode=true", vec![], 200),
