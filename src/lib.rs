@@ -20,6 +20,7 @@
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod error;

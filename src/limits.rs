@@ -38,6 +38,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Rendered `?decode=true` views.
     pub decode: DecodeCache,
+    /// Bytes of decoded views per client address (`http.decodebytespersecond`).
+    decode_budget: crate::budget::ByteBudget,
     /// CPU-heavy request work (large writes, decoded views), off the HTTP workers.
     pub heavy: crate::heavy::HeavyPool,
     /// The latest NATS PACK answer; its lock makes concurrent requests share one computation.
@@ -86,6 +88,7 @@ impl Limits {
             write_timeout: h.writetimeout.0,
             max_header_bytes: h.maxheaderbytes,
             decode: DecodeCache::new(h.decodecachebytes),
+            decode_budget: crate::budget::ByteBudget::new(h.decodebytespersecond),
             pack_answer: Default::default(),
             heavy: crate::heavy::HeavyPool::new(h.maxheavy),
         }
@@ -141,6 +144,39 @@ impl Limits {
             client,
             _gauge: metrics.long_poll(),
         })
+    }
+
+    /// Charges a decoded view of `bytes` to `client`'s budget: how long the view must wait
+    /// before it is sent (zero while the address is within its share).
+    ///
+    /// # Errors
+    /// [`ApiError::Busy`] when the address has taken so much of its
+    /// `http.decodebytespersecond` that the view would wait over
+    /// [`crate::budget::MAX_WAIT`]; the `Retry-After` says when it would fit.
+    pub fn decode_view(
+        &self,
+        client: Option<IpAddr>,
+        bytes: usize,
+        metrics: &Metrics,
+    ) -> Result<Duration, ApiError> {
+        let Some(ip) = client else {
+            return Ok(Duration::ZERO);
+        };
+        self.decode_budget
+            .take(ip, bytes, std::time::Instant::now())
+            .map_err(|wait| {
+                metrics.refused("decode_budget");
+                ApiError::Busy {
+                    what: "this address has taken its share of decoded views",
+                    setting: "http.decodebytespersecond",
+                    limit: self.decode_budget_rate(),
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            })
+    }
+
+    fn decode_budget_rate(&self) -> usize {
+        self.decode_budget.rate()
     }
 
     /// A permit to stream one NATS PACK answer, or `None` at `nats.maxpackanswers`.
