@@ -470,7 +470,8 @@ async fn decoded_views_are_budgeted_per_client_address() {
         "[http]\ndecodebytespersecond = 10000\n",
         &[],
         &[],
-    );
+    )
+    .await;
     let (key, _) = post_big_account(&server.url, "big", 16).await;
     let to = addr(&server);
     let path = format!("/jwt/v1/accounts/{key}?decode=true");
@@ -523,15 +524,12 @@ async fn decoded_views_are_budgeted_per_client_address() {
     let (_, plain) = send_get(to, [127, 0, 0, 2], &format!("/jwt/v1/accounts/{key}")).await;
     assert_eq!(status(&plain), Some(200), "{plain}");
     // And the address gets views again once its budget has refilled.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (head, _) = view([127, 0, 0, 2]).await;
-        if status(&head) == Some(200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never served again: {head}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the address is served views again",
+        || async { status(&view([127, 0, 0, 2]).await.0) == Some(200) },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
