@@ -277,7 +277,10 @@ impl Default for LoggingSettings {
 pub struct ReplicationSettings {
     /// How long the primary holds a change-feed long poll open.
     pub pollwait: Dur,
-    /// Changes fetched per feed request.
+    /// Changes fetched per feed request. A page is decoded and verified whole before it is
+    /// stored, so its size sets what a syncing replica holds beyond its index: at 100,000
+    /// accounts of 800 bytes, 5,000 a page peaked at 205–221 MiB and 1,000 at 177–186 MiB, with
+    /// no measurable difference in sync time (pages are prefetched while one is stored).
     pub batch: usize,
     /// How long a replica remembers that the primary does not know a key.
     pub notfoundttl: Dur,
@@ -295,7 +298,7 @@ impl Default for ReplicationSettings {
     fn default() -> Self {
         ReplicationSettings {
             pollwait: Dur(Duration::from_secs(25)),
-            batch: 5000,
+            batch: 1000,
             notfoundttl: Dur(Duration::from_secs(5)),
             maxbackoff: Dur(Duration::from_secs(5)),
             antientropy: Dur(Duration::from_secs(60)),
