@@ -12,8 +12,8 @@
 //! `--operator`); without either the import refuses to run, and a store that records another
 //! operator than `--operator` is refused rather than mixed.
 //!
-//! Every token passes the checks a POST would apply ([`service::validate_account_for`],
-//! [`service::validate_activation`] against the target store, after the accounts are in), and
+//! Every token passes the checks a POST would apply ([`verify::validate_account_for`],
+//! [`verify::validate_activation`] against the target store, after the accounts are in), and
 //! is filed under its own key. Storing is newer-wins through [`Store::put_many`], so importing
 //! twice, or importing an older copy over newer data, changes nothing. The result is counted
 //! in a [`Summary`]; skipped tokens are reported with their reason but do not fail the import
@@ -23,8 +23,8 @@ use crate::config::cli::ImportArgs;
 use crate::config::{Settings, StoreChoice};
 use crate::jwt::trust::Operator;
 use crate::jwt::{self, ClaimType, Jwt};
-use crate::service;
 use crate::store::{self, dir, Kind, PutOutcome, Store, StoreError};
+use crate::verify;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -245,15 +245,14 @@ pub async fn import(
         }
     }
     let accounts = verified(&mut summary, accounts, |key, text| {
-        service::validate_account_for(operator, key, text.as_bytes())
+        verify::validate_account_for(operator, key, text.as_bytes()).map_err(|e| e.to_string())
     });
     store_all(store, &mut summary, Kind::Account, accounts).await?;
     let activations = verified(&mut summary, activations, |key, text| {
-        let (hash, jwt) = service::validate_activation(store, text.as_bytes())?;
+        let (hash, jwt) =
+            verify::validate_activation(store, text.as_bytes()).map_err(|e| e.to_string())?;
         if hash != key {
-            return Err(crate::error::ApiError::BadRequest(format!(
-                "the activation's hash is {hash}"
-            )));
+            return Err(format!("the activation's hash is {hash}"));
         }
         Ok(jwt)
     });
@@ -272,7 +271,7 @@ impl Summary {
 fn verified(
     summary: &mut Summary,
     tokens: Vec<(String, String)>,
-    check: impl Fn(&str, &str) -> Result<Jwt, crate::error::ApiError>,
+    check: impl Fn(&str, &str) -> Result<Jwt, String>,
 ) -> Vec<(String, Jwt)> {
     tokens
         .into_iter()

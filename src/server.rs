@@ -335,7 +335,7 @@ impl RunningServer {
                     view,
                     election_nats.clone().unwrap_or_else(|| nats.clone()),
                     store.clone(),
-                    replica.clone(),
+                    Box::new(replica.clone()),
                 );
                 tasks.spawn(election.run(cancel.clone()));
                 Some(handle)
@@ -359,7 +359,7 @@ impl RunningServer {
             draining: cancel.child_token(),
         };
 
-        tasks.spawn(crate::nats::resolver::run(
+        tasks.spawn(crate::resolver::run(
             state.clone(),
             nats.clone(),
             cancel.clone(),
@@ -396,7 +396,7 @@ impl RunningServer {
         let http_task = tokio::spawn(http);
 
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, scheme, role = state.role(), store = state.store.backend_name(), "listening");
+        tracing::info!(%addr, scheme, role = state.role().as_str(), store = state.store.backend_name(), "listening");
         tracing::info!(
             "configure nats-server with:  resolver: URL({scheme}://{}/jwt/v1/accounts/)",
             display_addr(addr)

@@ -6,16 +6,18 @@
 
 mod accounts;
 mod activations;
+pub mod error;
+mod lag_plot;
 mod operator;
 mod ops;
 pub mod render;
 mod replication;
 pub mod stream;
 
-use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::web;
+use error::ApiError;
 use futures_util::future::Either;
 use futures_util::StreamExt;
 use std::time::Instant;

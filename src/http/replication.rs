@@ -2,8 +2,8 @@
 //! content digest replicas compare for anti-entropy. The pack and the feed are streamed
 //! (`stream`), bounded by `http.maxbulk`, `http.maxlongpolls` and `http.writetimeout`.
 
+use super::error::ApiError;
 use super::stream::Lines;
-use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Entry, DIGEST_BUCKETS};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -61,7 +61,7 @@ pub async fn pack(
 /// snapshot (by count), else one taken now if the tokens are over [`BULK_BYTES`].
 ///
 /// # Errors
-/// [`ApiError::Busy`] at `http.maxbulk`.
+/// [`crate::limits::Busy`] at `http.maxbulk`.
 fn bulk_permit(
     state: &AppState,
     held: Option<OwnedSemaphorePermit>,
@@ -70,7 +70,7 @@ fn bulk_permit(
     if held.is_some() || entries.iter().map(|e| e.jwt.len()).sum::<usize>() <= BULK_BYTES {
         return Ok(held);
     }
-    state.limits.bulk(&state.metrics).map(Some)
+    Ok(Some(state.limits.bulk(&state.metrics)?))
 }
 
 /// One pack line, `key|jwt`, after a `\n` unless it is the first.

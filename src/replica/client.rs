@@ -95,9 +95,10 @@ fn feed_kind(s: &str) -> Option<(Kind, bool)> {
     }
 }
 
-/// A request to the primary failed.
+/// A request to the primary failed (any of them: the feed, a read miss, a forwarded write, the
+/// operator, the digest, the pack).
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub enum PrimaryError {
     /// No answer (connection refused, reset, timeout).
     #[error("{url}: {message}")]
     Unreachable {
@@ -280,16 +281,16 @@ impl PrimaryClient {
 
     /// The URL without user-info, and reqwest's error with its causes ("Connection refused"),
     /// without reqwest's copy of the request URL (which may hold a password).
-    fn unreachable(&self, e: reqwest::Error) -> SyncError {
+    fn unreachable(&self, e: reqwest::Error) -> PrimaryError {
         // reqwest's message repeats the URL, credentials included: drop it, keep the causes.
-        SyncError::Unreachable {
+        PrimaryError::Unreachable {
             url: self.current().to_string(),
             message: error_chain(&e.without_url()),
         }
     }
 
-    fn protocol(&self, message: String) -> SyncError {
-        SyncError::Protocol {
+    fn protocol(&self, message: String) -> PrimaryError {
+        PrimaryError::Protocol {
             url: self.current().to_string(),
             message,
         }
@@ -298,14 +299,14 @@ impl PrimaryClient {
     /// `GET /jwt/v1/changes?since&limit&wait`.
     ///
     /// # Errors
-    /// [`SyncError`].
+    /// [`PrimaryError`].
     pub async fn changes(
         &self,
         since: u64,
         limit: usize,
         wait: Duration,
         ack: Option<&Ack>,
-    ) -> Result<FeedPage, SyncError> {
+    ) -> Result<FeedPage, PrimaryError> {
         let url = format!(
             "{}/jwt/v1/changes?since={since}&limit={limit}&wait={}",
             self.base(),
@@ -319,7 +320,7 @@ impl PrimaryClient {
         }
         let resp = request.send().await.map_err(|e| self.unreachable(e))?;
         if resp.status().as_u16() == 404 {
-            return Err(SyncError::NoFeed {
+            return Err(PrimaryError::NoFeed {
                 url: self.current().to_string(),
             });
         }
@@ -332,7 +333,7 @@ impl PrimaryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok())
                 .map_or(Duration::from_secs(1), Duration::from_secs);
-            return Err(SyncError::Busy {
+            return Err(PrimaryError::Busy {
                 url: self.current().to_string(),
                 retry_after,
             });
@@ -390,8 +391,8 @@ impl PrimaryClient {
     /// `GET /jwt/v1/digest`: the primary's content digest.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn digest(&self) -> Result<RemoteDigest, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn digest(&self) -> Result<RemoteDigest, PrimaryError> {
         let text = self
             .get_optional("/jwt/v1/digest")
             .await?
@@ -429,8 +430,11 @@ impl PrimaryClient {
     /// `GET /jwt/v1/digest?buckets=…`: the primary's entries in those buckets.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn digest_entries(&self, buckets: &[usize]) -> Result<Vec<RemoteEntry>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn digest_entries(
+        &self,
+        buckets: &[usize],
+    ) -> Result<Vec<RemoteEntry>, PrimaryError> {
         let list: Vec<String> = buckets.iter().map(usize::to_string).collect();
         let text = self
             .get_optional(&format!("/jwt/v1/digest?buckets={}", list.join(",")))
@@ -471,8 +475,8 @@ impl PrimaryClient {
     /// `GET /jwt/v1/pack?max=N` (the Go server's bulk format): `(key, jwt)` pairs.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn pack(&self, max: i64) -> Result<Vec<(String, String)>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn pack(&self, max: i64) -> Result<Vec<(String, String)>, PrimaryError> {
         let resp = self
             .http
             .get(format!("{}/jwt/v1/pack?max={max}", self.base()))
@@ -495,16 +499,16 @@ impl PrimaryClient {
     /// `GET` one token. `Ok(None)` when the primary answers 404.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn get(&self, kind: Kind, key: &str) -> Result<Option<String>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn get(&self, kind: Kind, key: &str) -> Result<Option<String>, PrimaryError> {
         self.get_optional(&path(kind, key)).await
     }
 
     /// Forwards a write; returns the primary's answer.
     ///
     /// # Errors
-    /// [`SyncError::Unreachable`] when no answer came.
-    pub async fn send(&self, write: Write, key: &str, body: &[u8]) -> Result<Answer, SyncError> {
+    /// [`PrimaryError::Unreachable`] when no answer came.
+    pub async fn send(&self, write: Write, key: &str, body: &[u8]) -> Result<Answer, PrimaryError> {
         let request = match write {
             Write::Put(Kind::Account) => {
                 self.http
@@ -551,13 +555,13 @@ impl PrimaryClient {
     /// `GET /jwt/v1/operator`: `Ok(None)` when the primary has none.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn operator(&self) -> Result<Option<String>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn operator(&self) -> Result<Option<String>, PrimaryError> {
         self.get_optional("/jwt/v1/operator").await
     }
 
     /// `GET path` on the current primary: the body on 200, `None` on 404, an error otherwise.
-    async fn get_optional(&self, path: &str) -> Result<Option<String>, SyncError> {
+    async fn get_optional(&self, path: &str) -> Result<Option<String>, PrimaryError> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base()))

@@ -3,7 +3,7 @@
 //! What arrives on these subjects is a hint from an untrusted channel: anyone holding
 //! system-account credentials can publish there (DESIGN §6, "NATS"). So a message is applied
 //! only when it passes everything a POST to the primary would pass (the very functions the
-//! primary's write path calls: [`service::validate_account`], [`service::validate_activation`])
+//! primary's write path calls: [`verify::validate_account`], [`verify::validate_activation`])
 //! and is strictly newer (a later `iat`) than what this replica holds. Anything else is
 //! ignored, logged and counted in `nas_replica_nats_ignored_total{reason}`. The change feed
 //! stays authoritative: an ignored hint only means the feed brings the change instead, and a
@@ -17,12 +17,11 @@
 //! share that setting, as they share their NATS settings.
 
 use super::ReplicaHandle;
-use crate::error::ApiError;
 use crate::jwt::{self, JwtError};
 use crate::nats::notify::UpdateSubjects;
 use crate::nats::NatsHandle;
-use crate::service;
 use crate::store::{Entry, Kind, PutOutcome};
+use crate::verify::{self, Invalid};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,7 +67,7 @@ enum Ignored {
     /// Not one of the subjects the primary publishes on.
     Subject,
     /// Refused by the validation a POST applies.
-    Invalid(ApiError),
+    Invalid(Invalid),
     /// An activation whose hash or signer is not the one its subject names.
     SubjectMismatch,
     /// Not later than the version this replica holds (older, or another token of the same
@@ -87,10 +86,10 @@ impl Ignored {
     fn label(&self) -> &'static str {
         match self {
             Ignored::Subject => "subject",
-            Ignored::Invalid(ApiError::InvalidJwt(JwtError::Expired(_))) => "expired",
-            Ignored::Invalid(ApiError::InvalidJwt(JwtError::NotYetValid(_))) => "not_yet_valid",
+            Ignored::Invalid(Invalid::Jwt(JwtError::Expired(_))) => "expired",
+            Ignored::Invalid(Invalid::Jwt(JwtError::NotYetValid(_))) => "not_yet_valid",
             // The replica has not learned its operator yet: nothing can be verified.
-            Ignored::Invalid(ApiError::WritesDisabled(_)) => "no_operator",
+            Ignored::Invalid(Invalid::NoOperator) => "no_operator",
             Ignored::Invalid(e) => e.code(),
             Ignored::SubjectMismatch => "subject_mismatch",
             Ignored::NotNewer { .. } => "not_newer",
@@ -99,8 +98,8 @@ impl Ignored {
     }
 }
 
-impl From<ApiError> for Ignored {
-    fn from(e: ApiError) -> Ignored {
+impl From<Invalid> for Ignored {
+    fn from(e: Invalid) -> Ignored {
         Ignored::Invalid(e)
     }
 }
@@ -218,9 +217,9 @@ async fn apply(
         }
     }
     let jwt = match kind {
-        Kind::Account => service::validate_account(&replica.trust(), key, payload)?,
+        Kind::Account => verify::validate_account(&replica.trust(), key, payload)?,
         Kind::Activation => {
-            let (hash, jwt) = service::validate_activation(&replica.store, payload)?;
+            let (hash, jwt) = verify::validate_activation(&replica.store, payload)?;
             if hash != key || target.issuer != Some(jwt.claims.iss.as_str()) {
                 return Err(Ignored::SubjectMismatch);
             }
