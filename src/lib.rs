@@ -24,11 +24,12 @@
 //!   semi-synchronous writes; [`role`]: the names of a node's roles.
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
 //! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views,
-//!   CPU-heavy work on a low-priority thread).
+//!   CPU-heavy work on a low-priority thread); [`budget`]: byte budgets per client address.
 //! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod http;

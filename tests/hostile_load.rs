@@ -466,6 +466,62 @@ async fn reposts_are_refused_before_the_rules_and_decode_views_are_cached() {
     assert_eq!(metric(&server.url, &cache("miss")).await, 2.0);
 }
 
+/// Decoded views are budgeted per client address (`http.decodebytespersecond`): an address
+/// that has taken its share gets 503 with a `Retry-After` (counted as `decode_budget`), and
+/// its view again once that time has passed; another address, and plain GETs from the same
+/// one, are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_views_are_budgeted_per_client_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 10 kB a second, 20 kB saved up: one view of ~17 kB fits, the next waits ~1.4 s.
+    let server = start(
+        dir.path(),
+        "budget",
+        "[http]\ndecodebytespersecond = 10000\n",
+        &[],
+        &[],
+    );
+    let (key, _) = post_big_account(&server.url, "big", 16).await;
+    let to = addr(&server);
+    let path = format!("/jwt/v1/accounts/{key}?decode=true");
+    let status = |head: &str| head.get(9..12).and_then(|s| s.parse::<u16>().ok());
+    let view = |from: [u8; 4]| {
+        let path = path.clone();
+        async move {
+            let (_, head) = send_get(to, from, &path).await;
+            head
+        }
+    };
+    let first = view([127, 0, 0, 2]).await;
+    assert_eq!(status(&first), Some(200), "{first}");
+    let refused = view([127, 0, 0, 2]).await;
+    assert_eq!(status(&refused), Some(503), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 2"),
+        "{refused}"
+    );
+    assert!(refused.contains("http.decodebytespersecond"), "{refused}");
+    assert_eq!(
+        metric(&server.url, "nas_refused_total{reason=\"decode_budget\"}").await,
+        1.0
+    );
+    // Others are not held up by it.
+    let other = view([127, 0, 0, 3]).await;
+    assert_eq!(status(&other), Some(200), "{other}");
+    let (_, plain) = send_get(to, [127, 0, 0, 2], &format!("/jwt/v1/accounts/{key}")).await;
+    assert_eq!(status(&plain), Some(200), "{plain}");
+    // And the address gets its view once its budget has refilled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = view([127, 0, 0, 2]).await;
+        if status(&head) == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {head}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headers
 // ---------------------------------------------------------------------------------------------

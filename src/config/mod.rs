@@ -98,6 +98,9 @@ pub struct HttpSettings {
     pub maxlongpollsperclient: usize,
     /// Memory for cached `?decode=true` views, in bytes (0 disables the cache).
     pub decodecachebytes: usize,
+    /// Bytes a second of `?decode=true` views one client address may take (twice that saved
+    /// up); more get 503 with `Retry-After`. 0: no limit.
+    pub decodebytespersecond: usize,
     /// Requests whose work is CPU-heavy (writes of tokens over 32 KiB, uncached decoded views)
     /// waiting for the low-priority thread that does it; more get 503.
     pub maxheavy: usize,
@@ -119,6 +122,7 @@ impl Default for HttpSettings {
             maxlongpolls: 1024,
             maxlongpollsperclient: 32,
             decodecachebytes: 16 * 1024 * 1024,
+            decodebytespersecond: 8 * 1024 * 1024,
             maxheavy: 64,
         }
     }

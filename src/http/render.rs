@@ -77,6 +77,10 @@ pub async fn respond(
             view
         }
     };
+    let client = req.peer_addr().map(|a| a.ip());
+    state
+        .limits
+        .decode_view(client, view.len(), &state.metrics)?;
     let mut res = HttpResponse::Ok();
     res.content_type("text/plain; charset=utf-8");
     Ok(super::stream::in_turns(view, res))

@@ -54,6 +54,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Rendered `?decode=true` views.
     pub decode: DecodeCache,
+    /// Bytes of decoded views per client address (`http.decodebytespersecond`).
+    decode_budget: crate::budget::ByteBudget,
     /// CPU-heavy request work (large writes, decoded views), off the HTTP workers.
     pub heavy: heavy::HeavyPool,
 }
@@ -100,6 +102,7 @@ impl Limits {
             write_timeout: h.writetimeout.0,
             max_header_bytes: h.maxheaderbytes,
             decode: DecodeCache::new(h.decodecachebytes),
+            decode_budget: crate::budget::ByteBudget::new(h.decodebytespersecond),
             heavy: heavy::HeavyPool::new(h.maxheavy),
         }
     }
@@ -154,6 +157,35 @@ impl Limits {
             client,
             _gauge: metrics.long_poll(),
         })
+    }
+
+    /// Charges a decoded view of `bytes` to `client`'s budget.
+    ///
+    /// # Errors
+    /// [`Busy`] when the address has taken its `http.decodebytespersecond`; its
+    /// `retry_after` says when the view would fit.
+    pub fn decode_view(
+        &self,
+        client: Option<IpAddr>,
+        bytes: usize,
+        metrics: &Metrics,
+    ) -> Result<(), Busy> {
+        let Some(ip) = client else { return Ok(()) };
+        self.decode_budget
+            .take(ip, bytes, std::time::Instant::now())
+            .map_err(|wait| {
+                metrics.refused("decode_budget");
+                Busy {
+                    what: "this address has taken its share of decoded views",
+                    setting: "http.decodebytespersecond",
+                    limit: self.decode_budget_rate(),
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            })
+    }
+
+    fn decode_budget_rate(&self) -> usize {
+        self.decode_budget.rate()
     }
 
     /// A permit to stream one NATS PACK answer, or `None` at `nats.maxpackanswers`.

@@ -210,7 +210,7 @@ const ETAG_HEX: usize = 32;
 const ETAG_LEN: usize = ETAG_HEX + 2;
 
 /// The first 128 bits of the sha256 of `jwt`.
-fn tag_of(jwt: &[u8]) -> DigestHash {
+pub(super) fn tag_of(jwt: &[u8]) -> DigestHash {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(jwt);
     let mut out = [0u8; 16];
