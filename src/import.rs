@@ -338,20 +338,17 @@ async fn read_pack(base: &str) -> Result<Vec<SourceItem>, ImportError> {
     Ok(parse_pack(&body))
 }
 
-/// Parses pack lines `key|jwt`; blank lines are skipped, malformed ones reported.
+/// Parses pack lines `key|jwt` ([`crate::wire::pack`]): blank lines are skipped, a malformed
+/// one is reported under `line N`.
 pub fn parse_pack(body: &str) -> Vec<SourceItem> {
-    body.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let parts: Vec<&str> = line.trim().split('|').collect();
-            match parts.as_slice() {
-                [key, token] => (key.to_string(), Ok(token.to_string())),
-                _ => (
-                    format!("line {}", i + 1),
-                    Err("not a `key|jwt` line".to_string()),
-                ),
-            }
+    crate::wire::pack::parse(body)
+        .into_iter()
+        .map(|line| match line {
+            Ok((key, token)) => (key, Ok(token)),
+            Err(m) => (
+                format!("line {}", m.line),
+                Err("not a `key|jwt` line".to_string()),
+            ),
         })
         .collect()
 }

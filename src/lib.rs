@@ -28,6 +28,8 @@
 //! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
+//! - [`wire`]: the pack, change-feed and digest line formats and the NATS subjects, each
+//!   rendered and parsed in one place.
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
 pub mod budget;
 pub mod cluster;
@@ -50,6 +52,7 @@ pub mod store;
 pub mod tls;
 pub mod trust;
 pub mod verify;
+pub mod wire;
 
 pub use config::Settings;
 pub use server::RunningServer;

@@ -93,7 +93,7 @@ impl ResponseError for ApiError {
         }
         let mut resp = HttpResponse::build(self.status_code());
         resp.insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
-            .insert_header(("X-Error-Code", self.code()));
+            .insert_header((crate::wire::header::ERROR_CODE, self.code()));
         match self {
             ApiError::Service(ServiceError::PrimaryUnavailable(_)) => {
                 resp.insert_header((header::RETRY_AFTER, "5"));

@@ -15,6 +15,7 @@ mod replication;
 pub mod stream;
 
 use crate::state::AppState;
+use crate::wire::header;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::web;
 use error::ApiError;
@@ -293,8 +294,8 @@ pub fn stamped(
     stamp: Option<&crate::cluster::Stamp>,
 ) -> actix_web::HttpResponseBuilder {
     if let Some(s) = stamp {
-        res.insert_header(("X-Cluster-Term", s.term.to_string()))
-            .insert_header(("X-Cluster-Leader", s.leader.as_str()));
+        res.insert_header((header::CLUSTER_TERM, s.term.to_string()))
+            .insert_header((header::CLUSTER_LEADER, s.leader.as_str()));
     }
     res
 }

@@ -250,7 +250,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
             rows,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             e.seq,
-            e.feed_kind(),
+            crate::wire::feed::kind_name(e),
             html_escape(&e.key),
             html_escape(&crate::jwt::unix_to_rfc3339(e.iat))
         );

@@ -6,10 +6,10 @@ use super::error::ApiError;
 use super::stream::Lines;
 use crate::state::AppState;
 use crate::store::{Entry, DIGEST_BUCKETS};
+use crate::wire::{self, header};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use serde::Deserialize;
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -73,22 +73,14 @@ fn bulk_permit(
     Ok(Some(state.limits.bulk(&state.metrics)?))
 }
 
-/// One pack line, `key|jwt`, after a `\n` unless it is the first.
+/// One pack line ([`wire::pack`]).
 fn pack_line(e: &Entry, first: bool, out: &mut BytesMut) {
-    if !first {
-        out.extend_from_slice(b"\n");
-    }
-    out.extend_from_slice(e.key.as_bytes());
-    out.extend_from_slice(b"|");
-    out.extend_from_slice(&e.jwt);
+    wire::pack::write_line(&e.key, &e.jwt, first, out);
 }
 
-/// One change-feed line, `seq|kind|key|jwt\n`: the only place the feed's format is written
-/// (replicas parse it in `replica::client`).
+/// One change-feed line ([`wire::feed`]).
 fn feed_line(e: &Entry, _first: bool, out: &mut BytesMut) {
-    let _ = write!(out, "{}|{}|{}|", e.seq, e.feed_kind(), e.key);
-    out.extend_from_slice(&e.jwt);
-    out.extend_from_slice(b"\n");
+    wire::feed::write_change(e, out);
 }
 
 /// Change-feed parameters.
@@ -130,10 +122,11 @@ pub async fn changes(
             if c.role() != crate::cluster::Role::Leader {
                 return Err(crate::cluster::ClusterError::NotLeader.into());
             }
-            let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-            if let (Some(node), Some(lineage)) =
-                (header("X-Cluster-Node"), header("X-Cluster-Lineage"))
-            {
+            let header_value = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+            if let (Some(node), Some(lineage)) = (
+                header_value(header::CLUSTER_NODE),
+                header_value(header::CLUSTER_LINEAGE),
+            ) {
                 c.ack(node, lineage, opts.since);
             }
             Some(c.term())
@@ -170,15 +163,15 @@ pub async fn changes(
     // the newest changes were removals (compacted deletions) that left no entry to send.
     let complete_to = (entries.len() < limit).then_some(snapshot_head);
     let mut res = HttpResponse::Ok();
-    res.insert_header(("X-Store-Id", state.store.lineage()))
-        .insert_header(("X-Head-Seq", head.to_string()))
-        .insert_header(("X-Compacted-Seq", state.store.compacted().to_string()))
+    res.insert_header((header::STORE_ID, state.store.lineage()))
+        .insert_header((header::HEAD_SEQ, head.to_string()))
+        .insert_header((header::COMPACTED_SEQ, state.store.compacted().to_string()))
         .insert_header((
-            "X-Complete-To",
+            header::COMPLETE_TO,
             complete_to.map_or_else(String::new, |h| h.to_string()),
         ));
     if let Some(term) = term {
-        res.insert_header(("X-Cluster-Term", term.to_string()));
+        res.insert_header((header::CLUSTER_TERM, term.to_string()));
     }
     Ok(Lines::new(entries, feed_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
@@ -229,23 +222,11 @@ pub async fn digest(
     let entries = state.store.in_buckets(&wanted);
     let mut body = String::with_capacity(entries.len() * 140);
     for e in &entries {
-        let _ = write!(
-            body,
-            "{}|{}|{}|{}",
-            e.feed_kind(),
-            e.key,
-            e.iat,
-            hex(&e.digest_hash())
-        );
-        // A deletion cannot be fetched with a GET (404): its request travels here.
-        if e.deleted {
-            let _ = write!(body, "|{}", e.jwt_str());
-        }
-        body.push('\n');
+        wire::feed::write_digest_line(e, &mut body);
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .insert_header(("X-Store-Id", state.store.lineage()))
-        .insert_header(("X-Head-Seq", head.to_string()))
+        .insert_header((header::STORE_ID, state.store.lineage()))
+        .insert_header((header::HEAD_SEQ, head.to_string()))
         .body(body))
 }

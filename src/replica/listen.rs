@@ -22,6 +22,7 @@ use crate::nats::notify::UpdateSubjects;
 use crate::nats::NatsHandle;
 use crate::store::{Entry, Kind, PutOutcome};
 use crate::verify::{self, Invalid};
+use crate::wire::subject::{self, Subject};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 /// The subjects a replica listens on, given where its primary publishes account updates.
 fn subjects(which: UpdateSubjects) -> [&'static str; 2] {
     let accounts = match which {
-        UpdateSubjects::Old | UpdateSubjects::Both => "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
-        UpdateSubjects::New => "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+        UpdateSubjects::Old | UpdateSubjects::Both => subject::ANY_ACCOUNT_UPDATE,
+        UpdateSubjects::New => subject::ANY_ACCOUNT_UPDATE_REQUEST,
     };
-    [accounts, "$SYS.ACCOUNT.*.CLAIMS.ACTIVATE.*"]
+    [accounts, subject::ANY_ACTIVATION_UPDATE]
 }
 
 /// What a subject names.
@@ -48,14 +49,12 @@ struct Target<'a> {
 }
 
 /// Where the key (and an activation's issuer) sits in a subject.
-fn parse_subject(subject: &str) -> Option<Target<'_>> {
-    let t: Vec<&str> = subject.split('.').collect();
-    let (kind, key, issuer) = match t.as_slice() {
-        ["$SYS", "ACCOUNT", key, "CLAIMS", "UPDATE"] => (Kind::Account, *key, None),
-        ["$SYS", "REQ", "ACCOUNT", key, "CLAIMS", "UPDATE"] => (Kind::Account, *key, None),
-        ["$SYS", "ACCOUNT", issuer, "CLAIMS", "ACTIVATE", hash] => {
-            (Kind::Activation, *hash, Some(*issuer))
+fn parse_subject(s: &str) -> Option<Target<'_>> {
+    let (kind, key, issuer) = match subject::parse(s)? {
+        Subject::AccountUpdate { key } | Subject::AccountUpdateRequest { key } => {
+            (Kind::Account, key, None)
         }
+        Subject::ActivationUpdate { issuer, hash } => (Kind::Activation, hash, Some(issuer)),
         _ => return None,
     };
     Some(Target { kind, key, issuer })

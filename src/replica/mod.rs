@@ -456,7 +456,10 @@ impl ReplicaHandle {
     /// that verify, in order, up to the first change that does not, and that change with the
     /// reason: nothing after it is used, so the caller never moves past a change it could not
     /// apply.
-    pub fn verify_many(&self, changes: Vec<client::Change>) -> (Vec<Arc<Entry>>, Option<Stall>) {
+    pub fn verify_many(
+        &self,
+        changes: Vec<crate::wire::feed::Change>,
+    ) -> (Vec<Arc<Entry>>, Option<Stall>) {
         let tokens: Vec<&str> = changes.iter().map(|c| c.jwt.as_str()).collect();
         let decoded = jwt::decode_many(&tokens);
         drop(tokens);

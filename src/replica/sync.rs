@@ -4,7 +4,7 @@
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
 //! state is: never skipping a change, and re-applying one is a no-op (the same bytes).
 
-use super::client::{Ack, Change, PrimaryError};
+use super::client::{Ack, PrimaryError};
 use super::{
     antientropy, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE,
     META_SYNCED,
@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::link::{LinkState, Note};
 use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use crate::trust::{Learned, META_OPERATOR};
+use crate::wire::feed::Change;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -617,7 +618,14 @@ async fn sync_from_pack(
     // A pack has no sequence to stop at: each token that verifies is stored, each one that
     // does not is reported (and tried again with the next refresh).
     let mut applied = Vec::new();
-    for (key, jwt) in lines {
+    for line in lines {
+        let (key, jwt) = match line {
+            Ok(line) => line,
+            Err(malformed) => {
+                tracing::error!(%malformed, "a line of the primary's pack is malformed; skipped");
+                continue;
+            }
+        };
         let kind = if crate::jwt::is_account_key(&key) {
             Kind::Account
         } else {

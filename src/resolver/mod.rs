@@ -37,6 +37,7 @@ use crate::nats::NatsHandle;
 use crate::service::ServiceError;
 use crate::state::AppState;
 use crate::store::{Entry, Kind};
+use crate::wire::{self, subject, subject::Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -53,15 +54,9 @@ pub struct Responder {
     pack_answer: Arc<tokio::sync::Mutex<Option<Arc<PackAnswer>>>>,
 }
 
-const LOOKUP: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP";
-const PACK: &str = "$SYS.REQ.CLAIMS.PACK";
 /// nats-server's full resolvers answer PACK in this queue group; joining it means one of
 /// them (or us) answers each request, not all.
 const PACK_QUEUE: &str = "responder";
-const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
-const LIST: &str = "$SYS.REQ.CLAIMS.LIST";
-const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
-const DELETE: &str = "$SYS.REQ.CLAIMS.DELETE";
 
 /// Runs until `cancel` fires, following connection replacements, answering on connections
 /// made with `nats.resolverpeer` on. Long answers (a pack, a durable write) run as tasks of
@@ -87,11 +82,19 @@ pub async fn run(state: AppState, nats: NatsHandle, cancel: CancellationToken, t
 /// Subscribes on `nc` and answers until the subscriptions end.
 async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTracker) {
     let mut subs = Vec::new();
-    let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE)), (LIST, None)];
+    let mut subjects = vec![
+        (subject::ANY_ACCOUNT_LOOKUP, None),
+        (subject::PACK, Some(PACK_QUEUE)),
+        (subject::LIST, None),
+    ];
     // Writes are the primary's; a cluster node subscribes whatever its role now, and answers
     // them only while it leads (see `leads`).
     if responder.state.replica.is_none() || responder.state.cluster.is_some() {
-        subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None), (DELETE, None)]);
+        subjects.extend([
+            (subject::UPDATE, None),
+            (subject::ANY_ACCOUNT_UPDATE_REQUEST, None),
+            (subject::DELETE, None),
+        ]);
     }
     for (subject, queue) in subjects {
         let sub = match queue {
@@ -111,22 +114,30 @@ async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTrack
         let Some(reply) = msg.reply.clone() else {
             continue;
         };
-        let subject = msg.subject.as_str();
-        if subject == PACK {
-            // A pack can be 100,000 messages: answered on its own task, so lookups go on.
-            let (responder, nc) = (responder.clone(), nc.clone());
-            tasks.spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
-        } else if subject == LIST {
-            list(responder, nc, reply).await;
-        } else if subject == DELETE {
-            let (responder, nc) = (responder.clone(), nc.clone());
-            tasks.spawn(async move { delete(&responder, &nc, msg).await });
-        } else if subject.ends_with(".CLAIMS.UPDATE") {
-            // A durable write: on its own task too.
-            let (responder, nc) = (responder.clone(), nc.clone());
-            tasks.spawn(async move { update(&responder, &nc, msg).await });
-        } else {
-            lookup(responder, nc, subject, reply).await;
+        match subject::parse(msg.subject.as_str()) {
+            Some(Subject::Pack) => {
+                // A pack can be 100,000 messages: answered on its own task, so lookups go on.
+                let (responder, nc) = (responder.clone(), nc.clone());
+                tasks.spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
+            }
+            Some(Subject::List) => list(responder, nc, reply).await,
+            Some(Subject::Delete) => {
+                let (responder, nc) = (responder.clone(), nc.clone());
+                tasks.spawn(async move { delete(&responder, &nc, msg).await });
+            }
+            Some(Subject::Update) => {
+                // A durable write: on its own task too. The generic subject leaves the key to
+                // the token.
+                let (responder, nc) = (responder.clone(), nc.clone());
+                tasks.spawn(async move { update(&responder, &nc, None, msg).await });
+            }
+            Some(Subject::AccountUpdateRequest { key }) => {
+                let (responder, nc, key) = (responder.clone(), nc.clone(), key.to_string());
+                tasks.spawn(async move { update(&responder, &nc, Some(key), msg).await });
+            }
+            Some(Subject::AccountLookup { key }) => lookup(responder, nc, key, reply).await,
+            // Not a subject subscribed to above.
+            Some(_) | None => {}
         }
     }
 }
@@ -137,8 +148,14 @@ fn leads(responder: &Responder) -> bool {
     responder.state.follower().is_none()
 }
 
-/// Stores an account sent as an update request and answers as nats-server does.
-async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats::Message) {
+/// Stores an account sent as an update request and answers as nats-server does. `named`: the
+/// account the subject names, if it names one.
+async fn update(
+    responder: &Responder,
+    nc: &async_nats::Client,
+    named: Option<String>,
+    msg: async_nats::Message,
+) {
     let Some(reply) = msg.reply.clone() else {
         return;
     };
@@ -147,19 +164,12 @@ async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     }
     // The per-account subject names the key; the generic one leaves it to the token (whose
     // subject the write path then checks like a POST's path key).
-    let key = match msg
-        .subject
-        .as_str()
-        .split('.')
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["$SYS", "REQ", "ACCOUNT", key, "CLAIMS", "UPDATE"] => Some(key.to_string()),
-        _ => std::str::from_utf8(&msg.payload)
+    let key = named.or_else(|| {
+        std::str::from_utf8(&msg.payload)
             .ok()
             .and_then(|t| crate::jwt::parse_unverified(t.trim()).ok())
-            .map(|c| c.sub),
-    };
+            .map(|c| c.sub)
+    });
     let result = match &key {
         None => Err(ServiceError::BadRequest(
             "the update is not an account JWT".into(),
@@ -239,13 +249,13 @@ async fn list(responder: &Responder, nc: &async_nats::Client, reply: async_nats:
     }
 }
 
+/// Answers a LOOKUP of account `key` with its JWT; an unknown key gets no answer.
 async fn lookup(
     responder: &Responder,
     nc: &async_nats::Client,
-    subject: &str,
+    key: &str,
     reply: async_nats::Subject,
 ) {
-    let key = subject.split('.').nth(3).unwrap_or_default();
     let found = crate::jwt::is_account_key(key)
         .then(|| {
             responder.state.store.get(Kind::Account, key).or_else(|| {
@@ -349,11 +359,8 @@ async fn pack(
     let mut sent = 0usize;
     if !in_sync {
         for e in &answer.live {
-            let mut line = Vec::with_capacity(e.key.len() + 1 + e.jwt.len());
-            line.extend_from_slice(e.key.as_bytes());
-            line.push(b'|');
-            line.extend_from_slice(&e.jwt);
-            if let Err(e) = nc.publish(reply.clone(), line.into()).await {
+            let line = wire::pack::message(&e.key, &e.jwt);
+            if let Err(e) = nc.publish(reply.clone(), line).await {
                 responder.state.metrics.resolver_request("pack", "failed");
                 tracing::warn!(cause = %e, "could not answer a resolver pack request");
                 return;
