@@ -1,41 +1,44 @@
-//! Byte budgets per client address: a token bucket per address that refills at a fixed rate.
-//! Used for `?decode=true` views (`http.decodebytesperclient`): a cached view of an account
-//! with a thousand imports is ~1.5 MB, and a few clients asking for it in a loop move hundreds
-//! of MB/s through the server's CPU, which normal reads share (DESIGN §8). The cache removed
-//! the verification; this bounds the copying.
+//! Byte budgets per client address, for `?decode=true` views (`http.decodebytespersecond`). A
+//! cached view of an account with a thousand imports is ~1.5 MB, and a few clients asking for
+//! it in a loop move hundreds of MB/s through the server's CPU, which normal reads share
+//! (DESIGN §8). The cache removed the verification; this bounds the copying.
 //!
-//! An answer is allowed when the bucket holds its size, or is full (so an answer larger than
-//! the burst is still served, to an address that has been quiet); the bucket can then go
-//! below zero, and the address waits until it has refilled.
+//! Each address has a rate and a burst (twice the rate). An answer that fits is sent at once;
+//! one that does not is scheduled for when it will fit, and the request waits for that moment
+//! (a timer, no work), up to [`MAX_WAIT`]; beyond that it is refused. Waiting rather than
+//! refusing at once matters: a client that ignores `Retry-After` and asks again at once would
+//! otherwise turn each refusal into a new connection, and a storm of those costs more than
+//! the views did. This is the generic cell rate algorithm: per address, the time its budget
+//! will be whole again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Addresses tracked at once; beyond it, the ones whose bucket is full again are forgotten
+/// The longest a view waits for its address's budget; beyond it, 503.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// Addresses tracked at once; beyond it, the ones whose budget is whole again are forgotten
 /// (they are indistinguishable from new ones), and if that is not enough, all of them.
 const MAX_CLIENTS: usize = 16_384;
 
-/// Per-address budgets of `rate` bytes a second, up to `burst` bytes saved up.
+/// Per-address budgets of `rate` bytes a second, up to twice that saved up.
 pub struct ByteBudget {
+    /// Bytes a second; 0: no limit.
     rate: f64,
-    burst: f64,
-    clients: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    bytes: f64,
-    at: Instant,
+    /// How far ahead of the rate an address may be: the burst, as time.
+    burst: Duration,
+    /// Per address: when its budget is whole again.
+    clients: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl ByteBudget {
-    /// `rate` bytes a second per address, `burst` = twice that; `rate` 0 means no limit.
+    /// `rate` bytes a second per address, twice that saved up; `rate` 0 means no limit.
     pub fn new(rate: usize) -> ByteBudget {
         ByteBudget {
             rate: rate as f64,
-            burst: 2.0 * rate as f64,
+            burst: Duration::from_secs(2),
             clients: Mutex::default(),
         }
     }
@@ -45,48 +48,31 @@ impl ByteBudget {
         self.rate as usize
     }
 
-    /// Takes `bytes` from `client`'s budget at `now`, or says how long until it could.
+    /// Charges `bytes` to `client` at `now`: how long the answer must wait to fit.
     ///
     /// # Errors
-    /// The wait, when the budget does not hold `bytes` (or `burst`, for larger answers).
-    pub fn take(&self, client: IpAddr, bytes: usize, now: Instant) -> Result<(), Duration> {
+    /// The wait, when it would be over [`MAX_WAIT`]; nothing is charged then.
+    pub fn take(&self, client: IpAddr, bytes: usize, now: Instant) -> Result<Duration, Duration> {
         if self.rate <= 0.0 {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
-            let (rate, burst) = (self.rate, self.burst);
-            clients.retain(|_, b| b.refilled(now, rate, burst) < burst);
+            clients.retain(|_, whole_at| *whole_at > now);
             if clients.len() >= MAX_CLIENTS {
                 clients.clear();
             }
         }
-        let bucket = clients.entry(client).or_insert(Bucket {
-            bytes: self.burst,
-            at: now,
-        });
-        let have = bucket.refilled(now, self.rate, self.burst);
-        let need = (bytes as f64).min(self.burst);
-        if have < need {
-            *bucket = Bucket {
-                bytes: have,
-                at: now,
-            };
-            return Err(Duration::from_secs_f64((need - have) / self.rate));
+        let whole_at = clients.get(&client).copied().unwrap_or(now).max(now);
+        let cost = Duration::from_secs_f64(bytes as f64 / self.rate);
+        let new_whole_at = whole_at + cost;
+        // It may be sent once what is owed, this answer included, is within the burst.
+        let wait = new_whole_at.saturating_duration_since(now + self.burst);
+        if wait > MAX_WAIT {
+            return Err(wait);
         }
-        *bucket = Bucket {
-            bytes: have - bytes as f64,
-            at: now,
-        };
-        Ok(())
-    }
-}
-
-impl Bucket {
-    /// The bytes held at `now`.
-    fn refilled(&self, now: Instant, rate: f64, burst: f64) -> f64 {
-        let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.bytes + secs * rate).min(burst)
+        clients.insert(client, new_whole_at);
+        Ok(wait)
     }
 }
 
@@ -96,33 +82,41 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const MS: Duration = Duration::from_millis(1);
 
-    #[test]
-    fn a_burst_then_the_rate() {
-        let budget = ByteBudget::new(1000);
-        let t = Instant::now();
-        // 2,000 bytes saved up.
-        assert!(budget.take(A, 1500, t).is_ok());
-        assert!(budget.take(A, 500, t).is_ok());
-        let wait = budget.take(A, 500, t).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
-        // Another address has its own budget.
-        assert!(budget.take(B, 2000, t).is_ok());
-        // Half a second later 500 bytes are back.
-        assert!(budget.take(A, 500, t + Duration::from_millis(500)).is_ok());
-        assert!(budget.take(A, 1, t + Duration::from_millis(500)).is_err());
+    /// Within a millisecond (float seconds).
+    fn near(d: Duration, want: Duration) -> bool {
+        d.abs_diff(want) < MS
     }
 
     #[test]
-    fn an_answer_over_the_burst_is_served_to_a_quiet_address_then_paid_for() {
+    fn a_burst_is_sent_at_once_then_views_wait_for_the_rate() {
         let budget = ByteBudget::new(1000);
         let t = Instant::now();
-        assert!(budget.take(A, 5000, t).is_ok());
-        // 3,000 bytes in debt: the next answer waits for 3 s of refill plus its own size
-        // (capped at the burst).
-        let wait = budget.take(A, 10_000, t).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(5));
-        assert!(budget.take(A, 10_000, t + Duration::from_secs(5)).is_ok());
+        // 2,000 bytes saved up.
+        assert_eq!(budget.take(A, 1500, t), Ok(Duration::ZERO));
+        assert_eq!(budget.take(A, 500, t), Ok(Duration::ZERO));
+        // The next 500 fit half a second later, the 500 after them a second later.
+        assert!(near(budget.take(A, 500, t).unwrap(), 500 * MS));
+        assert!(near(budget.take(A, 500, t).unwrap(), 1000 * MS));
+        // Another address has its own budget.
+        assert_eq!(budget.take(B, 2000, t), Ok(Duration::ZERO));
+        // Later, what was owed is paid.
+        let later = t + Duration::from_secs(3);
+        assert_eq!(budget.take(A, 2000, later), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_wait_over_the_limit_is_refused_and_charges_nothing() {
+        let budget = ByteBudget::new(1000);
+        let t = Instant::now();
+        assert_eq!(budget.take(A, 2000, t), Ok(Duration::ZERO));
+        assert!(near(budget.take(A, 1900, t).unwrap(), 1900 * MS));
+        // 2,100 more would have to wait 4 s.
+        let refused = budget.take(A, 2100, t).unwrap_err();
+        assert!(near(refused, 4000 * MS), "{refused:?}");
+        // Nothing was charged: 100 bytes still wait 2 s.
+        assert!(near(budget.take(A, 100, t).unwrap(), 2000 * MS));
     }
 
     #[test]
@@ -130,7 +124,7 @@ mod tests {
         let budget = ByteBudget::new(0);
         let t = Instant::now();
         for _ in 0..100 {
-            assert!(budget.take(A, usize::MAX / 2, t).is_ok());
+            assert_eq!(budget.take(A, usize::MAX / 2, t), Ok(Duration::ZERO));
         }
     }
 

@@ -466,14 +466,15 @@ async fn reposts_are_refused_before_the_rules_and_decode_views_are_cached() {
     assert_eq!(metric(&server.url, &cache("miss")).await, 2.0);
 }
 
-/// Decoded views are budgeted per client address (`http.decodebytespersecond`): an address
-/// that has taken its share gets 503 with a `Retry-After` (counted as `decode_budget`), and
-/// its view again once that time has passed; another address, and plain GETs from the same
-/// one, are served meanwhile.
+/// Decoded views are budgeted per client address (`http.decodebytespersecond`): within its
+/// share a view is sent at once; beyond it, it waits for the share; one that would wait over
+/// 2 s gets 503 with a `Retry-After` (counted as `decode_budget`). Another address, and plain
+/// GETs from the same one, are served meanwhile, and the address gets views again later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decoded_views_are_budgeted_per_client_address() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // 10 kB a second, 20 kB saved up: one view of ~17 kB fits, the next waits ~1.4 s.
+    // 10 kB a second, 20 kB saved up: a view of ~17 kB is sent at once, the next one ~1.4 s
+    // later, and a third asked for at the same time would wait ~3 s: refused.
     let server = start(
         dir.path(),
         "budget",
@@ -488,32 +489,54 @@ async fn decoded_views_are_budgeted_per_client_address() {
     let view = |from: [u8; 4]| {
         let path = path.clone();
         async move {
+            let asked = Instant::now();
             let (_, head) = send_get(to, from, &path).await;
-            head
+            (head, asked.elapsed())
         }
     };
-    let first = view([127, 0, 0, 2]).await;
+    let (first, took) = view([127, 0, 0, 2]).await;
     assert_eq!(status(&first), Some(200), "{first}");
-    let refused = view([127, 0, 0, 2]).await;
-    assert_eq!(status(&refused), Some(503), "{refused}");
+    assert!(took < Duration::from_secs(1), "sent at once: {took:?}");
+    // Two more at the same time: one waits for the share, the other is refused.
+    let (a, b) = tokio::join!(view([127, 0, 0, 2]), view([127, 0, 0, 2]));
+    let (mut served, mut refused) = (Vec::new(), Vec::new());
+    for (head, took) in [a, b] {
+        match status(&head) {
+            Some(200) => served.push(took),
+            Some(503) => refused.push(head),
+            _ => panic!("unexpected answer: {head}"),
+        }
+    }
+    assert_eq!((served.len(), refused.len()), (1, 1), "{refused:?}");
     assert!(
-        refused.to_ascii_lowercase().contains("retry-after: 2"),
-        "{refused}"
+        served[0] >= Duration::from_secs(1),
+        "the second view waited for the share: {:?}",
+        served[0]
     );
-    assert!(refused.contains("http.decodebytespersecond"), "{refused}");
+    assert!(
+        refused[0].to_ascii_lowercase().contains("retry-after:"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[0].contains("http.decodebytespersecond"),
+        "{}",
+        refused[0]
+    );
     assert_eq!(
         metric(&server.url, "nas_refused_total{reason=\"decode_budget\"}").await,
         1.0
     );
     // Others are not held up by it.
-    let other = view([127, 0, 0, 3]).await;
+    let (other, took) = view([127, 0, 0, 3]).await;
     assert_eq!(status(&other), Some(200), "{other}");
+    assert!(took < Duration::from_secs(1), "another address: {took:?}");
     let (_, plain) = send_get(to, [127, 0, 0, 2], &format!("/jwt/v1/accounts/{key}")).await;
     assert_eq!(status(&plain), Some(200), "{plain}");
-    // And the address gets its view once its budget has refilled.
+    // And the address gets views again once its budget has refilled.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let head = view([127, 0, 0, 2]).await;
+        let (head, _) = view([127, 0, 0, 2]).await;
         if status(&head) == Some(200) {
             break;
         }

@@ -99,7 +99,8 @@ pub struct HttpSettings {
     /// Memory for cached `?decode=true` views, in bytes (0 disables the cache).
     pub decodecachebytes: usize,
     /// Bytes a second of `?decode=true` views one client address may take (twice that saved
-    /// up); more get 503 with `Retry-After`. 0: no limit.
+    /// up); a view beyond it waits for its share, up to 2 s, then gets 503 with
+    /// `Retry-After`. 0: no limit.
     pub decodebytespersecond: usize,
     /// Requests whose work is CPU-heavy (writes of tokens over 32 KiB, uncached decoded views)
     /// waiting for the low-priority thread that does it; more get 503.

@@ -77,10 +77,14 @@ pub async fn respond(
             view
         }
     };
+    // Over its address's share, the view waits for it (a timer, not a worker).
     let client = req.peer_addr().map(|a| a.ip());
-    state
+    let wait = state
         .limits
         .decode_view(client, view.len(), &state.metrics)?;
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     let mut res = HttpResponse::Ok();
     res.content_type("text/plain; charset=utf-8");
     Ok(super::stream::in_turns(view, res))

@@ -44,15 +44,10 @@ pub async fn pack(
         None
     };
     // Deleted accounts are left out: the pack is what a Go replica or `nsc pull` should hold.
-    let entries: Vec<_> = state
-        .store
-        .changes_since(0, usize::MAX)
-        .into_iter()
-        .filter(|e| !e.deleted)
-        .take(max)
-        .collect();
-    let permit = bulk_permit(&state, permit, &entries)?;
-    Ok(Lines::new(entries, pack_line, permit)
+    let entries = state.store.live_snapshot();
+    let end = max.min(entries.len());
+    let permit = bulk_permit(&state, permit, &entries[..end])?;
+    Ok(Lines::new(entries, end, pack_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
         .respond(HttpResponse::Ok()))
 }
@@ -173,7 +168,8 @@ pub async fn changes(
     if let Some(term) = term {
         res.insert_header((header::CLUSTER_TERM, term.to_string()));
     }
-    Ok(Lines::new(entries, feed_line, permit)
+    let end = entries.len();
+    Ok(Lines::new(entries.into(), end, feed_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
         .respond(res))
 }

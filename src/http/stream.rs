@@ -56,8 +56,11 @@ pub type LineFn = fn(&Entry, bool, &mut BytesMut);
 
 /// A streamed answer: `line(entry, first, out)` for each entry of the snapshot.
 pub struct Lines {
-    entries: Vec<Arc<Entry>>,
+    /// Shared with other answers over the same snapshot (the pack).
+    entries: Arc<[Arc<Entry>]>,
     next: usize,
+    /// One past the last entry sent.
+    end: usize,
     line: LineFn,
     watch: Option<Watch>,
     /// Held until the answer is dropped (a bulk permit).
@@ -73,13 +76,16 @@ struct Watch {
 }
 
 impl Lines {
-    /// An answer over `entries`; `permit` is released when the answer ends.
+    /// An answer over the first `end` of `entries`; `permit` is released when the answer
+    /// ends.
     pub fn new(
-        entries: Vec<Arc<Entry>>,
+        entries: Arc<[Arc<Entry>]>,
+        end: usize,
         line: LineFn,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Lines {
         Lines {
+            end: end.min(entries.len()),
             entries,
             next: 0,
             line,
@@ -94,7 +100,7 @@ impl Lines {
     /// covers the connection from then on. Without a recorded socket (tests driving the app
     /// directly) nothing is watched.
     pub fn watched(mut self, req: &HttpRequest, timeout: Duration, metrics: &Metrics) -> Lines {
-        let size: usize = self.entries.iter().map(|e| e.jwt.len()).sum();
+        let size: usize = self.entries[..self.end].iter().map(|e| e.jwt.len()).sum();
         if size <= CHUNK || timeout.is_zero() {
             return self;
         }
@@ -143,11 +149,11 @@ impl futures_util::Stream for Lines {
 
     fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.next >= this.entries.len() {
+        if this.next >= this.end {
             return Poll::Ready(None);
         }
         let mut out = BytesMut::with_capacity(CHUNK + 4096);
-        while this.next < this.entries.len() && out.len() < CHUNK {
+        while this.next < this.end && out.len() < CHUNK {
             (this.line)(&this.entries[this.next], this.next == 0, &mut out);
             this.next += 1;
         }

@@ -159,18 +159,22 @@ impl Limits {
         })
     }
 
-    /// Charges a decoded view of `bytes` to `client`'s budget.
+    /// Charges a decoded view of `bytes` to `client`'s budget: how long the view must wait
+    /// before it is sent (zero while the address is within its share).
     ///
     /// # Errors
-    /// [`Busy`] when the address has taken its `http.decodebytespersecond`; its
-    /// `retry_after` says when the view would fit.
+    /// [`Busy`] when the address has taken so much of its `http.decodebytespersecond` that
+    /// the view would wait over [`crate::budget::MAX_WAIT`]; its `retry_after` says when it
+    /// would fit.
     pub fn decode_view(
         &self,
         client: Option<IpAddr>,
         bytes: usize,
         metrics: &Metrics,
-    ) -> Result<(), Busy> {
-        let Some(ip) = client else { return Ok(()) };
+    ) -> Result<Duration, Busy> {
+        let Some(ip) = client else {
+            return Ok(Duration::ZERO);
+        };
         self.decode_budget
             .take(ip, bytes, std::time::Instant::now())
             .map_err(|wait| {

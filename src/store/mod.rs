@@ -336,7 +336,13 @@ pub struct Store {
     health: tokio::sync::watch::Receiver<WriteHealth>,
     lineage: Arc<str>,
     backend_name: &'static str,
+    /// The last [`Store::live_snapshot`] and the head it was taken at; weak, so it lives only
+    /// while an answer streams it.
+    live: Arc<std::sync::Mutex<Option<LiveSnapshot>>>,
 }
+
+/// A [`Store::live_snapshot`] held weakly, with the head it was taken at.
+type LiveSnapshot = (u64, std::sync::Weak<[Arc<Entry>]>);
 
 /// How [`Store::open_with`] runs the store.
 enum Mode {
@@ -450,6 +456,7 @@ impl Store {
             health: health_rx,
             lineage,
             backend_name,
+            live: Arc::default(),
         })
     }
 
@@ -727,6 +734,29 @@ impl Store {
     /// last entry when the newest changes were removals, e.g. compacted deletions).
     pub fn changes_and_head(&self, since: u64, limit: usize) -> (Vec<Arc<Entry>>, u64) {
         self.read().changes_and_head(since, limit)
+    }
+
+    /// Every live (not deleted) token in change-log order, taken at one moment: what the pack
+    /// streams. Readers of one store state share one snapshot (at a million accounts it is
+    /// 8 MB of pointers), so slow pack readers cost their sockets, not a list each, unless
+    /// the store changes between them.
+    pub fn live_snapshot(&self) -> Arc<[Arc<Entry>]> {
+        let head = self.read().head();
+        let shared = |cached: &Option<LiveSnapshot>| {
+            cached
+                .as_ref()
+                .filter(|(h, _)| *h == head)
+                .and_then(|(_, weak)| weak.upgrade())
+        };
+        if let Some(snapshot) = shared(&self.live.lock().unwrap_or_else(|e| e.into_inner())) {
+            return snapshot;
+        }
+        // Built outside the lock: two requests missing at once build twice, and nobody waits.
+        let (entries, head) = self.changes_and_head(0, usize::MAX);
+        let snapshot: Arc<[Arc<Entry>]> = entries.into_iter().filter(|e| !e.deleted).collect();
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((head, Arc::downgrade(&snapshot)));
+        snapshot
     }
 
     /// Waits until the head passes `since` or `timeout` elapses; returns the head.

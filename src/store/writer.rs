@@ -418,4 +418,41 @@ mod tests {
             }
         }
     }
+
+    /// Pack readers of one store state share one snapshot; a change makes the next reader
+    /// take a new one, and the old one still streams what it held.
+    #[tokio::test]
+    async fn live_snapshots_are_shared_per_store_state() {
+        let operator = nkeys::KeyPair::new_operator();
+        let account = |name: &str| {
+            let key = nkeys::KeyPair::new_account().public_key();
+            let token = crate::jwt::encode::account(&operator, &key, name, serde_json::json!({}));
+            let jwt = crate::jwt::parse_unverified(&token).unwrap();
+            Arc::new(Entry::from_parts(
+                Kind::Account,
+                key.as_str().into(),
+                bytes::Bytes::copy_from_slice(token.as_bytes()),
+                jwt.iat,
+                jwt.expires(),
+                0,
+            ))
+        };
+        let store = Store::memory(true);
+        store
+            .put_entries(vec![account("a"), account("b")], vec![], Policy::NewerWins)
+            .await
+            .unwrap();
+        let first = store.live_snapshot();
+        assert_eq!(first.len(), 2);
+        assert!(Arc::ptr_eq(&first, &store.live_snapshot()), "shared");
+        store
+            .put_entries(vec![account("c")], vec![], Policy::NewerWins)
+            .await
+            .unwrap();
+        let second = store.live_snapshot();
+        assert_eq!((first.len(), second.len()), (2, 3));
+        // Nobody holds a snapshot: the next one is built afresh, with the same content.
+        drop((first, second));
+        assert_eq!(store.live_snapshot().len(), 3);
+    }
 }
