@@ -88,7 +88,8 @@ fn bench_jwt(c: &mut Criterion) {
     });
     g.bench_function("validate_post", |b| {
         b.iter(|| {
-            verify::validate_account(&f.trust, key, black_box(token.as_bytes())).expect("valid")
+            verify::post::account(f.trust.operator.as_ref(), key, black_box(token.as_bytes()))
+                .expect("valid")
         })
     });
     let decoded = jwt::decode(token).expect("valid");

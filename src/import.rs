@@ -12,9 +12,9 @@
 //! `--operator`); without either the import refuses to run, and a store that records another
 //! operator than `--operator` is refused rather than mixed.
 //!
-//! Every token passes the checks a POST would apply ([`verify::validate_account_for`],
-//! [`verify::validate_activation`] against the target store, after the accounts are in), and
-//! is filed under its own key. Storing is newer-wins through [`Store::put_many`], so importing
+//! Every token passes the checks a POST would apply and is filed under its own key (the import
+//! policy, [`verify::import`]; activations against the target store, after the accounts are
+//! in). Storing is newer-wins through [`Store::put_many`], so importing
 //! twice, or importing an older copy over newer data, changes nothing. The result is counted
 //! in a [`Summary`]; skipped tokens are reported with their reason but do not fail the import
 //! (old stores commonly hold expired accounts), while an unreadable source or target does.
@@ -130,12 +130,7 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
     let configured = match settings.operator_path() {
         None => None,
         Some(path) => {
-            let token = std::fs::read_to_string(&path).map_err(|e| {
-                ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
-            })?;
-            Some(Operator::from_jwt(token.trim()).map_err(|e| {
-                ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
-            })?)
+            Some(verify::load_operator(&path).map_err(|e| ImportError::Settings(e.to_string()))?)
         }
     };
     // Refuse before anything is created or downloaded.
@@ -245,16 +240,15 @@ pub async fn import(
         }
     }
     let accounts = verified(&mut summary, accounts, |key, text| {
-        verify::validate_account_for(operator, key, text.as_bytes()).map_err(|e| e.to_string())
+        verify::import::account(operator, key, text)
     });
     store_all(store, &mut summary, Kind::Account, accounts).await?;
     let activations = verified(&mut summary, activations, |key, text| {
-        let (hash, jwt) =
-            verify::validate_activation(store, text.as_bytes()).map_err(|e| e.to_string())?;
-        if hash != key {
-            return Err(format!("the activation's hash is {hash}"));
-        }
-        Ok(jwt)
+        verify::import::activation(key, text, |account| {
+            store
+                .get(Kind::Account, account)
+                .map(|e| e.jwt_str().to_owned())
+        })
     });
     store_all(store, &mut summary, Kind::Activation, activations).await?;
     Ok(summary)
@@ -271,7 +265,7 @@ impl Summary {
 fn verified(
     summary: &mut Summary,
     tokens: Vec<(String, String)>,
-    check: impl Fn(&str, &str) -> Result<Jwt, String>,
+    check: impl Fn(&str, &str) -> Result<Jwt, verify::Invalid>,
 ) -> Vec<(String, Jwt)> {
     tokens
         .into_iter()

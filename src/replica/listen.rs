@@ -3,7 +3,7 @@
 //! What arrives on these subjects is a hint from an untrusted channel: anyone holding
 //! system-account credentials can publish there (DESIGN §6, "NATS"). So a message is applied
 //! only when it passes everything a POST to the primary would pass (the very functions the
-//! primary's write path calls: [`verify::validate_account`], [`verify::validate_activation`])
+//! primary's write path calls: the POST policy, [`verify::post`])
 //! and is strictly newer (a later `iat`) than what this replica holds. Anything else is
 //! ignored, logged and counted in `nas_replica_nats_ignored_total{reason}`. The change feed
 //! stays authoritative: an ignored hint only means the feed brings the change instead, and a
@@ -216,9 +216,14 @@ async fn apply(
         }
     }
     let jwt = match kind {
-        Kind::Account => verify::validate_account(&replica.trust(), key, payload)?,
+        Kind::Account => verify::post::account(replica.trust().operator.as_ref(), key, payload)?,
         Kind::Activation => {
-            let (hash, jwt) = verify::validate_activation(&replica.store, payload)?;
+            let (hash, jwt) = verify::post::activation(payload, |account| {
+                replica
+                    .store
+                    .get(Kind::Account, account)
+                    .map(|e| e.jwt_str().to_owned())
+            })?;
             if hash != key || target.issuer != Some(jwt.claims.iss.as_str()) {
                 return Err(Ignored::SubjectMismatch);
             }

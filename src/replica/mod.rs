@@ -22,10 +22,11 @@ mod sync;
 
 use crate::cluster::{ClusterHandle, Stamp};
 use crate::config::Settings;
-use crate::jwt::{self, ClaimType, Jwt, JwtError};
+use crate::jwt::{self, Jwt, JwtError};
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind, Policy, Store};
 use crate::trust::{Trust, TrustAnchor};
+use crate::verify;
 use client::PrimaryClient;
 use futures_util::FutureExt;
 use misses::Misses;
@@ -420,28 +421,19 @@ impl ReplicaHandle {
         )))
     }
 
-    /// Verifies a deletion of account `key` received from the primary: the delete request is
-    /// validly signed by the trusted operator (or one of its signing keys), self-signed, and
-    /// lists `key`. Returns the tombstone to store.
+    /// Verifies a deletion of account `key` received from the primary (the mirror policy,
+    /// [`verify::mirror::delete`]). Returns the tombstone to store.
     ///
     /// # Errors
     /// Why it does not verify.
     pub fn verify_delete(&self, key: &str, request: &str) -> Result<Entry, String> {
         let trust = self.anchor.current();
-        // Deletion being enabled is the primary's decision; the request's signature is ours
-        // to check.
-        let checked =
-            jwt::delete::DeleteRequest::check(request, true, trust.operator.as_ref(), None)
-                .map_err(|e| e.to_string())?;
-        if !checked.accounts.iter().any(|a| a == key) {
-            return Err(format!("the delete request does not list account {key}"));
-        }
+        let checked = verify::mirror::delete(trust.operator.as_ref(), key, request)?;
         Ok(Entry::tombstone(key, &checked.jwt))
     }
 
-    /// Verifies a token received from the primary or NATS before it may be stored: signature,
-    /// type, key, and (for accounts) the operator's trust. Time checks are not applied: a
-    /// replica mirrors what the primary holds, and serving honours `check=true` and `exp`.
+    /// Verifies a token received from the primary before it may be stored (the mirror policy,
+    /// [`verify::mirror`]): signature, type, key, and (for accounts) the operator's trust.
     ///
     /// # Errors
     /// The [`JwtError`] that disqualifies it.
@@ -490,41 +482,14 @@ impl ReplicaHandle {
         (out, None)
     }
 
-    /// The checks after the signature: type, key, and the operator's trust for accounts.
+    /// The mirror policy's checks after the signature ([`verify::mirror`]).
     fn check(&self, kind: Kind, key: &str, jwt: &Jwt) -> Result<(), JwtError> {
-        let c = &jwt.claims;
         match kind {
             Kind::Account => {
-                c.expect_type(ClaimType::Account)?;
-                if c.sub != key {
-                    return Err(JwtError::InvalidClaims(format!(
-                        "subject {} is not the key {key}",
-                        c.sub
-                    )));
-                }
-                let trust = self.anchor.current();
-                match &trust.operator {
-                    Some(op) => op.check_issuer(&c.iss)?,
-                    // Nothing is stored unverified: the sync task installs the primary's operator
-                    // before it applies anything, and until then NATS updates are refused.
-                    None => {
-                        return Err(JwtError::InvalidClaims(
-                            "no operator known to verify against".into(),
-                        ))
-                    }
-                }
+                verify::mirror::account(self.anchor.current().operator.as_ref(), key, jwt)
             }
-            Kind::Activation => {
-                c.expect_type(ClaimType::Activation)?;
-                let hash = jwt::activation_hash(c)?;
-                if hash != key {
-                    return Err(JwtError::InvalidClaims(format!(
-                        "activation hash {hash} is not the key {key}"
-                    )));
-                }
-            }
+            Kind::Activation => verify::mirror::activation(key, jwt),
         }
-        Ok(())
     }
 }
 

@@ -52,7 +52,7 @@ fn check_post(
     stored: Option<&Entry>,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Option<Jwt>, ServiceError> {
-    let jwt = verify::account_claims(verify::operator_of(trust)?, key, body)?;
+    let jwt = verify::post::account_claims(trust.operator.as_ref(), key, body)?;
     if let Some(answer) = stored.and_then(|s| compare_with_stored(s, &jwt)) {
         let result = match &answer {
             Ok(()) => "unchanged",
@@ -62,7 +62,7 @@ fn check_post(
         metrics.post_shortcut(result);
         return answer.map(|()| None);
     }
-    jwt::check_account_rules(&jwt)?;
+    verify::post::account_rules(&jwt)?;
     Ok(Some(jwt))
 }
 
@@ -172,7 +172,7 @@ pub async fn post_activation(
         // The primary applies every rule. The issuing-account rule must not be checked here:
         // this replica may not have replicated that account yet, and would refuse a token the
         // primary accepts. Decoding is enough to refuse junk early and to find the hash.
-        let jwt = jwt::decode_activation(verify::token_text(body)?, jwt::now_unix())?;
+        let jwt = jwt::decode_activation(verify::post::token_text(body)?, jwt::now_unix())?;
         let hash = jwt::activation_hash(&jwt.claims)?;
         let stamp = replica.forward(Kind::Activation, &hash, body).await?;
         return Ok((hash, stamp));
@@ -180,7 +180,12 @@ pub async fn post_activation(
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
     }
-    let (hash, jwt) = verify::validate_activation(&state.store, body)?;
+    let (hash, jwt) = verify::post::activation(body, |account| {
+        state
+            .store
+            .get(Kind::Account, account)
+            .map(|e| e.jwt_str().to_owned())
+    })?;
     let stamp = store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
     Ok((hash, stamp))
 }
@@ -252,7 +257,11 @@ pub async fn delete_accounts(
         return Err(crate::store::StoreError::ReadOnly.into());
     }
     let trust = state.trust();
-    let request = checked_delete(&trust, verify::token_text(body)?, state.http.allow_delete)?;
+    let request = checked_delete(
+        &trust,
+        verify::post::token_text(body)?,
+        state.http.allow_delete,
+    )?;
     if let Some(key) = only {
         if !request.accounts.iter().any(|a| a == key) {
             return Err(ServiceError::BadRequest(format!(
@@ -319,7 +328,7 @@ pub fn checked_delete(
         .and_then(|op| op.system_account())
         .map(str::to_string)
         .or_else(|| trust.system_account.as_ref().map(|s| s.key.to_string()));
-    Ok(DeleteRequest::check(
+    Ok(verify::post::delete(
         token,
         allowed,
         operator,
