@@ -883,11 +883,11 @@ fn memory(opts: &Opts) {
     // A restart: the same data loaded by a fresh store.
     rt.block_on(sled.close());
     drop(sled);
-    nats_account_server::memory::release_free_memory();
+    nats_account_server::heap::trim();
     let before = own_rss_mib();
     let t = Instant::now();
     let reopened = Store::open_sled(&tmp.path().join("data")).expect("reopen sled");
-    nats_account_server::memory::release_free_memory();
+    nats_account_server::heap::trim();
     let after = own_rss_mib();
     println!(
         "sled store reopened ({} accounts loaded): +{:.1} MiB, {:.2} s",

@@ -25,7 +25,7 @@
 //! - [`replica`]: change-feed sync, NATS listener, miss fetching and write forwarding.
 //! - [`limits`]: caps and caches against hostile load (bulk answers, long polls, decode views,
 //!   CPU-heavy work on a low-priority thread); [`budget`]: byte budgets per client address.
-//! - [`metrics`]: per-instance Prometheus registry; [`memory`]: returning freed heap to the OS.
+//! - [`metrics`]: per-instance Prometheus registry; [`heap`]: returning freed heap to the OS.
 //! - [`tls`]: HTTPS with a certificate that SIGHUP can swap.
 //! - [`trust`]: the operator trust anchor and its one owner (SIGHUP, learned from a primary).
 //! - [`wire`]: the pack, change-feed and digest line formats and the NATS subjects, each
@@ -34,12 +34,12 @@
 pub mod budget;
 pub mod cluster;
 pub mod config;
+pub mod heap;
 pub mod http;
 pub mod import;
 pub mod jwt;
 pub mod limits;
 pub mod link;
-pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod replica;

@@ -184,12 +184,12 @@ fn read_token(path: &Path, what: &'static str) -> Result<String, StartError> {
 /// [`StartError::Store`] when the store cannot be opened.
 pub fn open_store(settings: &Settings) -> Result<Store, StartError> {
     let store = open_store_choice(settings)?;
-    crate::memory::release_free_memory();
+    crate::heap::trim();
     Ok(store)
 }
 
 fn open_store_choice(settings: &Settings) -> Result<Store, StartError> {
-    use crate::store::{dir::DirBackend, nsc::NscBackend, watch::Source};
+    use crate::store::{dir::DirBackend, dirwatch::Source, nsc::NscBackend};
     match settings.store_choice() {
         StoreChoice::Sled(dir) => Ok(Store::open_sled(&dir)?),
         StoreChoice::Memory { readonly } => Ok(Store::memory(!readonly)),
@@ -292,7 +292,7 @@ impl RunningServer {
         let notifier = Notifier::start(&nats, metrics.clone(), cancel.clone(), &tasks);
         // Read-only directory and nsc stores: file edits are loaded and notified like writes.
         let on_file_change = notifier.clone();
-        crate::store::watch::spawn(
+        crate::store::dirwatch::spawn(
             &store,
             move |entry| on_file_change.changed(entry),
             cancel.clone(),

@@ -11,7 +11,7 @@ pub mod natsconf;
 mod types;
 
 pub use cli::Cli;
-pub use types::{Dur, StringList};
+pub use types::{Dur, StringList, UpdateSubjects};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -156,12 +156,14 @@ pub struct NatsSettings {
     pub connecttimeout: Dur,
     /// Wait between reconnect attempts (Go: integer milliseconds).
     pub reconnectwait: Dur,
-    /// Accepted for compatibility; the connection is always retried forever.
+    /// Accepted for Go configs and not applied: the connection is always retried forever, and
+    /// a limit (0 or more) is named in a warning at connect (see `nats::ignored_maxreconnects`
+    /// for why).
     pub maxreconnects: Option<i64>,
     /// TLS to the NATS server.
     pub tls: Option<TlsSettings>,
     /// Which account update subjects to publish on: `old` (default), `new` or `both`.
-    pub updatesubjects: crate::nats::notify::UpdateSubjects,
+    pub updatesubjects: UpdateSubjects,
     /// Answer nats-server's resolver LOOKUP and PACK requests (for `resolver { type: cache }`
     /// and `full` servers) and, on a primary, UPDATE requests (`nsc push` to a `nats://` URL),
     /// as a full-resolver peer does. Default on.

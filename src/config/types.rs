@@ -1,4 +1,9 @@
-//! Value types that accept both the Go server's spellings and ours.
+//! Value types of settings: the ones that accept both the Go server's spellings and ours
+//! ([`Dur`], [`StringList`]), and the enumerations a setting chooses from
+//! ([`UpdateSubjects`]).
+//!
+//! They live in `config`, not with the code that acts on them, so that the configuration does
+//! not depend on the modules it configures.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -63,4 +68,18 @@ impl<'de> Deserialize<'de> for StringList {
                 .collect(),
         ))
     }
+}
+
+/// `nats.updatesubjects`: which account update subjects claims-update notifications go to
+/// (`old`, `new` or `both`; [`crate::nats::notify`] publishes them, a replica listens there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateSubjects {
+    /// `$SYS.ACCOUNT.<pub>.CLAIMS.UPDATE`: understood by every nats-server 2.x.
+    #[default]
+    Old,
+    /// `$SYS.REQ.ACCOUNT.<pub>.CLAIMS.UPDATE`: 2.2 and later.
+    New,
+    /// Both (a server listening on both applies the second as a no-op).
+    Both,
 }

@@ -2,7 +2,8 @@
 //!
 //! The HTTP server never waits for NATS: nats-server needs our HTTP resolver to start, so
 //! blocking on NATS at start would deadlock a fresh cluster (the Go server's issue #53). The
-//! connection is retried forever; its state is visible through [`NatsHandle::state`].
+//! connection is retried forever (a configured `maxreconnects` is ignored, with a warning); its
+//! state is visible through [`NatsHandle::state`].
 //!
 //! The connection can be replaced at runtime (SIGHUP with new NATS settings): the handle holds
 //! a `watch` of the current [`Connection`], and the notifier, the replica listener and the
@@ -10,7 +11,7 @@
 
 pub mod notify;
 
-use crate::config::NatsSettings;
+use crate::config::{NatsSettings, UpdateSubjects};
 use crate::link::{self, LinkState, Note};
 use crate::tls::PemKind;
 use async_nats::connection::State;
@@ -30,7 +31,7 @@ pub struct Connection {
     /// what it could not deliver when this turns true.
     pub connected: Option<watch::Receiver<bool>>,
     /// Which update subjects notifications go to.
-    pub subjects: notify::UpdateSubjects,
+    pub subjects: UpdateSubjects,
     /// What it was made from (to tell whether a reload changes anything).
     settings: Option<NatsSettings>,
 }
@@ -181,7 +182,7 @@ impl NatsHandle {
 
     /// Which update subjects the current connection's settings name (`nats.updatesubjects`):
     /// where a primary publishes, and so where its replicas listen.
-    pub fn update_subjects(&self) -> notify::UpdateSubjects {
+    pub fn update_subjects(&self) -> UpdateSubjects {
         self.current.borrow().subjects
     }
 
@@ -211,37 +212,33 @@ impl Connection {
                 ..Connection::default()
             });
         }
-        let wait = settings.reconnectwait.0.max(Duration::from_millis(10));
         let (connected_tx, connected) = watch::channel(false);
         let connected_tx = Arc::new(connected_tx);
         let addrs = server_addrs(settings)?;
-        let events = Arc::new(LinkEvents::new(&addrs, settings.connecttimeout.0, wait));
-        let opts = async_nats::ConnectOptions::new()
-            .name("nats-account-server")
-            .no_echo()
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(settings.connecttimeout.0)
-            // First attempt at once (attempts counts from 1 here); then the configured wait.
-            .reconnect_delay_callback(
-                move |attempts| if attempts <= 1 { Duration::ZERO } else { wait },
-            )
-            .event_callback(move |event| {
-                let events = events.clone();
-                let connected_tx = connected_tx.clone();
-                async move {
-                    match &event {
-                        async_nats::Event::Connected => {
-                            connected_tx.send_replace(true);
-                        }
-                        async_nats::Event::Disconnected => {
-                            connected_tx.send_replace(false);
-                        }
-                        _ => {}
+        let events = Arc::new(LinkEvents::new(
+            &addrs,
+            settings.connecttimeout.0,
+            reconnect_wait(settings),
+        ));
+        if let Some(limit) = ignored_maxreconnects(settings) {
+            tracing::warn!(nats = %events.shown, maxreconnects = limit, "{MAXRECONNECTS_IGNORED}");
+        }
+        let opts = connect_options(settings).event_callback(move |event| {
+            let events = events.clone();
+            let connected_tx = connected_tx.clone();
+            async move {
+                match &event {
+                    async_nats::Event::Connected => {
+                        connected_tx.send_replace(true);
                     }
-                    events.log(event).await;
+                    async_nats::Event::Disconnected => {
+                        connected_tx.send_replace(false);
+                    }
+                    _ => {}
                 }
-            });
+                events.log(event).await;
+            }
+        });
         let opts = auth_options(opts, settings)?;
         let client = opts
             .connect(addrs)
@@ -273,6 +270,45 @@ impl Connection {
             }
         }
     }
+}
+
+/// The wait between reconnect attempts (`nats.reconnectwait`), at least 10 ms so that a zero
+/// does not spin.
+fn reconnect_wait(settings: &NatsSettings) -> Duration {
+    settings.reconnectwait.0.max(Duration::from_millis(10))
+}
+
+/// The options of every connection apart from its credentials and event handling: retried
+/// from the start and forever, the first attempt at once, then every `nats.reconnectwait`.
+/// `nats.maxreconnects` is deliberately not applied ([`ignored_maxreconnects`]).
+fn connect_options(settings: &NatsSettings) -> async_nats::ConnectOptions {
+    let wait = reconnect_wait(settings);
+    async_nats::ConnectOptions::new()
+        .name("nats-account-server")
+        .no_echo()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(settings.connecttimeout.0)
+        // First attempt at once (attempts counts from 1 here); then the configured wait.
+        .reconnect_delay_callback(move |attempts| if attempts <= 1 { Duration::ZERO } else { wait })
+}
+
+/// Logged at every connect (start, and SIGHUP with new settings) whose settings set
+/// `maxreconnects` ([`ignored_maxreconnects`]).
+const MAXRECONNECTS_IGNORED: &str = "the NATS setting maxreconnects is ignored: the connection is \
+    retried forever, because a client that gave up would leave this server without NATS \
+    (no claims-update notifications, resolver answers, replica updates or cluster election) \
+    until it is restarted, while it goes on serving HTTP";
+
+/// The `maxreconnects` limit the settings ask for and that is not applied, if any.
+///
+/// Why not applied: after that many failed attempts async-nats closes the client for good,
+/// and nothing makes a new one (a SIGHUP only does when the settings change). The Go server
+/// exited at that point; this one keeps serving HTTP while NATS is down (nats-server needs
+/// our resolver to start), so giving up would silently leave it without NATS. A negative
+/// value meant "forever" in Go, which is what happens anyway, so it is not reported.
+fn ignored_maxreconnects(settings: &NatsSettings) -> Option<i64> {
+    settings.maxreconnects.filter(|limit| *limit >= 0)
 }
 
 /// The configured servers, parsed.
@@ -481,5 +517,44 @@ fn secs(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_limit(limit: Option<i64>) -> NatsSettings {
+        NatsSettings {
+            maxreconnects: limit,
+            ..NatsSettings::default()
+        }
+    }
+
+    /// A limit of 0 or more is reported as ignored; none, or a negative one (Go's "forever"),
+    /// is what happens anyway and is not.
+    #[test]
+    fn a_maxreconnects_limit_is_reported_as_ignored() {
+        assert_eq!(ignored_maxreconnects(&with_limit(Some(5))), Some(5));
+        assert_eq!(ignored_maxreconnects(&with_limit(Some(0))), Some(0));
+        assert_eq!(ignored_maxreconnects(&with_limit(Some(-1))), None);
+        assert_eq!(ignored_maxreconnects(&with_limit(None)), None);
+    }
+
+    /// Whatever `maxreconnects` says, the client is told never to give up, from the first
+    /// attempt on. (async-nats shows its options only through `Debug`; its version is pinned.)
+    #[test]
+    fn the_client_retries_forever_whatever_maxreconnects_says() {
+        for limit in [None, Some(-1), Some(0), Some(3)] {
+            let opts = format!("{:?}", connect_options(&with_limit(limit)));
+            assert!(
+                opts.contains("\"max_reconnects\": None"),
+                "{limit:?}: {opts}"
+            );
+            assert!(
+                opts.contains("\"retry_on_initial_connect\": true"),
+                "{limit:?}: {opts}"
+            );
+        }
     }
 }

@@ -26,18 +26,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Which account update subjects to publish on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpdateSubjects {
-    /// `$SYS.ACCOUNT.<pub>.CLAIMS.UPDATE`: understood by every nats-server 2.x.
-    #[default]
-    Old,
-    /// `$SYS.REQ.ACCOUNT.<pub>.CLAIMS.UPDATE`: 2.2 and later.
-    New,
-    /// Both (a server listening on both applies the second as a no-op).
-    Both,
-}
+// The setting's type belongs to `config` (which must not depend on `nats`); re-exported next
+// to `subjects`, which reads it, so `nats::notify::UpdateSubjects` keeps naming it.
+pub use crate::config::UpdateSubjects;
 
 /// The subjects an entry is published on.
 pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {

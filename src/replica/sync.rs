@@ -466,7 +466,7 @@ pub(super) async fn run(
         }
         if caught_up && !synced {
             tracing::info!(primary = %client.current(), head = page.head, "initial sync complete");
-            crate::memory::release_free_memory();
+            crate::heap::trim();
             synced = true;
         }
         long_poll = caught_up;

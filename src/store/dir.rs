@@ -9,7 +9,7 @@
 //! What this module owns: the layout (which path a key has, which files are tokens), reading
 //! token files, and [`DirBackend`], which writes them atomically (temporary file in the same
 //! directory, fsync, rename, fsync of the directory) for a writable store. Watching a
-//! read-only directory is [`super::watch`]'s job.
+//! read-only directory is [`super::dirwatch`]'s job.
 //!
 //! Sequence numbers and lineage. The files carry no change log, so sequence numbers are given
 //! at load, in file-name order (deterministic), and the log then lives in the index.

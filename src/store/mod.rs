@@ -17,14 +17,14 @@
 //!
 //! Backends: [`sled`] (the default), [`dir`] (a folder of `.jwt` files, nats-server's layout),
 //! [`nsc`] (an nsc operator folder, read-only) and [`MemoryBackend`]. Read-only file stores are
-//! opened with [`Store::open_watched`]: someone else edits the files, and [`watch`] feeds the
+//! opened with [`Store::open_watched`]: someone else edits the files, and [`dirwatch`] feeds the
 //! changes in through the same writer, so they are sequenced like any write.
 
 pub mod dir;
+pub mod dirwatch;
 mod index;
 pub mod nsc;
 pub mod sled;
-pub mod watch;
 mod writer;
 
 pub use index::{digest_bucket, etag, Digest, DigestHash, Entry, DIGEST_BUCKETS};
@@ -331,7 +331,7 @@ pub struct Store {
     /// is not writable.
     writable: bool,
     /// The files a watched store mirrors; `None` for every other store.
-    source: Option<Arc<watch::Source>>,
+    source: Option<Arc<dirwatch::Source>>,
     head: tokio::sync::watch::Receiver<u64>,
     health: tokio::sync::watch::Receiver<WriteHealth>,
     lineage: Arc<str>,
@@ -348,7 +348,7 @@ type LiveSnapshot = (u64, std::sync::Weak<[Arc<Entry>]>);
 enum Mode {
     Writable,
     ReadOnly,
-    Watched(watch::Source),
+    Watched(dirwatch::Source),
 }
 
 impl Store {
@@ -384,7 +384,7 @@ impl Store {
 
     /// Opens a read-only store over files that someone else edits (a read-only directory, an
     /// nsc folder): the index is loaded from `backend`, API writes are refused, and the
-    /// watcher ([`watch::spawn`]) applies file changes through the writer thread, so they are
+    /// watcher ([`dirwatch::spawn`]) applies file changes through the writer thread, so they are
     /// sequenced in order and wake change-feed long polls like any write. Nothing is ever
     /// committed to `backend`.
     ///
@@ -392,7 +392,7 @@ impl Store {
     /// Whatever the backend's `load` reports.
     pub fn open_watched(
         backend: Box<dyn Backend>,
-        source: watch::Source,
+        source: dirwatch::Source,
     ) -> Result<Store, StoreError> {
         Store::open_with(backend, Mode::Watched(source))
     }
@@ -655,7 +655,7 @@ impl Store {
     }
 
     /// The files this store mirrors, when it is a watched store (see [`Store::open_watched`]).
-    pub fn watch_source(&self) -> Option<Arc<watch::Source>> {
+    pub fn watch_source(&self) -> Option<Arc<dirwatch::Source>> {
         self.source.clone()
     }
 

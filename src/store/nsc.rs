@@ -8,7 +8,7 @@
 //!   accounts/<Name>/users/…          # users: never served
 //! ```
 //!
-//! Each account file is parsed once, at load or when the watcher ([`super::watch`]) sees it
+//! Each account file is parsed once, at load or when the watcher ([`super::dirwatch`]) sees it
 //! change; requests are answered from the index by public key, never by scanning the folder.
 //! Sequence numbers are given in account-name order and the lineage is new per process start,
 //! as for a read-only directory store (see [`super::dir`]). Keys (nkeys, seeds) live elsewhere

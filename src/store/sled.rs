@@ -55,6 +55,16 @@ impl SledBackend {
         })
     }
 
+    /// Drops the handle and opens a fresh one: what sled keeps of pages it has read goes with
+    /// the old one. The old one must be gone first: it holds the directory's lock.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        self.db = None;
+        self.db = Some(reopen_db(&self.dir)?);
+        tracing::debug!(took = ?started.elapsed(), "sled handle reopened");
+        Ok(())
+    }
+
     /// The open handle; absent only after a reopen failed (see [`Backend::recover`]).
     fn db(&self) -> Result<&::sled::Db, StoreError> {
         self.db
@@ -379,6 +389,60 @@ fn parse_range(
     Ok(())
 }
 
+/// The most segments a store is read in at start ([`Backend::load`]); each costs a reopen.
+const LOAD_SEGMENTS: u64 = 8;
+
+/// The fewest sequences in a load segment.
+const MIN_SEGMENT: u64 = 16_384;
+
+/// Reads the records with sequences in `from..to` on `threads` threads and appends their
+/// entries to `out`, in sequence order.
+///
+/// The loading threads read and parse (the CPU: JSON of the claims, sha256 of the token);
+/// this thread alone allocates the entries that stay. Entries built on every thread were
+/// interleaved, in each thread's malloc arena, with sled's freed read buffers, and a page
+/// holding one live entry cannot be returned: ~60 MiB more idle memory at 1M accounts.
+fn load_segment(
+    db: &::sled::Db,
+    from: u64,
+    to: u64,
+    threads: u64,
+    out: &mut Vec<Arc<super::Entry>>,
+) -> Result<(), StoreError> {
+    let width = (to - from).div_ceil(threads);
+    let mut parts: Vec<Vec<Arc<super::Entry>>> = (0..threads).map(|_| Vec::new()).collect();
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Parsed>)>(4 * threads as usize);
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let start = from + i * width;
+                let end = (start + width).min(to);
+                let tx = tx.clone();
+                s.spawn(move || parse_range(db, start, end, i as usize, &tx))
+            })
+            .collect();
+        drop(tx);
+        for (i, chunk) in rx {
+            parts[i].extend(chunk.into_iter().map(|p| Arc::new(p.into_entry())));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Io("a loading thread panicked".into())))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    out.reserve(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        out.extend(part);
+    }
+    Ok(())
+}
+
 /// Dropping the handle does not release the directory lock at once: sled's background threads
 /// hold the files a moment longer. The writer drops its backend on [`super::Store::close`] and
 /// then answers; waiting here (bounded) makes "closed" mean "another open will succeed", so a
@@ -398,10 +462,6 @@ impl Drop for SledBackend {
 impl Backend for SledBackend {
     fn load(&mut self) -> Result<Loaded, StoreError> {
         let db = self.db()?;
-        // Reading a record is cheap next to parsing it (the claims, the token's hash), so the
-        // log is read in as many sequence ranges as there are cores, each on its own thread:
-        // a million records load in about half the time on two cores. Each key has one
-        // record, so the ranges never disagree.
         let first = db.scan_prefix(b"s/").next().transpose().map_err(io)?;
         let last = db.scan_prefix(b"s/").next_back().transpose().map_err(io)?;
         let (first, last) = match (first, last) {
@@ -413,64 +473,31 @@ impl Backend for SledBackend {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64
         };
-        let width = (last - first) / threads + 1;
-        // The loading threads read and parse (the CPU: JSON of the claims, sha256 of the
-        // token); this thread alone allocates the entries that stay. Entries built on every
-        // thread were interleaved, in each thread's malloc arena, with sled's freed read
-        // buffers, and a page holding one live entry cannot be returned: ~60 MiB more idle
-        // memory at 1M accounts, and the 100k peak over 200 MiB.
-        let mut parts: Vec<Vec<Arc<super::Entry>>> = (0..threads).map(|_| Vec::new()).collect();
-        let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<(usize, Vec<Parsed>)>(4 * threads as usize);
-            let handles: Vec<_> = (0..threads)
-                .map(|i| {
-                    let from = first + i * width;
-                    let to = if i + 1 == threads {
-                        u64::MAX
-                    } else {
-                        from + width
-                    };
-                    let tx = tx.clone();
-                    s.spawn(move || parse_range(db, from, to, i as usize, &tx))
-                })
-                .collect();
-            drop(tx);
-            for (i, chunk) in rx {
-                parts[i].extend(chunk.into_iter().map(|p| Arc::new(p.into_entry())));
+        // sled keeps every page a scan touched in memory, whatever its cache capacity (a copy
+        // of what the index holds: ~75 MiB at 100,000 accounts), until the handle is dropped.
+        // So the log is read in at most LOAD_SEGMENTS segments with a fresh handle for each
+        // (reopening takes milliseconds): the pages of one segment are what the peak holds
+        // beyond the index, not those of the whole store.
+        let segment = ((last - first) / LOAD_SEGMENTS + 1).max(MIN_SEGMENT);
+        let mut loaded = Loaded::default();
+        let mut from = first;
+        loop {
+            let to = from.saturating_add(segment);
+            let db = self.db()?;
+            load_segment(db, from, to, threads, &mut loaded.entries)?;
+            if to > last {
+                break;
             }
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(StoreError::Io("a loading thread panicked".into())))
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
+            from = to;
+            self.reopen()?;
         }
-        let mut loaded = Loaded {
-            entries: Vec::with_capacity(parts.iter().map(Vec::len).sum()),
-            ..Loaded::default()
-        };
-        for part in parts {
-            loaded.entries.extend(part);
-        }
-        for item in db.scan_prefix(b"m/") {
+        for item in self.db()?.scan_prefix(b"m/") {
             let (k, v) = item.map_err(io)?;
             loaded
                 .meta
                 .insert(String::from_utf8_lossy(&k[2..]).into_owned(), v.to_vec());
         }
-        // sled keeps every page a full scan touched in memory, whatever its cache capacity:
-        // ~75 MiB for 100,000 accounts, a copy of what the index now holds. A fresh handle
-        // starts empty (reopening takes milliseconds). The old one must be gone first: it
-        // holds the directory's lock.
-        let scanned = std::time::Instant::now();
-        self.db = None;
-        self.db = Some(reopen_db(&self.dir)?);
-        tracing::debug!(reopen = ?scanned.elapsed(), "sled handle reopened after the scan");
+        self.reopen()?;
         Ok(loaded)
     }
 
@@ -513,8 +540,7 @@ impl Backend for SledBackend {
     /// reached the disk, as a restart does, and `load` hands it to the writer. While the disk
     /// is still full the reopen fails, and the writer tries again at the next write.
     fn recover(&mut self) -> Result<Option<Loaded>, StoreError> {
-        self.db = None;
-        self.db = Some(reopen_db(&self.dir)?);
+        self.reopen()?;
         self.load().map(Some)
     }
 
@@ -614,5 +640,54 @@ mod tests {
         assert_eq!(loaded.entries.len(), 1);
         assert_eq!(loaded.entries[0].jwt_str(), three);
         assert_eq!(loaded.entries[0].seq, 3);
+    }
+
+    /// A store larger than one load segment, with gaps in its sequences and tombstones, loads
+    /// every record once, in sequence order, on several threads and several handles.
+    #[test]
+    fn loads_in_segments_and_ranges_every_record_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = SledBackend::open(dir.path()).unwrap();
+        let jwt = token("many");
+        // Every third sequence is missing (rewritten keys leave gaps); every 1,000th record
+        // is a tombstone.
+        let seqs: Vec<u64> = (1..=3 * MIN_SEGMENT + 10).filter(|s| s % 3 != 0).collect();
+        let records: Vec<super::super::Record> = seqs
+            .iter()
+            .map(|&seq| {
+                let mut entry = super::super::Entry::from_parts(
+                    Kind::Account,
+                    format!("K{seq}").into(),
+                    Bytes::copy_from_slice(jwt.as_bytes()),
+                    0,
+                    None,
+                    seq,
+                );
+                entry.deleted = seq % 1000 == 1;
+                super::super::Record {
+                    entry: std::sync::Arc::new(entry),
+                    old_seq: None,
+                }
+            })
+            .collect();
+        backend
+            .commit(&Commit {
+                records,
+                meta: vec![],
+                removed: vec![],
+                head: *seqs.last().unwrap(),
+                durable: true,
+            })
+            .unwrap();
+        let loaded = backend.load().unwrap();
+        let got: Vec<u64> = loaded.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(got, seqs, "every record once, in order");
+        for e in &loaded.entries {
+            assert_eq!(&*e.key, format!("K{}", e.seq));
+            assert_eq!(e.deleted, e.seq % 1000 == 1, "seq {}", e.seq);
+            assert_eq!(e.jwt_str(), jwt);
+        }
+        // The handle still works after the reopens.
+        assert!(backend.db().unwrap().get(seq_key(1)).unwrap().is_some());
     }
 }

@@ -2,7 +2,7 @@
 //! host it finds. No Rust URL crate fails on the same inputs: Go accepts, for example, `a b` in
 //! a path and refuses `%zz` in one, and that difference decides whether a token is refused.
 
-use super::go_quote;
+use super::go_fmt::go_quote;
 
 pub(super) struct Url {
     pub(super) scheme: String,

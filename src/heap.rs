@@ -7,8 +7,9 @@
 //! resident memory than it uses, for as long as it runs. `malloc_trim` returns the free pages.
 //! Other allocators and platforms need nothing here.
 
-/// Returns free heap pages to the OS where the allocator keeps them (glibc); a no-op elsewhere.
-pub fn release_free_memory() {
+/// Trims the heap: returns free heap pages to the OS where the allocator keeps them (glibc); a
+/// no-op elsewhere.
+pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: `malloc_trim` only walks the allocator's own free lists, under its locks; it
