@@ -328,8 +328,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 // Processes
 
 /// The release binary cargo built for this bench.
+/// The server binary: this build's, or `BENCH_SERVER_BIN` (another build, for an A/B in one
+/// harness).
 fn server_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nats-account-server"))
+    std::env::var_os("BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nats-account-server")))
 }
 
 fn free_port() -> u16 {

@@ -217,6 +217,10 @@ impl Cluster {
 // 1. Write rate
 
 fn write_rates(dir: &Path, op: &Operator, rounds: usize, writes: usize, clients: usize) {
+    // `--rounds 0`: failover times only.
+    if rounds == 0 {
+        return;
+    }
     println!("-- POST rate on the leader, {clients} clients, {writes} new accounts a run");
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {

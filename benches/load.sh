@@ -68,7 +68,9 @@ echo "== read throughput: GET /jwt/v1/accounts/<random of $ACCOUNTS>, servers on
 echo "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "building (cargo bench --bench cluster: release profile) and minting $ACCOUNTS accounts…"
 cargo bench -q --bench cluster -- mint --out "$WORK" --count "$ACCOUNTS" | grep -v '^$'
-SERVER=$(cat "$WORK/server.path")
+# SERVER_BIN: another build of the server (an A/B against nginx in the same harness).
+SERVER=${SERVER_BIN:-$(cat "$WORK/server.path")}
+echo "server: $SERVER"
 TOOL=$(cat "$WORK/tool.path")
 # nginx started as root serves as "nobody": make the tree readable.
 chmod -R a+rX "$WORK"

@@ -226,4 +226,61 @@ mod tests {
         assert_eq!(link.failed("refused", t0 + s(7)), None);
         assert_eq!(link.connected(t0 + s(9)), Note::Back { after: s(4) });
     }
+
+    /// A retry loop as the NATS and replication links run one (back-off doubling from 100 ms
+    /// to 5 s), on tokio's paused clock through a ten-minute outage whose cause changes once:
+    /// the log gets one line when the link goes down and when the cause changes, a reminder at
+    /// the first retry a minute or more after the last line (never sooner, and never more than
+    /// one back-off later), and one line when it is back, with the outage's length.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_under_backoff_is_noted_once_a_minute() {
+        let every = Duration::from_secs(60);
+        let now = || tokio::time::Instant::now().into_std();
+        let mut link = LinkState::new(every);
+        assert_eq!(link.connected(now()), Note::Up);
+        let down_at = now();
+        link.disconnected(down_at);
+        let max_backoff = Duration::from_secs(5);
+        let mut backoff = Duration::from_millis(100);
+        let mut lines = vec![(Duration::ZERO, Note::Down)];
+        assert_eq!(link.failed("refused", now()), Some(Note::Down));
+        let mut retries = 0;
+        while now() - down_at < Duration::from_secs(600) {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max_backoff);
+            retries += 1;
+            let cause = if now() - down_at < Duration::from_secs(250) {
+                "refused"
+            } else {
+                "timed out"
+            };
+            if let Some(note) = link.failed(cause, now()) {
+                lines.push((now() - down_at, note));
+            }
+        }
+        let outage = now() - down_at;
+        assert_eq!(link.connected(now()), Note::Back { after: outage });
+
+        assert!(retries > 100, "{retries} retries");
+        let downs: Vec<Duration> = lines
+            .iter()
+            .filter(|(_, n)| *n == Note::Down)
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(downs.len(), 2, "down, then the new cause: {lines:?}");
+        assert!(downs[1] >= Duration::from_secs(250) && downs[1] < Duration::from_secs(255));
+        for pair in lines.windows(2) {
+            let ((before, _), (at, note)) = (pair[0].clone(), pair[1].clone());
+            if let Note::StillDown { for_ } = note {
+                assert_eq!(for_, at, "reminders say how long the link has been down");
+                assert!(
+                    at - before >= every && at - before < every + max_backoff,
+                    "a reminder {:?} after the last line: {lines:?}",
+                    at - before
+                );
+            }
+        }
+        // About ten minutes, one line a minute: no more, and none missing.
+        assert!((10..=12).contains(&lines.len()), "{lines:?}");
+    }
 }

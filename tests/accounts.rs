@@ -3,43 +3,18 @@
 //! pack, help, health, metrics and status routes, the system-account fallback, and a batch of
 //! hostile input that must leave the store exactly as it was.
 
+use crate::common::feed;
 use crate::common::fixtures::{self, vectors};
 use crate::common::process::ServerProcess;
-use crate::common::{assert_no_failures, etag_of, free_port, get, http, post, TestServer};
+use crate::common::{
+    assert_no_failures, etag_of, free_port, get, http, max_age, post, send, TestServer,
+};
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::jwt::{self, encode};
 use nats_account_server::store::Kind;
 use nkeys::KeyPair;
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A response with everything a test may look at.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    /// A header's value, or "" when absent.
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-            .unwrap_or("")
-    }
-}
-
-/// Sends `req` and collects status, headers and body.
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let r = req.send().await.expect("request");
-    Reply {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.text().await.unwrap_or_default(),
-    }
-}
 
 /// `/jwt/v1/accounts/<key>` on `server`.
 fn account_url(server: &TestServer, key: &str) -> String {
@@ -78,15 +53,6 @@ async fn inject(server: &TestServer, key: &str, token: &str) {
         .expect("store put");
 }
 
-/// `max-age=N` from a Cache-Control value.
-fn max_age(cc: &str) -> i64 {
-    cc.split(',')
-        .find_map(|d| d.trim().strip_prefix("max-age="))
-        .unwrap_or_else(|| panic!("no max-age in {cc:?}"))
-        .parse()
-        .unwrap_or_else(|_| panic!("bad max-age in {cc:?}"))
-}
-
 /// Splits a `?decode=true` body into header JSON, claims JSON and signature.
 fn split_decoded(body: &str) -> (Value, Value, String) {
     let parts: Vec<&str> = body.split("\r\n").collect();
@@ -98,20 +64,6 @@ fn split_decoded(body: &str) -> (Value, Value, String) {
     let header = serde_json::from_str(parts[0]).expect("header part is JSON");
     let claims = serde_json::from_str(parts[1]).expect("claims part is JSON");
     (header, claims, parts[2].trim_end().to_string())
-}
-
-/// The store's observable state: pack, full change feed (with its head header) and head.
-async fn observable_state(server: &TestServer) -> (String, String, String, u64) {
-    let pack = get(&server.at("/jwt/v1/pack")).await;
-    assert_eq!(pack.0, 200);
-    let changes = send(http().get(server.at("/jwt/v1/changes?since=0"))).await;
-    assert_eq!(changes.status, 200);
-    (
-        pack.1,
-        changes.body.clone(),
-        changes.header("x-head-seq").to_string(),
-        server.running().state().store.head(),
-    )
 }
 
 /// Both probe paths answer 200 with an empty body and no-cache headers (nats-server's start).
@@ -802,7 +754,10 @@ async fn metrics_count_requests() {
     assert!(!after.contains(&key), "metrics never carry account keys");
 }
 
-/// The status page at `/` shows the role and the number of accounts.
+/// The status page at `/` shows the role and the number of accounts. It is static HTML (no
+/// script, no external asset), so what a browser renders is this text: these assertions are
+/// what a headless browser would check (`tests/manual/status-screenshot.sh` shows it to a
+/// person).
 #[tokio::test]
 async fn status_page_shows_role_and_account_count() {
     let server = TestServer::primary().await;
@@ -820,6 +775,10 @@ async fn status_page_shows_role_and_account_count() {
     assert!(
         !r.body.contains("http://") && !r.body.contains("https://"),
         "no external assets"
+    );
+    assert!(
+        !r.body.to_ascii_lowercase().contains("<script"),
+        "no script: the served HTML is the rendered page"
     );
 }
 
@@ -861,21 +820,14 @@ fn issued(claims: &Value, signer: &KeyPair) -> Value {
     c
 }
 
-/// A JWT from arbitrary header and claims JSON (`iss` defaults to the signer), signed by
-/// `signer` over `header.payload`.
-fn raw_token(header: &Value, claims: &Value, signer: &KeyPair) -> String {
-    let h = BASE64URL_NOPAD.encode(header.to_string().as_bytes());
-    let p = BASE64URL_NOPAD.encode(issued(claims, signer).to_string().as_bytes());
-    let sig = signer.sign(format!("{h}.{p}").as_bytes()).unwrap();
-    format!("{h}.{p}.{}", BASE64URL_NOPAD.encode(&sig))
+/// [`fixtures::raw_token`] with `iss` defaulting to the signer.
+fn issued_token(header: &Value, claims: &Value, signer: &KeyPair) -> String {
+    fixtures::raw_token(header, &issued(claims, signer), signer)
 }
 
-/// Like [`raw_token`], signed over the payload segment alone (how v1 tokens were signed).
+/// Like [`issued_token`], signed over the payload segment alone (how v1 tokens were signed).
 fn payload_signed(header: &Value, claims: &Value, signer: &KeyPair) -> String {
-    let h = BASE64URL_NOPAD.encode(header.to_string().as_bytes());
-    let p = BASE64URL_NOPAD.encode(issued(claims, signer).to_string().as_bytes());
-    let sig = signer.sign(p.as_bytes()).unwrap();
-    format!("{h}.{p}.{}", BASE64URL_NOPAD.encode(&sig))
+    fixtures::raw_token_v1(header, &issued(claims, signer), signer)
 }
 
 /// About 40 kinds of hostile or wrong input each get their 4xx, and afterwards the store's
@@ -889,8 +841,8 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
     // A key whose account exists nowhere.
     let a_kp = KeyPair::new_account();
     let a_self = a_kp.public_key();
-    let before = observable_state(&server).await;
-    assert_eq!(before.3, 2);
+    let before = feed::observable(&server).await;
+    assert_eq!(before.head, 2);
 
     let signer = fixtures::signing_key();
     let now = jwt::now_unix();
@@ -908,7 +860,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
         for (k, v) in patch.as_object().unwrap() {
             c[k] = v.clone();
         }
-        raw_token(&v2, &c, &signer)
+        issued_token(&v2, &c, &signer)
     };
     let user = KeyPair::new_user();
     let user_jwt = encode::user(&a_kp, &user.public_key(), "u");
@@ -998,7 +950,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
         (
             "alg HS256",
             a,
-            raw_token(&json!({"typ":"JWT","alg":"HS256"}), &claims_for(a), &signer).into_bytes(),
+            issued_token(&json!({"typ":"JWT","alg":"HS256"}), &claims_for(a), &signer).into_bytes(),
             400,
         ),
         (
@@ -1015,7 +967,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
         (
             "typ JWS",
             a,
-            raw_token(
+            issued_token(
                 &json!({"typ":"JWS","alg":"ed25519-nkey"}),
                 &claims_for(a),
                 &signer,
@@ -1026,7 +978,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
         (
             "no typ",
             a,
-            raw_token(&json!({"alg":"ed25519-nkey"}), &claims_for(a), &signer).into_bytes(),
+            issued_token(&json!({"alg":"ed25519-nkey"}), &claims_for(a), &signer).into_bytes(),
             400,
         ),
         (
@@ -1074,7 +1026,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
         (
             "claims an array",
             a,
-            raw_token(&v2, &json!([1, 2]), &signer).into_bytes(),
+            issued_token(&v2, &json!([1, 2]), &signer).into_bytes(),
             400,
         ),
         (
@@ -1195,7 +1147,7 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
     assert_no_failures(&failures);
 
     assert_eq!(
-        observable_state(&server).await,
+        feed::observable(&server).await,
         before,
         "bad input changed the store"
     );
@@ -1277,9 +1229,7 @@ async fn account_content_is_validated_like_nats_server_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_second_versions_are_told_apart_by_their_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = tokio::task::block_in_place(|| {
-        ServerProcess::start_primary(dir.path(), "primary", free_port())
-    });
+    let server = ServerProcess::start_primary(dir.path(), "primary", free_port()).await;
     let a = fixtures::vector("account_a.pub");
     let url = format!("{}/jwt/v1/accounts/{a}", server.url);
     let t = jwt::now_unix() - 60;

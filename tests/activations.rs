@@ -6,14 +6,15 @@
 //! (signed by the operator's signing key, which `TestServer::primary()` trusts) must be posted
 //! first, because the server only hosts activations of accounts it knows.
 
+use crate::common::feed::{self, Change};
 use crate::common::fixtures::{account_a, account_b, account_jwt, vector};
 use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::{
-    etag_of, eventually, free_port, get, http, metric, post, post_accepted, replica_settings,
-    TestServer,
+    etag_of, eventually, free_port, get, http, max_age, metric, post, post_accepted, replica_of,
+    send, wait_ready, TestServer,
 };
 use futures_util::StreamExt;
-use nats_account_server::config::{Dur, Settings};
+use nats_account_server::config::Dur;
 use nats_account_server::jwt::{self, encode, JwtError};
 use nkeys::KeyPair;
 use serde_json::{json, Value};
@@ -25,35 +26,6 @@ const WITHIN: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A response with the headers tests look at.
-struct Resp {
-    status: u16,
-    body: String,
-    headers: reqwest::header::HeaderMap,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Resp {
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.text().await.unwrap_or_default();
-    Resp {
-        status,
-        body,
-        headers,
-    }
-}
 
 fn activation_url(base: &str, hash: &str) -> String {
     format!("{base}/jwt/v1/activations/{hash}")
@@ -98,50 +70,15 @@ fn tamper_signature(token: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-/// The activation lines of a server's change feed.
-async fn feed_activations(base: &str) -> Vec<String> {
-    let (status, body) = get(&format!("{base}/jwt/v1/changes?since=0")).await;
-    assert_eq!(status, 200, "change feed: {body}");
-    body.lines()
-        .filter(|l| l.split('|').nth(1) == Some("activation"))
-        .map(str::to_string)
-        .collect()
+/// The activations in a server's change feed.
+async fn feed_activations(base: &str) -> Vec<Change> {
+    feed::read(base).await.of_kind("activation")
 }
 
 /// True when `base` serves exactly `token` under `hash`.
 async fn serves(base: &str, hash: &str, token: &str) -> bool {
     let (status, body) = get(&activation_url(base, hash)).await;
     status == 200 && body == token
-}
-
-/// `max-age=N` from a Cache-Control value.
-fn max_age(cc: &str) -> i64 {
-    cc.split(',')
-        .find_map(|p| p.trim().strip_prefix("max-age="))
-        .unwrap_or_else(|| panic!("no max-age in {cc:?}"))
-        .parse()
-        .unwrap()
-}
-
-async fn replica_of(primary: &str, tweak: impl FnOnce(&mut Settings)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = replica_settings(dir.path(), &[primary]);
-    tweak(&mut s);
-    TestServer::start_in(dir, s).await
-}
-
-async fn wait_ready(base: &str) {
-    eventually(WITHIN, &format!("{base} ready"), || async {
-        get(&format!("{base}/readyz")).await.0 == 200
-    })
-    .await;
-}
-
-/// nats-server on `port` resolving accounts from `primary` (blocks until it listens, which
-/// needs its startup probe of our server to pass).
-fn start_nats(port: u16, primary: &TestServer) -> NatsServer {
-    let resolver = format!("{}/jwt/v1/accounts/", primary.url);
-    tokio::task::block_in_place(|| NatsServer::start(port, &resolver))
 }
 
 /// The next message of `sub`, failing the test after [`WITHIN`].
@@ -210,14 +147,14 @@ async fn read_options_etag_and_cache_control() {
     let r = send(http().get(&url)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag"), etag);
-    assert_eq!(max_age(&r.header("cache-control")), 300);
+    assert_eq!(max_age(r.header("cache-control")), 300);
 
     // If-None-Match → 304, no body, same ETag; another tag → 200.
     let r = send(http().get(&url).header("if-none-match", &etag)).await;
     assert_eq!(r.status, 304);
     assert_eq!(r.body, "");
     assert_eq!(r.header("etag"), etag);
-    assert_eq!(max_age(&r.header("cache-control")), 300);
+    assert_eq!(max_age(r.header("cache-control")), 300);
     let r = send(http().get(&url).header("if-none-match", "\"other\"")).await;
     assert_eq!((r.status, r.body.as_str()), (200, token.as_str()));
 
@@ -268,7 +205,7 @@ async fn read_options_etag_and_cache_control() {
     let (status, h) = post_activation(&server.url, &expiring).await;
     assert_eq!(status, 200, "{h}");
     let r = send(http().get(activation_url(&server.url, &h))).await;
-    let age = max_age(&r.header("cache-control"));
+    let age = max_age(r.header("cache-control"));
     assert!(
         age > 0 && age <= 100,
         "max-age {age} for a token expiring in 100 s"
@@ -511,7 +448,7 @@ async fn signing_key_issuers_need_issuer_account_and_a_listed_key() {
 async fn notifications_on_post_and_notify_option() {
     let port = free_port();
     let server = TestServer::start_with(|s| use_nats(s, port)).await;
-    let nats = start_nats(port, &server);
+    let nats = NatsServer::resolving_from(port, &server.url).await;
     wait_nats_connected(&server.url).await;
     let a = post_account_a(&server.url).await;
 
@@ -555,7 +492,7 @@ async fn notifications_on_post_and_notify_option() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_without_nats_gets_activations_through_the_feed_and_forwards_posts() {
     let primary = TestServer::primary().await;
-    let replica = replica_of(&primary.url, |_| {}).await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
     wait_ready(&replica.url).await;
 
     post_account_a(&primary.url).await;
@@ -582,9 +519,7 @@ async fn replica_without_nats_gets_activations_through_the_feed_and_forwards_pos
         "the replica stored both in its own log: {lines:?}"
     );
     for (hash, token) in &expected {
-        assert!(lines
-            .iter()
-            .any(|l| l.ends_with(&format!("|activation|{hash}|{token}"))));
+        assert!(lines.iter().any(|c| c.key == *hash && c.jwt == *token));
     }
     assert!(metric(&replica.url, "nas_replica_applied_total{source=\"feed\"}").await >= 3.0);
 
@@ -665,8 +600,8 @@ async fn replica_without_nats_gets_activations_through_the_feed_and_forwards_pos
 async fn replica_with_nats_applies_activation_messages() {
     let port = free_port();
     let primary = TestServer::start_with(|s| use_nats(s, port)).await;
-    let nats = start_nats(port, &primary);
-    let replica = replica_of(&primary.url, |s| {
+    let nats = NatsServer::resolving_from(port, &primary.url).await;
+    let replica = replica_of(&[&primary.url], |s| {
         use_nats(s, port);
         s.replication.pollwait = Dur(Duration::from_secs(30));
     })
@@ -727,10 +662,10 @@ async fn replica_with_nats_applies_activation_messages() {
         404,
         "the primary never had it"
     );
-    let lines = feed_activations(&replica.url).await;
+    let stored = feed_activations(&replica.url).await;
     assert!(
-        !lines.iter().any(|l| l.contains(&fh)),
+        !stored.iter().any(|c| c.key == fh || c.jwt == forged),
         "a forged activation was stored"
     );
-    assert!(lines.iter().any(|l| l.contains(&dh)));
+    assert!(stored.iter().any(|c| c.key == dh));
 }

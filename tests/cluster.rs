@@ -8,7 +8,7 @@ use crate::common::jetstream::JetStream;
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
-use crate::common::{eventually, free_port, get, http};
+use crate::common::{eventually, free_port, get, http, poll};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn start(&mut self) {
+    async fn start(&mut self) {
         std::fs::write(self.dir.path().join("node.toml"), &self.config).unwrap();
         let op = crate::common::fixtures::vectors().join("operator.jwt");
         let advertise = self.advertise.clone().unwrap_or_else(|| self.url());
@@ -60,10 +60,7 @@ impl Node {
             "--data",
             "data",
         ];
-        let (dir, port) = (self.dir.path().to_path_buf(), self.port);
-        self.proc = Some(tokio::task::block_in_place(|| {
-            ServerProcess::start(&dir, "node", port, &args)
-        }));
+        self.proc = Some(ServerProcess::start(self.dir.path(), "node", self.port, &args).await);
     }
 
     fn kill9(&mut self) {
@@ -117,19 +114,15 @@ async fn agreed_leader(nodes: &[Node]) -> Option<(String, u64, usize)> {
 }
 
 async fn wait_leader(nodes: &[Node], within: Duration) -> (String, u64, usize) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(l) = agreed_leader(nodes).await {
-            return l;
-        }
-        if Instant::now() > deadline {
+    match poll(within, || agreed_leader(nodes)).await {
+        Some(leader) => leader,
+        None => {
             let logs: Vec<String> = nodes.iter().map(Node::log).collect();
             panic!(
                 "no agreed leader within {within:?}; node logs:\n{}",
                 logs.join("\n-----\n")
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -167,20 +160,45 @@ async fn post_account(base: &str, key: &str, jwt: &str) -> Option<Answer> {
     })
 }
 
-fn three(nats: &str, config: &str) -> Vec<Node> {
+/// Posts `jwt` to `base` until it is accepted (200) or `within` passes: the accepted answer,
+/// or the last refusal (`None`: nothing answered at all). A request that gets no answer is
+/// retried, unless `must_answer` (the node is meant to stay up), which fails the test.
+async fn post_until_accepted(
+    base: &str,
+    key: &str,
+    jwt: &str,
+    within: Duration,
+    must_answer: bool,
+) -> Result<Answer, Option<Answer>> {
+    let last = Mutex::new(None);
+    let accepted = poll(within, || async {
+        let a = post_account(base, key, jwt).await;
+        assert!(a.is_some() || !must_answer, "{base} did not answer");
+        let a = a?;
+        if a.status == 200 {
+            return Some(a);
+        }
+        *last.lock().unwrap() = Some(a);
+        None
+    })
+    .await;
+    accepted.ok_or_else(|| last.into_inner().unwrap())
+}
+
+async fn three(nats: &str, config: &str) -> Vec<Node> {
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::new(nats, config)).collect();
     for n in &mut nodes {
-        n.start();
+        n.start().await;
     }
     nodes
 }
 
-fn nginx_for(nodes: &[Node]) -> Nginx {
+async fn nginx_for(nodes: &[Node]) -> Nginx {
     let addrs: Vec<String> = nodes
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))
         .collect();
-    Nginx::start_cluster([&addrs[0], &addrs[1], &addrs[2]])
+    Nginx::start_cluster([&addrs[0], &addrs[1], &addrs[2]]).await
 }
 
 /// Every accepted write of a term came from one node, and no write was accepted in a term
@@ -209,10 +227,10 @@ fn check_terms(accepted: &[(Answer, Instant, Instant)]) {
 /// what was written while it was away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
-    let js = JetStream::single();
-    let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+    let js = JetStream::single().await;
+    let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n").await;
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
-    let lb = nginx_for(&nodes);
+    let lb = nginx_for(&nodes).await;
 
     let (kp, jwt) = new_account("before");
     let key = kp.public_key();
@@ -232,18 +250,10 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
     nodes[at].kill9();
     let (kp2, jwt2) = new_account("after");
     let key2 = kp2.public_key();
-    let mut accepted = None;
-    while killed.elapsed() < Duration::from_secs(14) {
-        if let Some(a) = post_account(&lb.url, &key2, &jwt2).await {
-            if a.status == 200 {
-                accepted = Some(a);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let accepted = post_until_accepted(&lb.url, &key2, &jwt2, Duration::from_secs(14), false).await;
     let took = killed.elapsed();
-    let a = accepted.unwrap_or_else(|| panic!("no write accepted within 14 s of the kill"));
+    let a = accepted
+        .unwrap_or_else(|last| panic!("no write accepted within 14 s of the kill: {last:?}"));
     eprintln!("failover: first write accepted {took:?} after SIGKILL of the leader");
     assert!(took < Duration::from_secs(12), "failover took {took:?}");
     assert!(a.term.unwrap() > term, "{a:?}");
@@ -252,7 +262,7 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
     assert_eq!(Some(new_leader.clone()), a.leader);
     assert_eq!(Some(new_term), a.term);
 
-    nodes[at].start();
+    nodes[at].start().await;
     let old = nodes[at].url();
     eventually(
         Duration::from_secs(15),
@@ -283,13 +293,14 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
 /// writes in one term, and no write was accepted in a term after a newer one had begun.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semi_synchronous_writes_survive_ten_leader_kills() {
-    let js = JetStream::single();
+    let js = JetStream::single().await;
     let mut nodes = three(
         &js.urls(),
         "[cluster]\nleasettl = \"2s\"\nsyncreplicas = 1\nsynctimeout = \"2s\"\n",
-    );
+    )
+    .await;
     wait_leader(&nodes, Duration::from_secs(30)).await;
-    let lb = nginx_for(&nodes);
+    let lb = nginx_for(&nodes).await;
     let accepted: Arc<Mutex<Vec<(Answer, Instant, Instant)>>> = Arc::default();
     let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -334,7 +345,7 @@ async fn semi_synchronous_writes_survive_ten_leader_kills() {
         .await;
         nodes[at].kill9();
         wait_leader(&nodes, Duration::from_secs(20)).await;
-        nodes[at].start();
+        nodes[at].start().await;
     }
     stop.cancel();
     for w in writers {
@@ -388,7 +399,7 @@ async fn semi_synchronous_writes_survive_ten_leader_kills() {
 /// follows the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() {
-    let js = JetStream::single();
+    let js = JetStream::single().await;
     let target = format!("127.0.0.1:{}", js.ports[0]);
     let proxies = [
         Proxy::start(&target).await,
@@ -401,7 +412,7 @@ async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() 
         .map(|p| Node::new(&format!("nats://{}", p.addr), config))
         .collect();
     for n in &mut nodes {
-        n.start();
+        n.start().await;
     }
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
     let old = nodes[at].url();
@@ -443,17 +454,11 @@ async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() 
     // The others elect a new leader and take writes through any of them.
     let others: Vec<usize> = (0..3).filter(|i| *i != at).collect();
     let base = nodes[others[0]].url();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match write(base.clone()).await {
-            Some(a) if a.0.status == 200 => {
-                accepted.push(a);
-                break;
-            }
-            _ => assert!(Instant::now() < deadline, "no new leader took writes"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let taken = poll(Duration::from_secs(15), || async {
+        write(base.clone()).await.filter(|a| a.0.status == 200)
+    })
+    .await;
+    accepted.push(taken.expect("no new leader took writes"));
     let last = accepted.last().unwrap().0.clone();
     assert!(last.term.unwrap() > term && last.leader.as_deref() != Some(leader.as_str()));
     // The old leader is still refusing writes (it must not take one in its old term).
@@ -482,8 +487,8 @@ async fn a_leader_cut_off_from_nats_stops_taking_writes_before_another_starts() 
 /// takes 4-9 s in 2.9): the leader is fenced meanwhile, and resumes its own term after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_of_three_nats_servers_triggers_no_failover() {
-    let mut js = JetStream::cluster();
-    let nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+    let mut js = JetStream::cluster().await;
+    let nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n").await;
     let (leader, term, _) = wait_leader(&nodes, Duration::from_secs(60)).await;
     js.kill(1);
     let started = Instant::now();
@@ -492,24 +497,17 @@ async fn losing_one_of_three_nats_servers_triggers_no_failover() {
         let (kp, jwt) = new_account("r3");
         let key = kp.public_key();
         let first = Instant::now();
-        loop {
-            let a = post_account(&nodes[0].url(), &key, &jwt)
-                .await
-                .expect("answer");
-            if a.status == 200 {
-                assert_eq!(
-                    (a.term, a.leader.as_deref()),
-                    (Some(term), Some(leader.as_str())),
-                    "a failover happened"
-                );
-                break;
-            }
-            if first.elapsed() > Duration::from_secs(15) {
+        let a = post_until_accepted(&nodes[0].url(), &key, &jwt, Duration::from_secs(15), true)
+            .await
+            .unwrap_or_else(|last| {
                 let logs: Vec<String> = nodes.iter().map(Node::log).collect();
-                panic!("{} {}\n{}", a.status, a.body, logs.join("\n-----\n"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                panic!("{last:?}\n{}", logs.join("\n-----\n"))
+            });
+        assert_eq!(
+            (a.term, a.leader.as_deref()),
+            (Some(term), Some(leader.as_str())),
+            "a failover happened"
+        );
         paused = paused.max(first.elapsed());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -524,7 +522,7 @@ async fn losing_one_of_three_nats_servers_triggers_no_failover() {
 /// added delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distant_followers_converge_and_fail_over() {
-    let js = JetStream::single();
+    let js = JetStream::single().await;
     let nats = format!("127.0.0.1:{}", js.ports[0]);
     let mut proxies = Vec::new();
     let mut nodes = Vec::new();
@@ -542,7 +540,7 @@ async fn distant_followers_converge_and_fail_over() {
         nodes.push(node);
     }
     for n in &mut nodes {
-        n.start();
+        n.start().await;
     }
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(40)).await;
     // A write through a follower is forwarded (through the delay) and reaches every node.
@@ -569,19 +567,10 @@ async fn distant_followers_converge_and_fail_over() {
     let (kp2, jwt2) = new_account("far-after");
     let key2 = kp2.public_key();
     let survivor = nodes[(at + 1) % 3].url();
-    loop {
-        if let Some(a) = post_account(&survivor, &key2, &jwt2).await {
-            if a.status == 200 {
-                assert!(a.term.unwrap() > term);
-                break;
-            }
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(13),
-            "no failover within 13 s with 50 ms links"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let a = post_until_accepted(&survivor, &key2, &jwt2, Duration::from_secs(13), false)
+        .await
+        .unwrap_or_else(|last| panic!("no failover within 13 s with 50 ms links: {last:?}"));
+    assert!(a.term.unwrap() > term);
     eprintln!("failover with 50 ms links: {:?}", killed.elapsed());
     drop(proxies);
 }

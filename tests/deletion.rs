@@ -3,11 +3,11 @@
 //! away or restored from an old copy), durability across kill -9, and compaction.
 
 use crate::common::fixtures;
-use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
+use crate::common::nats::{our_reply, use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::{
     account, copy_dir, eventually, free_port, get, http, post, post_accepted, post_new_account,
-    replica_of, replica_settings, restart_as_replica_of, serves, wait_ready, TestServer,
+    replica_of, replica_settings, restart_as_replica_of, serves, status_of, wait_ready, TestServer,
 };
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
@@ -39,10 +39,6 @@ async fn delete(base: &str, key: &str, body: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
-async fn status_of(base: &str, key: &str) -> u16 {
-    get(&format!("{base}/jwt/v1/accounts/{key}")).await.0
-}
-
 async fn wait_gone(base: &str, key: &str) {
     eventually(
         Duration::from_secs(10),
@@ -52,36 +48,13 @@ async fn wait_gone(base: &str, key: &str) {
     .await;
 }
 
-/// Sends a delete request over NATS and returns our server's reply (nats-server's full
-/// resolver answers too; replies are told apart by the `server.name`).
-async fn nats_delete(sys: &async_nats::Client, request: &str) -> Value {
-    use futures_util::StreamExt;
-    let inbox = sys.new_inbox();
-    let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
-    sys.publish_with_reply("$SYS.REQ.CLAIMS.DELETE", inbox, request.to_string().into())
-        .await
-        .unwrap();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-            .await
-            .expect("a reply from nats-account-server")
-            .expect("subscription open");
-        let v: Value = serde_json::from_slice(&msg.payload).unwrap();
-        if v["server"]["name"] == "nats-account-server" {
-            return v;
-        }
-    }
-}
-
 /// `nsc push --prune` over NATS: a delete request signed by the operator removes the account
 /// on our primary, our replica and nats-server's own full-resolver directory; one signed by
 /// anyone else, or naming the system account, is refused with nats-server's text and changes
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_delete_request_removes_the_account_everywhere() {
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver(0, "full", "allow_delete: true")
-    });
+    let nats = NatsServer::start_nats_resolver(0, "full", "allow_delete: true").await;
     let port = nats.port;
     let primary = TestServer::start_with(|s| {
         use_nats(s, port);
@@ -105,7 +78,12 @@ async fn a_nats_delete_request_removes_the_account_everywhere() {
     let sys = nats.sys_client().await;
     // Refused: a rogue operator's request, and one naming the system account.
     let rogue = KeyPair::new_operator();
-    let reply = nats_delete(&sys, &delete_request(&rogue, &[&a])).await;
+    let reply = our_reply(
+        &sys,
+        "$SYS.REQ.CLAIMS.DELETE",
+        &delete_request(&rogue, &[&a]),
+    )
+    .await;
     assert_eq!(
         reply["error"]["description"],
         format!(
@@ -114,7 +92,12 @@ async fn a_nats_delete_request_removes_the_account_everywhere() {
         )
     );
     let system = fixtures::vector("system_account.pub");
-    let reply = nats_delete(&sys, &delete_request(&operator_signer(), &[&a, &system])).await;
+    let reply = our_reply(
+        &sys,
+        "$SYS.REQ.CLAIMS.DELETE",
+        &delete_request(&operator_signer(), &[&a, &system]),
+    )
+    .await;
     assert_eq!(
         reply["error"]["description"],
         format!(
@@ -124,7 +107,12 @@ async fn a_nats_delete_request_removes_the_account_everywhere() {
     );
     assert!(serves(&primary.url, &a, &a_jwt).await, "nothing changed");
 
-    let reply = nats_delete(&sys, &delete_request(&operator_signer(), &[&a])).await;
+    let reply = our_reply(
+        &sys,
+        "$SYS.REQ.CLAIMS.DELETE",
+        &delete_request(&operator_signer(), &[&a]),
+    )
+    .await;
     assert_eq!(reply["data"]["message"], "deleted 1 accounts", "{reply}");
     assert_eq!(status_of(&primary.url, &a).await, 404);
     wait_gone(&replica.url, &a).await;
@@ -293,22 +281,14 @@ async fn tombstones_survive_kill_9_and_are_compacted_after_their_ttl() {
     )
     .unwrap();
     let port = free_port();
-    let start = || {
-        tokio::task::block_in_place(|| {
-            ServerProcess::start(
-                dir.path(),
-                "primary",
-                port,
-                &["-c", config.to_str().unwrap()],
-            )
-        })
-    };
-    let mut server = start();
+    let args = ["-c", config.to_str().unwrap()];
+    let start = || ServerProcess::start(dir.path(), "primary", port, &args);
+    let mut server = start().await;
     let (a, a_jwt) = post_new_account(&server.url, "a").await;
     let (status, body) = delete(&server.url, &a, &delete_request(&operator_signer(), &[&a])).await;
     assert_eq!(status, 200, "{body}");
     server.kill9();
-    let server = start();
+    let server = start().await;
     assert_eq!(
         status_of(&server.url, &a).await,
         404,

@@ -8,6 +8,8 @@
 //! `tests/run.sh`; without promtool the rule tests are skipped with a message unless
 //! `TEST_REQUIRE_PROMTOOL` is set, without python3-yaml the manifest checks are skipped.
 
+use crate::common::nginx;
+use crate::common::{free_port, system_bin};
 use nats_account_server::config::Cli;
 use nats_account_server::config::Settings;
 use serde_json::Value;
@@ -804,48 +806,23 @@ fn cluster_node_config_loads() {
     }
 }
 
-fn free_port() -> u16 {
-    crate::common::free_port()
-}
-
-fn bin(name: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed: run tests/run.sh, which installs it"))
-}
-
 /// The example's balancer passes `nginx -t`, with its upstream names pointed at loopback.
 #[test]
 fn cluster_nginx_config_passes_nginx_t() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let tmp = dir.path().display().to_string();
-    let mut site = read("cluster/nginx.conf")
-        .replace(
-            "listen 8080;",
-            &format!("listen 127.0.0.1:{};", free_port()),
-        )
-        .replace("/var/log/nginx/", &format!("{tmp}/"));
-    for node in ["nas-1", "nas-2", "nas-3"] {
-        site = site.replace(
-            &format!("{node}:9090"),
-            &format!("127.0.0.1:{}", free_port()),
-        );
-    }
-    assert!(!site.contains(":9090"), "an upstream name was not replaced");
-    std::fs::write(dir.path().join("site.conf"), site).expect("site.conf");
-    let main = format!(
-        "pid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{}}\nhttp {{\n\
-         client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;\n\
-         fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;\n\
-         include {tmp}/site.conf;\n}}\n"
-    );
-    std::fs::write(dir.path().join("nginx.conf"), main).expect("nginx.conf");
-    run(Command::new(bin("nginx"))
+    let loopback = || format!("127.0.0.1:{}", free_port());
+    let (n1, n2, n3) = (loopback(), loopback(), loopback());
+    let site = nginx::cluster_site([&n1, &n2, &n3], &loopback(), dir.path());
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, nginx::main_conf(dir.path(), &site)).expect("nginx.conf");
+    run(Command::new(system_bin("nginx", "nginx-light"))
         .arg("-t")
-        .args(["-p", &tmp, "-e", &format!("{tmp}/error.log"), "-c"])
-        .arg(dir.path().join("nginx.conf")));
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .arg("-c")
+        .arg(&conf));
 }
 
 /// The example's nats-server config passes `nats-server -t` (operator mode and JetStream),

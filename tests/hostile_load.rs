@@ -11,7 +11,7 @@
 use crate::common::fixtures::{self, account_jwt, new_account};
 use crate::common::nats::{sys_creds_path, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
-use crate::common::{eventually, free_port, get, http, metric, post, post_accepted};
+use crate::common::{eventually, free_port, get, http, metric, post, post_accepted, raw_http};
 use futures_util::StreamExt;
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
@@ -30,7 +30,13 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Our binary as a sled primary trusting the vectors' operator, with `config` (TOML) as its
 /// config file and `extra` flags, started through `wrapper` (e.g. `prlimit`).
-fn start(dir: &Path, name: &str, config: &str, extra: &[&str], wrapper: &[&str]) -> ServerProcess {
+async fn start(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    extra: &[&str],
+    wrapper: &[&str],
+) -> ServerProcess {
     let conf = dir.join(format!("{name}.toml"));
     std::fs::write(&conf, config).expect("config file");
     let op = fixtures::vectors().join("operator.jwt");
@@ -43,7 +49,7 @@ fn start(dir: &Path, name: &str, config: &str, extra: &[&str], wrapper: &[&str])
         conf.to_str().expect("UTF-8 path"),
     ];
     args.extend_from_slice(extra);
-    ServerProcess::start_wrapped(dir, name, free_port(), wrapper, &args)
+    ServerProcess::start_wrapped(dir, name, free_port(), wrapper, &args).await
 }
 
 fn addr(server: &ServerProcess) -> SocketAddr {
@@ -86,26 +92,6 @@ async fn send_get(to: SocketAddr, from: [u8; 4], path: &str) -> (TcpStream, Stri
     (stream, String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// A raw request on a fresh connection: the status of the answer (`None`: closed without one).
-async fn raw_status(to: SocketAddr, request: Vec<u8>) -> (Option<u16>, String) {
-    let mut stream = TcpStream::connect(to).await.expect("connect");
-    let _ = stream.write_all(&request).await;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut tmp).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        }
-    })
-    .await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok());
-    (status, text)
-}
-
 /// An account of about `kib` KiB (padding in its claims), POSTed to `base`; `(key, jwt)`.
 async fn post_big_account(base: &str, name: &str, kib: usize) -> (String, String) {
     let key = KeyPair::new_account().public_key();
@@ -136,7 +122,8 @@ async fn slow_readers_of_bulk_answers_hold_no_copies_and_are_cut_off() {
         &format!("[http]\nwritetimeout = \"2s\"\nmaxbulk = {READERS}\n"),
         &[],
         &[],
-    );
+    )
+    .await;
     let mut accounts = Vec::new();
     for i in 0..15 {
         accounts.push(post_big_account(&server.url, &format!("big-{i}"), 700).await);
@@ -264,7 +251,8 @@ async fn long_polls_are_capped_under_a_low_descriptor_limit_and_reads_keep_answe
         "[http]\nmaxlongpollsperclient = 100000\n",
         &[],
         &["prlimit", "--nofile=256:256"],
-    );
+    )
+    .await;
     assert!(
         server.log_text().contains("http.maxlongpolls lowered"),
         "{}",
@@ -346,7 +334,8 @@ async fn long_polls_are_capped_per_client_address() {
         "[http]\nmaxlongpollsperclient = 2\n",
         &[],
         &[],
-    );
+    )
+    .await;
     let to = addr(&server);
     let path = "/jwt/v1/changes?since=1000000&wait=30";
     let mut held = Vec::new();
@@ -397,7 +386,7 @@ async fn long_polls_are_capped_per_client_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reposts_are_refused_before_the_rules_and_decode_views_are_cached() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(dir.path(), "repost", "", &[], &[]);
+    let server = start(dir.path(), "repost", "", &[], &[]).await;
     let importer = KeyPair::new_account().public_key();
     let exporter = KeyPair::new_account();
     let imports: Vec<Value> = (0..1000)
@@ -481,7 +470,8 @@ async fn decoded_views_are_budgeted_per_client_address() {
         "[http]\ndecodebytespersecond = 10000\n",
         &[],
         &[],
-    );
+    )
+    .await;
     let (key, _) = post_big_account(&server.url, "big", 16).await;
     let to = addr(&server);
     let path = format!("/jwt/v1/accounts/{key}?decode=true");
@@ -534,15 +524,12 @@ async fn decoded_views_are_budgeted_per_client_address() {
     let (_, plain) = send_get(to, [127, 0, 0, 2], &format!("/jwt/v1/accounts/{key}")).await;
     assert_eq!(status(&plain), Some(200), "{plain}");
     // And the address gets views again once its budget has refilled.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (head, _) = view([127, 0, 0, 2]).await;
-        if status(&head) == Some(200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never served again: {head}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the address is served views again",
+        || async { status(&view([127, 0, 0, 2]).await.0) == Some(200) },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,26 +541,27 @@ async fn decoded_views_are_budgeted_per_client_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_kib_header_gets_431() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(dir.path(), "headers", "", &[], &[]);
+    let server = start(dir.path(), "headers", "", &[], &[]).await;
     let (kp, jwt) = new_account("headers");
     let key = kp.public_key();
     post_accepted(&server.url, &key, &jwt).await;
     let to = addr(&server);
     let header = |kib: usize| "h".repeat(kib * 1024);
 
-    let (status, text) = raw_status(
+    let (status, text) = raw_http(
         to,
         format!(
             "GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
             header(64)
         )
         .into_bytes(),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(status, Some(431), "{text:.300}");
     assert!(text.contains("http.maxheaderbytes"), "{text:.300}");
     let (fresh, fresh_jwt) = new_account("never-stored");
-    let (status, text) = raw_status(
+    let (status, text) = raw_http(
         to,
         format!(
             "POST /jwt/v1/accounts/{} HTTP/1.1\r\nHost: t\r\nCookie: {}\r\nContent-Length: {}\r\n\r\n{fresh_jwt}",
@@ -582,6 +570,7 @@ async fn a_64_kib_header_gets_431() {
             fresh_jwt.len()
         )
         .into_bytes(),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(status, Some(431), "{text:.300}");
@@ -593,13 +582,14 @@ async fn a_64_kib_header_gets_431() {
         .await,
         2.0
     );
-    let (status, text) = raw_status(
+    let (status, text) = raw_http(
         to,
         format!(
             "GET /jwt/v1/accounts/{key} HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
             header(16)
         )
         .into_bytes(),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(status, Some(200), "{text:.300}");
@@ -623,9 +613,7 @@ async fn a_64_kib_header_gets_431() {
 /// A nats-server (cache resolver: it needs nothing from us to start) and our binary connected
 /// to it as the system account, with `config`.
 async fn with_nats(dir: &Path, name: &str, config: &str) -> (NatsServer, ServerProcess) {
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"")
-    });
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"").await;
     let creds = sys_creds_path();
     let sys = fixtures::vectors().join("sys.jwt");
     let server = start(
@@ -641,7 +629,8 @@ async fn with_nats(dir: &Path, name: &str, config: &str) -> (NatsServer, ServerP
             sys.to_str().expect("UTF-8 path"),
         ],
         &[],
-    );
+    )
+    .await;
     wait_nats_connected(&server.url).await;
     (nats, server)
 }

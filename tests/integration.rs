@@ -17,6 +17,14 @@ mod deletion;
 /// Cluster-mode deployment artifacts: alert rules (promtool), the Grafana dashboard, the
 /// compose and Kubernetes examples, their node configs, nginx and nats-server configs.
 mod deploy_ops;
+/// The GET fast path answers exactly as the router and CORS middleware would.
+mod fast_path;
+/// Faults with real processes: SIGKILL mid-stream, a restarted nats-server, a partition, a
+/// full disk, a failing store.
+mod faults;
+/// Hostile HTTP against a live server: raw malformed requests, weird paths, huge headers,
+/// slow-loris clients, near-limit bodies and JSON type confusion.
+mod hostile_http;
 /// Hostile load: slow readers, long-poll and bulk caps, re-posts, decode views, big headers,
 /// notify floods, concurrent NATS PACKs.
 mod hostile_load;
@@ -28,18 +36,18 @@ mod local_cluster;
 mod messages;
 /// NATS notifications against a real nats-server in operator mode.
 mod nats_notify;
-/// Operations: metrics, HTTPS, SIGHUP reload, the status page in a browser.
+/// Operations: metrics, HTTPS, SIGHUP reload, CORS, NATS over TLS.
 mod ops;
 /// Our binary as a process: kill -9 durability, signals, exit codes.
 mod process;
+/// Property tests: the JWT decoder, claim validation and the nats-server config parser.
+mod properties;
 /// Replicas never serve stale or untrusted data: trust, stalls, restored primaries, misses.
 mod replica_trust;
-/// Primary/replica clusters: feed, NATS, misses, forwarding, failover, nginx.
+/// Primary/replica clusters: feed, NATS, misses, forwarding, concurrent writers, failover, nginx.
 mod replication;
 /// nats-server's NATS resolver protocol (cache and full resolvers): LOOKUP and PACK.
 mod resolver;
-/// Robustness: faults, hostile input, property tests.
-mod robustness;
 /// Compatible stores: directory (sharded, read-only, watched), nsc folder, import.
 mod stores;
 /// The official vectors: decode, verify, hash and POST verdicts.

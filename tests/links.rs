@@ -57,7 +57,8 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
             // Trace logging shows each of async-nats' attempts, so the test can count them.
             "-V",
         ],
-    );
+    )
+    .await;
     let down = format!(
         "WARN cannot connect to NATS; retrying every 50ms nats={nats_url} cause=Connection refused (os error 111)"
     );
@@ -72,8 +73,7 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
     // Not ours: async-nats logs its own "event: client error" line under -V.
     assert_eq!(count(&server, "NATS event"), 0, "{}", server.log_text());
 
-    let resolver = format!("{}/jwt/v1/accounts/", server.url);
-    let mut nats = tokio::task::block_in_place(|| NatsServer::start(nats_port, &resolver));
+    let mut nats = NatsServer::resolving_from(nats_port, &server.url).await;
     wait_log(
         &server,
         &format!("INFO connected to NATS nats={nats_url}"),
@@ -81,7 +81,7 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
     )
     .await;
 
-    tokio::task::block_in_place(|| nats.kill());
+    nats.kill();
     wait_log(
         &server,
         &format!("WARN disconnected from NATS; reconnecting nats={nats_url}"),
@@ -89,7 +89,7 @@ async fn nats_down_is_one_warning_with_the_cause_and_back_is_one_line() {
     )
     .await;
     wait_log(&server, &down, 2).await;
-    tokio::task::block_in_place(|| nats.restart());
+    nats.restart().await;
     wait_log(&server, "INFO connected to NATS again after", 1).await;
 
     let log = server.log_text();
@@ -122,12 +122,7 @@ async fn a_replica_logs_why_its_primary_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let primary = format!("http://nas:secret@127.0.0.1:{port}");
-    let replica = ServerProcess::start(
-        dir.path(),
-        "replica",
-        free_port(),
-        &["--primary", &primary, "--data", "data"],
-    );
+    let replica = ServerProcess::start_replica(dir.path(), &primary).await;
     wait_log(
         &replica,
         &format!("http://127.0.0.1:{port}: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"),

@@ -5,12 +5,13 @@
 //! of `deploy/`, the working directory), because tests run in parallel with other tests on one
 //! machine. The `nats` CLI line is done with async-nats (the CLI is not installed here).
 
+use crate::common::child;
 use crate::common::nats::nats_server_bin;
 use crate::common::process::binary;
 use crate::common::{copy_dir, eventually, free_port, get};
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -74,7 +75,7 @@ impl Ports {
 
 /// A child process of the test, killed on drop, its output in `log`.
 struct Proc {
-    child: Child,
+    child: Option<Child>,
     log: PathBuf,
 }
 
@@ -86,8 +87,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        child::kill(&mut self.child);
     }
 }
 
@@ -95,16 +95,12 @@ impl Drop for Proc {
 fn spawn(cwd: &Path, line: &str, name: &str) -> Proc {
     let (program, args) = program_and_args(line);
     let log = cwd.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log handle"))
-        .stderr(out)
-        .spawn()
+    let child = child::spawn_logged(Command::new(program).args(args), cwd, &log)
         .unwrap_or_else(|e| panic!("spawning {line:?}: {e}"));
-    Proc { child, log }
+    Proc {
+        child: Some(child),
+        log,
+    }
 }
 
 /// The program to run for a README line, and its arguments. The README's lines have no quoting.

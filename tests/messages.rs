@@ -63,10 +63,10 @@ fn start_errors_name_the_setting_and_say_each_cause_once() {
 }
 
 /// sled allows one process per store: the second one is told so, once, with the directory.
-#[test]
-fn a_second_process_on_a_data_directory_is_told_to_use_its_own() {
+#[tokio::test]
+async fn a_second_process_on_a_data_directory_is_told_to_use_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = ServerProcess::start(dir.path(), "first", free_port(), &["--data", "data"]);
+    let _first = ServerProcess::start(dir.path(), "first", free_port(), &["--data", "data"]).await;
     assert_eq!(
         fails_with(dir.path(), &["--data", "data", "--listen", "127.0.0.1:0"]),
         "nats-account-server: the data directory data is in use by another process; give this one its own --data"
@@ -271,8 +271,8 @@ fn store_flags_replace_the_config_files_store() {
 
 /// The README's demo with a throw-away store: `-c deploy/demo.toml --memory`, from the
 /// repository root as the README says, on a bare `:PORT`.
-#[test]
-fn the_demo_config_runs_in_memory_with_a_flag() {
+#[tokio::test]
+async fn the_demo_config_runs_in_memory_with_a_flag() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let logs = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -283,15 +283,16 @@ fn the_demo_config_runs_in_memory_with_a_flag() {
         "demo",
         port,
         &["-c", "deploy/demo.toml", "--memory", "--listen", &listen],
-    );
+    )
+    .await;
     let log = server.log_text();
     assert!(log.contains("store=\"memory\""), "log:\n{log}");
     assert!(!log.contains("no operator"), "log:\n{log}");
 }
 
 /// `--listen PORT` (no colon) binds the configured host on that port.
-#[test]
-fn listen_takes_a_bare_port() {
+#[tokio::test]
+async fn listen_takes_a_bare_port() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = ServerProcess::start_in(
@@ -300,7 +301,8 @@ fn listen_takes_a_bare_port() {
         "bare",
         port,
         &["--memory", "--listen", &port.to_string()],
-    );
+    )
+    .await;
     assert!(server
         .log_text()
         .contains(&format!("addr=127.0.0.1:{port}")));

@@ -49,18 +49,11 @@ async fn our_server(port: u16, tweak: impl FnOnce(&mut Settings)) -> TestServer 
     .await
 }
 
-/// Starts nats-server on `port` resolving from `server` (blocking until it listens, which
-/// needs its startup probe to pass).
-fn start_nats(port: u16, server: &TestServer) -> NatsServer {
-    let resolver = format!("{}/jwt/v1/accounts/", server.url);
-    tokio::task::block_in_place(|| NatsServer::start(port, &resolver))
-}
-
 /// Our server, then nats-server; returns once our server is connected to it.
 async fn stack(tweak: impl FnOnce(&mut Settings)) -> Stack {
     let port = free_port();
     let server = our_server(port, tweak).await;
-    let nats = start_nats(port, &server);
+    let nats = NatsServer::resolving_from(port, &server.url).await;
     let connected = AssertUnwindSafe(wait_nats_state(&server, "connected"))
         .catch_unwind()
         .await;
@@ -301,7 +294,7 @@ async fn connects_to_nats_server_started_later() {
     observe_retries(port, 3).await;
     assert_ne!(nats_state(&server).await, "connected");
 
-    let nats = start_nats(port, &server);
+    let nats = NatsServer::resolving_from(port, &server.url).await;
     wait_nats_state(&server, "connected").await;
     let stack = Stack { server, nats };
     assert_limit_changes_apply(&stack, &account).await;
@@ -317,7 +310,7 @@ async fn reconnects_after_nats_server_restart() {
     let key = account.public_key();
     post_accepted(&stack.server.url, &key, &jwt_with_conn_limit(&key, -1)).await;
 
-    tokio::task::block_in_place(|| stack.nats.kill());
+    stack.nats.kill();
     eventually(
         CONNECT_WITHIN,
         "healthz reports NATS lost after killing nats-server",
@@ -345,7 +338,7 @@ async fn reconnects_after_nats_server_restart() {
     .await;
 
     observe_retries(stack.nats.port, 3).await;
-    tokio::task::block_in_place(|| stack.nats.restart());
+    stack.nats.restart().await;
     wait_nats_state(&stack.server, "connected").await;
     assert_limit_changes_apply(&stack, &account).await;
 }
@@ -478,7 +471,7 @@ async fn changes_made_while_nats_is_unreachable_are_resent_on_reconnect() {
     let nats_port = free_port();
     let proxy = Proxy::start(&format!("127.0.0.1:{nats_port}")).await;
     let server = our_server(proxy.addr.port(), |_| {}).await;
-    let nats = start_nats(nats_port, &server);
+    let nats = NatsServer::resolving_from(nats_port, &server.url).await;
     wait_nats_state(&server, "connected").await;
 
     let account = KeyPair::new_account();

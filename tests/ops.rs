@@ -1,8 +1,9 @@
 //! Operations: metrics families, HTTPS end to end (nats-server resolving through it), SIGHUP
-//! reload without dropping connections, and the status page in a real headless browser.
+//! reload without dropping connections, CORS, and NATS over TLS. (The status page's HTML is
+//! checked in tests/accounts.rs; `tests/manual/status-screenshot.sh` shows it in a browser.)
 
 use crate::common::fixtures::{self, new_account};
-use crate::common::nats::NatsServer;
+use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::{eventually, free_port, get, metric, post, post_accepted, TestServer};
 use nats_account_server::jwt::encode;
@@ -96,10 +97,7 @@ async fn https_serves_and_nats_server_resolves_through_it() {
     })
     .await;
     let https = server.url.replace("http://", "https://");
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
+    let client = crate::common::tls::client(&ca);
     let probe = client
         .get(format!("{https}/jwt/v1/accounts/"))
         .send()
@@ -126,7 +124,8 @@ async fn https_serves_and_nats_server_resolves_through_it() {
         0,
         &format!("{https}/jwt/v1/accounts/"),
         &format!("resolver_tls {{ ca_file: \"{}\" }}", ca.display()),
-    );
+    )
+    .await;
     // Its resolver fetched A over HTTPS.
     nats.connect_user(&fixtures::user_creds(&a, "tls-user"))
         .await;
@@ -181,7 +180,8 @@ async fn sighup_reloads_log_level_and_operator_keys_without_dropping_connections
     };
     write_conf(false);
     let port = free_port();
-    let server = ServerProcess::start(dir.path(), "hup", port, &["-c", conf.to_str().unwrap()]);
+    let server =
+        ServerProcess::start(dir.path(), "hup", port, &["-c", conf.to_str().unwrap()]).await;
 
     let account = nkeys::KeyPair::new_account();
     let signed_by_new_key = encode::account(
@@ -249,90 +249,6 @@ async fn sighup_reloads_log_level_and_operator_keys_without_dropping_connections
     .await;
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-fn chromium_args(profile: &std::path::Path) -> Vec<String> {
-    [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("--user-data-dir={}", profile.display())])
-    .collect()
-}
-
-/// The status page renders in headless Chromium: the rendered DOM shows the role and the
-/// account count, and a screenshot is produced.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_renders_in_headless_chromium() {
-    let bin = chromium()
-        .expect("chromium is not installed: tests/run.sh installs it (apt-get install chromium)");
-    let server = TestServer::primary().await;
-    for i in 0..3 {
-        let (kp, jwt) = new_account(&format!("page-{i}"));
-        post_accepted(&server.url, &kp.public_key(), &jwt).await;
-    }
-    let url = format!("{}/", server.url);
-    let profile = tempfile::tempdir().unwrap();
-    let shot = server.path("status.png");
-    let (bin2, url2, args, shot2) = (
-        bin.to_string(),
-        url.clone(),
-        chromium_args(profile.path()),
-        shot.clone(),
-    );
-    let (dom, shot_ok) = tokio::task::spawn_blocking(move || {
-        let dom = std::process::Command::new(&bin2)
-            .args(&args)
-            .arg("--dump-dom")
-            .arg(&url2)
-            .output()
-            .unwrap();
-        let shot = std::process::Command::new(&bin2)
-            .args(&args)
-            .arg(format!("--screenshot={}", shot2.display()))
-            .arg("--window-size=1000,700")
-            .arg(&url2)
-            .output()
-            .unwrap();
-        (
-            String::from_utf8_lossy(&dom.stdout).into_owned(),
-            shot.status.success(),
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        dom.contains("<td id=\"role\">primary</td>"),
-        "rendered DOM:\n{dom}"
-    );
-    assert!(
-        dom.contains("<td id=\"accounts\">3</td>"),
-        "rendered DOM:\n{dom}"
-    );
-    assert!(shot_ok);
-    let png = std::fs::read(&shot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 5_000,
-        "screenshot is a real PNG ({} bytes)",
-        png.len()
-    );
-    if let Ok(keep) = std::env::var("KEEP_STATUS_SCREENSHOT") {
-        let _ = std::fs::copy(&shot, keep);
-    }
-}
-
 /// Browsers may call the API from any origin, as with the Go server: preflights answer 204
 /// with the allowed methods, responses carry `Access-Control-Allow-Origin: *`, and unknown
 /// routes get a plain-text 404 pointing at the help.
@@ -370,14 +286,12 @@ async fn cors_preflight_and_unknown_routes() {
 /// (a CA made at test time) and publishes notifications over that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_connection_uses_tls() {
-    use nats_account_server::config::{Dur, StringList, TlsSettings};
+    use nats_account_server::config::TlsSettings;
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = crate::common::tls::files(certs.path());
     let port = free_port();
     let server = TestServer::start_with(|s| {
-        s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
-        s.nats.usercredentials = Some(fixtures::vectors().join("sys.creds"));
-        s.nats.reconnectwait = Dur(Duration::from_millis(100));
+        use_nats(s, port);
         s.nats.tls = Some(TlsSettings {
             root: Some(ca.clone()),
             cert: None,
@@ -385,28 +299,18 @@ async fn nats_connection_uses_tls() {
         });
     })
     .await;
-    let _nats = tokio::task::block_in_place(|| {
-        NatsServer::start_with(
-            port,
-            &format!("{}/jwt/v1/accounts/", server.url),
-            &format!(
-                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
-                cert.display(),
-                key.display()
-            ),
-        )
-    });
-    eventually(
-        Duration::from_secs(10),
-        "connected to NATS over TLS",
-        || async {
-            get(&server.at("/healthz"))
-                .await
-                .1
-                .contains("\"nats\":\"connected\"")
-        },
+    let _nats = NatsServer::start_with(
+        port,
+        &format!("{}/jwt/v1/accounts/", server.url),
+        &format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
     )
     .await;
+    // Connected: over TLS, as the server's settings allow nothing else.
+    wait_nats_connected(&server.url).await;
     assert_eq!(metric(&server.url, "nas_nats_connected").await, 1.0);
     let (kp, jwt) = new_account("tls-notify");
     post_accepted(&server.url, &kp.public_key(), &jwt).await;
@@ -425,7 +329,6 @@ async fn sighup_switches_to_new_nats_settings() {
     use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let resolver = format!("http://127.0.0.1:{port}/jwt/v1/accounts/");
     let (pa, pb) = (free_port(), free_port());
     let conf = dir.path().join("server.toml");
     let write_conf = |nats_port: u16| {
@@ -448,21 +351,12 @@ async fn sighup_switches_to_new_nats_settings() {
         "hup-nats",
         port,
         &["-c", conf.to_str().unwrap()],
-    );
-    let mut a = tokio::task::block_in_place(|| NatsServer::start(pa, &resolver));
-    eventually(
-        Duration::from_secs(10),
-        "connected to the first nats-server",
-        || async {
-            get(&format!("{}/healthz", server.url))
-                .await
-                .1
-                .contains("\"nats\":\"connected\"")
-        },
     )
     .await;
+    let mut a = NatsServer::resolving_from(pa, &server.url).await;
+    wait_nats_connected(&server.url).await;
 
-    let b = tokio::task::block_in_place(|| NatsServer::start(pb, &resolver));
+    let b = NatsServer::resolving_from(pb, &server.url).await;
     let sys = std::fs::read_to_string(fixtures::vectors().join("sys.creds")).unwrap();
     let watcher = async_nats::ConnectOptions::with_credentials(&sys)
         .unwrap()

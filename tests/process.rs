@@ -24,7 +24,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let args = operator_args(dir.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let port = free_port();
-    let mut server = ServerProcess::start(dir.path(), "primary", port, &args);
+    let mut server = ServerProcess::start(dir.path(), "primary", port, &args).await;
 
     // 50 concurrent POSTs; the kill lands while later ones may still be in flight.
     let accounts: Vec<(String, String)> = (0..50)
@@ -68,7 +68,7 @@ async fn acknowledged_writes_survive_kill_9() {
         "at least the first 25 writes were acknowledged before the kill"
     );
 
-    let server = ServerProcess::start(dir.path(), "primary-restarted", free_port(), &args);
+    let server = ServerProcess::start(dir.path(), "primary-restarted", free_port(), &args).await;
     for (key, jwt) in &acked {
         let (status, body) = get(&format!("{}/jwt/v1/accounts/{key}", server.url)).await;
         assert_eq!(status, 200, "acknowledged account {key} lost after kill -9");
@@ -82,7 +82,7 @@ async fn sigterm_is_graceful() {
     let dir = tempfile::tempdir().unwrap();
     let args = operator_args(dir.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut server = ServerProcess::start(dir.path(), "primary", free_port(), &args);
+    let mut server = ServerProcess::start(dir.path(), "primary", free_port(), &args).await;
     let (key, jwt) = {
         let (kp, jwt) = new_account("graceful");
         (kp.public_key(), jwt)
@@ -95,13 +95,13 @@ async fn sigterm_is_graceful() {
     assert_eq!(status, 200);
     server.signal("TERM");
     assert_eq!(
-        server.wait_exit(Duration::from_secs(15)),
+        server.wait_exit(Duration::from_secs(15)).await,
         Some(0),
         "log:\n{}",
         server.log_text()
     );
     assert!(server.log_text().contains("stopped"));
-    let again = ServerProcess::start(dir.path(), "again", free_port(), &args);
+    let again = ServerProcess::start(dir.path(), "again", free_port(), &args).await;
     assert_eq!(
         get(&format!("{}/jwt/v1/accounts/{key}", again.url)).await.1,
         jwt
@@ -115,7 +115,7 @@ async fn logs_the_resolver_line_with_the_real_port() {
     let args = operator_args(dir.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let port = free_port();
-    let server = ServerProcess::start(dir.path(), "primary", port, &args);
+    let server = ServerProcess::start(dir.path(), "primary", port, &args).await;
     assert!(
         server.log_text().contains(&format!(
             "resolver: URL(http://127.0.0.1:{port}/jwt/v1/accounts/)"

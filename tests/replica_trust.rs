@@ -3,44 +3,20 @@
 //! primary is noticed; read misses of a caught-up replica stay local; credentials in primary
 //! URLs are never shown; the link's state is honest; HTTPS primaries with a private CA.
 
-use crate::common::fixtures;
+use crate::common::fixtures::{self, account_signed_at, iat};
 use crate::common::process::ServerProcess;
 use crate::common::{
     account, copy_dir, eventually, free_port, get, metric, post_accepted, post_new_account,
-    primary_settings, replica_of, restart_as_replica_of, serves, wait_ready, TestServer,
+    primary_settings, readyz, replica_of, restart_as_replica_of, serves, wait_ready, wait_serves,
+    TestServer,
 };
 use nats_account_server::config::Settings;
-use nats_account_server::jwt::{self, encode, trust::Operator};
+use nats_account_server::jwt::{encode, trust::Operator};
 use nats_account_server::server::load_trust;
 use nkeys::KeyPair;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-
-async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) {
-    eventually(within, &format!("{base} serves {key}"), || {
-        serves(base, key, jwt)
-    })
-    .await;
-}
-
-/// `/readyz` of `base` as JSON.
-async fn readyz(base: &str) -> Value {
-    serde_json::from_str(&get(&format!("{base}/readyz")).await.1).expect("readyz JSON")
-}
-
-/// An account JWT for `key` signed by `signer`, issued `iat`.
-fn account_at(signer: &KeyPair, key: &str, name: &str, iat: i64) -> String {
-    encode::sign(
-        json!({ "name": name, "sub": key, "iat": iat,
-            "nats": { "type": "account", "version": 2, "limits": { "conn": -1 } } }),
-        signer,
-    )
-}
-
-fn iat_of(token: &str) -> i64 {
-    jwt::parse_unverified(token).expect("parses").iat
-}
 
 /// The vectors' operator JWT with `signing_keys` (and a fresh `iat`), self-signed.
 fn operator_with_signing_keys(signing_keys: &[String]) -> String {
@@ -69,7 +45,7 @@ async fn sighup_never_forgets_the_operator_a_replica_learned() {
     let primary = TestServer::primary().await;
     let (key, v1) = post_new_account(&primary.url, "v1").await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = ServerProcess::start_replica(dir.path(), &primary.url);
+    let replica = ServerProcess::start_replica(dir.path(), &primary.url).await;
     wait_serves(&replica.url, &key, &v1, Duration::from_secs(10)).await;
 
     replica.signal("HUP");
@@ -77,10 +53,10 @@ async fn sighup_never_forgets_the_operator_a_replica_learned() {
         replica.log_text().contains("configuration reloaded")
     })
     .await;
-    let v2 = fixtures::account_jwt_at(&key, "v2", iat_of(&v1) + 1);
+    let v2 = fixtures::account_jwt_at(&key, "v2", iat(&v1) + 1);
     post_accepted(&primary.url, &key, &v2).await;
     wait_serves(&replica.url, &key, &v2, Duration::from_secs(10)).await;
-    assert!(readyz(&replica.url).await["replica"]["stalled"].is_null());
+    assert!(readyz(&replica.url).await.1["replica"]["stalled"].is_null());
 }
 
 /// The operator adds a signing key (its JWT changes, the primary reloads): accounts signed with
@@ -123,7 +99,7 @@ async fn a_new_operator_signing_key_reaches_every_replica() {
     post_accepted(&primary.url, &k1, &j1).await;
     for r in [&learning, &configured] {
         wait_serves(&r.url, &k1, &j1, Duration::from_secs(10)).await;
-        assert!(readyz(&r.url).await["replica"]["stalled"].is_null());
+        assert!(readyz(&r.url).await.1["replica"]["stalled"].is_null());
     }
 
     // After a restart on the same data, the learned operator is still in force.
@@ -149,7 +125,7 @@ async fn a_spoofed_primary_gets_nothing_served() {
     std::fs::write(&rogue_op, encode::operator(&rogue, "rogue", &[], None)).unwrap();
     let spoof = TestServer::start_with(|s| s.operatorjwtpath = Some(rogue_op.clone())).await;
     // The spoof has a "newer" version of the real account and an account of its own.
-    let evil = account_at(&rogue, &k, "evil", iat_of(&j) + 5);
+    let evil = account_signed_at(&rogue, &k, "evil", iat(&j) + 5);
     post_accepted(&spoof.url, &k, &evil).await;
     let x = KeyPair::new_account().public_key();
     let x_jwt = encode::account(&rogue, &x, "rogue-only", json!({}));
@@ -162,7 +138,7 @@ async fn a_spoofed_primary_gets_nothing_served() {
     eventually(
         Duration::from_secs(10),
         "the replica reports a stall",
-        || async { !readyz(&replica.url).await["replica"]["stalled"].is_null() },
+        || async { !readyz(&replica.url).await.1["replica"]["stalled"].is_null() },
     )
     .await;
     assert!(
@@ -175,7 +151,7 @@ async fn a_spoofed_primary_gets_nothing_served() {
     );
     assert_eq!(metric(&replica.url, "nas_replica_stalled ").await, 1.0);
     assert!(get(&replica.url).await.1.contains("STALLED"));
-    assert_eq!(readyz(&replica.url).await["replica"]["caught_up"], false);
+    assert_eq!(readyz(&replica.url).await.1["replica"]["caught_up"], false);
 
     // Pointed back at the real primary: converges, nothing of the spoof stays.
     let replica = restart_as_replica_of(replica, &[&real.url]).await;
@@ -186,7 +162,7 @@ async fn a_spoofed_primary_gets_nothing_served() {
         get(&replica.at(&format!("/jwt/v1/accounts/{x}"))).await.0,
         404
     );
-    assert!(readyz(&replica.url).await["replica"]["stalled"].is_null());
+    assert!(readyz(&replica.url).await.1["replica"]["stalled"].is_null());
     assert_eq!(metric(&replica.url, "nas_replica_stalled ").await, 0.0);
 
     // A fresh replica configured with the real operator serves nothing of the spoof either.
@@ -197,7 +173,7 @@ async fn a_spoofed_primary_gets_nothing_served() {
     eventually(
         Duration::from_secs(10),
         "the fresh replica stalls",
-        || async { !readyz(&fresh.url).await["replica"]["stalled"].is_null() },
+        || async { !readyz(&fresh.url).await.1["replica"]["stalled"].is_null() },
     )
     .await;
     for key in [&k, &x] {
@@ -307,12 +283,12 @@ async fn a_diverged_replica_is_repaired_by_the_digest_without_a_resync() {
         keys.push(post_new_account(&primary.url, &format!("k-{i}")).await);
     }
     let (b, b1) = keys[1].clone();
-    let b2 = fixtures::account_jwt_at(&b, "b-v2", iat_of(&b1) + 1);
+    let b2 = fixtures::account_jwt_at(&b, "b-v2", iat(&b1) + 1);
     post_accepted(&primary.url, &b, &b2).await;
     let mut replica = replica_of(&[&primary.url], |_| {}).await;
     // Caught up, not just serving B (a read could have fetched it as a miss).
     eventually(Duration::from_secs(10), "the replica caught up", || async {
-        readyz(&replica.url).await["replica"]["caught_up"] == true
+        readyz(&replica.url).await.1["replica"]["caught_up"] == true
     })
     .await;
     assert!(serves(&replica.url, &b, &b2).await);
@@ -354,7 +330,7 @@ async fn read_misses_reach_the_primary_only_when_the_replica_may_be_missing_data
     let replica = replica_of(&[&primary.url], |_| {}).await;
     wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
     eventually(Duration::from_secs(10), "caught up", || async {
-        readyz(&replica.url).await["replica"]["caught_up"] == true
+        readyz(&replica.url).await.1["replica"]["caught_up"] == true
     })
     .await;
     let before = account_gets(&primary.url).await;
@@ -389,7 +365,7 @@ async fn read_misses_reach_the_primary_only_when_the_replica_may_be_missing_data
         assert_eq!(b.await.unwrap(), 404);
     }
     assert_eq!(
-        readyz(&syncing.url).await["replica"]["caught_up"],
+        readyz(&syncing.url).await.1["replica"]["caught_up"],
         false,
         "the burst ran while the replica was still syncing"
     );
@@ -409,14 +385,7 @@ async fn credentials_in_the_primary_url_are_never_shown() {
     let port = free_port();
     let with_creds = format!("http://nas:s3cret-pw@127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let replica = tokio::task::block_in_place(|| {
-        ServerProcess::start(
-            dir.path(),
-            "replica",
-            free_port(),
-            &["--primary", &with_creds, "--data", "data"],
-        )
-    });
+    let replica = ServerProcess::start_replica(dir.path(), &with_creds).await;
     eventually(
         Duration::from_secs(10),
         "the replica logs the unreachable primary",
@@ -440,7 +409,7 @@ async fn credentials_in_the_primary_url_are_never_shown() {
         assert!(!text.contains("s3cret-pw"), "password shown in:\n{text}");
     }
     assert_eq!(
-        readyz(&replica.url).await["replica"]["primary"],
+        readyz(&replica.url).await.1["replica"]["primary"],
         format!("http://127.0.0.1:{port}")
     );
     let log = replica.log_text().to_lowercase();
@@ -463,13 +432,13 @@ async fn reachability_is_honest_when_the_primary_returns() {
     let mut primary = start(tempfile::tempdir().unwrap()).await;
     let (k, j) = post_new_account(&primary.url, "a").await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = ServerProcess::start_replica(dir.path(), &primary.url);
+    let replica = ServerProcess::start_replica(dir.path(), &primary.url).await;
     wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
     primary.stop().await;
     eventually(
         Duration::from_secs(15),
         "replica sees the primary down",
-        || async { readyz(&replica.url).await["replica"]["primary_reachable"] == false },
+        || async { readyz(&replica.url).await.1["replica"]["primary_reachable"] == false },
     )
     .await;
     let dir = std::mem::replace(&mut primary.dir, tempfile::tempdir().unwrap());
@@ -479,7 +448,7 @@ async fn reachability_is_honest_when_the_primary_returns() {
         Duration::from_secs(8),
         "replica sees the primary back, lag 0",
         || async {
-            let r = readyz(&replica.url).await;
+            let (_, r) = readyz(&replica.url).await;
             r["replica"]["primary_reachable"] == true && r["replica"]["lag_seconds"] == 0.0
         },
     )
@@ -508,10 +477,7 @@ async fn replicas_reach_an_https_primary_through_a_private_ca() {
     let (ca, _, _) = crate::common::tls::files(certs.path());
     let (_primary, url) = https_primary(certs.path(), false).await;
     let (k, j) = account("over-tls");
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
+    let client = crate::common::tls::client(&ca);
     let r = client
         .post(format!("{url}/jwt/v1/accounts/{k}"))
         .body(j.clone())
@@ -535,7 +501,7 @@ async fn replicas_reach_an_https_primary_through_a_private_ca() {
         Duration::from_secs(10),
         "the untrusting replica reports the cause",
         || async {
-            readyz(&untrusting.url).await["replica"]["primary_error"]
+            readyz(&untrusting.url).await.1["replica"]["primary_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("certificate"))
         },
@@ -573,7 +539,7 @@ async fn a_primary_can_require_replica_client_certificates() {
         Duration::from_secs(10),
         "the replica without a certificate is refused",
         || async {
-            readyz(&without_cert.url).await["replica"]["primary_error"]
+            readyz(&without_cert.url).await.1["replica"]["primary_error"]
                 .as_str()
                 .is_some_and(|e| {
                     e.contains("certificate") || e.contains("handshake") || e.contains("alert")
@@ -603,7 +569,7 @@ async fn a_busy_primary_is_not_an_unreachable_one() {
         || async { metric(&primary.url, "nas_refused_total{reason=\"long_polls\"}").await >= 1.0 },
     )
     .await;
-    let r = readyz(&replica.url).await;
+    let (_, r) = readyz(&replica.url).await;
     assert_eq!(r["replica"]["primary_reachable"], true, "{r}");
     assert!(r["replica"]["primary_error"].is_null(), "{r}");
     let (k2, j2) = post_new_account(&primary.url, "second").await;

@@ -2,29 +2,22 @@
 //! ports with their own sled directories, our binary as a killable primary, a real nats-server
 //! and a real nginx in front of the replicas.
 
-use crate::common::fixtures;
+use crate::common::feed;
+use crate::common::fixtures::{self, account_jwt_at};
 use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
 use crate::common::{
     account, eventually, free_port, get, http, metric, post, post_accepted, post_new_account,
-    replica_of, replica_settings, serves, wait_ready, TestServer,
+    replica_of, replica_settings, serves, wait_ready, wait_serves, TestServer,
 };
 use nats_account_server::config::{Dur, Settings, StringList};
-use nats_account_server::jwt::encode;
+use nats_account_server::jwt::{self, encode};
 use nats_account_server::nats::notify::UpdateSubjects;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Duration {
-    let start = Instant::now();
-    eventually(within, &format!("{base} serves {key}"), || {
-        serves(base, key, jwt)
-    })
-    .await;
-    start.elapsed()
-}
 
 /// The change feed: snapshot from 0, incremental from a sequence, lineage and head headers,
 /// and a long poll that returns as soon as a write lands.
@@ -116,7 +109,7 @@ async fn replicas_apply_nats_updates_and_ignore_forgeries() {
     let nats_port = free_port();
     let with_nats = |s: &mut Settings| use_nats(s, nats_port);
     let primary = TestServer::start_with(with_nats).await;
-    let nats = NatsServer::start(nats_port, &format!("{}/jwt/v1/accounts/", primary.url));
+    let nats = NatsServer::resolving_from(nats_port, &primary.url).await;
     let replica = replica_of(&[&primary.url], with_nats).await;
     for url in [&primary.url, &replica.url] {
         wait_nats_connected(url).await;
@@ -207,6 +200,72 @@ async fn replica_forwards_writes_and_reads_its_own() {
     );
 }
 
+/// 72 concurrent writers post 24 versions (distinct iats, in shuffled order) of each of three
+/// accounts to the primary and, forwarded, to two replicas: every answer is 200 or 409, the
+/// newest version is accepted, and it is what the primary and both replicas end up serving,
+/// with each key once in every change feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_account_end_with_the_newest_everywhere() {
+    let nats_port = free_port();
+    let with_nats = |s: &mut Settings| use_nats(s, nats_port);
+    let primary = TestServer::start_with(with_nats).await;
+    let _nats = NatsServer::resolving_from(nats_port, &primary.url).await;
+    let r1 = replica_of(&[&primary.url], with_nats).await;
+    let r2 = replica_of(&[&primary.url], |_| {}).await;
+    for r in [&r1, &r2] {
+        wait_ready(&r.url).await;
+    }
+
+    let keys: Vec<String> = (0..3)
+        .map(|_| KeyPair::new_account().public_key())
+        .collect();
+    let base = jwt::now_unix() - 10_000;
+    let targets = [primary.url.clone(), r1.url.clone(), r2.url.clone()];
+    let mut jobs = Vec::new();
+    let mut newest = HashMap::new();
+    for (k, key) in keys.iter().enumerate() {
+        // A fixed shuffle of 0..24 (7 is coprime with 24).
+        for n in 0..24i64 {
+            let version = (n * 7 + k as i64) % 24;
+            let token = account_jwt_at(key, &format!("v{version}"), base + version);
+            if version == 23 {
+                newest.insert(key.clone(), token.clone());
+            }
+            let url = format!("{}/jwt/v1/accounts/{key}", targets[(n as usize + k) % 3]);
+            jobs.push(tokio::spawn(async move {
+                let (status, body) = post(&url, token).await;
+                (version, status, body)
+            }));
+        }
+    }
+    for job in jobs {
+        let (version, status, body) = job.await.unwrap();
+        match (version, status) {
+            (23, 200) | (0..=22, 200 | 409) => {}
+            _ => panic!("version {version}: {status} {body}"),
+        }
+    }
+    for server in [&primary, &r1, &r2] {
+        eventually(
+            Duration::from_secs(15),
+            "the newest version everywhere",
+            || async {
+                let mut all = true;
+                for key in &keys {
+                    all &= get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await
+                        == (200, newest[key].clone());
+                }
+                all
+            },
+        )
+        .await;
+        let have = feed::contents(&server.url, "after the race").await;
+        for key in &keys {
+            assert_eq!(have.get(key), Some(&newest[key]));
+        }
+    }
+}
+
 /// Replica gauges exist on replicas only: a primary reporting `nas_replica_primary_reachable 0`
 /// would look like a replica that lost its primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +293,7 @@ async fn only_replicas_export_replica_metrics() {
 async fn replicas_survive_a_primary_outage() {
     let pdir = tempfile::tempdir().unwrap();
     let pport = free_port();
-    let mut primary = ServerProcess::start_primary(pdir.path(), "primary", pport);
+    let mut primary = ServerProcess::start_primary(pdir.path(), "primary", pport).await;
     let r1 = replica_of(&[&primary.url], |_| {}).await;
     let r2 = replica_of(&[&primary.url], |_| {}).await;
     let mut known = Vec::new();
@@ -282,7 +341,7 @@ async fn replicas_survive_a_primary_outage() {
         );
     }
 
-    let primary = ServerProcess::start_primary(pdir.path(), "primary-again", pport);
+    let primary = ServerProcess::start_primary(pdir.path(), "primary-again", pport).await;
     let (key, jwt) = post_new_account(&primary.url, "after-outage").await;
     for r in [&r1, &r2] {
         wait_serves(&r.url, &key, &jwt, Duration::from_secs(10)).await;
@@ -439,7 +498,7 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
     let r1 = replica_of(&[&primary.url], |_| {}).await;
     let r2 = replica_of(&[&primary.url], |_| {}).await;
     let host = |u: &str| u.trim_start_matches("http://").to_string();
-    let lb = Nginx::start([&host(&r1.url), &host(&r2.url)], &host(&primary.url));
+    let lb = Nginx::start([&host(&r1.url), &host(&r2.url)], &host(&primary.url)).await;
 
     // The system account and account A, POSTed to the primary.
     let a = fixtures::account_a();
@@ -481,7 +540,7 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
         "nginx balanced over both replicas ({served_by_r1}, {served_by_r2})"
     );
 
-    let nats = NatsServer::start(0, &format!("{}/jwt/v1/accounts/", lb.url));
+    let nats = NatsServer::resolving_from(0, &lb.url).await;
     // Its resolver reaches us through nginx.
     nats.connect_user(&fixtures::user_creds(&a, "alice")).await;
 
@@ -544,12 +603,7 @@ async fn replica_of_a_go_primary_imports_its_pack() {
     tokio::spawn(go);
 
     let replica = replica_of(&[&go_url], |s| s.maxreplicationpack = 3).await;
-    eventually(
-        Duration::from_secs(10),
-        "replica ready after the pack import",
-        || async { get(&format!("{}/readyz", replica.url)).await.0 == 200 },
-    )
-    .await;
+    wait_ready(&replica.url).await;
     for (k, j) in &pack[..3] {
         assert!(serves(&replica.url, k, j).await);
     }
@@ -571,8 +625,7 @@ async fn nats_pair(which: UpdateSubjects) -> (TestServer, NatsServer, TestServer
         s.nats.updatesubjects = which;
     };
     let primary = TestServer::start_with(with_nats).await;
-    let resolver = format!("{}/jwt/v1/accounts/", primary.url);
-    let nats = tokio::task::block_in_place(|| NatsServer::start(nats_port, &resolver));
+    let nats = NatsServer::resolving_from(nats_port, &primary.url).await;
     let replica = replica_of(&[&primary.url], with_nats).await;
     for url in [&primary.url, &replica.url] {
         wait_nats_connected(url).await;

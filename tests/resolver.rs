@@ -4,7 +4,7 @@
 //! nats-server 2.9.10, and by speaking the protocol directly.
 
 use crate::common::fixtures::{new_account, user_creds};
-use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
+use crate::common::nats::{our_reply, use_nats, wait_nats_connected, NatsServer};
 use crate::common::{
     eventually, free_port, metric, post_accepted, post_new_account, primary_settings, TestServer,
 };
@@ -15,9 +15,7 @@ use std::time::Duration;
 /// A nats-server with a cache resolver (lookups time out after 1 s) and our server connected
 /// to it as a system-account client.
 async fn cache_resolver_and_us() -> (NatsServer, TestServer) {
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"")
-    });
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"").await;
     let server = TestServer::start_with(|s| use_nats(s, nats.port)).await;
     wait_nats_connected(&server.url).await;
     (nats, server)
@@ -146,9 +144,7 @@ async fn full_resolver_syncs_our_accounts_by_pack() {
     use_nats(&mut settings, port);
     let server = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
 
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver(port, "full", "interval: \"1s\"")
-    });
+    let nats = NatsServer::start_nats_resolver(port, "full", "interval: \"1s\"").await;
     wait_nats_connected(&server.url).await;
     let dir = nats.resolver_dir();
     eventually(
@@ -189,13 +185,13 @@ async fn update_requests_are_stored_and_answered_like_nats_server() {
 
     let (kp, jwt) = new_account("pushed");
     let key = kp.public_key();
-    let reply = our_reply(&sys, "$SYS.REQ.CLAIMS.UPDATE".into(), &jwt).await;
+    let reply = our_reply(&sys, "$SYS.REQ.CLAIMS.UPDATE", &jwt).await;
     assert_eq!(reply["data"]["code"], 200, "{reply}");
     assert_eq!(reply["data"]["account"], key.as_str());
     let (status, body) = crate::common::get(&server.at(&format!("/jwt/v1/accounts/{key}"))).await;
     assert_eq!((status, body), (200, jwt.clone()));
     // LIST (nsc push --diff) names it.
-    let listed = our_reply(&sys, "$SYS.REQ.CLAIMS.LIST".into(), "").await;
+    let listed = our_reply(&sys, "$SYS.REQ.CLAIMS.LIST", "").await;
     assert_eq!(listed["data"], serde_json::json!([key]), "{listed}");
 
     // The per-account subject must name the token's subject.
@@ -223,7 +219,7 @@ async fn update_requests_are_stored_and_answered_like_nats_server() {
         "forged",
         serde_json::json!({}),
     );
-    let reply = our_reply(&sys, "$SYS.REQ.CLAIMS.UPDATE".into(), &forged).await;
+    let reply = our_reply(&sys, "$SYS.REQ.CLAIMS.UPDATE", &forged).await;
     assert_eq!(reply["error"]["code"], 400, "{reply}");
     assert!(
         reply["error"]["description"]
@@ -248,33 +244,11 @@ async fn update_requests_are_stored_and_answered_like_nats_server() {
     );
 }
 
-/// Sends `jwt` as a request on `subject` and returns our server's reply among all replies.
-async fn our_reply(sys: &async_nats::Client, subject: String, jwt: &str) -> serde_json::Value {
-    use futures_util::StreamExt;
-    let inbox = sys.new_inbox();
-    let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
-    sys.publish_with_reply(subject, inbox, jwt.to_string().into())
-        .await
-        .unwrap();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-            .await
-            .expect("our server answers the update request")
-            .expect("subscription open");
-        let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-        if reply["server"]["name"] == "nats-account-server" {
-            return reply;
-        }
-    }
-}
-
 /// `nats.resolverpeer = false`: resolver requests are left to nats-servers; a lookup of an
 /// account we hold gets no answer from us.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_peer_can_be_turned_off() {
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"")
-    });
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"").await;
     let server = TestServer::start_with(|s| {
         use_nats(s, nats.port);
         s.nats.resolverpeer = false;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the tests need (nats-server, nginx, chromium, promtool,
-# python3-yaml) when missing, then checks formatting and lints, then runs the test suite.
+# Runs every test: installs what the tests need (nats-server, nginx, promtool, python3-yaml)
+# when missing, then checks formatting and lints, then runs the test suite.
 # --no-fail-fast: a failing test binary must not hide the verdicts of the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 need=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # promtool (Debian package prometheus): the alert rules' unit tests (tests/deploy_ops.rs).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The compose and Kubernetes manifests are parsed with python3's yaml module (tests/deploy_ops.rs).

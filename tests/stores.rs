@@ -3,15 +3,17 @@
 //! delete) with notifications through a real nats-server, replicas following a read-only
 //! directory primary, and the `import` subcommand (our binary as a process).
 
+use crate::common::feed;
 use crate::common::fixtures::{self, account_jwt, account_jwt_at, new_account};
 use crate::common::nats::{use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::run_to_exit;
 use crate::common::{
-    account, eventually, free_port, get, http, post, post_new_account, serves, TestServer,
+    self, account, eventually, free_port, get, post, post_new_account, replica_of, serves,
+    status_of, wait_ready, TestServer,
 };
 use async_nats::Subscriber;
 use futures_util::StreamExt;
-use nats_account_server::config::{Dur, Settings, StringList};
+use nats_account_server::config::Settings;
 use nats_account_server::jwt;
 use nats_account_server::store::dir::{DirBackend, DirLayout, META_FILE};
 use nats_account_server::store::{Backend, Commit, Kind, Record};
@@ -68,29 +70,7 @@ fn files_under(root: &Path) -> BTreeSet<String> {
 }
 
 async fn wait_serves(base: &str, key: &str, jwt: &str) {
-    eventually(
-        WITHIN,
-        &format!("{base} serves the expected JWT of {key}"),
-        || serves(base, key, jwt),
-    )
-    .await;
-}
-
-async fn status_of(base: &str, key: &str) -> u16 {
-    get(&format!("{base}/jwt/v1/accounts/{key}")).await.0
-}
-
-/// The change feed from 0: `(store id, head, lines)`.
-async fn feed(base: &str) -> (String, u64, Vec<String>) {
-    let r = http()
-        .get(format!("{base}/jwt/v1/changes?since=0&limit=10000"))
-        .send()
-        .await
-        .unwrap();
-    let id = r.headers()["x-store-id"].to_str().unwrap().to_string();
-    let head = r.headers()["x-head-seq"].to_str().unwrap().parse().unwrap();
-    let body = r.text().await.unwrap();
-    (id, head, body.lines().map(str::to_string).collect())
+    common::wait_serves(base, key, jwt, WITHIN).await;
 }
 
 /// A directory-store server over `root` (no sled), trusting the vectors' operator.
@@ -107,8 +87,7 @@ async fn dir_server(root: &Path, shard: bool, readonly: bool) -> TestServer {
 
 /// Starts nats-server resolving from `server` and waits until `server` is connected to it.
 async fn start_nats(port: u16, server: &TestServer) -> NatsServer {
-    let resolver = format!("{}/jwt/v1/accounts/", server.url);
-    let nats = tokio::task::block_in_place(|| NatsServer::start(port, &resolver));
+    let nats = NatsServer::resolving_from(port, &server.url).await;
     wait_nats_connected(&server.url).await;
     nats
 }
@@ -199,21 +178,22 @@ async fn flat_dir_store_reads_writes_and_keeps_newer() {
         "flat layout, no temp files left"
     );
 
-    let (lineage, head, lines) = feed(&server.url).await;
-    assert_eq!(lines.len(), 2);
+    let before = feed::read(&server.url).await;
+    assert_eq!(before.changes.len(), 2);
     server.stop().await;
 
     // Restart over the same files: same lineage, every token re-sequenced above the old head.
     let server = dir_server(root.path(), false, false).await;
     assert!(serves(&server.url, &a, &newer).await);
     assert!(serves(&server.url, &b, &b_jwt).await);
-    let (lineage2, head2, lines2) = feed(&server.url).await;
-    assert_eq!(lineage2, lineage, "a writable directory keeps its lineage");
+    let after = feed::read(&server.url).await;
+    assert_eq!(
+        after.store_id, before.store_id,
+        "a writable directory keeps its lineage"
+    );
+    let (head, head2) = (before.head, after.head);
     assert!(head2 > head, "head {head2} must pass the old head {head}");
-    let seqs: Vec<u64> = lines2
-        .iter()
-        .map(|l| l.split('|').next().unwrap().parse().unwrap())
-        .collect();
+    let seqs: Vec<u64> = after.changes.iter().map(|c| c.seq).collect();
     assert!(
         seqs.iter().all(|s| *s > head),
         "replicas at the old head see every token again: {seqs:?}"
@@ -348,8 +328,8 @@ async fn existing_nats_server_directory_loads_and_skips_junk() {
     assert_eq!((status, body), (200, activation));
     assert_eq!(status_of(&server.url, &b).await, 404);
     assert_eq!(status_of(&server.url, &c).await, 404);
-    let (_, head, lines) = feed(&server.url).await;
-    assert_eq!((head, lines.len()), (2, 2), "{lines:?}");
+    let feed = feed::read(&server.url).await;
+    assert_eq!((feed.head, feed.changes.len()), (2, 2), "{feed:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -505,12 +485,10 @@ async fn read_only_dir_is_watched_and_changes_are_notified() {
             status_of(&server.url, &moved).await == 404
         })
         .await;
-        let (_, _, lines) = feed(&server.url).await;
+        let changes = feed::read(&server.url).await.changes;
         assert!(
-            lines
-                .iter()
-                .all(|l| !l.contains(&key) && !l.contains(&moved)),
-            "{lines:?}"
+            changes.iter().all(|c| c.key != key && c.key != moved),
+            "{changes:?}"
         );
         assert!(
             serves(&server.url, &pre, &pre_jwt).await,
@@ -545,12 +523,12 @@ async fn read_only_dir_lineage_changes_per_start() {
     let (a, a_jwt) = account("a");
     write_in_place(&nats_path(root.path(), &a, false), &a_jwt);
     let mut first = dir_server(root.path(), false, true).await;
-    let (id1, _, _) = feed(&first.url).await;
+    let id1 = feed::read(&first.url).await.store_id;
     first.stop().await;
     let second = dir_server(root.path(), false, true).await;
-    let (id2, head, lines) = feed(&second.url).await;
-    assert_ne!(id1, id2);
-    assert_eq!((head, lines.len()), (1, 1));
+    let feed = feed::read(&second.url).await;
+    assert_ne!(id1, feed.store_id);
+    assert_eq!((feed.head, feed.changes.len()), (1, 1));
     assert!(
         !root.path().join(META_FILE).exists(),
         "a read-only store writes nothing"
@@ -626,8 +604,8 @@ async fn nsc_folder_serves_accounts_and_is_watched() {
             .0,
         405
     );
-    let (_, _, lines) = feed(&server.url).await;
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    let changes = feed::read(&server.url).await.changes;
+    assert_eq!(changes.len(), 2, "{changes:?}");
 
     // `nsc edit account A` rewrites its file.
     let a2 = account_jwt(&a, "A", json!({ "limits": { "conn": 3 } }));
@@ -697,7 +675,7 @@ async fn memory_store_writable_and_read_only() {
         } else {
             assert_eq!(status, 200);
             assert!(serves(&server.url, &key, &jwt).await);
-            assert_eq!(feed(&server.url).await.2.len(), 1);
+            assert_eq!(feed::read(&server.url).await.changes.len(), 1);
         }
     }
 }
@@ -714,18 +692,8 @@ async fn replica_follows_a_read_only_directory_primary() {
     let (a, a1) = account("a");
     write_in_place(&nats_path(root.path(), &a, true), &a1);
     let primary = dir_server(root.path(), true, true).await;
-    let primary_url = primary.url.clone();
-    let replica = TestServer::start_with(move |s| {
-        s.operatorjwtpath = None;
-        s.primary = StringList(vec![primary_url]);
-        s.replication.maxbackoff = Dur(Duration::from_millis(200));
-        s.replicationtimeout = Dur(Duration::from_secs(2));
-    })
-    .await;
-    eventually(WITHIN, "replica ready", || async {
-        get(&replica.at("/readyz")).await.0 == 200
-    })
-    .await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    wait_ready(&replica.url).await;
     wait_serves(&replica.url, &a, &a1).await;
 
     let a2 = account_jwt(&a, "edited", json!({ "limits": { "conn": 2 } }));
@@ -1077,9 +1045,7 @@ fn pack_lines_parse_like_the_go_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_is_shared_with_nats_servers_full_resolver() {
     let root = tempfile::tempdir().unwrap();
-    let nats = tokio::task::block_in_place(|| {
-        NatsServer::start_nats_resolver_in(0, "full", root.path(), "")
-    });
+    let nats = NatsServer::start_nats_resolver_in(0, "full", root.path(), "").await;
 
     // nats-server → us: a claims update makes nats-server write <dir>/<key>.jwt; our
     // read-only store picks the file up.

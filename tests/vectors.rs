@@ -3,7 +3,7 @@
 //! every `post/*.jwt` the verdict the vectors' README table lists.
 
 use crate::common::fixtures::{self, vectors};
-use crate::common::{etag_of, eventually, get, http, post, TestServer};
+use crate::common::{etag_of, eventually, get, http, max_age, post, TestServer};
 use nats_account_server::jwt::{self, encode, JwtError};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -91,16 +91,6 @@ fn subject(token: &str) -> String {
     jwt::parse_unverified(token)
         .expect("vector has parseable claims")
         .sub
-}
-
-/// `max-age=N` from a Cache-Control value.
-fn max_age(cache_control: &str) -> i64 {
-    cache_control
-        .split(',')
-        .find_map(|d| d.trim().strip_prefix("max-age="))
-        .unwrap_or_else(|| panic!("no max-age in {cache_control:?}"))
-        .parse()
-        .unwrap_or_else(|_| panic!("max-age is not an integer in {cache_control:?}"))
 }
 
 /// Every `post/*.jwt` gets the README's verdict: ok → 200 and GET serves exactly that token;
@@ -378,18 +368,13 @@ async fn check_true_is_404_once_the_stored_jwt_expires() {
 /// A token from arbitrary header and claims JSON, issued and signed by `signer`, over
 /// `header.payload` (v2) or over the payload segment alone (v1).
 fn token_with(header: Value, claims: Value, signer: &nkeys::KeyPair, v1_signing: bool) -> String {
-    use data_encoding::BASE64URL_NOPAD;
     let mut claims = claims;
     claims["iss"] = json!(signer.public_key());
-    let h = BASE64URL_NOPAD.encode(header.to_string().as_bytes());
-    let p = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
-    let input = if v1_signing {
-        p.clone()
+    if v1_signing {
+        fixtures::raw_token_v1(&header, &claims, signer)
     } else {
-        format!("{h}.{p}")
-    };
-    let sig = signer.sign(input.as_bytes()).unwrap();
-    format!("{h}.{p}.{}", BASE64URL_NOPAD.encode(&sig))
+        fixtures::raw_token(&header, &claims, signer)
+    }
 }
 
 /// `jwt::decode` applies the Go library's header and version rules (v2 `Decode`): `typ` must

@@ -9,7 +9,9 @@
 use crate::store::Kind;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, not std's: the same instant in production, and tests can pause and advance it.
+use tokio::time::Instant;
 
 /// A key as the miss machinery sees it.
 pub(super) type MissKey = (Kind, Arc<str>);
@@ -147,6 +149,48 @@ mod tests {
         c.insert(key(2));
         // The cap evicts the oldest queue entry (key 1's first insert), not key 1 itself.
         assert!(c.contains(&key(1)));
+        assert!(c.contains(&key(2)));
+    }
+
+    // With tokio's clock paused, time moves only when a test advances it: expiry is checked at
+    // its exact boundary, without waiting.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_forgotten_exactly_when_its_ttl_passes() {
+        let ttl = Duration::from_secs(30);
+        let mut c = NegativeCache::new(ttl, 100);
+        c.insert(key(1));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.insert(key(2));
+        tokio::time::advance(Duration::from_secs(20) - Duration::from_millis(1)).await;
+        assert!(c.contains(&key(1)), "1 ms before its TTL");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!c.contains(&key(1)), "at its TTL");
+        assert!(c.contains(&key(2)), "inserted 10 s later");
+        // Expired entries stay in the map until an insert takes them off the queue's front.
+        assert_eq!(c.len(), 2);
+        c.insert(key(3));
+        assert_eq!(c.len(), 2, "key 1 dropped; keys 2 and 3 kept");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!c.contains(&key(2)));
+        assert!(c.contains(&key(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_inserted_again_lives_a_full_ttl_from_its_last_insert() {
+        let ttl = Duration::from_secs(30);
+        let mut c = NegativeCache::new(ttl, 100);
+        c.insert(key(1));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        c.insert(key(1));
+        // 40 s after the first insert: that one expires and leaves the queue on the next
+        // insert, but the map keeps the second.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        c.insert(key(2));
+        assert!(c.contains(&key(1)), "20 s after its last insert");
+        assert_eq!(c.len(), 2);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!c.contains(&key(1)), "30 s after its last insert");
         assert!(c.contains(&key(2)));
     }
 }

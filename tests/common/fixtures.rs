@@ -1,6 +1,7 @@
 //! Fixtures: the official vectors (`tests/data/vectors`, made by the Go JWT library) and helpers
 //! that mint more tokens with the same operator and account keys.
 
+use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
 use serde_json::Value;
@@ -35,11 +36,6 @@ pub fn operator_key() -> KeyPair {
 /// The vectors' operator signing key pair.
 pub fn signing_key() -> KeyPair {
     KeyPair::from_seed(keys()["signing_seed"].as_str().unwrap()).unwrap()
-}
-
-/// The system account key pair.
-pub fn sys_key() -> KeyPair {
-    KeyPair::from_seed(keys()["sys_seed"].as_str().unwrap()).unwrap()
 }
 
 /// Account A (`account_a.pub`) key pair.
@@ -83,13 +79,17 @@ pub fn next_iat(account: &str) -> i64 {
     iat
 }
 
-/// An account JWT with an explicit `iat` (ordering tests).
+/// An account JWT with an explicit `iat` (ordering tests), signed by the signing key.
 pub fn account_jwt_at(account: &str, name: &str, iat: i64) -> String {
-    let signer = signing_key();
+    account_signed_at(&signing_key(), account, name, iat)
+}
+
+/// [`account_jwt_at`] signed by `signer` (another operator's key, a rotated-out key).
+pub fn account_signed_at(signer: &KeyPair, account: &str, name: &str, iat: i64) -> String {
     encode::sign(
         serde_json::json!({ "name": name, "sub": account, "iat": iat,
             "nats": { "type": "account", "version": 2, "limits": { "conn": -1 } } }),
-        &signer,
+        signer,
     )
 }
 
@@ -105,4 +105,45 @@ pub fn user_creds(account: &KeyPair, name: &str) -> String {
     let user = KeyPair::new_user();
     let jwt = encode::user(account, &user.public_key(), name);
     encode::creds(&jwt, &user.seed().unwrap())
+}
+
+/// `header.payload.signature` of two already-encoded segments, signed over `header.payload`
+/// (v2) or over the payload segment alone (how v1 tokens were signed).
+fn signed(h: String, p: String, signer: &KeyPair, v1_signing: bool) -> String {
+    let input = if v1_signing {
+        p.clone()
+    } else {
+        format!("{h}.{p}")
+    };
+    let sig = signer.sign(input.as_bytes()).unwrap();
+    format!("{h}.{p}.{}", BASE64URL_NOPAD.encode(&sig))
+}
+
+fn segment(json: &Value) -> String {
+    BASE64URL_NOPAD.encode(json.to_string().as_bytes())
+}
+
+/// A JWT from arbitrary header and claims JSON, signed over `header.payload` (for tokens the
+/// encoder would refuse to make).
+pub fn raw_token(header: &Value, claims: &Value, signer: &KeyPair) -> String {
+    signed(segment(header), segment(claims), signer, false)
+}
+
+/// [`raw_token`] signed over the payload segment alone, as v1 tokens were.
+pub fn raw_token_v1(header: &Value, claims: &Value, signer: &KeyPair) -> String {
+    signed(segment(header), segment(claims), signer, true)
+}
+
+/// A v2 JWT whose claims are exactly `claims` (text, so it can hold what JSON values cannot
+/// express: duplicate keys, integers beyond i64), signed by `signer`.
+pub fn token_of_text(claims: &str, signer: &KeyPair) -> String {
+    let h = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    signed(h, BASE64URL_NOPAD.encode(claims.as_bytes()), signer, false)
+}
+
+/// The `iat` of a token (parsed, not verified).
+pub fn iat(token: &str) -> i64 {
+    nats_account_server::jwt::parse_unverified(token)
+        .expect("token claims parse")
+        .iat
 }

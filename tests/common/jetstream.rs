@@ -2,9 +2,11 @@
 //! tests. One server, or a three-server JetStream cluster (routes on loopback) for R3 buckets.
 //! Killed on drop.
 
+use super::child::{self, listening, wait_started};
+use std::future::ready;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// One or three nats-server children sharing a temp dir.
@@ -18,16 +20,16 @@ pub struct JetStream {
 
 impl JetStream {
     /// One server.
-    pub fn single() -> JetStream {
-        JetStream::start(1)
+    pub async fn single() -> JetStream {
+        JetStream::start(1).await
     }
 
     /// A JetStream cluster of three servers.
-    pub fn cluster() -> JetStream {
-        JetStream::start(3)
+    pub async fn cluster() -> JetStream {
+        JetStream::start(3).await
     }
 
-    fn start(n: usize) -> JetStream {
+    async fn start(n: usize) -> JetStream {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
         let routes: Vec<u16> = (0..n).map(|_| super::free_port()).collect();
@@ -61,7 +63,7 @@ impl JetStream {
             dir,
         };
         for i in 0..n {
-            js.restart(i);
+            js.restart(i).await;
         }
         js
     }
@@ -77,33 +79,33 @@ impl JetStream {
 
     /// Kills server `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        child::kill(&mut self.children[i]);
     }
 
     /// (Re)starts server `i` on its port and store, and waits until it accepts connections.
-    pub fn restart(&mut self, i: usize) {
+    pub async fn restart(&mut self, i: usize) {
         self.kill(i);
-        let log = std::fs::File::create(self.dir.path().join(format!("js{i}.log"))).expect("log");
-        let child = Command::new(super::nats::nats_server_bin())
-            .arg("-c")
-            .arg(&self.confs[i])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning nats-server");
-        self.children[i] = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server js{i} did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.dir.path().join(format!("js{i}.log"));
+        let stderr = std::fs::File::create(&log).expect("log");
+        let child = self.children[i].insert(
+            Command::new(super::nats::nats_server_bin())
+                .arg("-c")
+                .arg(&self.confs[i])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("spawning nats-server"),
+        );
+        let port = self.ports[i];
+        wait_started(
+            child,
+            &format!("nats-server js{i}"),
+            Duration::from_secs(10),
+            || ready(listening(port)),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+        .await;
     }
 }
 

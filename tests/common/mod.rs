@@ -5,10 +5,16 @@
 //! - [`nats::NatsServer`]: a real nats-server in operator mode, killed on drop.
 //! - [`proxy::Proxy`]: a TCP proxy the test can switch to drop, delay or reset traffic.
 //! - [`fixtures`]: the official test vectors and helpers to mint more tokens with their keys.
-//! - [`eventually`]: the only way tests wait.
+//! - [`feed`]: a server's change feed, read and parsed as a replica would.
+//! - [`send`] / [`Reply`], [`get`], [`post`], [`raw_http`]: requests, from polite to hostile.
+//! - [`eventually`] (and [`poll`], when the wait's outcome is itself under test): the only way
+//!   tests wait.
+//!
+//! No blanket `allow(dead_code)`: a helper no test uses is deleted, not kept. (Only the
+//! `integration` binary includes this module; `fresh_clone` does not.)
 
-#![allow(dead_code)]
-
+pub mod child;
+pub mod feed;
 pub mod fixtures;
 pub mod jetstream;
 pub mod nats;
@@ -16,11 +22,14 @@ pub mod nginx;
 pub mod process;
 pub mod proxy;
 pub mod tls;
+pub mod untrusted;
 
 use nats_account_server::config::Settings;
 use nats_account_server::RunningServer;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -154,6 +163,37 @@ pub async fn get(url: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
+/// A response with everything a test may look at.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Every header.
+    pub headers: HeaderMap,
+    /// The body as text (empty when it could not be read).
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value, or "" when absent; panics on a value that is not ASCII.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+            .unwrap_or("")
+    }
+}
+
+/// Sends `req` and collects status, headers and body.
+pub async fn send(req: reqwest::RequestBuilder) -> Reply {
+    let r = req.send().await.expect("request");
+    Reply {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap_or_default(),
+    }
+}
+
 /// POST body → (status, body).
 pub async fn post(url: &str, body: impl Into<String>) -> (u16, String) {
     let r = http()
@@ -189,6 +229,22 @@ pub async fn post_accepted(base: &str, key: &str, jwt: &str) {
     assert_eq!(status, 200, "POST of account {key} to {base}: {body}");
 }
 
+/// The status of `GET /jwt/v1/accounts/<key>` on `base`.
+pub async fn status_of(base: &str, key: &str) -> u16 {
+    get(&format!("{base}/jwt/v1/accounts/{key}")).await.0
+}
+
+/// Waits until `base` serves exactly `jwt` for account `key` (at most `within`); returns how
+/// long that took.
+pub async fn wait_serves(base: &str, key: &str, jwt: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    eventually(within, &format!("{base} serves {key}"), || {
+        serves(base, key, jwt)
+    })
+    .await;
+    start.elapsed()
+}
+
 /// Waits until `base` answers `/readyz` with 200 (a replica: its initial sync is done).
 pub async fn wait_ready(base: &str) {
     eventually(
@@ -197,6 +253,73 @@ pub async fn wait_ready(base: &str) {
         || async { get(&format!("{base}/readyz")).await.0 == 200 },
     )
     .await;
+}
+
+/// `/readyz` of `base`: its status and its JSON detail.
+pub async fn readyz(base: &str) -> (u16, Value) {
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    let detail = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("/readyz of {base} is not JSON ({e}): {body}"));
+    (status, detail)
+}
+
+/// `max-age=N` from a Cache-Control value.
+pub fn max_age(cache_control: &str) -> i64 {
+    cache_control
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .unwrap_or_else(|| panic!("no max-age in {cache_control:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("max-age is not an integer in {cache_control:?}"))
+}
+
+/// A raw HTTP exchange, for requests client libraries would never send: `request` is written
+/// on a fresh connection (concurrently with reading, so a server that answers early and closes
+/// is still heard), and the response head and body (by `Content-Length`) are read. `status` is
+/// `None` when the connection closed without an answer. Never waits longer than `within`.
+pub async fn raw_http(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    within: Duration,
+) -> (Option<u16>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        // Keep the write half open until the exchange ends: a half-close could end the
+        // request early for the server.
+        wr
+    });
+    let mut buf = Vec::new();
+    let read = async {
+        let mut tmp = [0u8; 8192];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            match rd.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|s| s.parse().ok());
+    (status, text)
 }
 
 /// The sum of the `/metrics` samples of `base` whose line starts with `needle` (a family name,
@@ -215,14 +338,32 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    let done = poll(within, || {
+        let check = check();
+        async move { check.await.then_some(()) }
+    })
+    .await;
+    if done.is_none() {
+        panic!("timed out after {within:?} waiting for: {what}");
+    }
+}
+
+/// Polls `attempt` until it yields a value or `within` passes (then `None`). For waits whose
+/// outcome is under test (did a failover happen, and when); [`eventually`] where a timeout can
+/// only fail the test.
+pub async fn poll<T, F, Fut>(within: Duration, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_millis(5);
     loop {
-        if check().await {
-            return;
+        if let Some(value) = attempt().await {
+            return Some(value);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
+            return None;
         }
         // Polling interval, not a wait for an outcome: backs off to at most 100 ms.
         tokio::time::sleep(pause).await;
@@ -236,6 +377,20 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Where the system program `name` is installed (the sbin directories too, which are not on
+/// every user's `PATH`); panics naming the Debian `package` that `tests/run.sh` installs.
+pub fn system_bin(name: &str, package: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: run tests/run.sh, which installs it (apt-get install {package})"
+            )
+        })
 }
 
 /// Copies a directory tree (a stopped sled store, a folder of config files).

@@ -1,12 +1,15 @@
 //! A real nats-server (the Debian package, installed by `tests/run.sh`) in operator mode whose
-//! URL resolver points at one of our servers. Killed on drop; its log is kept in its temp dir
-//! and printed when it fails to start.
+//! URL resolver points at one of our servers. Starting it is async: it waits for nats-server's
+//! startup probe of that resolver, which our in-process servers answer on the test's runtime.
+//! Killed on drop; its log is kept in its temp dir and printed when it fails to start.
 
+use super::child::{self, listening, wait_started};
 use super::{eventually, fixtures, get};
 use nats_account_server::config::{Dur, Settings, StringList};
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// A nats-server child process.
@@ -22,16 +25,7 @@ pub struct NatsServer {
 
 /// Where the nats-server binary is.
 pub fn nats_server_bin() -> PathBuf {
-    for p in [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("nats-server is not installed: run tests/run.sh, which installs it (apt-get install nats-server)");
+    super::system_bin("nats-server", "nats-server")
 }
 
 /// The system account user's creds file, usable before any nats-server runs (our server is
@@ -42,38 +36,50 @@ pub fn sys_creds_path() -> PathBuf {
 
 impl NatsServer {
     /// Starts nats-server on `port` (0 picks one) trusting the vectors' operator, with its
-    /// resolver at `resolver_url` (e.g. `http://127.0.0.1:9090/jwt/v1/accounts/`).
-    pub fn start(port: u16, resolver_url: &str) -> NatsServer {
-        NatsServer::start_with(port, resolver_url, "")
+    /// resolver at `resolver_url` (e.g. `http://127.0.0.1:9090/jwt/v1/accounts/`), and waits
+    /// until it is ready (which needs its startup probe of the resolver to pass).
+    pub async fn start(port: u16, resolver_url: &str) -> NatsServer {
+        NatsServer::start_with(port, resolver_url, "").await
+    }
+
+    /// [`NatsServer::start`] resolving accounts from our server at `base` (`http://host:port`).
+    pub async fn resolving_from(port: u16, base: &str) -> NatsServer {
+        NatsServer::start(port, &format!("{base}/jwt/v1/accounts/")).await
     }
 
     /// [`NatsServer::start`] with extra configuration lines (e.g. a `resolver_tls` block).
-    pub fn start_with(port: u16, resolver_url: &str, extra: &str) -> NatsServer {
-        NatsServer::start_resolver(port, &format!("URL({resolver_url})"), extra)
+    pub async fn start_with(port: u16, resolver_url: &str, extra: &str) -> NatsServer {
+        NatsServer::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            port,
+            &format!("URL({resolver_url})"),
+            extra,
+        )
+        .await
     }
 
     /// nats-server with a NATS-based resolver, `resolver: { type: <kind>, dir: …, <options> }`
     /// (`kind` is `cache` or `full`; the directory is [`NatsServer::resolver_dir`]); the system
     /// account JWT is preloaded, as such resolvers need.
-    pub fn start_nats_resolver(port: u16, kind: &str, options: &str) -> NatsServer {
+    pub async fn start_nats_resolver(port: u16, kind: &str, options: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let jwt_dir = dir.path().join("jwt");
-        NatsServer::start_nats_resolver_with(dir, port, kind, &jwt_dir, options)
+        NatsServer::start_nats_resolver_with(dir, port, kind, &jwt_dir, options).await
     }
 
     /// [`NatsServer::start_nats_resolver`] whose resolver directory is `jwt_dir` (shared with
     /// one of our directory stores); [`NatsServer::resolver_dir`] does not apply.
-    pub fn start_nats_resolver_in(
+    pub async fn start_nats_resolver_in(
         port: u16,
         kind: &str,
         jwt_dir: &Path,
         options: &str,
     ) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        NatsServer::start_nats_resolver_with(dir, port, kind, jwt_dir, options)
+        NatsServer::start_nats_resolver_with(dir, port, kind, jwt_dir, options).await
     }
 
-    fn start_nats_resolver_with(
+    async fn start_nats_resolver_with(
         dir: TempDir,
         port: u16,
         kind: &str,
@@ -89,7 +95,7 @@ impl NatsServer {
             fixtures::vector("system_account.pub"),
             fixtures::vector("sys.jwt")
         );
-        NatsServer::start_in(dir, port, &resolver, &preload)
+        NatsServer::start_in(dir, port, &resolver, &preload).await
     }
 
     /// The directory of a NATS-based resolver ([`NatsServer::start_nats_resolver`]).
@@ -97,16 +103,7 @@ impl NatsServer {
         self.dir.path().join("jwt")
     }
 
-    fn start_resolver(port: u16, resolver: &str, extra: &str) -> NatsServer {
-        NatsServer::start_in(
-            tempfile::tempdir().expect("temp dir"),
-            port,
-            resolver,
-            extra,
-        )
-    }
-
-    fn start_in(dir: tempfile::TempDir, port: u16, resolver: &str, extra: &str) -> NatsServer {
+    async fn start_in(dir: TempDir, port: u16, resolver: &str, extra: &str) -> NatsServer {
         let port = if port == 0 { super::free_port() } else { port };
         let config = dir.path().join("nats.conf");
         let conf = format!(
@@ -125,7 +122,7 @@ impl NatsServer {
             dir,
             config,
         };
-        s.spawn();
+        s.spawn().await;
         s
     }
 
@@ -137,39 +134,32 @@ impl NatsServer {
     /// is appended to across restarts, so a new "Server is ready" line is awaited) and the port
     /// accepts: a connectable port alone may be another process that took the port, with this
     /// nats-server having failed to bind it.
-    fn spawn(&mut self) {
+    async fn spawn(&mut self) {
         const READY: &str = "Server is ready";
-        let ready_before = self.log_text().matches(READY).count();
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&self.config)
-            .arg("-l")
-            .arg(self.log())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.log_text().matches(READY).count() <= ready_before
-            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
-        {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "nats-server exited with {status}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "nats-server was not ready on {}; log:\n{}",
-                    self.port,
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (log, port) = (self.log(), self.port);
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        let ready_before = log_text().matches(READY).count();
+        // In `self` before the wait, so that a failed start is killed on drop too.
+        let child = self.child.insert(
+            Command::new(nats_server_bin())
+                .arg("-c")
+                .arg(&self.config)
+                .arg("-l")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning nats-server"),
+        );
+        wait_started(
+            child,
+            &format!("nats-server on {port}"),
+            Duration::from_secs(15),
+            || ready(log_text().matches(READY).count() > ready_before && listening(port)),
+            log_text,
+        )
+        .await;
     }
 
     /// A client of the system account (it may publish and subscribe on `$SYS.>`).
@@ -234,21 +224,13 @@ impl NatsServer {
 
     /// Kills it (the port becomes free).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        child::kill(&mut self.child);
     }
 
-    /// Starts it again on the same port with the same config.
-    pub fn restart(&mut self) {
+    /// Starts it again on the same port with the same config, and waits until it is ready.
+    pub async fn restart(&mut self) {
         self.kill();
-        self.spawn();
-    }
-
-    /// A creds file for the system account user (for our server's `--creds`).
-    pub fn sys_creds(&self) -> PathBuf {
-        sys_creds_path()
+        self.spawn().await;
     }
 }
 
@@ -266,6 +248,32 @@ pub fn use_nats(s: &mut Settings, port: u16) {
     s.nats.servers = StringList(vec![format!("nats://127.0.0.1:{port}")]);
     s.nats.usercredentials = Some(sys_creds_path());
     s.nats.reconnectwait = Dur(Duration::from_millis(100));
+}
+
+/// Sends `payload` as a request on `subject` and returns our server's JSON reply among all the
+/// replies (a nats-server's own resolver may answer too; ours names itself in `server.name`).
+pub async fn our_reply(
+    sys: &async_nats::Client,
+    subject: impl Into<String>,
+    payload: &str,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let subject = subject.into();
+    let inbox = sys.new_inbox();
+    let mut sub = sys.subscribe(inbox.clone()).await.expect("subscribe");
+    sys.publish_with_reply(subject.clone(), inbox, payload.to_string().into())
+        .await
+        .expect("publish");
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no reply from nats-account-server on {subject}"))
+            .expect("subscription open");
+        let reply: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON reply");
+        if reply["server"]["name"] == "nats-account-server" {
+            return reply;
+        }
+    }
 }
 
 /// Waits until our server at `base` reports its NATS connection up (`/healthz`).

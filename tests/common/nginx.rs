@@ -1,9 +1,13 @@
-//! A real nginx as the load balancer in front of replicas, from `deploy/nginx/test-template.conf`
-//! (the same routing rules as the shipped config) with real ports filled in. Killed on drop.
+//! A real nginx as the load balancer, from the shipped configs with real ports filled in: in
+//! front of replicas (`deploy/nginx/test-template.conf`, the same routing rules as the shipped
+//! config) or of a failover cluster (`deploy/cluster/nginx.conf` itself). Killed on drop.
 
-use std::path::PathBuf;
+use super::child::{self, listening, wait_started};
+use super::system_bin;
+use std::future::ready;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// An nginx child process.
@@ -14,67 +18,48 @@ pub struct Nginx {
     dir: TempDir,
 }
 
-fn nginx_bin() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if std::path::Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!(
-        "nginx is not installed: run tests/run.sh, which installs it (apt-get install nginx-light)"
-    );
-}
-
 impl Nginx {
-    /// Starts nginx balancing over `replicas` (host:port) with `primary` (host:port) for writes.
-    pub fn start(replicas: [&str; 2], primary: &str) -> Nginx {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = super::free_port();
-        let template = std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/test-template.conf"),
-        )
-        .expect("deploy/nginx/test-template.conf");
-        let logdir = dir.path().display().to_string();
-        let conf = template
-            .replace("{{REPLICA_1}}", replicas[0])
-            .replace("{{REPLICA_2}}", replicas[1])
-            .replace("{{PRIMARY}}", primary)
-            .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
-            .replace("{{PID}}", &format!("{logdir}/nginx.pid"))
-            .replace("{{LOGDIR}}", &logdir);
-        Nginx::spawn(dir, port, &conf)
+    /// Starts nginx from `deploy/nginx/test-template.conf`, balancing over `replicas`
+    /// (host:port) with `primary` (host:port) for writes.
+    pub async fn start(replicas: [&str; 2], primary: &str) -> Nginx {
+        Nginx::spawn(|dir, listen| {
+            let dir = dir.display().to_string();
+            filled(
+                "nginx/test-template.conf",
+                &[
+                    ("{{REPLICA_1}}", replicas[0]),
+                    ("{{REPLICA_2}}", replicas[1]),
+                    ("{{PRIMARY}}", primary),
+                    ("{{LISTEN}}", listen),
+                    ("{{PID}}", &format!("{dir}/nginx.pid")),
+                    ("{{LOGDIR}}", &dir),
+                ],
+            )
+        })
+        .await
     }
 
     /// Starts nginx as `deploy/cluster/nginx.conf` configures it, balancing over the three
     /// cluster `nodes` (host:port).
-    pub fn start_cluster(nodes: [&str; 3]) -> Nginx {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = super::free_port();
-        let site = std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster/nginx.conf"),
-        )
-        .expect("deploy/cluster/nginx.conf");
-        let logdir = dir.path().display().to_string();
-        let site = site
-            .replace("nas-1:9090", nodes[0])
-            .replace("nas-2:9090", nodes[1])
-            .replace("nas-3:9090", nodes[2])
-            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
-            .replace("/var/log/nginx/", &format!("{logdir}/"));
-        let conf = format!(
-            "pid {logdir}/nginx.pid;\nerror_log {logdir}/error.log;\nevents {{}}\nhttp {{\n{site}\n}}\n"
-        );
-        Nginx::spawn(dir, port, &conf)
+    pub async fn start_cluster(nodes: [&str; 3]) -> Nginx {
+        Nginx::spawn(|dir, listen| main_conf(dir, &cluster_site(nodes, listen, dir))).await
     }
 
-    fn spawn(dir: TempDir, port: u16, conf: &str) -> Nginx {
+    /// Starts nginx on a free port with the configuration `conf(dir, listen)` makes for its
+    /// temp dir and `127.0.0.1:<port>`.
+    async fn spawn(conf: impl FnOnce(&Path, &str) -> String) -> Nginx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = super::free_port();
         let path = dir.path().join("nginx.conf");
+        let conf = conf(dir.path(), &format!("127.0.0.1:{port}"));
         std::fs::write(&path, conf).expect("writing nginx.conf");
-        let child = Command::new(nginx_bin())
+        let child = Command::new(system_bin("nginx", "nginx-light"))
             .arg("-c")
             .arg(&path)
             .arg("-p")
             .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -85,37 +70,69 @@ impl Nginx {
             url: format!("http://127.0.0.1:{port}"),
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
-                panic!("nginx exited with {status}; error log:\n{}", n.error_log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen; error log:\n{}",
-                n.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let error_log = n.dir.path().join("error.log");
+        wait_started(
+            n.child.as_mut().expect("just spawned"),
+            "nginx",
+            Duration::from_secs(10),
+            || ready(listening(port)),
+            || std::fs::read_to_string(&error_log).unwrap_or_default(),
+        )
+        .await;
         n
-    }
-
-    /// The error log so far.
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-
-    /// The access log so far (which upstream served what).
-    pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        child::kill(&mut self.child);
     }
+}
+
+/// The text of `deploy/<rel>` with each `(placeholder, value)` replaced; every placeholder must
+/// occur (a renamed one in the shipped file would otherwise leave a test config half-filled).
+fn filled(rel: &str, replacements: &[(&str, &str)]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(rel);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    for (placeholder, value) in replacements {
+        assert!(
+            text.contains(placeholder),
+            "{} no longer contains {placeholder:?}",
+            path.display()
+        );
+        text = text.replace(placeholder, value);
+    }
+    text
+}
+
+/// `deploy/cluster/nginx.conf` (a site for the `http {}` context) with its upstream names
+/// pointed at `nodes` (host:port), listening on `listen`, logging into `dir`.
+pub fn cluster_site(nodes: [&str; 3], listen: &str, dir: &Path) -> String {
+    filled(
+        "cluster/nginx.conf",
+        &[
+            ("nas-1:9090", nodes[0]),
+            ("nas-2:9090", nodes[1]),
+            ("nas-3:9090", nodes[2]),
+            ("listen 8080;", &format!("listen {listen};")),
+            ("/var/log/nginx/", &format!("{}/", dir.display())),
+        ],
+    )
+}
+
+/// A whole nginx.conf around `site` that runs unprivileged in the foreground as one process
+/// (killed on drop: no master whose workers would outlive it), with its pid file, error log and
+/// temp files in `dir`.
+pub fn main_conf(dir: &Path, site: &str) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log info;\nevents {{}}\nhttp {{\n\
+         client_body_temp_path {d}/client_body_temp; proxy_temp_path {d}/proxy_temp;\n\
+         fastcgi_temp_path {d}/fastcgi_temp; uwsgi_temp_path {d}/uwsgi_temp; \
+         scgi_temp_path {d}/scgi_temp;\n{site}\n}}\n"
+    )
 }

@@ -1,9 +1,10 @@
 //! Our binary as a child process: for kill -9, signals, exit codes and config files. The child
 //! is killed on drop; its log is kept in the guard's dir and printed when a wait fails.
 
+use super::child::wait_started;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running `nats-account-server` child.
 pub struct ServerProcess {
@@ -24,13 +25,13 @@ pub fn binary() -> &'static str {
 impl ServerProcess {
     /// Starts the binary with `args` plus `--listen 127.0.0.1:<port>`, logging to
     /// `<dir>/<name>.log`, and waits until `/healthz` answers.
-    pub fn start(dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
-        ServerProcess::start_wrapped(dir, name, port, &[], args)
+    pub async fn start(dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_wrapped(dir, name, port, &[], args).await
     }
 
     /// [`ServerProcess::start`] run through `wrapper` (a command that execs its arguments,
     /// such as `prlimit --nofile=256:256`), so the child is still our binary.
-    pub fn start_wrapped(
+    pub async fn start_wrapped(
         dir: &Path,
         name: &str,
         port: u16,
@@ -46,15 +47,22 @@ impl ServerProcess {
             port,
             &[&["--listen", &listen], args].concat(),
         )
+        .await
     }
 
     /// Starts the binary with exactly `args` (which make it listen on `port`) in the working
     /// directory `cwd`, logging to `<dir>/<name>.log`, and waits until `/healthz` answers.
-    pub fn start_in(cwd: &Path, dir: &Path, name: &str, port: u16, args: &[&str]) -> ServerProcess {
-        ServerProcess::spawn(&[], cwd, dir, name, port, args)
+    pub async fn start_in(
+        cwd: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        args: &[&str],
+    ) -> ServerProcess {
+        ServerProcess::spawn(&[], cwd, dir, name, port, args).await
     }
 
-    fn spawn(
+    async fn spawn(
         wrapper: &[&str],
         cwd: &Path,
         dir: &Path,
@@ -63,11 +71,6 @@ impl ServerProcess {
         args: &[&str],
     ) -> ServerProcess {
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -76,68 +79,45 @@ impl ServerProcess {
             }
             None => Command::new(binary()),
         };
-        let child = command
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
+        let child = super::child::spawn_logged(command.args(args), cwd, &log)
             .expect("spawning nats-account-server");
-        let p = ServerProcess {
+        let mut p = ServerProcess {
             child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
             port,
             log,
         };
-        p.wait_healthy(Duration::from_secs(20));
+        // In the guard before the wait, so that a failed start is killed on drop too.
+        let (url, log) = (p.url.clone(), p.log.clone());
+        wait_started(
+            p.child.as_mut().expect("just spawned"),
+            &format!("nats-account-server on {port} (log {})", log.display()),
+            Duration::from_secs(20),
+            || healthy(&url),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+        .await;
         p
     }
 
     /// [`ServerProcess::start`] as a sled primary trusting the vectors' operator, with its
     /// store in `<dir>/data` (so a restart on the same `dir` finds it).
-    pub fn start_primary(dir: &Path, name: &str, port: u16) -> ServerProcess {
+    pub async fn start_primary(dir: &Path, name: &str, port: u16) -> ServerProcess {
         let op = super::fixtures::vectors().join("operator.jwt");
         let op = op.to_str().expect("UTF-8 path");
-        ServerProcess::start(dir, name, port, &["--operator", op, "--data", "data"])
+        ServerProcess::start(dir, name, port, &["--operator", op, "--data", "data"]).await
     }
 
     /// A replica of `primary` (no `--operator`: it learns the primary's) with its store in
-    /// `<dir>/data`, started from an async test.
-    pub fn start_replica(dir: &Path, primary: &str) -> ServerProcess {
-        tokio::task::block_in_place(|| {
-            ServerProcess::start(
-                dir,
-                "replica",
-                super::free_port(),
-                &["--primary", primary, "--data", "data"],
-            )
-        })
-    }
-
-    /// Blocks until `/healthz` answers 200 (or panics with the log).
-    pub fn wait_healthy(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let ok = std::process::Command::new("curl")
-                    .args(["-sf", "-o", "/dev/null", &format!("{}/healthz", self.url)])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
-                if ok {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "server did not become healthy; log {}:\n{}",
-                    self.log.display(),
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// `<dir>/data`.
+    pub async fn start_replica(dir: &Path, primary: &str) -> ServerProcess {
+        ServerProcess::start(
+            dir,
+            "replica",
+            super::free_port(),
+            &["--primary", primary, "--data", "data"],
+        )
+        .await
     }
 
     /// The child's process id (while it runs).
@@ -152,10 +132,7 @@ impl ServerProcess {
 
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::child::kill(&mut self.child);
     }
 
     /// Sends `signal` (e.g. "TERM", "HUP") to the child.
@@ -169,23 +146,30 @@ impl ServerProcess {
     }
 
     /// Waits for the child to exit within `within`; returns its exit code.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let c = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
+        let exited = super::poll(within, || std::future::ready(c.try_wait().ok().flatten())).await;
+        match exited {
+            Some(status) => {
                 self.child = None;
-                return status.code();
+                status.code()
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "server did not exit in {within:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            None => panic!(
+                "server did not exit in {within:?}; log:\n{}",
+                self.log_text()
+            ),
         }
     }
+}
+
+/// True when the server at `url` answers `/healthz` with a success.
+async fn healthy(url: &str) -> bool {
+    super::http()
+        .get(format!("{url}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 impl Drop for ServerProcess {

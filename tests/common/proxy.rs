@@ -68,11 +68,6 @@ impl Proxy {
     pub fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
     }
-
-    /// The current mode.
-    pub fn mode(&self) -> Mode {
-        *self.mode.borrow()
-    }
 }
 
 impl Drop for Proxy {

@@ -27,3 +27,12 @@ pub fn files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
     (ca_pem, cert_pem, key_pem)
 }
+
+/// An HTTP client that trusts the CA in `ca_pem` (as [`files`] writes it).
+pub fn client(ca_pem: &Path) -> reqwest::Client {
+    let ca = std::fs::read(ca_pem).expect("reading the CA");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+        .build()
+        .expect("client")
+}

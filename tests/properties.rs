@@ -4,6 +4,7 @@
 //! is given.
 
 use crate::common::fixtures;
+use crate::common::untrusted::decode_everything;
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::config::{natsconf, Settings};
 use nats_account_server::jwt::{self, encode, view, ClaimType, KeyKind};
@@ -24,23 +25,6 @@ fn cases(n: u32) -> ProptestConfig {
 // ---------------------------------------------------------------------------------------------
 // JWT decoding and claim validation
 // ---------------------------------------------------------------------------------------------
-
-/// Everything that takes untrusted token text; none of it may panic.
-fn decode_everything(text: &str) {
-    let now = jwt::now_unix();
-    let _ = jwt::decode(text);
-    let _ = jwt::parse_unverified(text);
-    let _ = jwt::decode_account(text, now);
-    let _ = jwt::decode_activation(text, now);
-    let _ = view::render(text);
-    let _ = jwt::key_kind(text);
-    let _ = jwt::is_activation_hash(text);
-    if let Ok(claims) = jwt::parse_unverified(text) {
-        let _ = jwt::activation_hash(&claims);
-        let _ = claims.check_time(now);
-        let _ = claims.claim_type();
-    }
-}
 
 /// Valid tokens of every kind the server handles: `(token, is_v1)`.
 fn valid_tokens() -> &'static [(String, bool)] {
