@@ -11,9 +11,9 @@ use actix_web::test::{self, TestRequest};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use nats_account_server::http::render::{self, ReadOpts};
 use nats_account_server::jwt::{self, encode, trust::Operator};
-use nats_account_server::service;
 use nats_account_server::state::{AppState, HttpOptions, Trust};
 use nats_account_server::store::{Kind, Policy, Store};
+use nats_account_server::verify;
 use nkeys::KeyPair;
 use serde_json::json;
 use std::time::Duration;
@@ -88,7 +88,8 @@ fn bench_jwt(c: &mut Criterion) {
     });
     g.bench_function("validate_post", |b| {
         b.iter(|| {
-            service::validate_account(&f.trust, key, black_box(token.as_bytes())).expect("valid")
+            verify::post::account(f.trust.operator.as_ref(), key, black_box(token.as_bytes()))
+                .expect("valid")
         })
     });
     let decoded = jwt::decode(token).expect("valid");

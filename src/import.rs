@@ -12,9 +12,9 @@
 //! `--operator`); without either the import refuses to run, and a store that records another
 //! operator than `--operator` is refused rather than mixed.
 //!
-//! Every token passes the checks a POST would apply ([`service::validate_account_for`],
-//! [`service::validate_activation`] against the target store, after the accounts are in), and
-//! is filed under its own key. Storing is newer-wins through [`Store::put_many`], so importing
+//! Every token passes the checks a POST would apply and is filed under its own key (the import
+//! policy, [`verify::import`]; activations against the target store, after the accounts are
+//! in). Storing is newer-wins through [`Store::put_many`], so importing
 //! twice, or importing an older copy over newer data, changes nothing. The result is counted
 //! in a [`Summary`]; skipped tokens are reported with their reason but do not fail the import
 //! (old stores commonly hold expired accounts), while an unreadable source or target does.
@@ -23,8 +23,8 @@ use crate::config::cli::ImportArgs;
 use crate::config::{Settings, StoreChoice};
 use crate::jwt::trust::Operator;
 use crate::jwt::{self, ClaimType, Jwt};
-use crate::service;
 use crate::store::{self, dir, Kind, PutOutcome, Store, StoreError};
+use crate::verify;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -130,12 +130,7 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
     let configured = match settings.operator_path() {
         None => None,
         Some(path) => {
-            let token = std::fs::read_to_string(&path).map_err(|e| {
-                ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
-            })?;
-            Some(Operator::from_jwt(token.trim()).map_err(|e| {
-                ImportError::Settings(format!("operatorjwtpath {}: {e}", path.display()))
-            })?)
+            Some(verify::load_operator(&path).map_err(|e| ImportError::Settings(e.to_string()))?)
         }
     };
     // Refuse before anything is created or downloaded.
@@ -245,17 +240,15 @@ pub async fn import(
         }
     }
     let accounts = verified(&mut summary, accounts, |key, text| {
-        service::validate_account_for(operator, key, text.as_bytes())
+        verify::import::account(operator, key, text)
     });
     store_all(store, &mut summary, Kind::Account, accounts).await?;
     let activations = verified(&mut summary, activations, |key, text| {
-        let (hash, jwt) = service::validate_activation(store, text.as_bytes())?;
-        if hash != key {
-            return Err(crate::error::ApiError::BadRequest(format!(
-                "the activation's hash is {hash}"
-            )));
-        }
-        Ok(jwt)
+        verify::import::activation(key, text, |account| {
+            store
+                .get(Kind::Account, account)
+                .map(|e| e.jwt_str().to_owned())
+        })
     });
     store_all(store, &mut summary, Kind::Activation, activations).await?;
     Ok(summary)
@@ -272,7 +265,7 @@ impl Summary {
 fn verified(
     summary: &mut Summary,
     tokens: Vec<(String, String)>,
-    check: impl Fn(&str, &str) -> Result<Jwt, crate::error::ApiError>,
+    check: impl Fn(&str, &str) -> Result<Jwt, verify::Invalid>,
 ) -> Vec<(String, Jwt)> {
     tokens
         .into_iter()
@@ -339,20 +332,17 @@ async fn read_pack(base: &str) -> Result<Vec<SourceItem>, ImportError> {
     Ok(parse_pack(&body))
 }
 
-/// Parses pack lines `key|jwt`; blank lines are skipped, malformed ones reported.
+/// Parses pack lines `key|jwt` ([`crate::wire::pack`]): blank lines are skipped, a malformed
+/// one is reported under `line N`.
 pub fn parse_pack(body: &str) -> Vec<SourceItem> {
-    body.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let parts: Vec<&str> = line.trim().split('|').collect();
-            match parts.as_slice() {
-                [key, token] => (key.to_string(), Ok(token.to_string())),
-                _ => (
-                    format!("line {}", i + 1),
-                    Err("not a `key|jwt` line".to_string()),
-                ),
-            }
+    crate::wire::pack::parse(body)
+        .into_iter()
+        .map(|line| match line {
+            Ok((key, token)) => (key, Ok(token)),
+            Err(m) => (
+                format!("line {}", m.line),
+                Err("not a `key|jwt` line".to_string()),
+            ),
         })
         .collect()
 }

@@ -512,9 +512,9 @@ impl Metrics {
     }
 
     /// Cluster role, term and lease age.
-    pub fn cluster_state(&self, role: crate::cluster::Role, term: u64, lease_age: f64) {
+    pub fn cluster_state(&self, role: crate::role::Role, term: u64, lease_age: f64) {
         let c = &self.inner.cluster;
-        for r in crate::cluster::Role::ALL {
+        for r in crate::role::Role::ALL {
             c.role
                 .with_label_values(&[r.as_str()])
                 .set(i64::from(r == role));

@@ -8,7 +8,6 @@
 
 use crate::config::{DeleteMode, Settings, StoreChoice};
 use crate::jwt::trust::{Operator, OperatorError};
-use crate::jwt::{self, KeyKind};
 use crate::metrics::Metrics;
 use crate::nats::{NatsError, NatsHandle, Notifier};
 use crate::replica::ReplicaHandle;
@@ -16,6 +15,7 @@ use crate::state::{AppState, HttpOptions};
 use crate::store::{Entry, Kind, Store, StoreError};
 use crate::tls::{ReloadableCert, TlsError};
 use crate::trust::{Trust, TrustAnchor, TrustError};
+use crate::verify::{self, OperatorFileError};
 use actix_web::HttpServer;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -99,14 +99,14 @@ pub struct RunningServer {
 pub fn load_trust(settings: &Settings) -> Result<Trust, StartError> {
     let operator = match settings.operator_path() {
         None => None,
-        Some(path) => Some(
-            Operator::from_jwt(&read_token(&path, "operatorjwtpath")?).map_err(|cause| {
-                StartError::Operator {
-                    path: path.display().to_string(),
-                    cause,
-                }
-            })?,
-        ),
+        Some(path) => Some(verify::load_operator(&path).map_err(|e| match e {
+            OperatorFileError::Read { path, cause } => StartError::File {
+                what: "operatorjwtpath",
+                path,
+                cause,
+            },
+            OperatorFileError::Invalid { path, cause } => StartError::Operator { path, cause },
+        })?),
     };
     let system_account = match &settings.systemaccountjwtpath {
         None => None,
@@ -147,23 +147,7 @@ fn load_account(
         path: path.display().to_string(),
         message,
     };
-    let jwt = jwt::decode(&token).map_err(|e| bad(e.to_string()))?;
-    if jwt::key_kind(&jwt.claims.sub) != Some(KeyKind::Account) {
-        return Err(bad("subject is not an account key".into()));
-    }
-    if let Some(op) = operator {
-        op.check_issuer(&jwt.claims.iss)
-            .map_err(|e| bad(e.to_string()))?;
-        if let Some(sys) = op
-            .system_account()
-            .filter(|s| system && *s != jwt.claims.sub)
-        {
-            return Err(bad(format!(
-                "account {} is not the operator's system account {sys}",
-                jwt.claims.sub
-            )));
-        }
-    }
+    let jwt = verify::configured_account(&token, operator, system).map_err(bad)?;
     let key = jwt.claims.sub.clone();
     Ok(Arc::new(Entry::new(Kind::Account, &key, &jwt)))
 }
@@ -335,7 +319,7 @@ impl RunningServer {
                     view,
                     election_nats.clone().unwrap_or_else(|| nats.clone()),
                     store.clone(),
-                    replica.clone(),
+                    Box::new(replica.clone()),
                 );
                 tasks.spawn(election.run(cancel.clone()));
                 Some(handle)
@@ -359,7 +343,7 @@ impl RunningServer {
             draining: cancel.child_token(),
         };
 
-        tasks.spawn(crate::nats::resolver::run(
+        tasks.spawn(crate::resolver::run(
             state.clone(),
             nats.clone(),
             cancel.clone(),
@@ -396,7 +380,7 @@ impl RunningServer {
         let http_task = tokio::spawn(http);
 
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, scheme, role = state.role(), store = state.store.backend_name(), "listening");
+        tracing::info!(%addr, scheme, role = state.role().as_str(), store = state.store.backend_name(), "listening");
         tracing::info!(
             "configure nats-server with:  resolver: URL({scheme}://{}/jwt/v1/accounts/)",
             display_addr(addr)

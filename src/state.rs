@@ -5,6 +5,7 @@
 use crate::metrics::Metrics;
 use crate::nats::{NatsHandle, Notifier};
 use crate::replica::ReplicaHandle;
+use crate::role::NodeRole;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,7 @@ pub struct AppState {
 
 impl AppState {
     /// A primary's state without NATS or background tasks, for driving [`crate::http::app`]
-    /// directly (benchmarks, `actix_web::test`). The trust anchor is fixed.
+    /// directly (benchmarks, in-process tests without a socket). The trust anchor is fixed.
     pub fn standalone(store: Store, trust: Trust, http: HttpOptions) -> AppState {
         let metrics = Metrics::new();
         let nats = NatsHandle::disabled();
@@ -84,12 +85,12 @@ impl AppState {
         self.replica.as_ref().filter(|r| r.following())
     }
 
-    /// `primary` or `replica`; on a cluster node `leader`, `follower` or `candidate`.
-    pub fn role(&self) -> &'static str {
+    /// What this server is now: primary, replica, or a cluster node in its current role.
+    pub fn role(&self) -> NodeRole {
         match (&self.cluster, &self.replica) {
-            (Some(c), _) => c.role().as_str(),
-            (None, Some(_)) => "replica",
-            (None, None) => "primary",
+            (Some(c), _) => NodeRole::Cluster(c.role()),
+            (None, Some(_)) => NodeRole::Replica,
+            (None, None) => NodeRole::Primary,
         }
     }
 }

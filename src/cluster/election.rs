@@ -19,9 +19,8 @@
 //! Clocks are never compared between nodes: only revisions (ordered by the bucket) and each
 //! node's own monotonic clock.
 
-use super::{ClusterHandle, Lease, Peer, Progress, Role, View};
+use super::{ClusterHandle, FollowerProgress, Lease, Peer, Progress, Role, View};
 use crate::nats::NatsHandle;
-use crate::replica::ReplicaHandle;
 use crate::store::Store;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -71,7 +70,8 @@ pub struct Election {
     view: watch::Sender<View>,
     nats: NatsHandle,
     store: Store,
-    replica: ReplicaHandle,
+    /// This node's replication, for the progress it publishes while it follows.
+    replica: Box<dyn FollowerProgress>,
     kv: Option<kv::Store>,
     /// Leader: the revision of its last successful write of the lease.
     held: Option<u64>,
@@ -95,7 +95,7 @@ impl Election {
         view: watch::Sender<View>,
         nats: NatsHandle,
         store: Store,
-        replica: ReplicaHandle,
+        replica: Box<dyn FollowerProgress>,
     ) -> Election {
         Election {
             handle,
@@ -513,17 +513,8 @@ impl Election {
         let (lineage, applied, lag) = if v.role == Role::Leader {
             (self.store.lineage().to_string(), self.store.head(), 0.0)
         } else {
-            let st = self.replica.status();
-            let lineage = self
-                .store
-                .meta(crate::replica::META_PRIMARY_LINEAGE)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let applied = self
-                .store
-                .meta(crate::replica::META_PRIMARY_CURSOR)
-                .map_or(0, |b| crate::replica::decode_u64(&b));
-            (lineage, applied, st.lag_seconds)
+            let (lineage, applied) = self.replica.applied();
+            (lineage, applied, self.replica.lag_seconds())
         };
         Progress {
             node: self.handle.node().to_string(),

@@ -20,40 +20,15 @@
 
 mod acks;
 pub mod election;
-pub mod lag_plot;
+pub mod lag_history;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+pub use crate::role::Role;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// A node's part in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// No leader is known to this node (at start, and between a lease expiring and the next
-    /// one being taken): reads are served, writes refused.
-    Candidate,
-    /// Holds the lease: takes writes.
-    Leader,
-    /// Follows the leader the lease names.
-    Follower,
-}
-
-impl Role {
-    /// `candidate`, `leader` or `follower`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Candidate => "candidate",
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-        }
-    }
-
-    /// Every role, for metrics.
-    pub const ALL: [Role; 3] = [Role::Candidate, Role::Leader, Role::Follower];
-}
 
 /// The leader a lease names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +100,7 @@ pub struct View {
     /// Every node that published progress, this one included, by node id.
     pub peers: Vec<Peer>,
     /// Replication lag of each node over the last minutes, for the status page.
-    pub lag_history: Arc<lag_plot::History>,
+    pub lag_history: Arc<lag_history::History>,
 }
 
 impl View {
@@ -147,6 +122,18 @@ impl View {
     pub fn lease_age(&self) -> Option<Duration> {
         self.renewed_at.map(|t| t.elapsed())
     }
+}
+
+/// What the election needs from this node's replication while it follows: the progress it
+/// publishes, so that only the most caught-up node may take the lease. Implemented by
+/// `replica::ReplicaHandle`; the trait lets the replica use this module's handle without this
+/// module depending on the replica.
+pub trait FollowerProgress: Send + Sync + 'static {
+    /// The lineage of the leader's store this node has applied changes of, and the leader's
+    /// sequence it has applied up to (its persisted cursor).
+    fn applied(&self) -> (String, u64);
+    /// Seconds since this node last held everything its leader had.
+    fn lag_seconds(&self) -> f64;
 }
 
 /// What a write accepted by the leader is stamped with (`X-Cluster-Term`, `X-Cluster-Leader`).

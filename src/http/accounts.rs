@@ -1,8 +1,8 @@
 //! `/jwt/v1/accounts[/<pubkey>]`: the resolver probe, account reads and account writes.
 
+use super::error::ApiError;
 use super::read_body;
 use super::render::{self, ReadOpts};
-use crate::error::ApiError;
 use crate::jwt;
 use crate::service;
 use crate::state::AppState;

@@ -1,9 +1,9 @@
 //! `/jwt/v1/activations[/<hash>]`: activation tokens, keyed by the official `HashID()`.
 
 use super::accounts::truncate;
+use super::error::ApiError;
 use super::read_body;
 use super::render::{self, ReadOpts};
-use crate::error::ApiError;
 use crate::jwt;
 use crate::service;
 use crate::state::AppState;

@@ -6,16 +6,19 @@
 
 mod accounts;
 mod activations;
+pub mod error;
+mod lag_plot;
 mod operator;
 mod ops;
 pub mod render;
 mod replication;
 pub mod stream;
 
-use crate::error::ApiError;
 use crate::state::AppState;
+use crate::wire::header;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::web;
+use error::ApiError;
 use futures_util::future::Either;
 use futures_util::StreamExt;
 use std::time::Instant;
@@ -291,8 +294,8 @@ pub fn stamped(
     stamp: Option<&crate::cluster::Stamp>,
 ) -> actix_web::HttpResponseBuilder {
     if let Some(s) = stamp {
-        res.insert_header(("X-Cluster-Term", s.term.to_string()))
-            .insert_header(("X-Cluster-Leader", s.leader.as_str()));
+        res.insert_header((header::CLUSTER_TERM, s.term.to_string()))
+            .insert_header((header::CLUSTER_LEADER, s.leader.as_str()));
     }
     res
 }

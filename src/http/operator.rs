@@ -1,8 +1,8 @@
 //! `GET /jwt/v1/operator`: the configured operator JWT (`text`, `decode`).
 
+use super::error::ApiError;
 use super::flag;
 use super::render::ReadOpts;
-use crate::error::ApiError;
 use crate::jwt::view;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};

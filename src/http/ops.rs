@@ -161,7 +161,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         accounts,
         activations,
         state.store.head(),
-        state.nats.state() == "connected",
+        state.nats.state() == crate::nats::ConnectionState::Connected,
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -250,7 +250,7 @@ pub async fn status_page(state: web::Data<AppState>) -> HttpResponse {
             rows,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             e.seq,
-            e.feed_kind(),
+            crate::wire::feed::kind_name(e),
             html_escape(&e.key),
             html_escape(&crate::jwt::unix_to_rfc3339(e.iat))
         );
@@ -371,7 +371,7 @@ fn cluster_section(c: &crate::cluster::ClusterHandle) -> String {
             (false, Some(e)) => format!("<strong>unreachable</strong>: {}", html_escape(e)),
             (false, None) => "not contacted yet".to_string(),
         },
-        plot = v.lag_history.svg(),
+        plot = super::lag_plot::svg(&v.lag_history),
     )
 }
 

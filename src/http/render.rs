@@ -1,8 +1,8 @@
 //! Token responses: the body, `ETag`, `If-None-Match` → 304, `Cache-Control`, and the `text`,
 //! `decode` and `check` options. Shared by accounts, activations and the operator.
 
+use super::error::ApiError;
 use super::flag;
-use crate::error::ApiError;
 use crate::jwt::{self, view};
 use crate::state::AppState;
 use crate::store::Entry;
@@ -40,8 +40,9 @@ pub fn cache_control(exp: Option<i64>, now: i64, max_age: Duration) -> String {
 
 /// Renders `entry` according to `opts` for a handler: [`token`], with `?decode=true` views
 /// taken from the per-version cache ([`crate::limits::DecodeCache`]). A view is rendered at
-/// most once per version while it stays cached, on the heavy-work thread ([`crate::heavy`]:
-/// nested activation tokens are verified one by one, a thousand take tens of milliseconds).
+/// most once per version while it stays cached, on the heavy-work thread
+/// ([`crate::limits::heavy`]: nested activation tokens are verified one by one, a thousand
+/// take tens of milliseconds).
 ///
 /// # Errors
 /// As [`token`].

@@ -2,14 +2,14 @@
 //! content digest replicas compare for anti-entropy. The pack and the feed are streamed
 //! (`stream`), bounded by `http.maxbulk`, `http.maxlongpolls` and `http.writetimeout`.
 
+use super::error::ApiError;
 use super::stream::Lines;
-use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Entry, DIGEST_BUCKETS};
+use crate::wire::{self, header};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use serde::Deserialize;
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -56,7 +56,7 @@ pub async fn pack(
 /// snapshot (by count), else one taken now if the tokens are over [`BULK_BYTES`].
 ///
 /// # Errors
-/// [`ApiError::Busy`] at `http.maxbulk`.
+/// [`crate::limits::Busy`] at `http.maxbulk`.
 fn bulk_permit(
     state: &AppState,
     held: Option<OwnedSemaphorePermit>,
@@ -65,25 +65,17 @@ fn bulk_permit(
     if held.is_some() || entries.iter().map(|e| e.jwt.len()).sum::<usize>() <= BULK_BYTES {
         return Ok(held);
     }
-    state.limits.bulk(&state.metrics).map(Some)
+    Ok(Some(state.limits.bulk(&state.metrics)?))
 }
 
-/// One pack line, `key|jwt`, after a `\n` unless it is the first.
+/// One pack line ([`wire::pack`]).
 fn pack_line(e: &Entry, first: bool, out: &mut BytesMut) {
-    if !first {
-        out.extend_from_slice(b"\n");
-    }
-    out.extend_from_slice(e.key.as_bytes());
-    out.extend_from_slice(b"|");
-    out.extend_from_slice(&e.jwt);
+    wire::pack::write_line(&e.key, &e.jwt, first, out);
 }
 
-/// One change-feed line, `seq|kind|key|jwt\n`: the only place the feed's format is written
-/// (replicas parse it in `replica::client`).
+/// One change-feed line ([`wire::feed`]).
 fn feed_line(e: &Entry, _first: bool, out: &mut BytesMut) {
-    let _ = write!(out, "{}|{}|{}|", e.seq, e.feed_kind(), e.key);
-    out.extend_from_slice(&e.jwt);
-    out.extend_from_slice(b"\n");
+    wire::feed::write_change(e, out);
 }
 
 /// Change-feed parameters.
@@ -125,10 +117,11 @@ pub async fn changes(
             if c.role() != crate::cluster::Role::Leader {
                 return Err(crate::cluster::ClusterError::NotLeader.into());
             }
-            let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-            if let (Some(node), Some(lineage)) =
-                (header("X-Cluster-Node"), header("X-Cluster-Lineage"))
-            {
+            let header_value = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+            if let (Some(node), Some(lineage)) = (
+                header_value(header::CLUSTER_NODE),
+                header_value(header::CLUSTER_LINEAGE),
+            ) {
                 c.ack(node, lineage, opts.since);
             }
             Some(c.term())
@@ -165,15 +158,15 @@ pub async fn changes(
     // the newest changes were removals (compacted deletions) that left no entry to send.
     let complete_to = (entries.len() < limit).then_some(snapshot_head);
     let mut res = HttpResponse::Ok();
-    res.insert_header(("X-Store-Id", state.store.lineage()))
-        .insert_header(("X-Head-Seq", head.to_string()))
-        .insert_header(("X-Compacted-Seq", state.store.compacted().to_string()))
+    res.insert_header((header::STORE_ID, state.store.lineage()))
+        .insert_header((header::HEAD_SEQ, head.to_string()))
+        .insert_header((header::COMPACTED_SEQ, state.store.compacted().to_string()))
         .insert_header((
-            "X-Complete-To",
+            header::COMPLETE_TO,
             complete_to.map_or_else(String::new, |h| h.to_string()),
         ));
     if let Some(term) = term {
-        res.insert_header(("X-Cluster-Term", term.to_string()));
+        res.insert_header((header::CLUSTER_TERM, term.to_string()));
     }
     let end = entries.len();
     Ok(Lines::new(entries.into(), end, feed_line, permit)
@@ -225,23 +218,11 @@ pub async fn digest(
     let entries = state.store.in_buckets(&wanted);
     let mut body = String::with_capacity(entries.len() * 140);
     for e in &entries {
-        let _ = write!(
-            body,
-            "{}|{}|{}|{}",
-            e.feed_kind(),
-            e.key,
-            e.iat,
-            hex(&e.digest_hash())
-        );
-        // A deletion cannot be fetched with a GET (404): its request travels here.
-        if e.deleted {
-            let _ = write!(body, "|{}", e.jwt_str());
-        }
-        body.push('\n');
+        wire::feed::write_digest_line(e, &mut body);
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .insert_header(("X-Store-Id", state.store.lineage()))
-        .insert_header(("X-Head-Seq", head.to_string()))
+        .insert_header((header::STORE_ID, state.store.lineage()))
+        .insert_header((header::HEAD_SEQ, head.to_string()))
         .body(body))
 }

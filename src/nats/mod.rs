@@ -7,10 +7,9 @@
 //!
 //! The connection can be replaced at runtime (SIGHUP with new NATS settings): the handle holds
 //! a `watch` of the current [`Connection`], and the notifier, the replica listener and the
-//! resolver responder ([`resolver`]) follow it.
+//! resolver responder ([`crate::resolver`]) follow it.
 
 pub mod notify;
-pub mod resolver;
 
 use crate::config::{NatsSettings, UpdateSubjects};
 use crate::link::{self, LinkState, Note};
@@ -35,6 +34,44 @@ pub struct Connection {
     pub subjects: UpdateSubjects,
     /// What it was made from (to tell whether a reload changes anything).
     settings: Option<NatsSettings>,
+}
+
+/// The state of the NATS connection, as `/healthz`, `/readyz` and the status page show it
+/// ([`ConnectionState::as_str`]: those strings are the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// NATS is not configured.
+    Disabled,
+    /// Not connected yet (the first connection is being made).
+    Connecting,
+    /// Connected.
+    Connected,
+    /// Connected before, reconnecting now.
+    Disconnected,
+}
+
+impl ConnectionState {
+    /// `disabled`, `connecting`, `connected` or `disconnected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Disabled => "disabled",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ConnectionState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// The current NATS connection, which may not be established (yet) and may be replaced.
@@ -154,8 +191,8 @@ impl NatsHandle {
         self.current.borrow().client.clone()
     }
 
-    /// `disabled`, `connecting`, `connected` or `disconnected`.
-    pub fn state(&self) -> &'static str {
+    /// The current connection's state.
+    pub fn state(&self) -> ConnectionState {
         self.current.borrow().state()
     }
 
@@ -215,13 +252,12 @@ impl Connection {
         })
     }
 
-    /// `disabled`, `connecting`, `connected` or `disconnected`.
-    pub fn state(&self) -> &'static str {
+    fn state(&self) -> ConnectionState {
         match self.client.as_ref().map(|c| c.connection_state()) {
-            None => "disabled",
-            Some(State::Pending) => "connecting",
-            Some(State::Connected) => "connected",
-            Some(State::Disconnected) => "disconnected",
+            None => ConnectionState::Disabled,
+            Some(State::Pending) => ConnectionState::Connecting,
+            Some(State::Connected) => ConnectionState::Connected,
+            Some(State::Disconnected) => ConnectionState::Disconnected,
         }
     }
 

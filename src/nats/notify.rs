@@ -17,6 +17,7 @@
 use super::{Connection, NatsHandle};
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind};
+use crate::wire::subject;
 use async_nats::connection::State;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -34,12 +35,12 @@ pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
     if entry.deleted {
         // The operator-signed delete request itself, as `nsc push --prune` sends it: full and
         // cache resolvers check it and delete their copy (no reply is asked for).
-        return vec![DELETE_SUBJECT.to_string()];
+        return vec![subject::DELETE.to_string()];
     }
     match entry.kind {
         Kind::Account => {
-            let old = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", entry.key);
-            let new = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", entry.key);
+            let old = subject::account_update(&entry.key);
+            let new = subject::account_update_request(&entry.key);
             match which {
                 UpdateSubjects::Old => vec![old],
                 UpdateSubjects::New => vec![new],
@@ -52,13 +53,10 @@ pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {
             let iss = crate::jwt::parse_unverified(entry.jwt_str())
                 .map(|c| c.iss)
                 .unwrap_or_default();
-            vec![format!("$SYS.ACCOUNT.{iss}.CLAIMS.ACTIVATE.{}", entry.key)]
+            vec![subject::activation_update(&iss, &entry.key)]
         }
     }
 }
-
-/// Where a deletion is published (nats-server's `$SYS.REQ.CLAIMS.DELETE`).
-pub const DELETE_SUBJECT: &str = "$SYS.REQ.CLAIMS.DELETE";
 
 /// Handle to the notification task. Cheap to clone; a disabled notifier does nothing.
 #[derive(Clone)]

@@ -21,7 +21,7 @@
 //! The sync task runs a check when it is caught up: after the first caught-up page, after every
 //! reconnect, after a resync, and every `replication.antientropy`.
 
-use super::client::{SyncError, Write};
+use super::client::{PrimaryError, Write};
 use super::ReplicaHandle;
 use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use std::collections::{HashMap, HashSet};
@@ -47,12 +47,12 @@ pub(super) struct Outcome {
 /// changes this replica has not applied yet: the feed brings them first).
 ///
 /// # Errors
-/// [`SyncError`] when the primary cannot be asked.
+/// [`PrimaryError`] when the primary cannot be asked.
 pub(super) async fn check(
     replica: &ReplicaHandle,
     lineage: &str,
     cursor: u64,
-) -> Result<Option<Outcome>, SyncError> {
+) -> Result<Option<Outcome>, PrimaryError> {
     let remote = replica.client.digest().await?;
     if remote.store_id != lineage || remote.head > cursor {
         return Ok(None);

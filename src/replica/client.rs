@@ -8,6 +8,8 @@
 use crate::config::TlsSettings;
 use crate::link::{display_url as redact, error_chain};
 use crate::store::{Digest, DigestHash, Kind, DIGEST_BUCKETS};
+use crate::wire::feed::{Change, DigestLine};
+use crate::wire::{self, header};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -35,21 +37,6 @@ pub enum ClientError {
     },
 }
 
-/// One change of the feed: `seq|kind|key|jwt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// The primary's sequence number.
-    pub seq: u64,
-    /// What the key names.
-    pub kind: Kind,
-    /// The account key or activation hash.
-    pub key: String,
-    /// The token (for a deletion: the delete request).
-    pub jwt: String,
-    /// A deletion of the account `key` (feed kind `delete`).
-    pub deleted: bool,
-}
-
 /// A write forwarded to the primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
@@ -72,32 +59,10 @@ pub struct RemoteDigest {
     pub digest: Digest,
 }
 
-/// One entry of the primary's digest listing.
-#[derive(Debug, Clone)]
-pub struct RemoteEntry {
-    /// What the key names.
-    pub kind: Kind,
-    /// The key.
-    pub key: String,
-    /// The stored version's `iat`.
-    pub iat: i64,
-    /// Its digest element ([`crate::store::Entry::digest_hash`]).
-    pub hash: DigestHash,
-    /// For a deletion: the delete request.
-    pub request: Option<String>,
-}
-
-/// A kind as the feed and digest listings name it: `(kind, deleted)`.
-fn feed_kind(s: &str) -> Option<(Kind, bool)> {
-    match s {
-        "delete" => Some((Kind::Account, true)),
-        other => Kind::parse(other).map(|k| (k, false)),
-    }
-}
-
-/// A request to the primary failed.
+/// A request to the primary failed (any of them: the feed, a read miss, a forwarded write, the
+/// operator, the digest, the pack).
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub enum PrimaryError {
     /// No answer (connection refused, reset, timeout).
     #[error("{url}: {message}")]
     Unreachable {
@@ -280,16 +245,16 @@ impl PrimaryClient {
 
     /// The URL without user-info, and reqwest's error with its causes ("Connection refused"),
     /// without reqwest's copy of the request URL (which may hold a password).
-    fn unreachable(&self, e: reqwest::Error) -> SyncError {
+    fn unreachable(&self, e: reqwest::Error) -> PrimaryError {
         // reqwest's message repeats the URL, credentials included: drop it, keep the causes.
-        SyncError::Unreachable {
+        PrimaryError::Unreachable {
             url: self.current().to_string(),
             message: error_chain(&e.without_url()),
         }
     }
 
-    fn protocol(&self, message: String) -> SyncError {
-        SyncError::Protocol {
+    fn protocol(&self, message: String) -> PrimaryError {
+        PrimaryError::Protocol {
             url: self.current().to_string(),
             message,
         }
@@ -298,14 +263,14 @@ impl PrimaryClient {
     /// `GET /jwt/v1/changes?since&limit&wait`.
     ///
     /// # Errors
-    /// [`SyncError`].
+    /// [`PrimaryError`].
     pub async fn changes(
         &self,
         since: u64,
         limit: usize,
         wait: Duration,
         ack: Option<&Ack>,
-    ) -> Result<FeedPage, SyncError> {
+    ) -> Result<FeedPage, PrimaryError> {
         let url = format!(
             "{}/jwt/v1/changes?since={since}&limit={limit}&wait={}",
             self.base(),
@@ -314,12 +279,12 @@ impl PrimaryClient {
         let mut request = self.http.get(&url).timeout(self.timeout + wait);
         if let Some(ack) = ack {
             request = request
-                .header("X-Cluster-Node", &ack.node)
-                .header("X-Cluster-Lineage", &ack.lineage);
+                .header(header::CLUSTER_NODE, &ack.node)
+                .header(header::CLUSTER_LINEAGE, &ack.lineage);
         }
         let resp = request.send().await.map_err(|e| self.unreachable(e))?;
         if resp.status().as_u16() == 404 {
-            return Err(SyncError::NoFeed {
+            return Err(PrimaryError::NoFeed {
                 url: self.current().to_string(),
             });
         }
@@ -332,7 +297,7 @@ impl PrimaryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok())
                 .map_or(Duration::from_secs(1), Duration::from_secs);
-            return Err(SyncError::Busy {
+            return Err(PrimaryError::Busy {
                 url: self.current().to_string(),
                 retry_after,
             });
@@ -340,43 +305,32 @@ impl PrimaryClient {
         if !resp.status().is_success() {
             return Err(self.protocol(format!("change feed answered {}", resp.status())));
         }
-        let header = |name: &str| {
+        let header_value = |name: &str| {
             resp.headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let store_id = header("X-Store-Id")
+        let store_id = header_value(header::STORE_ID)
             .ok_or_else(|| self.protocol("change feed without X-Store-Id".into()))?;
-        let head = header("X-Head-Seq")
+        let head = header_value(header::HEAD_SEQ)
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
-        let compacted = header("X-Compacted-Seq")
+        let compacted = header_value(header::COMPACTED_SEQ)
             .and_then(|h| h.parse().ok())
             .unwrap_or(0);
-        let complete_to = header("X-Complete-To").and_then(|h| h.parse().ok());
-        let term = header("X-Cluster-Term").and_then(|h| h.parse().ok());
+        let complete_to = header_value(header::COMPLETE_TO).and_then(|h| h.parse().ok());
+        let term = header_value(header::CLUSTER_TERM).and_then(|h| h.parse().ok());
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
-        let mut changes = Vec::new();
-        for line in body.lines().filter(|l| !l.is_empty()) {
-            let mut parts = line.splitn(4, '|');
-            let parsed = (|| {
-                let seq = parts.next()?.parse::<u64>().ok()?;
-                let (kind, deleted) = feed_kind(parts.next()?)?;
-                let key = parts.next()?.to_string();
-                let jwt = parts.next()?.to_string();
-                Some(Change {
-                    seq,
-                    kind,
-                    key,
-                    jwt,
-                    deleted,
+        let changes = body
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                wire::feed::parse_change(line).ok_or_else(|| {
+                    self.protocol(format!("malformed change-feed line {:.60}", line))
                 })
-            })();
-            changes.push(parsed.ok_or_else(|| {
-                self.protocol(format!("malformed change-feed line {:.60}", line))
-            })?);
-        }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(FeedPage {
             store_id,
             head,
@@ -390,8 +344,8 @@ impl PrimaryClient {
     /// `GET /jwt/v1/digest`: the primary's content digest.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn digest(&self) -> Result<RemoteDigest, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn digest(&self) -> Result<RemoteDigest, PrimaryError> {
         let text = self
             .get_optional("/jwt/v1/digest")
             .await?
@@ -429,8 +383,8 @@ impl PrimaryClient {
     /// `GET /jwt/v1/digest?buckets=…`: the primary's entries in those buckets.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn digest_entries(&self, buckets: &[usize]) -> Result<Vec<RemoteEntry>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn digest_entries(&self, buckets: &[usize]) -> Result<Vec<DigestLine>, PrimaryError> {
         let list: Vec<String> = buckets.iter().map(usize::to_string).collect();
         let text = self
             .get_optional(&format!("/jwt/v1/digest?buckets={}", list.join(",")))
@@ -439,40 +393,18 @@ impl PrimaryClient {
         text.lines()
             .filter(|l| !l.is_empty())
             .map(|line| {
-                let mut p = line.split('|');
-                let parsed = (|| {
-                    let (kind, deleted) = feed_kind(p.next()?)?;
-                    let key = p.next()?.to_string();
-                    let iat = p.next()?.parse().ok()?;
-                    let hash = data_encoding::HEXLOWER
-                        .decode(p.next()?.as_bytes())
-                        .ok()?
-                        .try_into()
-                        .ok()?;
-                    // A deletion carries its request: it cannot be fetched (a GET says 404).
-                    let request = if deleted {
-                        Some(p.next()?.to_string())
-                    } else {
-                        None
-                    };
-                    Some(RemoteEntry {
-                        kind,
-                        key,
-                        iat,
-                        hash,
-                        request,
-                    })
-                })();
-                parsed.ok_or_else(|| self.protocol(format!("malformed digest line {line:.60}")))
+                wire::feed::parse_digest_line(line)
+                    .ok_or_else(|| self.protocol(format!("malformed digest line {line:.60}")))
             })
             .collect()
     }
 
-    /// `GET /jwt/v1/pack?max=N` (the Go server's bulk format): `(key, jwt)` pairs.
+    /// `GET /jwt/v1/pack?max=N` (the Go server's bulk format): its lines, parsed
+    /// ([`wire::pack`]).
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn pack(&self, max: i64) -> Result<Vec<(String, String)>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn pack(&self, max: i64) -> Result<Vec<wire::pack::Line>, PrimaryError> {
         let resp = self
             .http
             .get(format!("{}/jwt/v1/pack?max={max}", self.base()))
@@ -484,27 +416,22 @@ impl PrimaryClient {
             return Err(self.protocol(format!("pack answered {}", resp.status())));
         }
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
-        Ok(body
-            .lines()
-            .filter_map(|l| l.split_once('|'))
-            .filter(|(_, jwt)| !jwt.contains('|'))
-            .map(|(k, j)| (k.trim().to_string(), j.trim().to_string()))
-            .collect())
+        Ok(wire::pack::parse(&body))
     }
 
     /// `GET` one token. `Ok(None)` when the primary answers 404.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn get(&self, kind: Kind, key: &str) -> Result<Option<String>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn get(&self, kind: Kind, key: &str) -> Result<Option<String>, PrimaryError> {
         self.get_optional(&path(kind, key)).await
     }
 
     /// Forwards a write; returns the primary's answer.
     ///
     /// # Errors
-    /// [`SyncError::Unreachable`] when no answer came.
-    pub async fn send(&self, write: Write, key: &str, body: &[u8]) -> Result<Answer, SyncError> {
+    /// [`PrimaryError::Unreachable`] when no answer came.
+    pub async fn send(&self, write: Write, key: &str, body: &[u8]) -> Result<Answer, PrimaryError> {
         let request = match write {
             Write::Put(Kind::Account) => {
                 self.http
@@ -526,16 +453,16 @@ impl PrimaryClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        let header = |name: &str| {
+        let header_value = |name: &str| {
             resp.headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let code = header("X-Error-Code");
+        let code = header_value(header::ERROR_CODE);
         let stamp = match (
-            header("X-Cluster-Term").and_then(|t| t.parse().ok()),
-            header("X-Cluster-Leader"),
+            header_value(header::CLUSTER_TERM).and_then(|t| t.parse().ok()),
+            header_value(header::CLUSTER_LEADER),
         ) {
             (Some(term), Some(leader)) => Some(crate::cluster::Stamp { term, leader }),
             _ => None,
@@ -551,13 +478,13 @@ impl PrimaryClient {
     /// `GET /jwt/v1/operator`: `Ok(None)` when the primary has none.
     ///
     /// # Errors
-    /// [`SyncError`].
-    pub async fn operator(&self) -> Result<Option<String>, SyncError> {
+    /// [`PrimaryError`].
+    pub async fn operator(&self) -> Result<Option<String>, PrimaryError> {
         self.get_optional("/jwt/v1/operator").await
     }
 
     /// `GET path` on the current primary: the body on 200, `None` on 404, an error otherwise.
-    async fn get_optional(&self, path: &str) -> Result<Option<String>, SyncError> {
+    async fn get_optional(&self, path: &str) -> Result<Option<String>, PrimaryError> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base()))

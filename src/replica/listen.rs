@@ -3,7 +3,7 @@
 //! What arrives on these subjects is a hint from an untrusted channel: anyone holding
 //! system-account credentials can publish there (DESIGN §6, "NATS"). So a message is applied
 //! only when it passes everything a POST to the primary would pass (the very functions the
-//! primary's write path calls: [`service::validate_account`], [`service::validate_activation`])
+//! primary's write path calls: the POST policy, [`verify::post`])
 //! and is strictly newer (a later `iat`) than what this replica holds. Anything else is
 //! ignored, logged and counted in `nas_replica_nats_ignored_total{reason}`. The change feed
 //! stays authoritative: an ignored hint only means the feed brings the change instead, and a
@@ -17,12 +17,12 @@
 //! share that setting, as they share their NATS settings.
 
 use super::ReplicaHandle;
-use crate::error::ApiError;
 use crate::jwt::{self, JwtError};
 use crate::nats::notify::UpdateSubjects;
 use crate::nats::NatsHandle;
-use crate::service;
 use crate::store::{Entry, Kind, PutOutcome};
+use crate::verify::{self, Invalid};
+use crate::wire::subject::{self, Subject};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 /// The subjects a replica listens on, given where its primary publishes account updates.
 fn subjects(which: UpdateSubjects) -> [&'static str; 2] {
     let accounts = match which {
-        UpdateSubjects::Old | UpdateSubjects::Both => "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
-        UpdateSubjects::New => "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+        UpdateSubjects::Old | UpdateSubjects::Both => subject::ANY_ACCOUNT_UPDATE,
+        UpdateSubjects::New => subject::ANY_ACCOUNT_UPDATE_REQUEST,
     };
-    [accounts, "$SYS.ACCOUNT.*.CLAIMS.ACTIVATE.*"]
+    [accounts, subject::ANY_ACTIVATION_UPDATE]
 }
 
 /// What a subject names.
@@ -49,14 +49,12 @@ struct Target<'a> {
 }
 
 /// Where the key (and an activation's issuer) sits in a subject.
-fn parse_subject(subject: &str) -> Option<Target<'_>> {
-    let t: Vec<&str> = subject.split('.').collect();
-    let (kind, key, issuer) = match t.as_slice() {
-        ["$SYS", "ACCOUNT", key, "CLAIMS", "UPDATE"] => (Kind::Account, *key, None),
-        ["$SYS", "REQ", "ACCOUNT", key, "CLAIMS", "UPDATE"] => (Kind::Account, *key, None),
-        ["$SYS", "ACCOUNT", issuer, "CLAIMS", "ACTIVATE", hash] => {
-            (Kind::Activation, *hash, Some(*issuer))
+fn parse_subject(s: &str) -> Option<Target<'_>> {
+    let (kind, key, issuer) = match subject::parse(s)? {
+        Subject::AccountUpdate { key } | Subject::AccountUpdateRequest { key } => {
+            (Kind::Account, key, None)
         }
+        Subject::ActivationUpdate { issuer, hash } => (Kind::Activation, hash, Some(issuer)),
         _ => return None,
     };
     Some(Target { kind, key, issuer })
@@ -68,7 +66,7 @@ enum Ignored {
     /// Not one of the subjects the primary publishes on.
     Subject,
     /// Refused by the validation a POST applies.
-    Invalid(ApiError),
+    Invalid(Invalid),
     /// An activation whose hash or signer is not the one its subject names.
     SubjectMismatch,
     /// Not later than the version this replica holds (older, or another token of the same
@@ -87,10 +85,10 @@ impl Ignored {
     fn label(&self) -> &'static str {
         match self {
             Ignored::Subject => "subject",
-            Ignored::Invalid(ApiError::InvalidJwt(JwtError::Expired(_))) => "expired",
-            Ignored::Invalid(ApiError::InvalidJwt(JwtError::NotYetValid(_))) => "not_yet_valid",
+            Ignored::Invalid(Invalid::Jwt(JwtError::Expired(_))) => "expired",
+            Ignored::Invalid(Invalid::Jwt(JwtError::NotYetValid(_))) => "not_yet_valid",
             // The replica has not learned its operator yet: nothing can be verified.
-            Ignored::Invalid(ApiError::WritesDisabled(_)) => "no_operator",
+            Ignored::Invalid(Invalid::NoOperator) => "no_operator",
             Ignored::Invalid(e) => e.code(),
             Ignored::SubjectMismatch => "subject_mismatch",
             Ignored::NotNewer { .. } => "not_newer",
@@ -99,8 +97,8 @@ impl Ignored {
     }
 }
 
-impl From<ApiError> for Ignored {
-    fn from(e: ApiError) -> Ignored {
+impl From<Invalid> for Ignored {
+    fn from(e: Invalid) -> Ignored {
         Ignored::Invalid(e)
     }
 }
@@ -218,9 +216,14 @@ async fn apply(
         }
     }
     let jwt = match kind {
-        Kind::Account => service::validate_account(&replica.trust(), key, payload)?,
+        Kind::Account => verify::post::account(replica.trust().operator.as_ref(), key, payload)?,
         Kind::Activation => {
-            let (hash, jwt) = service::validate_activation(&replica.store, payload)?;
+            let (hash, jwt) = verify::post::activation(payload, |account| {
+                replica
+                    .store
+                    .get(Kind::Account, account)
+                    .map(|e| e.jwt_str().to_owned())
+            })?;
             if hash != key || target.issuer != Some(jwt.claims.iss.as_str()) {
                 return Err(Ignored::SubjectMismatch);
             }

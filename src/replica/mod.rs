@@ -22,11 +22,11 @@ mod sync;
 
 use crate::cluster::{ClusterHandle, Stamp};
 use crate::config::Settings;
-use crate::error::ApiError;
-use crate::jwt::{self, ClaimType, Jwt, JwtError};
+use crate::jwt::{self, Jwt, JwtError};
 use crate::metrics::Metrics;
 use crate::store::{Entry, Kind, Policy, Store};
 use crate::trust::{Trust, TrustAnchor};
+use crate::verify;
 use client::PrimaryClient;
 use futures_util::FutureExt;
 use misses::Misses;
@@ -35,6 +35,29 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Why a replica could not do at its primary what a client asked of it (a forwarded write, a
+/// read miss). The write path carries it on as its own error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The primary cannot be asked now: unreachable, no leader's address known, or too many
+    /// lookups in flight.
+    #[error("the primary account server is unreachable: {0}")]
+    Unavailable(String),
+    /// A cluster node knows no leader to send a write to.
+    #[error("{}", crate::cluster::ClusterError::NoLeader)]
+    NoLeader,
+    /// The primary refused: its answer, to pass on unchanged.
+    #[error("{body}")]
+    Refused {
+        /// Its status.
+        status: u16,
+        /// Its `X-Error-Code`, as sent (checked against our codes before it is relayed).
+        code: Option<String>,
+        /// Its body, without the trailing newline.
+        body: String,
+    },
+}
 
 /// Replica state, as readiness, metrics and the status page see it.
 #[derive(Debug, Clone, Default)]
@@ -227,19 +250,19 @@ impl ReplicaHandle {
     /// What the primary returns is verified and stored.
     ///
     /// # Errors
-    /// [`ApiError::PrimaryUnavailable`] when the primary cannot be asked (unreachable, or too
+    /// [`ReplicaError::Unavailable`] when the primary cannot be asked (unreachable, or too
     /// many misses in flight).
     pub async fn fetch_missing(
         &self,
         kind: Kind,
         key: &str,
-    ) -> Result<Option<Arc<Entry>>, ApiError> {
+    ) -> Result<Option<Arc<Entry>>, ReplicaError> {
         if self.status().caught_up() {
             return Ok(None);
         }
         if self.client.count() == 0 {
             // A cluster node while no leader is known: nobody to ask.
-            return Err(ApiError::PrimaryUnavailable(
+            return Err(ReplicaError::Unavailable(
                 "no cluster leader is elected at the moment; retry shortly".into(),
             ));
         }
@@ -272,7 +295,7 @@ impl ReplicaHandle {
         };
         match flight.await {
             Ok(_) => Ok(self.store.get(kind, key)),
-            Err(e) => Err(ApiError::PrimaryUnavailable(e)),
+            Err(e) => Err(ReplicaError::Unavailable(e)),
         }
     }
 
@@ -314,13 +337,14 @@ impl ReplicaHandle {
     /// Returns the cluster leader's stamp, in cluster mode.
     ///
     /// # Errors
-    /// The primary's refusal as [`ApiError::Upstream`], or [`ApiError::PrimaryUnavailable`].
+    /// The primary's refusal as [`ReplicaError::Refused`], [`ReplicaError::Unavailable`], or
+    /// [`ReplicaError::NoLeader`].
     pub async fn forward(
         &self,
         kind: Kind,
         key: &str,
         body: &[u8],
-    ) -> Result<Option<Stamp>, ApiError> {
+    ) -> Result<Option<Stamp>, ReplicaError> {
         let stamp = self
             .forward_raw(client::Write::Put(kind), key, body)
             .await?;
@@ -342,7 +366,11 @@ impl ReplicaHandle {
     ///
     /// # Errors
     /// As [`ReplicaHandle::forward`].
-    pub async fn forward_delete(&self, key: &str, body: &[u8]) -> Result<Option<Stamp>, ApiError> {
+    pub async fn forward_delete(
+        &self,
+        key: &str,
+        body: &[u8],
+    ) -> Result<Option<Stamp>, ReplicaError> {
         let stamp = self.forward_raw(client::Write::Delete, key, body).await?;
         let token = String::from_utf8_lossy(body);
         if let Ok(tombstone) = self.verify_delete(key, token.trim()) {
@@ -364,10 +392,10 @@ impl ReplicaHandle {
         write: client::Write,
         key: &str,
         body: &[u8],
-    ) -> Result<Option<Stamp>, ApiError> {
+    ) -> Result<Option<Stamp>, ReplicaError> {
         if let Some(cluster) = &self.cluster {
             if cluster.leader_to_follow().is_none() {
-                return Err(ApiError::Cluster(crate::cluster::ClusterError::NoLeader));
+                return Err(ReplicaError::NoLeader);
             }
         }
         let mut last_err = None;
@@ -375,12 +403,11 @@ impl ReplicaHandle {
             match self.client.send(write, key, body).await {
                 Ok(a) if a.status == 200 => return Ok(a.stamp),
                 Ok(a) => {
-                    return Err(ApiError::upstream(
-                        actix_web::http::StatusCode::from_u16(a.status)
-                            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
-                        a.code.as_deref(),
-                        a.body.trim_end().to_string(),
-                    ))
+                    return Err(ReplicaError::Refused {
+                        status: a.status,
+                        code: a.code,
+                        body: a.body.trim_end().to_string(),
+                    })
                 }
                 Err(e) => {
                     last_err = Some(e);
@@ -388,34 +415,25 @@ impl ReplicaHandle {
                 }
             }
         }
-        Err(ApiError::PrimaryUnavailable(format!(
+        Err(ReplicaError::Unavailable(format!(
             "{}; the write was not stored, retry later",
             last_err.map_or_else(|| "no primary".to_string(), |e| e.to_string())
         )))
     }
 
-    /// Verifies a deletion of account `key` received from the primary: the delete request is
-    /// validly signed by the trusted operator (or one of its signing keys), self-signed, and
-    /// lists `key`. Returns the tombstone to store.
+    /// Verifies a deletion of account `key` received from the primary (the mirror policy,
+    /// [`verify::mirror::delete`]). Returns the tombstone to store.
     ///
     /// # Errors
     /// Why it does not verify.
     pub fn verify_delete(&self, key: &str, request: &str) -> Result<Entry, String> {
         let trust = self.anchor.current();
-        // Deletion being enabled is the primary's decision; the request's signature is ours
-        // to check.
-        let checked =
-            jwt::delete::DeleteRequest::check(request, true, trust.operator.as_ref(), None)
-                .map_err(|e| e.to_string())?;
-        if !checked.accounts.iter().any(|a| a == key) {
-            return Err(format!("the delete request does not list account {key}"));
-        }
+        let checked = verify::mirror::delete(trust.operator.as_ref(), key, request)?;
         Ok(Entry::tombstone(key, &checked.jwt))
     }
 
-    /// Verifies a token received from the primary or NATS before it may be stored: signature,
-    /// type, key, and (for accounts) the operator's trust. Time checks are not applied: a
-    /// replica mirrors what the primary holds, and serving honours `check=true` and `exp`.
+    /// Verifies a token received from the primary before it may be stored (the mirror policy,
+    /// [`verify::mirror`]): signature, type, key, and (for accounts) the operator's trust.
     ///
     /// # Errors
     /// The [`JwtError`] that disqualifies it.
@@ -430,7 +448,10 @@ impl ReplicaHandle {
     /// that verify, in order, up to the first change that does not, and that change with the
     /// reason: nothing after it is used, so the caller never moves past a change it could not
     /// apply.
-    pub fn verify_many(&self, changes: Vec<client::Change>) -> (Vec<Arc<Entry>>, Option<Stall>) {
+    pub fn verify_many(
+        &self,
+        changes: Vec<crate::wire::feed::Change>,
+    ) -> (Vec<Arc<Entry>>, Option<Stall>) {
         let tokens: Vec<&str> = changes.iter().map(|c| c.jwt.as_str()).collect();
         let decoded = jwt::decode_many(&tokens);
         drop(tokens);
@@ -461,45 +482,37 @@ impl ReplicaHandle {
         (out, None)
     }
 
-    /// The checks after the signature: type, key, and the operator's trust for accounts.
+    /// The mirror policy's checks after the signature ([`verify::mirror`]).
     fn check(&self, kind: Kind, key: &str, jwt: &Jwt) -> Result<(), JwtError> {
-        let c = &jwt.claims;
         match kind {
             Kind::Account => {
-                c.expect_type(ClaimType::Account)?;
-                if c.sub != key {
-                    return Err(JwtError::InvalidClaims(format!(
-                        "subject {} is not the key {key}",
-                        c.sub
-                    )));
-                }
-                let trust = self.anchor.current();
-                match &trust.operator {
-                    Some(op) => op.check_issuer(&c.iss)?,
-                    // Nothing is stored unverified: the sync task installs the primary's operator
-                    // before it applies anything, and until then NATS updates are refused.
-                    None => {
-                        return Err(JwtError::InvalidClaims(
-                            "no operator known to verify against".into(),
-                        ))
-                    }
-                }
+                verify::mirror::account(self.anchor.current().operator.as_ref(), key, jwt)
             }
-            Kind::Activation => {
-                c.expect_type(ClaimType::Activation)?;
-                let hash = jwt::activation_hash(c)?;
-                if hash != key {
-                    return Err(JwtError::InvalidClaims(format!(
-                        "activation hash {hash} is not the key {key}"
-                    )));
-                }
-            }
+            Kind::Activation => verify::mirror::activation(key, jwt),
         }
-        Ok(())
+    }
+}
+
+impl crate::cluster::FollowerProgress for ReplicaHandle {
+    fn applied(&self) -> (String, u64) {
+        let lineage = self
+            .store
+            .meta(META_PRIMARY_LINEAGE)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let applied = self
+            .store
+            .meta(META_PRIMARY_CURSOR)
+            .map_or(0, |b| decode_u64(&b));
+        (lineage, applied)
+    }
+
+    fn lag_seconds(&self) -> f64 {
+        self.status().lag_seconds
     }
 }
 
 /// A big-endian `u64` from store metadata (0 when malformed), as the cursor is persisted.
-pub(crate) fn decode_u64(b: &[u8]) -> u64 {
+fn decode_u64(b: &[u8]) -> u64 {
     <[u8; 8]>::try_from(b).map(u64::from_be_bytes).unwrap_or(0)
 }

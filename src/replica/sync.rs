@@ -4,7 +4,7 @@
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
 //! state is: never skipping a change, and re-applying one is a no-op (the same bytes).
 
-use super::client::{Ack, Change, SyncError};
+use super::client::{Ack, PrimaryError};
 use super::{
     antientropy, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE,
     META_SYNCED,
@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::link::{LinkState, Note};
 use crate::store::{Entry, Kind, Policy, DIGEST_BUCKETS};
 use crate::trust::{Learned, META_OPERATOR};
+use crate::wire::feed::Change;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +74,7 @@ async fn fetch_verified(
     limit: usize,
     wait: Duration,
     ack: Option<Ack>,
-) -> Result<VerifiedPage, SyncError> {
+) -> Result<VerifiedPage, PrimaryError> {
     let page = replica
         .client
         .changes(since, limit, wait, ack.as_ref())
@@ -99,7 +100,7 @@ async fn fetch_verified(
 /// committing (the store's writer thread) then overlap instead of taking turns.
 struct Prefetch {
     since: u64,
-    task: AbortOnDropHandle<Result<VerifiedPage, SyncError>>,
+    task: AbortOnDropHandle<Result<VerifiedPage, PrimaryError>>,
 }
 
 /// The state of the link to the primary, for honest reachability and for logs that say when
@@ -125,7 +126,7 @@ impl Link {
         }
     }
 
-    fn down(&mut self, e: &SyncError, status: &watch::Sender<StatusCell>, primary: &str) {
+    fn down(&mut self, e: &PrimaryError, status: &watch::Sender<StatusCell>, primary: &str) {
         match self.state.failed(&e.to_string(), Instant::now()) {
             Some(Note::Down) => {
                 tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
@@ -259,7 +260,7 @@ pub(super) async fn run(
             match ahead.take() {
                 Some(p) if p.since == since => match p.task.await {
                     Ok(page) => page,
-                    Err(e) => Err(SyncError::Protocol {
+                    Err(e) => Err(PrimaryError::Protocol {
                         url: client.current().to_string(),
                         message: format!("prefetching the next page failed: {e}"),
                     }),
@@ -278,7 +279,7 @@ pub(super) async fn run(
         };
         let page = match page {
             Ok(page) => page,
-            Err(SyncError::Busy { url, retry_after }) => {
+            Err(PrimaryError::Busy { url, retry_after }) => {
                 // Reachable, only full: not a failure of the link.
                 link.up(&status, &url);
                 tracing::debug!(primary = %url, ?retry_after, "the primary is busy; asking again later");
@@ -289,7 +290,7 @@ pub(super) async fn run(
                 }
                 continue;
             }
-            Err(SyncError::NoFeed { url }) => {
+            Err(PrimaryError::NoFeed { url }) => {
                 if link.up(&status, &url) {
                     next_check = Instant::now();
                 }
@@ -311,7 +312,7 @@ pub(super) async fn run(
                 link.down(&e, &status, &client.current());
                 long_poll = false;
                 ahead = None;
-                if matches!(e, SyncError::Unreachable { .. }) {
+                if matches!(e, PrimaryError::Unreachable { .. }) {
                     client.rotate();
                 }
                 if sleep_or_cancel(&cancel, backoff).await {
@@ -617,7 +618,14 @@ async fn sync_from_pack(
     // A pack has no sequence to stop at: each token that verifies is stored, each one that
     // does not is reported (and tried again with the next refresh).
     let mut applied = Vec::new();
-    for (key, jwt) in lines {
+    for line in lines {
+        let (key, jwt) = match line {
+            Ok(line) => line,
+            Err(malformed) => {
+                tracing::error!(%malformed, "a line of the primary's pack is malformed; skipped");
+                continue;
+            }
+        };
         let kind = if crate::jwt::is_account_key(&key) {
             Kind::Account
         } else {
@@ -650,14 +658,14 @@ async fn sync_from_pack(
 /// use (pinned), or when it is a newer JWT of the trusted operator (a new signing key).
 ///
 /// # Errors
-/// A [`SyncError`] to report as the link's state: the primary cannot be asked, has no
+/// A [`PrimaryError`] to report as the link's state: the primary cannot be asked, has no
 /// operator, or offers one this replica does not trust.
-async fn refresh_operator(replica: &ReplicaHandle) -> Result<Learned, SyncError> {
+async fn refresh_operator(replica: &ReplicaHandle) -> Result<Learned, PrimaryError> {
     let url = replica.client.current().to_string();
     let token = match replica.client.operator().await? {
         Some(token) => token,
         None => {
-            return Err(SyncError::Protocol {
+            return Err(PrimaryError::Protocol {
                 url,
                 message: "the primary has no operator JWT, and neither has this replica".into(),
             })
@@ -678,7 +686,7 @@ async fn refresh_operator(replica: &ReplicaHandle) -> Result<Learned, SyncError>
         Err(e) => {
             tracing::error!(primary = %url, cause = %e, "refused the primary's operator JWT");
             replica.metrics.rejection("untrusted_operator");
-            Err(SyncError::Protocol {
+            Err(PrimaryError::Protocol {
                 url,
                 message: format!("refused the primary's operator JWT: {e}"),
             })

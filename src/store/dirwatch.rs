@@ -27,7 +27,7 @@
 use super::dir::{DirLayout, TokenFile};
 use super::nsc::NscLayout;
 use super::{Entry, Kind, PutOutcome, Store, StoreError};
-use crate::jwt;
+use crate::verify;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -400,7 +400,7 @@ impl Mirror {
             .get(token.kind, &token.key)
             .is_some_and(|e| e.jwt == token.text.as_bytes());
         if !unchanged {
-            match jwt::decode(&token.text) {
+            match verify::watched_file(&token.text) {
                 Ok(jwt) => changes
                     .upserts
                     .push(Arc::new(Entry::new(token.kind, &token.key, &jwt))),

@@ -53,15 +53,6 @@ impl Entry {
         }
     }
 
-    /// The kind as the change feed and digest listings name it: `delete` for a tombstone.
-    pub fn feed_kind(&self) -> &'static str {
-        if self.deleted {
-            "delete"
-        } else {
-            self.kind.as_str()
-        }
-    }
-
     /// The entry's element of the store digest: the 128-bit sha256 prefix its ETag already
     /// holds (no second hash of every token at start), or for a tombstone a hash of
     /// `delete|key|request` (one request can delete several accounts, and equal elements would

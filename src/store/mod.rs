@@ -48,20 +48,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The name used in the change feed (`account` / `activation`).
+    /// The kind's name (`account` / `activation`), in logs and in the change feed
+    /// ([`crate::wire::feed`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Account => "account",
             Kind::Activation => "activation",
-        }
-    }
-
-    /// Parses a feed kind name.
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "account" => Some(Kind::Account),
-            "activation" => Some(Kind::Activation),
-            _ => None,
         }
     }
 }

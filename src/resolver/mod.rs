@@ -1,6 +1,11 @@
-//! Answers nats-server's own resolver protocol over NATS, so that nats-servers configured with
-//! `resolver { type: cache }` or `resolver { type: full }` can use this server the way they use
-//! a full-resolver peer (the Go server's v1.0 did the same):
+//! The second adapter beside [`crate::http`]: nats-server's own resolver protocol, answered
+//! over NATS, so that nats-servers configured with `resolver { type: cache }` or
+//! `resolver { type: full }` can use this server the way they use a full-resolver peer (the Go
+//! server's v1.0 did the same). Like the HTTP handlers, it extracts, calls the write path
+//! ([`crate::service`]) or the store, and maps the result, here to nats-server's JSON replies
+//! (`replies`). It is not part of [`crate::nats`], which owns the connection: that module sits
+//! below the write path, and this one above it.
+//!
 //!
 //! - `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`, sent by full and cache resolvers for an account
 //!   they do not hold: answered with the raw account JWT. An unknown key gets **no** answer:
@@ -11,8 +16,8 @@
 //!   store hash (XOR of the sha256 of every JWT); a match is answered with one empty message,
 //!   anything else with one `<key>|<jwt>` message per unexpired account, then an empty one.
 //!   The answer (account list and hash) is computed once per store state and shared by
-//!   concurrent requests; at most `nats.maxpackanswers` are streamed at once, and requests
-//!   beyond are left unanswered (counted as `pack_busy`).
+//!   concurrent requests ([`Responder`] holds it); at most `nats.maxpackanswers` are streamed
+//!   at once, and requests beyond are left unanswered (counted as `pack_busy`).
 //! - `$SYS.REQ.CLAIMS.LIST` (`nsc push --diff/--prune` over NATS): the public keys of every
 //!   stored account, as nats-server answers it (`{"server":…,"data":["A…",…]}`).
 //! - `$SYS.REQ.CLAIMS.UPDATE` and `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` *requests* (with a
@@ -26,41 +31,41 @@
 //!   (`deleted N accounts`, or `delete accounts request by <op> failed - <reason>`); each
 //!   deleted account becomes a tombstone that replicas follow.
 
-use super::NatsHandle;
-use crate::error::ApiError;
+mod replies;
+
+use crate::nats::NatsHandle;
+use crate::service::ServiceError;
 use crate::state::AppState;
 use crate::store::{Entry, Kind};
-use actix_web::ResponseError;
+use crate::wire::{self, subject, subject::Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What a responder works with: the handlers' state (store, trust, write path, metrics).
-pub type Responder = AppState;
+/// What a responder works with: the handlers' state (store, trust, write path, metrics) and
+/// the latest PACK answer. Cheap to clone.
+#[derive(Clone)]
+pub struct Responder {
+    state: AppState,
+    /// The latest PACK answer; its lock makes concurrent requests share one computation.
+    pack_answer: Arc<tokio::sync::Mutex<Option<Arc<PackAnswer>>>>,
+}
 
-const LOOKUP: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP";
-const PACK: &str = "$SYS.REQ.CLAIMS.PACK";
 /// nats-server's full resolvers answer PACK in this queue group; joining it means one of
 /// them (or us) answers each request, not all.
 const PACK_QUEUE: &str = "responder";
-const UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
-const LIST: &str = "$SYS.REQ.CLAIMS.LIST";
-const ACCOUNT_UPDATE: &str = "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE";
-const DELETE: &str = "$SYS.REQ.CLAIMS.DELETE";
 
 /// Runs until `cancel` fires, following connection replacements, answering on connections
 /// made with `nats.resolverpeer` on. Long answers (a pack, a durable write) run as tasks of
 /// `tasks`, so a graceful stop waits for them.
-pub async fn run(
-    responder: Responder,
-    nats: NatsHandle,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-) {
+pub async fn run(state: AppState, nats: NatsHandle, cancel: CancellationToken, tasks: TaskTracker) {
+    let responder = Responder {
+        state,
+        pack_answer: Arc::default(),
+    };
     // `nats.resolverpeer` is read from the connection's settings, so a SIGHUP that changes it
     // (which makes a new connection) turns the responder on or off.
     nats.follow(
@@ -77,11 +82,19 @@ pub async fn run(
 /// Subscribes on `nc` and answers until the subscriptions end.
 async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTracker) {
     let mut subs = Vec::new();
-    let mut subjects = vec![(LOOKUP, None), (PACK, Some(PACK_QUEUE)), (LIST, None)];
+    let mut subjects = vec![
+        (subject::ANY_ACCOUNT_LOOKUP, None),
+        (subject::PACK, Some(PACK_QUEUE)),
+        (subject::LIST, None),
+    ];
     // Writes are the primary's; a cluster node subscribes whatever its role now, and answers
     // them only while it leads (see `leads`).
-    if responder.replica.is_none() || responder.cluster.is_some() {
-        subjects.extend([(UPDATE, None), (ACCOUNT_UPDATE, None), (DELETE, None)]);
+    if responder.state.replica.is_none() || responder.state.cluster.is_some() {
+        subjects.extend([
+            (subject::UPDATE, None),
+            (subject::ANY_ACCOUNT_UPDATE_REQUEST, None),
+            (subject::DELETE, None),
+        ]);
     }
     for (subject, queue) in subjects {
         let sub = match queue {
@@ -101,22 +114,30 @@ async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTrack
         let Some(reply) = msg.reply.clone() else {
             continue;
         };
-        let subject = msg.subject.as_str();
-        if subject == PACK {
-            // A pack can be 100,000 messages: answered on its own task, so lookups go on.
-            let (responder, nc) = (responder.clone(), nc.clone());
-            tasks.spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
-        } else if subject == LIST {
-            list(responder, nc, reply).await;
-        } else if subject == DELETE {
-            let (responder, nc) = (responder.clone(), nc.clone());
-            tasks.spawn(async move { delete(&responder, &nc, msg).await });
-        } else if subject.ends_with(".CLAIMS.UPDATE") {
-            // A durable write: on its own task too.
-            let (responder, nc) = (responder.clone(), nc.clone());
-            tasks.spawn(async move { update(&responder, &nc, msg).await });
-        } else {
-            lookup(responder, nc, subject, reply).await;
+        match subject::parse(msg.subject.as_str()) {
+            Some(Subject::Pack) => {
+                // A pack can be 100,000 messages: answered on its own task, so lookups go on.
+                let (responder, nc) = (responder.clone(), nc.clone());
+                tasks.spawn(async move { pack(&responder, &nc, reply, &msg.payload).await });
+            }
+            Some(Subject::List) => list(responder, nc, reply).await,
+            Some(Subject::Delete) => {
+                let (responder, nc) = (responder.clone(), nc.clone());
+                tasks.spawn(async move { delete(&responder, &nc, msg).await });
+            }
+            Some(Subject::Update) => {
+                // A durable write: on its own task too. The generic subject leaves the key to
+                // the token.
+                let (responder, nc) = (responder.clone(), nc.clone());
+                tasks.spawn(async move { update(&responder, &nc, None, msg).await });
+            }
+            Some(Subject::AccountUpdateRequest { key }) => {
+                let (responder, nc, key) = (responder.clone(), nc.clone(), key.to_string());
+                tasks.spawn(async move { update(&responder, &nc, Some(key), msg).await });
+            }
+            Some(Subject::AccountLookup { key }) => lookup(responder, nc, key, reply).await,
+            // Not a subject subscribed to above.
+            Some(_) | None => {}
         }
     }
 }
@@ -124,11 +145,17 @@ async fn serve(responder: &Responder, nc: &async_nats::Client, tasks: &TaskTrack
 /// Whether this node answers write requests: a primary, and a cluster node while it is the
 /// leader (the others stay silent, so the requester gets the leader's answer, not theirs).
 fn leads(responder: &Responder) -> bool {
-    responder.follower().is_none()
+    responder.state.follower().is_none()
 }
 
-/// Stores an account sent as an update request and answers as nats-server does.
-async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats::Message) {
+/// Stores an account sent as an update request and answers as nats-server does. `named`: the
+/// account the subject names, if it names one.
+async fn update(
+    responder: &Responder,
+    nc: &async_nats::Client,
+    named: Option<String>,
+    msg: async_nats::Message,
+) {
     let Some(reply) = msg.reply.clone() else {
         return;
     };
@@ -137,40 +164,32 @@ async fn update(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     }
     // The per-account subject names the key; the generic one leaves it to the token (whose
     // subject the write path then checks like a POST's path key).
-    let key = match msg
-        .subject
-        .as_str()
-        .split('.')
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["$SYS", "REQ", "ACCOUNT", key, "CLAIMS", "UPDATE"] => Some(key.to_string()),
-        _ => std::str::from_utf8(&msg.payload)
+    let key = named.or_else(|| {
+        std::str::from_utf8(&msg.payload)
             .ok()
             .and_then(|t| crate::jwt::parse_unverified(t.trim()).ok())
-            .map(|c| c.sub),
-    };
+            .map(|c| c.sub)
+    });
     let result = match &key {
-        None => Err(ApiError::BadRequest(
+        None => Err(ServiceError::BadRequest(
             "the update is not an account JWT".into(),
         )),
-        Some(key) => crate::service::post_account(responder, key, &msg.payload).await,
+        Some(key) => crate::service::post_account(&responder.state, key, &msg.payload)
+            .await
+            .map(|_stamp| ()),
     };
     let account = key.unwrap_or_default();
-    let body = match &result {
-        Ok(_) => {
-            responder.metrics.resolver_request("update", "stored");
-            json!({ "server": server_info(), "data": {
-                "account": account, "code": 200, "message": "jwt updated" } })
-        }
+    match &result {
+        Ok(()) => responder.state.metrics.resolver_request("update", "stored"),
         Err(e) => {
-            responder.metrics.resolver_request("update", "rejected");
+            responder
+                .state
+                .metrics
+                .resolver_request("update", "rejected");
             tracing::info!(%account, cause = %e, "refused an account update request from NATS");
-            json!({ "server": server_info(), "error": {
-                "account": account, "code": e.status_code().as_u16(),
-                "description": format!("jwt update resulted in error - {e}") } })
         }
-    };
+    }
+    let body = replies::update(&account, &result);
     if let Err(e) = nc.publish(reply, body.to_string().into()).await {
         tracing::warn!(cause = %e, "could not answer an account update request");
     }
@@ -185,34 +204,27 @@ async fn delete(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
     if !leads(responder) {
         return;
     }
-    let body = match crate::service::delete_accounts(responder, &msg.payload, None).await {
+    let result = crate::service::delete_accounts(&responder.state, &msg.payload, None).await;
+    match &result {
         Ok(done) if done.failed.is_empty() => {
-            responder.metrics.resolver_request("delete", "deleted");
-            let n = done.deleted.len() + done.absent.len();
-            json!({ "server": server_info(), "data": {
-                "code": 200, "message": format!("deleted {n} accounts") } })
+            responder
+                .state
+                .metrics
+                .resolver_request("delete", "deleted");
         }
-        Ok(done) => {
-            responder.metrics.resolver_request("delete", "partial");
-            let n = done.deleted.len() + done.absent.len();
-            let why: Vec<String> = done
-                .failed
-                .iter()
-                .map(|(k, e)| format!("{k}: {e}"))
-                .collect();
-            json!({ "server": server_info(), "error": { "code": 500, "description": format!(
-                "deleted {n} accounts, failed for {} - {}", done.failed.len(), why.join("\n")) } })
-        }
+        Ok(_) => responder
+            .state
+            .metrics
+            .resolver_request("delete", "partial"),
         Err(e) => {
-            responder.metrics.resolver_request("delete", "rejected");
+            responder
+                .state
+                .metrics
+                .resolver_request("delete", "rejected");
             tracing::info!(cause = %e, "refused an account delete request from NATS");
-            let description = match &e {
-                ApiError::DeleteRefused(r) => r.to_string(),
-                other => format!("delete accounts request failed - {other}"),
-            };
-            json!({ "server": server_info(), "error": { "code": 500, "description": description } })
         }
-    };
+    }
+    let body = replies::delete(&result);
     if let Err(e) = nc.publish(reply, body.to_string().into()).await {
         tracing::warn!(cause = %e, "could not answer an account delete request");
     }
@@ -221,41 +233,34 @@ async fn delete(responder: &Responder, nc: &async_nats::Client, msg: async_nats:
 /// Answers a LIST request with every stored account's public key.
 async fn list(responder: &Responder, nc: &async_nats::Client, reply: async_nats::Subject) {
     let keys: Vec<String> = responder
+        .state
         .store
         .all(Kind::Account, usize::MAX)
         .iter()
         .map(|e| e.key.to_string())
         .collect();
-    let body = json!({ "server": server_info(), "data": keys });
+    let body = replies::list(keys);
     match nc.publish(reply, body.to_string().into()).await {
-        Ok(()) => responder.metrics.resolver_request("list", "answered"),
+        Ok(()) => responder.state.metrics.resolver_request("list", "answered"),
         Err(e) => {
-            responder.metrics.resolver_request("list", "failed");
+            responder.state.metrics.resolver_request("list", "failed");
             tracing::warn!(cause = %e, "could not answer a resolver list request");
         }
     }
 }
 
-/// The `server` object of a reply; `nsc push` requires a non-empty name.
-fn server_info() -> serde_json::Value {
-    json!({
-        "name": "nats-account-server",
-        "ver": env!("CARGO_PKG_VERSION"),
-        "time": crate::jwt::unix_to_rfc3339(crate::jwt::now_unix()),
-    })
-}
-
+/// Answers a LOOKUP of account `key` with its JWT; an unknown key gets no answer.
 async fn lookup(
     responder: &Responder,
     nc: &async_nats::Client,
-    subject: &str,
+    key: &str,
     reply: async_nats::Subject,
 ) {
-    let key = subject.split('.').nth(3).unwrap_or_default();
     let found = crate::jwt::is_account_key(key)
         .then(|| {
-            responder.store.get(Kind::Account, key).or_else(|| {
+            responder.state.store.get(Kind::Account, key).or_else(|| {
                 responder
+                    .state
                     .trust
                     .borrow()
                     .system_account
@@ -265,14 +270,17 @@ async fn lookup(
         })
         .flatten();
     let Some(entry) = found else {
-        responder.metrics.resolver_request("lookup", "unknown");
+        responder
+            .state
+            .metrics
+            .resolver_request("lookup", "unknown");
         tracing::debug!(%key, "resolver lookup of an unknown account; not answered");
         return;
     };
     match nc.publish(reply, entry.jwt.clone()).await {
-        Ok(()) => responder.metrics.resolver_request("lookup", "found"),
+        Ok(()) => responder.state.metrics.resolver_request("lookup", "found"),
         Err(e) => {
-            responder.metrics.resolver_request("lookup", "failed");
+            responder.state.metrics.resolver_request("lookup", "failed");
             tracing::warn!(%key, cause = %e, "could not answer a resolver lookup");
         }
     }
@@ -292,8 +300,8 @@ pub struct PackAnswer {
 /// The PACK answer for the store's current state, computed at most once per state: concurrent
 /// requests wait for the one computing it (single flight) and share its result.
 async fn pack_answer(responder: &Responder) -> Option<Arc<PackAnswer>> {
-    let mut slot = responder.limits.pack_answer.lock().await;
-    let store = &responder.store;
+    let mut slot = responder.pack_answer.lock().await;
+    let store = &responder.state.store;
     let (accounts, activations) = store.counts();
     let state = (store.head(), accounts, activations);
     let now = crate::jwt::now_unix();
@@ -318,7 +326,7 @@ async fn pack_answer(responder: &Responder) -> Option<Arc<PackAnswer>> {
     })
     .await
     .ok()?;
-    responder.metrics.pack_computed();
+    responder.state.metrics.pack_computed();
     let answer = Arc::new(answer);
     *slot = Some(answer.clone());
     Some(answer)
@@ -338,12 +346,12 @@ async fn pack(
     let in_sync = their_hash.len() == 32 && answer.hash[..] == their_hash[..];
     // Streaming every account is the expensive part: capped. Silence is the refusal (a full
     // resolver asks again next interval, and any other responder may answer).
-    let _permit = match (in_sync, responder.limits.pack()) {
+    let _permit = match (in_sync, responder.state.limits.pack()) {
         (true, _) => None,
         (false, Some(permit)) => Some(permit),
         (false, None) => {
-            responder.metrics.refused("pack_busy");
-            responder.metrics.resolver_request("pack", "busy");
+            responder.state.metrics.refused("pack_busy");
+            responder.state.metrics.resolver_request("pack", "busy");
             tracing::debug!("resolver pack request left unanswered: nats.maxpackanswers reached");
             return;
         }
@@ -351,12 +359,9 @@ async fn pack(
     let mut sent = 0usize;
     if !in_sync {
         for e in &answer.live {
-            let mut line = Vec::with_capacity(e.key.len() + 1 + e.jwt.len());
-            line.extend_from_slice(e.key.as_bytes());
-            line.push(b'|');
-            line.extend_from_slice(&e.jwt);
-            if let Err(e) = nc.publish(reply.clone(), line.into()).await {
-                responder.metrics.resolver_request("pack", "failed");
+            let line = wire::pack::message(&e.key, &e.jwt);
+            if let Err(e) = nc.publish(reply.clone(), line).await {
+                responder.state.metrics.resolver_request("pack", "failed");
                 tracing::warn!(cause = %e, "could not answer a resolver pack request");
                 return;
             }
@@ -365,12 +370,12 @@ async fn pack(
     }
     // The empty message ends the stream (and alone means "you have what I have").
     if let Err(e) = nc.publish(reply, Bytes::new()).await {
-        responder.metrics.resolver_request("pack", "failed");
+        responder.state.metrics.resolver_request("pack", "failed");
         tracing::warn!(cause = %e, "could not answer a resolver pack request");
         return;
     }
     let result = if in_sync { "in_sync" } else { "sent" };
-    responder.metrics.resolver_request("pack", result);
+    responder.state.metrics.resolver_request("pack", result);
     tracing::debug!(accounts = sent, "answered a resolver pack request");
 }
 

@@ -1,96 +1,45 @@
-//! The write path and the validation chain, independent of HTTP so the replica's NATS listener
-//! and the HTTP handlers apply exactly the same rules.
+//! The write path, independent of transport: the HTTP handlers and the NATS resolver adapter
+//! call the same functions, so a write, a lookup or a deletion follows the same rules whichever
+//! way it came. Failures are [`ServiceError`]s, which each adapter maps in its own module.
 //!
-//! Validation of an account JWT, in order (nothing that fails touches the store): it decodes;
-//! the signature verifies; `sub` is an account key equal to the path key; `iss` is the operator
-//! identity key or one of its signing keys; the claims are valid and not expired; on a POST,
-//! it is neither the stored version nor older than it (decided here, before the expensive
-//! rules, so a re-post costs a decode: same bytes → 200, older → 409); the account's content
-//! passes the JWT library's blocking validation (imports and their activation tokens, exports,
-//! limits, permissions, mappings, signing keys: what nats-server checks when it loads the
-//! account).
+//! A posted token is verified by [`crate::verify`] (the POST policy); the write path adds what
+//! depends on the stored version: the same bytes are a no-op, an older `iat` or another token
+//! of the same second is refused (decided before the expensive content rules, so a re-post
+//! costs a decode: same bytes → 200, older → 409), and on a cluster leader the write is fenced
+//! and, with `syncreplicas`, waits for followers.
+
+mod error;
+
+pub use error::{ServiceError, CODES};
 
 use crate::cluster::Stamp;
-use crate::error::ApiError;
 use crate::jwt::delete::DeleteRequest;
-use crate::jwt::trust::Operator;
 use crate::jwt::{self, Jwt};
 use crate::state::{AppState, Trust};
-use crate::store::{Entry, Kind, PutOutcome, Store};
+use crate::store::{Entry, Kind, PutOutcome};
+use crate::verify;
 use std::sync::Arc;
-
-/// Checks a posted account token against the path key and the trust anchor.
-///
-/// # Errors
-/// [`ApiError::WritesDisabled`] without an operator; otherwise the validation failure.
-pub fn validate_account(trust: &Trust, path_key: &str, body: &[u8]) -> Result<Jwt, ApiError> {
-    validate_account_for(operator_of(trust)?, path_key, body)
-}
-
-/// The operator to verify accounts with.
-fn operator_of(trust: &Trust) -> Result<&Operator, ApiError> {
-    trust.operator.as_ref().ok_or_else(|| {
-        ApiError::WritesDisabled(
-            "no operator JWT is configured (--operator), so account JWTs cannot be verified and are not accepted".into(),
-        )
-    })
-}
-
-/// [`validate_account`] against a given operator: every check a POST applies before it
-/// compares with the stored version. The replica's NATS listener and `import` call it too, so
-/// nothing reaches a store by another way that a POST would refuse.
-///
-/// # Errors
-/// The validation failure.
-pub fn validate_account_for(
-    operator: &Operator,
-    path_key: &str,
-    body: &[u8],
-) -> Result<Jwt, ApiError> {
-    let jwt = verify_account(operator, path_key, body)?;
-    // Last, after trust: nats-server refuses to load an account that breaks these (so would
-    // every user of it), and import tokens cost a signature check each.
-    jwt::check_account_rules(&jwt)?;
-    Ok(jwt)
-}
-
-/// The cheap part of [`validate_account_for`]: everything but the account's content rules.
-fn verify_account(operator: &Operator, path_key: &str, body: &[u8]) -> Result<Jwt, ApiError> {
-    let token = token_text(body)?;
-    // The documented order, so a token failing several checks gets the first reason.
-    let jwt = jwt::decode(token)?;
-    jwt::check_account_subject(&jwt.claims)?;
-    if jwt.claims.sub != path_key {
-        return Err(ApiError::KeyMismatch {
-            path: path_key.to_string(),
-            sub: jwt.claims.sub.clone(),
-        });
-    }
-    operator.check_issuer(&jwt.claims.iss)?;
-    jwt::check_account_claims(&jwt.claims, jwt::now_unix())?;
-    Ok(jwt)
-}
 
 /// What a verified account token is next to the stored version, when that decides the answer
 /// without the content rules: the same bytes (200, nothing to do), an older `iat` or another
 /// token of the same `iat` (409). The store decides the same way; deciding here first keeps a
 /// re-post of a large account (1,000 imports, each a signature) as cheap as its decoding.
-fn compare_with_stored(stored: &Entry, jwt: &Jwt) -> Option<Result<(), ApiError>> {
+fn compare_with_stored(stored: &Entry, jwt: &Jwt) -> Option<Result<(), ServiceError>> {
     if stored.jwt == jwt.raw.as_bytes() {
         return Some(Ok(()));
     }
     match jwt.claims.iat.cmp(&stored.iat) {
-        std::cmp::Ordering::Less => Some(Err(ApiError::Stale {
+        std::cmp::Ordering::Less => Some(Err(ServiceError::Stale {
             stored_iat: stored.iat,
             posted_iat: jwt.claims.iat,
         })),
-        std::cmp::Ordering::Equal => Some(Err(ApiError::SameSecond { iat: stored.iat })),
+        std::cmp::Ordering::Equal => Some(Err(ServiceError::SameSecond { iat: stored.iat })),
         std::cmp::Ordering::Greater => None,
     }
 }
 
-/// Posted tokens larger than this are checked on the heavy-work thread ([`crate::heavy`]).
-/// Typical accounts are about 1 KB.
+/// Posted tokens larger than this are checked on the heavy-work thread
+/// ([`crate::limits::heavy`]). Typical accounts are about 1 KB.
 const HEAVY_BYTES: usize = 32 * 1024;
 
 /// The checks of an account POST against the `stored` version: `None` when the posted token
@@ -102,60 +51,19 @@ fn check_post(
     body: &[u8],
     stored: Option<&Entry>,
     metrics: &crate::metrics::Metrics,
-) -> Result<Option<Jwt>, ApiError> {
-    let jwt = verify_account(operator_of(trust)?, key, body)?;
+) -> Result<Option<Jwt>, ServiceError> {
+    let jwt = verify::post::account_claims(trust.operator.as_ref(), key, body)?;
     if let Some(answer) = stored.and_then(|s| compare_with_stored(s, &jwt)) {
         let result = match &answer {
             Ok(()) => "unchanged",
-            Err(ApiError::Stale { .. }) => "stale",
+            Err(ServiceError::Stale { .. }) => "stale",
             Err(_) => "same_iat",
         };
         metrics.post_shortcut(result);
         return answer.map(|()| None);
     }
-    jwt::check_account_rules(&jwt)?;
+    verify::post::account_rules(&jwt)?;
     Ok(Some(jwt))
-}
-
-/// Checks a posted activation token: well-formed, signed, not expired, and issued by an account
-/// `store` holds (or by a signing key that account lists); returns its hash. The replica's NATS
-/// listener and `import` call it too, with their own store.
-///
-/// # Errors
-/// The validation failure.
-pub fn validate_activation(store: &Store, body: &[u8]) -> Result<(String, Jwt), ApiError> {
-    let token = token_text(body)?;
-    let jwt = jwt::decode_activation(token, jwt::now_unix())?;
-    let c = &jwt.claims;
-    let account = c.issuing_account();
-    let Some(stored) = store.get(Kind::Account, account) else {
-        return Err(ApiError::UnknownIssuer(format!(
-            "the issuing account {account} is not known to this server; post its account JWT first"
-        )));
-    };
-    if account != c.iss {
-        let claims = jwt::parse_unverified(stored.jwt_str()).map_err(ApiError::InvalidJwt)?;
-        if !claims.nats.signing_keys.iter().any(|k| k.key() == c.iss) {
-            return Err(ApiError::UnknownIssuer(format!(
-                "activation signer {} is not a signing key of account {account}",
-                c.iss
-            )));
-        }
-    }
-    let hash = jwt::activation_hash(c)?;
-    Ok((hash, jwt))
-}
-
-fn token_text(body: &[u8]) -> Result<&str, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::BadRequest("request body is not UTF-8 text".into()))?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ApiError::BadRequest(
-            "request body is empty; send the raw JWT".into(),
-        ));
-    }
-    Ok(text)
 }
 
 /// Stores a validated token and notifies on change. The same bytes as stored are a no-op 200;
@@ -164,13 +72,14 @@ fn token_text(body: &[u8]) -> Result<&str, ApiError> {
 /// `syncreplicas`, answered once enough followers have it; the stamp says in which term.
 ///
 /// # Errors
-/// [`ApiError::Stale`], [`ApiError::SameSecond`], [`ApiError::Cluster`], or a storage failure.
+/// [`ServiceError::Stale`], [`ServiceError::SameSecond`], [`ServiceError::Cluster`], or a
+/// storage failure.
 pub async fn store_and_notify(
     state: &AppState,
     kind: Kind,
     key: &str,
     jwt: &Jwt,
-) -> Result<Option<Stamp>, ApiError> {
+) -> Result<Option<Stamp>, ServiceError> {
     let stamp = permit(state)?;
     match state.store.put(kind, key, jwt).await? {
         PutOutcome::Stored(entry) => {
@@ -181,16 +90,16 @@ pub async fn store_and_notify(
         // Already stored here, but perhaps not yet on the followers a semi-synchronous write
         // waits for (a client retrying a write whose answer it lost).
         PutOutcome::Unchanged(entry) => committed(state, entry.seq, stamp).await,
-        PutOutcome::Stale { current } => Err(ApiError::Stale {
+        PutOutcome::Stale { current } => Err(ServiceError::Stale {
             stored_iat: current.iat,
             posted_iat: jwt.claims.iat,
         }),
-        PutOutcome::Conflict { current } => Err(ApiError::SameSecond { iat: current.iat }),
+        PutOutcome::Conflict { current } => Err(ServiceError::SameSecond { iat: current.iat }),
     }
 }
 
 /// On a cluster node: may this node take a write now? (Elsewhere: yes, without a stamp.)
-fn permit(state: &AppState) -> Result<Option<Stamp>, ApiError> {
+fn permit(state: &AppState) -> Result<Option<Stamp>, ServiceError> {
     match &state.cluster {
         Some(c) => Ok(Some(c.permit()?)),
         None => Ok(None),
@@ -202,7 +111,7 @@ async fn committed(
     state: &AppState,
     seq: u64,
     stamp: Option<Stamp>,
-) -> Result<Option<Stamp>, ApiError> {
+) -> Result<Option<Stamp>, ServiceError> {
     match (&state.cluster, stamp) {
         (Some(c), Some(stamp)) => Ok(Some(c.committed(seq, stamp).await?)),
         (_, stamp) => Ok(stamp),
@@ -213,14 +122,14 @@ async fn committed(
 /// store. Returns the cluster stamp (term and accepting leader) in cluster mode.
 ///
 /// # Errors
-/// Any [`ApiError`].
+/// Any [`ServiceError`].
 pub async fn post_account(
     state: &AppState,
     key: &str,
     body: &[u8],
-) -> Result<Option<Stamp>, ApiError> {
+) -> Result<Option<Stamp>, ServiceError> {
     if let Some(replica) = state.follower() {
-        return replica.forward(Kind::Account, key, body).await;
+        return Ok(replica.forward(Kind::Account, key, body).await?);
     }
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
@@ -254,16 +163,16 @@ pub async fn post_account(
 /// The whole POST of an activation; returns its hash (and the cluster stamp).
 ///
 /// # Errors
-/// Any [`ApiError`].
+/// Any [`ServiceError`].
 pub async fn post_activation(
     state: &AppState,
     body: &[u8],
-) -> Result<(String, Option<Stamp>), ApiError> {
+) -> Result<(String, Option<Stamp>), ServiceError> {
     if let Some(replica) = state.follower() {
         // The primary applies every rule. The issuing-account rule must not be checked here:
         // this replica may not have replicated that account yet, and would refuse a token the
         // primary accepts. Decoding is enough to refuse junk early and to find the hash.
-        let jwt = jwt::decode_activation(token_text(body)?, jwt::now_unix())?;
+        let jwt = jwt::decode_activation(verify::post::token_text(body)?, jwt::now_unix())?;
         let hash = jwt::activation_hash(&jwt.claims)?;
         let stamp = replica.forward(Kind::Activation, &hash, body).await?;
         return Ok((hash, stamp));
@@ -271,7 +180,12 @@ pub async fn post_activation(
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
     }
-    let (hash, jwt) = validate_activation(&state.store, body)?;
+    let (hash, jwt) = verify::post::activation(body, |account| {
+        state
+            .store
+            .get(Kind::Account, account)
+            .map(|e| e.jwt_str().to_owned())
+    })?;
     let stamp = store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
     Ok((hash, stamp))
 }
@@ -280,8 +194,8 @@ pub async fn post_activation(
 /// system-account JWT as a fallback.
 ///
 /// # Errors
-/// [`ApiError::NotFound`], or [`ApiError::PrimaryUnavailable`] from a replica miss.
-pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry>, ApiError> {
+/// [`ServiceError::NotFound`], or [`ServiceError::PrimaryUnavailable`] from a replica miss.
+pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry>, ServiceError> {
     if let Some(e) = state.store.get(kind, key) {
         return Ok(e);
     }
@@ -300,7 +214,7 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
             return Ok(account.clone());
         }
     }
-    Err(ApiError::NotFound(key.to_string()))
+    Err(ServiceError::NotFound(key.to_string()))
 }
 
 /// What a deletion did.
@@ -323,13 +237,14 @@ pub struct Deleted {
 /// forwarded to the primary.
 ///
 /// # Errors
-/// [`ApiError::DeleteRefused`] with nats-server's reason; [`ApiError::NotFound`] when `only`
-/// is not stored; [`ApiError::WritesDisabled`] on a read-only store; storage failures.
+/// [`ServiceError::DeleteRefused`] with nats-server's reason; [`ServiceError::NotFound`] when
+/// `only` is not stored; [`ServiceError::WritesDisabled`] on a read-only store; storage
+/// failures.
 pub async fn delete_accounts(
     state: &AppState,
     body: &[u8],
     only: Option<&str>,
-) -> Result<Deleted, ApiError> {
+) -> Result<Deleted, ServiceError> {
     if let (Some(replica), Some(key)) = (state.follower(), only) {
         let stamp = replica.forward_delete(key, body).await?;
         return Ok(Deleted {
@@ -342,15 +257,19 @@ pub async fn delete_accounts(
         return Err(crate::store::StoreError::ReadOnly.into());
     }
     let trust = state.trust();
-    let request = checked_delete(&trust, token_text(body)?, state.http.allow_delete)?;
+    let request = checked_delete(
+        &trust,
+        verify::post::token_text(body)?,
+        state.http.allow_delete,
+    )?;
     if let Some(key) = only {
         if !request.accounts.iter().any(|a| a == key) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ServiceError::BadRequest(format!(
                 "the delete request does not list account {key}"
             )));
         }
         if state.store.get(Kind::Account, key).is_none() {
-            return Err(ApiError::NotFound(key.to_string()));
+            return Err(ServiceError::NotFound(key.to_string()));
         }
     }
     // Every listed account, as nats-server deletes them: the request means all of them.
@@ -389,7 +308,7 @@ pub async fn delete_accounts(
         }
     }
     if let Some((_, why)) = only.and_then(|key| done.failed.iter().find(|(k, _)| k == key)) {
-        return Err(ApiError::DeleteConflict(why.clone()));
+        return Err(ServiceError::DeleteConflict(why.clone()));
     }
     done.stamp = committed(state, last_seq, stamp).await?;
     Ok(done)
@@ -398,18 +317,18 @@ pub async fn delete_accounts(
 /// Checks a delete request against the current trust (nats-server's rules and messages).
 ///
 /// # Errors
-/// [`ApiError::DeleteRefused`].
+/// [`ServiceError::DeleteRefused`].
 pub fn checked_delete(
     trust: &Trust,
     token: &str,
     allowed: bool,
-) -> Result<DeleteRequest, ApiError> {
+) -> Result<DeleteRequest, ServiceError> {
     let operator = trust.operator.as_ref();
     let system = operator
         .and_then(|op| op.system_account())
         .map(str::to_string)
         .or_else(|| trust.system_account.as_ref().map(|s| s.key.to_string()));
-    Ok(DeleteRequest::check(
+    Ok(verify::post::delete(
         token,
         allowed,
         operator,

@@ -8,11 +8,12 @@
 //! - NATS PACK answers take a permit of `nats.maxpackanswers`.
 //! - CPU-heavy request work waits for the heavy-work thread (`http.maxheavy` in its queue).
 //!
-//! Every refusal is an [`ApiError::Busy`] (503 + `Retry-After`) counted in
+//! Every refusal is a [`Busy`] (the HTTP edge answers 503 + `Retry-After`) counted in
 //! `nas_refused_total`. One [`Limits`] per server, shared by every worker.
 
+pub mod heavy;
+
 use crate::config::Settings;
-use crate::error::ApiError;
 use crate::metrics::{LongPollGuard, Metrics};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -23,6 +24,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Seconds a refused client is told to wait (`Retry-After`).
 const RETRY_AFTER: u64 = 2;
+
+/// A limit on concurrent work is reached (bulk answers, parked long polls, heavy work): the
+/// request is refused, and the client should come back after `retry_after` seconds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} (limit {limit}: {setting}); retry in {retry_after} s")]
+pub struct Busy {
+    /// What is busy, for people.
+    pub what: &'static str,
+    /// The setting holding the limit.
+    pub setting: &'static str,
+    /// Its value.
+    pub limit: usize,
+    /// Seconds the client should wait (`Retry-After`).
+    pub retry_after: u64,
+}
 
 /// The server's limits and the state that enforces them.
 pub struct Limits {
@@ -41,9 +57,7 @@ pub struct Limits {
     /// Bytes of decoded views per client address (`http.decodebytespersecond`).
     decode_budget: crate::budget::ByteBudget,
     /// CPU-heavy request work (large writes, decoded views), off the HTTP workers.
-    pub heavy: crate::heavy::HeavyPool,
-    /// The latest NATS PACK answer; its lock makes concurrent requests share one computation.
-    pub pack_answer: tokio::sync::Mutex<Option<Arc<crate::nats::resolver::PackAnswer>>>,
+    pub heavy: heavy::HeavyPool,
 }
 
 /// Parked long polls: the total and the count per client address.
@@ -89,19 +103,18 @@ impl Limits {
             max_header_bytes: h.maxheaderbytes,
             decode: DecodeCache::new(h.decodecachebytes),
             decode_budget: crate::budget::ByteBudget::new(h.decodebytespersecond),
-            pack_answer: Default::default(),
-            heavy: crate::heavy::HeavyPool::new(h.maxheavy),
+            heavy: heavy::HeavyPool::new(h.maxheavy),
         }
     }
 
     /// A permit to send one bulk answer, held until the answer is sent (or cut off).
     ///
     /// # Errors
-    /// [`ApiError::Busy`] when `http.maxbulk` answers are being sent.
-    pub fn bulk(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// [`Busy`] when `http.maxbulk` answers are being sent.
+    pub fn bulk(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, Busy> {
         self.bulk.clone().try_acquire_owned().map_err(|_| {
             metrics.refused("bulk_busy");
-            ApiError::Busy {
+            Busy {
                 what: "too many pack and change-feed answers are being sent",
                 setting: "http.maxbulk",
                 limit: self.max_bulk,
@@ -113,12 +126,12 @@ impl Limits {
     /// Registers a long poll from `client` about to park; it counts until the guard drops.
     ///
     /// # Errors
-    /// [`ApiError::Busy`] when the global or the per-client cap is reached.
-    pub fn park(&self, client: Option<IpAddr>, metrics: &Metrics) -> Result<Parking, ApiError> {
+    /// [`Busy`] when the global or the per-client cap is reached.
+    pub fn park(&self, client: Option<IpAddr>, metrics: &Metrics) -> Result<Parking, Busy> {
         let mut p = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         if p.total >= self.max_long_polls {
             metrics.refused("long_polls");
-            return Err(ApiError::Busy {
+            return Err(Busy {
                 what: "too many change-feed long polls are waiting",
                 setting: "http.maxlongpolls",
                 limit: self.max_long_polls,
@@ -129,7 +142,7 @@ impl Limits {
             let n = p.per_client.entry(ip).or_default();
             if *n >= self.max_long_polls_per_client {
                 metrics.refused("long_polls_per_client");
-                return Err(ApiError::Busy {
+                return Err(Busy {
                     what: "too many change-feed long polls from this address are waiting",
                     setting: "http.maxlongpollsperclient",
                     limit: self.max_long_polls_per_client,
@@ -150,15 +163,15 @@ impl Limits {
     /// before it is sent (zero while the address is within its share).
     ///
     /// # Errors
-    /// [`ApiError::Busy`] when the address has taken so much of its
-    /// `http.decodebytespersecond` that the view would wait over
-    /// [`crate::budget::MAX_WAIT`]; the `Retry-After` says when it would fit.
+    /// [`Busy`] when the address has taken so much of its `http.decodebytespersecond` that
+    /// the view would wait over [`crate::budget::MAX_WAIT`]; its `retry_after` says when it
+    /// would fit.
     pub fn decode_view(
         &self,
         client: Option<IpAddr>,
         bytes: usize,
         metrics: &Metrics,
-    ) -> Result<Duration, ApiError> {
+    ) -> Result<Duration, Busy> {
         let Some(ip) = client else {
             return Ok(Duration::ZERO);
         };
@@ -166,7 +179,7 @@ impl Limits {
             .take(ip, bytes, std::time::Instant::now())
             .map_err(|wait| {
                 metrics.refused("decode_budget");
-                ApiError::Busy {
+                Busy {
                     what: "this address has taken its share of decoded views",
                     setting: "http.decodebytespersecond",
                     limit: self.decode_budget_rate(),
@@ -330,7 +343,7 @@ mod tests {
         let _a2 = limits.park(Some(a), &m).unwrap();
         assert!(matches!(
             limits.park(Some(a), &m),
-            Err(ApiError::Busy {
+            Err(Busy {
                 setting: "http.maxlongpollsperclient",
                 ..
             })
@@ -338,7 +351,7 @@ mod tests {
         let _b1 = limits.park(Some(b), &m).unwrap();
         assert!(matches!(
             limits.park(Some(b), &m),
-            Err(ApiError::Busy {
+            Err(Busy {
                 setting: "http.maxlongpolls",
                 ..
             })

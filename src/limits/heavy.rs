@@ -10,7 +10,7 @@
 //! The tokio blocking pool is not used for this: it grows to hundreds of threads at normal
 //! priority, which is exactly what a flood must not get.
 
-use crate::error::ApiError;
+use super::Busy;
 use crate::metrics::Metrics;
 use std::sync::mpsc;
 
@@ -51,19 +51,19 @@ impl HeavyPool {
     /// Runs `f` on the heavy-work thread and waits for its result.
     ///
     /// # Errors
-    /// [`ApiError::Busy`] when `queue` jobs are already waiting.
+    /// [`Busy`] when `queue` jobs are already waiting.
     pub async fn run<T: Send + 'static>(
         &self,
         metrics: &Metrics,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, Busy> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
         });
         if self.tx.try_send(job).is_err() {
             metrics.refused("heavy_busy");
-            return Err(ApiError::Busy {
+            return Err(Busy {
                 what: "too many large writes and decoded views are waiting",
                 setting: "http.maxheavy",
                 limit: self.queue,
@@ -102,7 +102,7 @@ mod tests {
         assert!(futures_util::poll!(&mut queued).is_pending());
         assert!(matches!(
             pool.run(&metrics, || 2).await,
-            Err(ApiError::Busy {
+            Err(Busy {
                 setting: "http.maxheavy",
                 ..
             })
