@@ -142,7 +142,7 @@ batch = 100
     );
     assert_eq!(
         s.nats.updatesubjects,
-        nats_account_server::nats::notify::UpdateSubjects::Both
+        nats_account_server::config::UpdateSubjects::Both
     );
     assert!(s.logging.debug && s.logging.json && !s.logging.trace);
     assert_eq!(s.replication.pollwait.0, Duration::from_secs(10));

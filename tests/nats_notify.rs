@@ -17,7 +17,7 @@ use crate::common::{eventually, free_port, get, http, post_accepted, TestServer}
 use async_nats::{Client, Message, Subscriber};
 use futures_util::{FutureExt, StreamExt};
 use nats_account_server::config::Settings;
-use nats_account_server::nats::notify::UpdateSubjects;
+use nats_account_server::config::UpdateSubjects;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
 use std::panic::AssertUnwindSafe;

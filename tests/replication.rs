@@ -11,9 +11,9 @@ use crate::common::{
     account, eventually, free_port, get, http, metric, post, post_accepted, post_new_account,
     replica_of, replica_settings, serves, wait_ready, wait_serves, TestServer,
 };
+use nats_account_server::config::UpdateSubjects;
 use nats_account_server::config::{Dur, Settings, StringList};
 use nats_account_server::jwt::{self, encode};
-use nats_account_server::nats::notify::UpdateSubjects;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -26,9 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-// The setting's type belongs to `config` (which must not depend on `nats`); re-exported next
-// to `subjects`, which reads it, so `nats::notify::UpdateSubjects` keeps naming it.
-pub use crate::config::UpdateSubjects;
+use crate::config::UpdateSubjects;
 
 /// The subjects an entry is published on.
 pub fn subjects(entry: &Entry, which: UpdateSubjects) -> Vec<String> {

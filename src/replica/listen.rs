@@ -17,8 +17,8 @@
 //! share that setting, as they share their NATS settings.
 
 use super::ReplicaHandle;
+use crate::config::UpdateSubjects;
 use crate::jwt::{self, JwtError};
-use crate::nats::notify::UpdateSubjects;
 use crate::nats::NatsHandle;
 use crate::store::{Entry, Kind, PutOutcome};
 use crate::verify::{self, Invalid};
