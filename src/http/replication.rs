@@ -169,7 +169,7 @@ pub async fn changes(
         res.insert_header((header::CLUSTER_TERM, term.to_string()));
     }
     let end = entries.len();
-    Ok(Lines::new(entries.into(), end, feed_line, permit)
+    Ok(Lines::new(Arc::new(entries), end, feed_line, permit)
         .watched(&req, state.limits.write_timeout, &state.metrics)
         .respond(res))
 }

@@ -57,7 +57,7 @@ pub type LineFn = fn(&Entry, bool, &mut BytesMut);
 /// A streamed answer: `line(entry, first, out)` for each entry of the snapshot.
 pub struct Lines {
     /// Shared with other answers over the same snapshot (the pack).
-    entries: Arc<[Arc<Entry>]>,
+    entries: Arc<Vec<Arc<Entry>>>,
     next: usize,
     /// One past the last entry sent.
     end: usize,
@@ -79,7 +79,7 @@ impl Lines {
     /// An answer over the first `end` of `entries`; `permit` is released when the answer
     /// ends.
     pub fn new(
-        entries: Arc<[Arc<Entry>]>,
+        entries: Arc<Vec<Arc<Entry>>>,
         end: usize,
         line: LineFn,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,

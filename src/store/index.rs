@@ -367,6 +367,11 @@ impl Index {
         (self.changes_since(since, limit), self.head)
     }
 
+    /// Every live (not deleted) entry in change-log order.
+    pub(super) fn live(&self) -> Vec<Arc<Entry>> {
+        self.log.values().filter(|e| !e.deleted).cloned().collect()
+    }
+
     pub(super) fn changes_since(&self, since: u64, limit: usize) -> Vec<Arc<Entry>> {
         self.log
             .range(since.saturating_add(1)..)

@@ -342,7 +342,7 @@ pub struct Store {
 }
 
 /// A [`Store::live_snapshot`] held weakly, with the head it was taken at.
-type LiveSnapshot = (u64, std::sync::Weak<[Arc<Entry>]>);
+type LiveSnapshot = (u64, std::sync::Weak<Vec<Arc<Entry>>>);
 
 /// How [`Store::open_with`] runs the store.
 enum Mode {
@@ -740,7 +740,7 @@ impl Store {
     /// streams. Readers of one store state share one snapshot (at a million accounts it is
     /// 8 MB of pointers), so slow pack readers cost their sockets, not a list each, unless
     /// the store changes between them.
-    pub fn live_snapshot(&self) -> Arc<[Arc<Entry>]> {
+    pub fn live_snapshot(&self) -> Arc<Vec<Arc<Entry>>> {
         let head = self.read().head();
         let shared = |cached: &Option<LiveSnapshot>| {
             cached
@@ -752,8 +752,11 @@ impl Store {
             return snapshot;
         }
         // Built outside the lock: two requests missing at once build twice, and nobody waits.
-        let (entries, head) = self.changes_and_head(0, usize::MAX);
-        let snapshot: Arc<[Arc<Entry>]> = entries.into_iter().filter(|e| !e.deleted).collect();
+        // One list, filtered as it is read: no second copy of a million pointers.
+        let (snapshot, head) = {
+            let index = self.read();
+            (Arc::new(index.live()), index.head())
+        };
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((head, Arc::downgrade(&snapshot)));
         snapshot
