@@ -338,14 +338,45 @@ impl Parsed {
 /// Records parsed per message from a loading thread.
 const LOAD_CHUNK: usize = 1024;
 
+/// What a loading thread sends: records for the receiving thread to build entries from, or
+/// entries it built itself (see [`BUILD_IN_ONE_THREAD_BELOW`]).
+enum Chunk {
+    Parsed(Vec<Parsed>),
+    Built(Vec<Arc<super::Entry>>),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Parsed(v) => v.len(),
+            Chunk::Built(v) => v.len(),
+        }
+    }
+
+    fn push(&mut self, p: Parsed) {
+        match self {
+            Chunk::Parsed(v) => v.push(p),
+            Chunk::Built(v) => v.push(Arc::new(p.into_entry())),
+        }
+    }
+
+    fn empty_like(&self) -> Chunk {
+        match self {
+            Chunk::Parsed(_) => Chunk::Parsed(Vec::with_capacity(LOAD_CHUNK)),
+            Chunk::Built(_) => Chunk::Built(Vec::with_capacity(LOAD_CHUNK)),
+        }
+    }
+}
+
 /// Reads and parses the records with sequences in `from..to`, sending them in chunks tagged
-/// with `part` (the range's place in sequence order).
+/// with `part` (the range's place in sequence order); `build`: as entries built here.
 fn parse_range(
     db: &::sled::Db,
     from: u64,
     to: u64,
     part: usize,
-    out: &std::sync::mpsc::SyncSender<(usize, Vec<Parsed>)>,
+    build: bool,
+    out: &std::sync::mpsc::SyncSender<(usize, Chunk)>,
 ) -> Result<(), StoreError> {
     let end = if to == u64::MAX {
         std::ops::Bound::Included(seq_key(u64::MAX))
@@ -353,7 +384,11 @@ fn parse_range(
         std::ops::Bound::Excluded(seq_key(to))
     };
     let range = (std::ops::Bound::Included(seq_key(from)), end);
-    let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+    let mut chunk = if build {
+        Chunk::Built(Vec::with_capacity(LOAD_CHUNK))
+    } else {
+        Chunk::Parsed(Vec::with_capacity(LOAD_CHUNK))
+    };
     for item in db.range::<[u8; 10], _>(range) {
         let (k, v) = item.map_err(io)?;
         let seq = parse_seq_key(&k)?;
@@ -377,13 +412,14 @@ fn parse_range(
             tag,
         });
         if chunk.len() == LOAD_CHUNK {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+            let next = chunk.empty_like();
+            let full = std::mem::replace(&mut chunk, next);
             if out.send((part, full)).is_err() {
                 return Ok(());
             }
         }
     }
-    if !chunk.is_empty() {
+    if chunk.len() > 0 {
         let _ = out.send((part, chunk));
     }
     Ok(())
@@ -395,35 +431,49 @@ const LOAD_SEGMENTS: u64 = 8;
 /// The fewest sequences in a load segment.
 const MIN_SEGMENT: u64 = 16_384;
 
+/// Below this many records the log is read in segments with a fresh handle for each, and the
+/// entries that stay are built on one thread while the loading threads only read and parse;
+/// above it, in one pass, each loading thread building its own entries. Measured with
+/// 800-byte tokens (peak / idle RSS at start): 100,000 records 143 / 129 MiB the first way,
+/// 208 / 184 MiB the second (entries interleaved in each thread's malloc arena with sled's
+/// freed read buffers, in pages that cannot be returned); 1,000,000 records 1,306–1,362 /
+/// 1,083 MiB the first way, 1,199–1,209 / 1,166–1,180 MiB the second, and 1,431–1,488 /
+/// 1,331–1,378 MiB with segments but each thread building (the reopens interleave too). Why
+/// the large store fares better in one pass was not found; each way keeps its size within
+/// the goals of DESIGN §9.
+const BUILD_IN_ONE_THREAD_BELOW: u64 = 400_000;
+
 /// Reads the records with sequences in `from..to` on `threads` threads and appends their
-/// entries to `out`, in sequence order.
-///
-/// The loading threads read and parse (the CPU: JSON of the claims, sha256 of the token);
-/// this thread alone allocates the entries that stay. Entries built on every thread were
-/// interleaved, in each thread's malloc arena, with sled's freed read buffers, and a page
-/// holding one live entry cannot be returned: ~60 MiB more idle memory at 1M accounts.
+/// entries to `out`, in sequence order. The loading threads read and parse (the CPU: JSON of
+/// the claims, sha256 of the token); with `build_here`, this thread alone allocates the
+/// entries that stay ([`BUILD_IN_ONE_THREAD_BELOW`]).
 fn load_segment(
     db: &::sled::Db,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     threads: u64,
+    build_here: bool,
     out: &mut Vec<Arc<super::Entry>>,
 ) -> Result<(), StoreError> {
     let width = (to - from).div_ceil(threads);
     let mut parts: Vec<Vec<Arc<super::Entry>>> = (0..threads).map(|_| Vec::new()).collect();
     let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Parsed>)>(4 * threads as usize);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Chunk)>(4 * threads as usize);
         let handles: Vec<_> = (0..threads)
             .map(|i| {
-                let start = from + i * width;
-                let end = (start + width).min(to);
+                let start = from.saturating_add(i * width);
+                let end = start.saturating_add(width).min(to);
                 let tx = tx.clone();
-                s.spawn(move || parse_range(db, start, end, i as usize, &tx))
+                s.spawn(move || parse_range(db, start, end, i as usize, !build_here, &tx))
             })
             .collect();
         drop(tx);
         for (i, chunk) in rx {
-            parts[i].extend(chunk.into_iter().map(|p| Arc::new(p.into_entry())));
+            match chunk {
+                Chunk::Parsed(v) => {
+                    parts[i].extend(v.into_iter().map(|p| Arc::new(p.into_entry())))
+                }
+                Chunk::Built(v) => parts[i].extend(v),
+            }
         }
         handles
             .into_iter()
@@ -478,13 +528,18 @@ impl Backend for SledBackend {
         // So the log is read in at most LOAD_SEGMENTS segments with a fresh handle for each
         // (reopening takes milliseconds): the pages of one segment are what the peak holds
         // beyond the index, not those of the whole store.
-        let segment = ((last - first) / LOAD_SEGMENTS + 1).max(MIN_SEGMENT);
+        let build_here = last - first < BUILD_IN_ONE_THREAD_BELOW;
+        let segment = if build_here {
+            ((last - first) / LOAD_SEGMENTS + 1).max(MIN_SEGMENT)
+        } else {
+            u64::MAX
+        };
         let mut loaded = Loaded::default();
         let mut from = first;
         loop {
-            let to = from.saturating_add(segment);
+            let to = from.saturating_add(segment).min(last.saturating_add(1));
             let db = self.db()?;
-            load_segment(db, from, to, threads, &mut loaded.entries)?;
+            load_segment(db, (from, to), threads, build_here, &mut loaded.entries)?;
             if to > last {
                 break;
             }
@@ -689,5 +744,13 @@ mod tests {
         }
         // The handle still works after the reopens.
         assert!(backend.db().unwrap().get(seq_key(1)).unwrap().is_some());
+        // Entries built by the loading threads themselves (large stores) are the same.
+        let mut built = Vec::new();
+        load_segment(backend.db().unwrap(), (0, 1 << 20), 2, false, &mut built).unwrap();
+        let same = built
+            .iter()
+            .zip(&loaded.entries)
+            .all(|(a, b)| a.seq == b.seq && a.key == b.key && a.deleted == b.deleted);
+        assert!(same && built.len() == loaded.entries.len());
     }
 }
