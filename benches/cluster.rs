@@ -461,19 +461,27 @@ fn start_nats(dir: &Path, port: u16, op: &Operator, resolver_port: u16) -> Proc 
         ),
     )
     .expect("nats.conf");
-    let bin = [
+    let mut p = Proc::spawn(
+        "nats-server",
+        dir,
+        Command::new(nats_server_bin()).arg("-c").arg(&conf),
+    );
+    wait_until(&mut p, Duration::from_secs(15), "listening", || {
+        TcpStream::connect(addr(port)).is_ok()
+    });
+    p
+}
+
+/// The installed nats-server.
+fn nats_server_bin() -> &'static str {
+    [
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
         "/usr/local/bin/nats-server",
     ]
     .into_iter()
     .find(|p| Path::new(p).exists())
-    .expect("nats-server is not installed (apt-get install nats-server)");
-    let mut p = Proc::spawn("nats-server", dir, Command::new(bin).arg("-c").arg(&conf));
-    wait_until(&mut p, Duration::from_secs(15), "listening", || {
-        TcpStream::connect(addr(port)).is_ok()
-    });
-    p
+    .expect("nats-server is not installed (apt-get install nats-server)")
 }
 
 /// Polls `cond` every 10 ms until it holds; panics with `p`'s log after `timeout`.

@@ -71,15 +71,11 @@ fn start_jetstream(dir: &Path) -> (Proc, u16) {
         ),
     )
     .expect("js.conf");
-    let bin = [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("nats-server is not installed (apt-get install nats-server)");
-    let mut p = Proc::spawn("jetstream", dir, Command::new(bin).arg("-c").arg(&conf));
+    let mut p = Proc::spawn(
+        "jetstream",
+        dir,
+        Command::new(super::nats_server_bin()).arg("-c").arg(&conf),
+    );
     super::wait_until(&mut p, Duration::from_secs(15), "listening", || {
         std::net::TcpStream::connect(addr(port)).is_ok()
     });

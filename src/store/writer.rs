@@ -298,6 +298,19 @@ mod tests {
     use super::super::{Backend, Commit, Entry, Kind, Loaded, Policy, Store, StoreError};
     use std::sync::{Arc, Mutex};
 
+    /// The index entry of an account `token` stored under `key`, not yet sequenced.
+    fn entry_of(key: &str, token: &str) -> Arc<Entry> {
+        let jwt = crate::jwt::parse_unverified(token).unwrap();
+        Arc::new(Entry::from_parts(
+            Kind::Account,
+            key.into(),
+            bytes::Bytes::copy_from_slice(token.as_bytes()),
+            jwt.iat,
+            jwt.expires(),
+            0,
+        ))
+    }
+
     /// Records whether each commit asked to wait for the disk.
     struct Spy(Arc<Mutex<Vec<bool>>>);
 
@@ -368,15 +381,7 @@ mod tests {
                     "nats": { "type": "account", "version": 2 } }),
                 &operator,
             );
-            let jwt = crate::jwt::parse_unverified(&token).unwrap();
-            Arc::new(Entry::from_parts(
-                Kind::Account,
-                key.as_str().into(),
-                bytes::Bytes::copy_from_slice(token.as_bytes()),
-                jwt.iat,
-                jwt.expires(),
-                0,
-            ))
+            entry_of(&key, &token)
         };
         let verdict = |o: &PutOutcome| match o {
             PutOutcome::Stored(_) => "stored",
@@ -427,15 +432,7 @@ mod tests {
         let account = |name: &str| {
             let key = nkeys::KeyPair::new_account().public_key();
             let token = crate::jwt::encode::account(&operator, &key, name, serde_json::json!({}));
-            let jwt = crate::jwt::parse_unverified(&token).unwrap();
-            Arc::new(Entry::from_parts(
-                Kind::Account,
-                key.as_str().into(),
-                bytes::Bytes::copy_from_slice(token.as_bytes()),
-                jwt.iat,
-                jwt.expires(),
-                0,
-            ))
+            entry_of(&key, &token)
         };
         let store = Store::memory(true);
         store
