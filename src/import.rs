@@ -177,18 +177,12 @@ fn choose_operator(
     data: &Path,
     configured: Option<Operator>,
 ) -> Result<(Operator, bool), ImportError> {
-    let recorded = match store.meta(store::META_OPERATOR) {
-        None => None,
-        Some(raw) => {
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            Some(Operator::from_jwt(&text).map_err(|e| {
-                ImportError::Settings(format!(
-                    "the operator recorded in the store in {}: {e}",
-                    data.display()
-                ))
-            })?)
-        }
-    };
+    let recorded = crate::trust::recorded_operator(store).map_err(|e| {
+        ImportError::Settings(format!(
+            "the operator recorded in the store in {}: {e}",
+            data.display()
+        ))
+    })?;
     match (configured, recorded) {
         (Some(c), Some(r)) if c.public_key() != r.public_key() => {
             Err(ImportError::OperatorMismatch {

@@ -124,6 +124,18 @@ pub struct TrustAnchor {
     persist: Option<Store>,
 }
 
+/// The operator recorded in `store` (pinned on first use or learned from a primary), if any:
+/// the one reading of that record, for the server and for `import`.
+///
+/// # Errors
+/// [`OperatorError`] when the record is not a valid operator JWT.
+pub fn recorded_operator(store: &Store) -> Result<Option<Operator>, OperatorError> {
+    store
+        .meta(META_OPERATOR)
+        .map(|bytes| Operator::from_jwt(String::from_utf8_lossy(&bytes).trim()))
+        .transpose()
+}
+
 impl TrustAnchor {
     /// The trust of a primary: the configured files alone.
     pub fn fixed(configured: Trust) -> TrustAnchor {
@@ -137,10 +149,7 @@ impl TrustAnchor {
     /// [`TrustError::ConfiguredMismatch`] when the store trusts another identity key than the
     /// configured operator: its tokens were verified against another operator.
     pub fn replica(configured: Trust, store: &Store) -> Result<TrustAnchor, TrustError> {
-        let learned = match store.meta(META_OPERATOR) {
-            None => None,
-            Some(bytes) => Some(Operator::from_jwt(String::from_utf8_lossy(&bytes).trim())?),
-        };
+        let learned = recorded_operator(store)?;
         if let (Some(c), Some(l)) = (&configured.operator, &learned) {
             if c.public_key() != l.public_key() {
                 return Err(TrustError::ConfiguredMismatch {
