@@ -96,14 +96,9 @@ impl Node {
         self.proc = Some(start_server(&self.name, &self.dir, self.port, &self.args));
     }
 
+    /// SIGKILL: dropping a [`Proc`] kills its child (`Child::kill` sends SIGKILL) and reaps it.
     fn kill9(&mut self) {
-        if let Some(p) = self.proc.take() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(p.pid().to_string())
-                .status();
-            drop(p);
-        }
+        self.proc = None;
     }
 
     fn alive(&self) -> bool {

@@ -8,7 +8,7 @@ use crate::common::jetstream::JetStream;
 use crate::common::nginx::Nginx;
 use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
-use crate::common::{eventually, free_port, get, http, poll};
+use crate::common::{eventually, free_port, get, http, poll, wait_serves};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -554,13 +554,7 @@ async fn distant_followers_converge_and_fail_over() {
         (Some(term), Some(leader.as_str()))
     );
     for n in &nodes {
-        let url = n.url();
-        eventually(
-            Duration::from_secs(10),
-            "every node serves the write",
-            || async { get(&format!("{url}/jwt/v1/accounts/{key}")).await == (200, jwt.clone()) },
-        )
-        .await;
+        wait_serves(&n.url(), &key, &jwt, Duration::from_secs(10)).await;
     }
     let killed = Instant::now();
     nodes[at].kill9();

@@ -13,7 +13,7 @@ use crate::common::process::ServerProcess;
 use crate::common::proxy::{Mode, Proxy};
 use crate::common::{
     account, eventually, free_port, get, http, metric, post, post_new_account, primary_settings,
-    readyz, replica_of, TestServer,
+    readyz, replica_of, wait_serves, TestServer,
 };
 use nats_account_server::config::{Dur, Settings};
 use nats_account_server::jwt;
@@ -437,14 +437,7 @@ async fn nats_restart_during_a_write_stream_replicas_still_converge() {
     }
     let (key, token) = post_new_account(&primary.url, "after-restart").await;
     for r in [&r1, &r2] {
-        eventually(
-            Duration::from_secs(10),
-            "replica has the later write",
-            || async {
-                get(&format!("{}/jwt/v1/accounts/{key}", r.url)).await == (200, token.clone())
-            },
-        )
-        .await;
+        wait_serves(&r.url, &key, &token, Duration::from_secs(10)).await;
     }
 }
 
@@ -538,14 +531,7 @@ async fn partitioned_replica_keeps_serving_and_converges_when_healed() {
     .await;
     proxy.set(Mode::Pass);
     let (key, token) = post_new_account(&primary.url, "after-heal").await;
-    eventually(
-        Duration::from_secs(10),
-        "replica has the write after healing",
-        || async {
-            get(&format!("{}/jwt/v1/accounts/{key}", replica.url)).await == (200, token.clone())
-        },
-    )
-    .await;
+    wait_serves(&replica.url, &key, &token, Duration::from_secs(10)).await;
     let (status, r) = readyz(&replica.url).await;
     assert_eq!(status, 200);
     assert_eq!(r["replica"]["primary_reachable"], true, "{r}");

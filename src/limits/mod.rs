@@ -182,14 +182,10 @@ impl Limits {
                 Busy {
                     what: "this address has taken its share of decoded views",
                     setting: "http.decodebytespersecond",
-                    limit: self.decode_budget_rate(),
+                    limit: self.decode_budget.rate(),
                     retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
                 }
             })
-    }
-
-    fn decode_budget_rate(&self) -> usize {
-        self.decode_budget.rate()
     }
 
     /// A permit to stream one NATS PACK answer, or `None` at `nats.maxpackanswers`.
