@@ -1186,7 +1186,7 @@ fn abuse(opts: &Opts) {
     let t = Instant::now();
     assert_eq!(
         Conn::new(to)
-            .post(&account_path(&importer), heavy.as_bytes())
+            .post(&account_path(importer), heavy.as_bytes())
             .status,
         200
     );
@@ -1373,7 +1373,7 @@ fn beside_abuse<R: Send>(
             ("long polls opened", opened)
         }));
         for c in 0..if on("decode") { 8 } else { 0 } {
-            let path = format!("{}?decode=true", account_path(&importer));
+            let path = format!("{}?decode=true", account_path(importer));
             abusers.push(s.spawn(move || {
                 nice_this_thread();
                 let mut conn = Conn::new(to);
@@ -1392,7 +1392,7 @@ fn beside_abuse<R: Send>(
             }));
         }
         for _ in 0..if on("repost") { 8 } else { 0 } {
-            let (path, body) = (account_path(&importer), heavy.as_bytes());
+            let (path, body) = (account_path(importer), heavy.as_bytes());
             abusers.push(s.spawn(move || {
                 nice_this_thread();
                 let mut conn = Conn::new(to);
