@@ -1186,7 +1186,7 @@ fn abuse(opts: &Opts) {
     let t = Instant::now();
     assert_eq!(
         Conn::new(to)
-            .post(&account_path(importer), heavy.as_bytes())
+            .post(&account_path(&importer), heavy.as_bytes())
             .status,
         200
     );
