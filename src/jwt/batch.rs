@@ -1,5 +1,6 @@
 //! [`decode_many`]: [`decode`](super::decode) for many tokens at once, with the ed25519
-//! signatures checked in batches by `ed25519_dalek::verify_batch`.
+//! signatures checked in batches ([`super::batch_equation`]: `ed25519_dalek::verify_batch`'s
+//! check, with the terms of equal issuer keys added before the multiplication).
 //!
 //! It exists for a replica's sync, which re-verifies every account JWT the primary holds
 //! (~100,000): single verification was ~4 s of CPU there, the largest part of a sync. A batch
@@ -10,7 +11,9 @@
 use super::{parse, with_issuer_key, Jwt, JwtError, Parsed};
 use ed25519_dalek::{Signature, VerifyingKey};
 
-/// Signatures per `verify_batch` call. On the AMD EPYC this was first measured on, groups of
+/// Signatures per batch check. (Measured with ed25519-dalek's `verify_batch`; the grouped check
+/// that replaced it made `jwt/decode_many_1000` 27–34 µs a token instead of 40–42, A/B in one
+/// session, and was not re-tuned for size.) On the AMD EPYC this was first measured on, groups of
 /// 32 to 256 all cost 19–21 µs a token; on the Xeon of the million-account work
 /// (`jwt/verify_batch_1024_in_*` in `benches/main.rs`) groups of 256 cost 23% less than groups
 /// of 64 (29 vs 37 µs a signature, busy machine; 1,024: 27 µs), as the multi-scalar
@@ -38,7 +41,8 @@ const GROUP: usize = 256;
 ///
 /// # How batch verification differs from single verification
 ///
-/// ed25519-dalek 2.2's `verify_batch` checks one random linear combination of the group's
+/// The batch check ([`super::batch_equation`], which decides exactly as ed25519-dalek 2.2's
+/// `verify_batch` does) tests one random linear combination of the group's
 /// verification equations, `∑ zᵢ·(sᵢ·B − Rᵢ − kᵢ·Aᵢ) = 0`, with 128-bit coefficients `zᵢ`
 /// derived by hashing the whole group, over the *decompressed* `R`s, and without multiplying by
 /// the cofactor 8 (cofactorless, like single verification). Single verification instead
@@ -76,7 +80,7 @@ pub fn decode_many<S: AsRef<str>>(tokens: &[S]) -> Vec<Result<Jwt, JwtError>> {
     out
 }
 
-/// Tokens waiting for one `verify_batch` call, as the parallel slices it takes. Reused from
+/// Tokens waiting for one batch check, as the parallel slices it takes. Reused from
 /// group to group to keep the allocations.
 #[derive(Default)]
 struct Group<'a> {
@@ -119,7 +123,7 @@ impl<'a> Group<'a> {
             // A batch of one saves nothing over a single check and would only bring in the
             // batch equation's laxity (see `decode_many`).
             1 => false,
-            _ => ed25519_dalek::verify_batch(&self.messages, &self.signatures, &self.keys).is_ok(),
+            _ => super::batch_equation::verify_batch(&self.messages, &self.signatures, &self.keys),
         };
         for ((slot, parsed), key) in self
             .slots

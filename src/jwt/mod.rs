@@ -15,6 +15,7 @@
 
 mod account_rules;
 mod batch;
+mod batch_equation;
 pub mod delete;
 pub mod encode;
 pub mod trust;
