@@ -70,10 +70,9 @@ fn set_class(tid: libc::pid_t, idle: bool) {
         libc::SCHED_OTHER
     };
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscalls on a thread id with a valid parameter; a stale id can only name
-    // no thread (an error) or, after reuse, a thread of this process, which would merely run
-    // at a lower priority (ids are not reused while the heavy thread lives, and it lives as
-    // long as the process).
+    // SAFETY: plain syscalls with a valid parameter. `tid` is the heavy-work thread's (or
+    // the probe's own), and that thread is alive: it ends only when every handle is dropped,
+    // and a caller raising it holds one, so the id cannot have been reused by another thread.
     unsafe {
         // Nice first: leaving `SCHED_IDLE` is checked against the nice value it had.
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
