@@ -1070,10 +1070,9 @@ fn pin_this_thread(core: usize) {
 /// other machines: on this shared 2-core machine their own CPU use (generating keys, reading
 /// megabyte views, sending megabyte bodies) must not be what delays the normal readers' threads
 /// or the server. What they cost the server is untouched: the server's threads run as always.
-/// (nice 10 was used before; under the kernel's EEVDF scheduler a nice thread still holds a
-/// core for its slice when a normal one wakes, which put the bench's own client CPU into the
-/// measured p99.)
-fn nice_this_thread() {
+/// (nice 10 was used before; a nice thread may still finish its time slice when a normal one
+/// wakes, a `SCHED_IDLE` one never does.)
+fn idle_this_thread() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler on this thread's own id with a valid parameter.
     unsafe {
@@ -1111,7 +1110,7 @@ fn stalled_get(to: SocketAddr, path: &str) -> Option<TcpStream> {
 /// 4 asking for random unknown keys. Prints p50/p99 of each phase and the medians.
 ///
 /// Who runs where: the abusers stand for clients on other machines, so their threads are in
-/// the `SCHED_IDLE` class ([`nice_this_thread`]). With `--pin 1` (the default) the server runs
+/// the `SCHED_IDLE` class ([`idle_this_thread`]). With `--pin 1` (the default) the server runs
 /// on core 0 and the normal readers on core 1, as in the read benchmark (DESIGN §9: server
 /// pinned to one core): what the abuse costs the *server* then shows in the readers' latency,
 /// and the readers' and abusers' own CPU use does not. `--pin 0` shares both cores among all.
@@ -1322,7 +1321,7 @@ fn beside_abuse<R: Send>(
             if !on("slow") {
                 return ("slow readers opened", 0);
             }
-            nice_this_thread();
+            idle_this_thread();
             let mut rounds = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let held: Vec<_> = (0..16)
@@ -1351,7 +1350,7 @@ fn beside_abuse<R: Send>(
             if !on("polls") {
                 return ("long polls opened", 0);
             }
-            nice_this_thread();
+            idle_this_thread();
             let mut opened = 0u64;
             let mut held: Vec<TcpStream> = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1375,7 +1374,7 @@ fn beside_abuse<R: Send>(
         for c in 0..if on("decode") { 8 } else { 0 } {
             let path = format!("{}?decode=true", account_path(importer));
             abusers.push(s.spawn(move || {
-                nice_this_thread();
+                idle_this_thread();
                 let mut conn = Conn::new(to);
                 // Refusals are in `nas_refused_total{reason="decode_budget"}`, printed below.
                 let mut served = 0u64;
@@ -1394,7 +1393,7 @@ fn beside_abuse<R: Send>(
         for _ in 0..if on("repost") { 8 } else { 0 } {
             let (path, body) = (account_path(importer), heavy.as_bytes());
             abusers.push(s.spawn(move || {
-                nice_this_thread();
+                idle_this_thread();
                 let mut conn = Conn::new(to);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1406,7 +1405,7 @@ fn beside_abuse<R: Send>(
         }
         for _ in 0..if on("unknown") { 4 } else { 0 } {
             abusers.push(s.spawn(move || {
-                nice_this_thread();
+                idle_this_thread();
                 let mut conn = Conn::new(to);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {

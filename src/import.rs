@@ -238,11 +238,7 @@ pub async fn import(
     });
     store_all(store, &mut summary, Kind::Account, accounts).await?;
     let activations = verified(&mut summary, activations, |key, text| {
-        verify::import::activation(key, text, |account| {
-            store
-                .get(Kind::Account, account)
-                .map(|e| e.jwt_str().to_owned())
-        })
+        verify::import::activation(key, text, |account| store.account_jwt(account))
     });
     store_all(store, &mut summary, Kind::Activation, activations).await?;
     Ok(summary)

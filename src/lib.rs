@@ -31,7 +31,6 @@
 //! - [`wire`]: the pack, change-feed and digest line formats and the NATS subjects, each
 //!   rendered and parsed in one place.
 //! - [`server`]: wiring, start and graceful stop; [`state`]: the handles handlers share.
-pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod heap;

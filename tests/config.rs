@@ -9,14 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
 
-/// The Go account server's config file, verbatim.
-const GO_ERA_CONFIG: &str = r#"# Go-era config
-operatorjwtpath: "deploy/demo/operator.jwt"
-http { host: "127.0.0.1", port: 9090, ReadTimeout: 5000 }
-nats: { Servers: ["nats://127.0.0.1:4222"], ConnectTimeout: 5000, UserCredentials: "sys.creds" }
-store = { dir: "/var/lib/jwts", shard: true }
-logging: { time: true, debug: false, colors: true, pid: false }
-"#;
+/// The Go account server's config file, verbatim (shared with the parser's unit tests).
+const GO_ERA_CONFIG: &str = include_str!("data/go-era.conf");
 
 /// Writes `text` to `name` in a fresh temp dir.
 fn file(name: &str, text: &str) -> (TempDir, PathBuf) {

@@ -41,6 +41,16 @@ struct Ledger {
     unexpected: Vec<String>,
 }
 
+impl Ledger {
+    /// Records a token as sent for `key` (before its answer is known).
+    fn sent(&mut self, key: &str, token: &str) {
+        self.posted
+            .entry(key.to_string())
+            .or_default()
+            .insert(token.to_string());
+    }
+}
+
 /// Posts until `stop` or until the server stops answering: every third write is a newer
 /// version of a "hot" account that all writers update, the others are fresh accounts.
 async fn kill_test_writer(
@@ -62,13 +72,7 @@ async fn kill_test_writer(
         } else {
             account(&format!("fresh-{w}-{i}"))
         };
-        ledger
-            .lock()
-            .unwrap()
-            .posted
-            .entry(key.clone())
-            .or_default()
-            .insert(token.clone());
+        ledger.lock().unwrap().sent(&key, &token);
         let sent = client
             .post(format!("{url}/jwt/v1/accounts/{key}"))
             .body(token.clone())
@@ -218,13 +222,7 @@ async fn sigkill_of_the_primary_mid_stream_keeps_every_acknowledged_write() {
             "the first write after a restart takes head + 1"
         );
         assert_eq!(after.head, head + 1);
-        ledger
-            .lock()
-            .unwrap()
-            .posted
-            .entry(key.clone())
-            .or_default()
-            .insert(token.clone());
+        ledger.lock().unwrap().sent(&key, &token);
         ledger.lock().unwrap().acked.push((key, token));
     }
 }

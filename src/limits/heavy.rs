@@ -8,9 +8,10 @@
 //! `heavy_busy`).
 //!
 //! The thread runs in the kernel's `SCHED_IDLE` class: it gets the CPU only when nothing else
-//! wants it, and an HTTP worker that wakes takes the core back at once. (At nice 10 it kept the
-//! core for the rest of its time slice: in the abuse benchmark, re-posts and decoded views
-//! beside normal reads raised their p99 2.2–2.5× on one core, 1.6× in `SCHED_IDLE`.) So that a
+//! wants it, and the kernel lets an HTTP worker that wakes take the core back at once, where a
+//! thread at nice 10 may first finish its time slice. Measured in the abuse benchmark (all its
+//! kinds of abuse beside normal reads, server on one core): normal reads' p99 rose 2.2–2.5× with
+//! this thread at nice 10, 1.6× in `SCHED_IDLE` (benches/BENCHMARKS.md). So that a
 //! machine busy with reads cannot starve heavy work for good, a job that has waited
 //! [`STARVED`] (queued or running) raises the thread to the normal class at nice 10, which the
 //! scheduler always gives a share; the next job that has not waited that long lowers it again.
@@ -59,7 +60,7 @@ const NICE: libc::c_int = 10;
 
 /// How long a job may wait (queued, then running) on idle CPU time before the thread is
 /// raised to the normal class.
-pub const STARVED: Duration = Duration::from_secs(1);
+const STARVED: Duration = Duration::from_secs(1);
 
 /// Puts thread `tid` in `SCHED_IDLE` (`idle`) or back in the normal class at [`NICE`].
 /// Failure only leaves the class as it was.

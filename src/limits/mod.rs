@@ -11,6 +11,7 @@
 //! Every refusal is a [`Busy`] (the HTTP edge answers 503 + `Retry-After`) counted in
 //! `nas_refused_total`. One [`Limits`] per server, shared by every worker.
 
+pub mod budget;
 pub mod heavy;
 
 use crate::config::Settings;
@@ -55,7 +56,7 @@ pub struct Limits {
     /// Rendered `?decode=true` views.
     pub decode: DecodeCache,
     /// Bytes of decoded views per client address (`http.decodebytespersecond`).
-    decode_budget: crate::budget::ByteBudget,
+    decode_budget: budget::ByteBudget,
     /// CPU-heavy request work (large writes, decoded views), off the HTTP workers.
     pub heavy: heavy::HeavyPool,
 }
@@ -102,7 +103,7 @@ impl Limits {
             write_timeout: h.writetimeout.0,
             max_header_bytes: h.maxheaderbytes,
             decode: DecodeCache::new(h.decodecachebytes),
-            decode_budget: crate::budget::ByteBudget::new(h.decodebytespersecond),
+            decode_budget: budget::ByteBudget::new(h.decodebytespersecond),
             heavy: heavy::HeavyPool::new(h.maxheavy),
         }
     }
@@ -164,7 +165,7 @@ impl Limits {
     ///
     /// # Errors
     /// [`Busy`] when the address has taken so much of its `http.decodebytespersecond` that
-    /// the view would wait over [`crate::budget::MAX_WAIT`]; its `retry_after` says when it
+    /// the view would wait over [`budget::MAX_WAIT`]; its `retry_after` says when it
     /// would fit.
     pub fn decode_view(
         &self,

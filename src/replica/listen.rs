@@ -218,12 +218,8 @@ async fn apply(
     let jwt = match kind {
         Kind::Account => verify::post::account(replica.trust().operator.as_ref(), key, payload)?,
         Kind::Activation => {
-            let (hash, jwt) = verify::post::activation(payload, |account| {
-                replica
-                    .store
-                    .get(Kind::Account, account)
-                    .map(|e| e.jwt_str().to_owned())
-            })?;
+            let (hash, jwt) =
+                verify::post::activation(payload, |account| replica.store.account_jwt(account))?;
             if hash != key || target.issuer != Some(jwt.claims.iss.as_str()) {
                 return Err(Ignored::SubjectMismatch);
             }

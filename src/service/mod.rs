@@ -180,12 +180,7 @@ pub async fn post_activation(
     if !state.store.writable() {
         return Err(crate::store::StoreError::ReadOnly.into());
     }
-    let (hash, jwt) = verify::post::activation(body, |account| {
-        state
-            .store
-            .get(Kind::Account, account)
-            .map(|e| e.jwt_str().to_owned())
-    })?;
+    let (hash, jwt) = verify::post::activation(body, |account| state.store.account_jwt(account))?;
     let stamp = store_and_notify(state, Kind::Activation, &hash, &jwt).await?;
     Ok((hash, stamp))
 }

@@ -225,23 +225,6 @@ impl Loaded {
             .push(Arc::new(parse_stored(kind, key, jwt, seq)?));
         Ok(())
     }
-
-    /// Adds a stored tombstone of account `key` (`request`: the delete request).
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] when the request is not a parseable JWT.
-    pub fn push_tombstone(
-        &mut self,
-        key: &str,
-        request: &[u8],
-        seq: u64,
-    ) -> Result<(), StoreError> {
-        let mut entry = parse_stored(Kind::Account, key, request, seq)?;
-        entry.deleted = true;
-        entry.exp = None;
-        self.entries.push(Arc::new(entry));
-        Ok(())
-    }
 }
 
 /// Durable storage behind the index. Implementations must make `commit` atomic and durable
@@ -463,6 +446,12 @@ impl Store {
     /// The stored entry for `key`, if any (not a deleted one). Never touches the disk.
     pub fn get(&self, kind: Kind, key: &str) -> Option<Arc<Entry>> {
         self.read().get(kind, key)
+    }
+
+    /// The stored JWT of account `key`, as text: the issuing account an activation's checks
+    /// look up ([`crate::verify::post::activation`]).
+    pub fn account_jwt(&self, key: &str) -> Option<String> {
+        self.get(Kind::Account, key).map(|e| e.jwt_str().to_owned())
     }
 
     /// The latest version of `key`, a tombstone included.

@@ -27,13 +27,8 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-const GO_ERA: &str = r#"# Go-era config
-operatorjwtpath: "deploy/demo/operator.jwt"
-http { host: "127.0.0.1", port: 9090, ReadTimeout: 5000 }
-nats: { Servers: ["nats://127.0.0.1:4222"], ConnectTimeout: 5000, UserCredentials: "sys.creds" }
-store = { dir: "/var/lib/jwts", shard: true }
-logging: { time: true, debug: false, colors: true, pid: false }
-"#;
+/// The Go account server's config file, verbatim (shared with `tests/config.rs`).
+const GO_ERA: &str = include_str!("../../../tests/data/go-era.conf");
 
 #[test]
 fn go_era_config_parses_exactly() {
