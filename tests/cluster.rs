@@ -531,7 +531,7 @@ async fn distant_followers_converge_and_fail_over() {
         to_nats.set(Mode::Delay(50));
         let mut node = Node::new(
             &format!("nats://{}", to_nats.addr),
-            "[cluster]\nleasettl = \"5s\"\n",
+            "[logging]\ndebug = true\n[cluster]\nleasettl = \"5s\"\n",
         );
         let to_node = Proxy::start(&format!("127.0.0.1:{}", node.port)).await;
         to_node.set(Mode::Delay(50));
@@ -563,7 +563,13 @@ async fn distant_followers_converge_and_fail_over() {
     let survivor = nodes[(at + 1) % 3].url();
     let a = post_until_accepted(&survivor, &key2, &jwt2, Duration::from_secs(13), false)
         .await
-        .unwrap_or_else(|last| panic!("no failover within 13 s with 50 ms links: {last:?}"));
+        .unwrap_or_else(|last| {
+            let logs: Vec<String> = nodes.iter().map(Node::log).collect();
+            panic!(
+                "no failover within 13 s with 50 ms links: {last:?}\n{}",
+                logs.join("\n-----\n")
+            )
+        });
     assert!(a.term.unwrap() > term);
     eprintln!("failover with 50 ms links: {:?}", killed.elapsed());
     drop(proxies);

@@ -137,6 +137,9 @@ impl Election {
                 // A leader whose renewal failed tries again soon: the bucket may be back (a
                 // NATS server lost, a stream leader re-elected) well before the fence.
                 Role::Leader if ok => self.ttl() / 3,
+                // Candidates (an election under way: nobody takes writes) go round fastest,
+                // since each decision waits for the others' next publication.
+                Role::Candidate if ok => look_often / 5,
                 // Followers look often, so a failover and a new leader are noticed promptly.
                 _ => look_often,
             };
@@ -392,6 +395,10 @@ impl Election {
                 }
             });
             let mark = self.publish_progress(kv).await?;
+            tracing::debug!(
+                mark,
+                "published progress on expiry; waiting for the other nodes' next"
+            );
             self.expiry = Some(Expiry {
                 revision,
                 holder,
@@ -400,6 +407,10 @@ impl Election {
             });
             return Ok(());
         }
+        // Publish again every round while electing: a peer that saw the expiry after this
+        // node did waits for a publication after its own mark, and should not wait for the
+        // periodic one (a third of the lease).
+        self.publish_progress(kv).await?;
         self.read_peers(kv).await?;
         let e = self.expiry.clone().expect("expiry set above");
         let lineage = self
@@ -421,6 +432,7 @@ impl Election {
             if seen.revision <= e.mark {
                 if now.duration_since(e.since) < self.ttl() {
                     // Its progress may still change: wait for its next publication.
+                    tracing::debug!(peer = %node, revision = seen.revision, mark = e.mark, "waiting for a peer's progress after the mark");
                     return Ok(());
                 }
                 continue;
@@ -431,6 +443,7 @@ impl Election {
             }
         }
         if best.1 != me.node {
+            tracing::debug!(best = %best.1, "another node is the better candidate");
             return Ok(());
         }
         self.take(kv, revision).await
@@ -555,12 +568,18 @@ impl Election {
         })
         .await
         .map_err(|_| "listing nodes: timed out".to_string())??;
+        // All at once: with distant NATS servers, one round trip per node in turn would make
+        // every election round as slow as the cluster is large.
+        let reads = keys
+            .iter()
+            .filter(|k| k.starts_with(NODE_PREFIX))
+            .map(|key| kv.entry(key.as_str()));
+        let entries = tokio::time::timeout(timeout, futures_util::future::join_all(reads))
+            .await
+            .map_err(|_| "reading node progress: timed out".to_string())?;
         let now = Instant::now();
-        for key in keys.iter().filter(|k| k.starts_with(NODE_PREFIX)) {
-            let entry = tokio::time::timeout(timeout, kv.entry(key.as_str()))
-                .await
-                .map_err(|_| "reading node progress: timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
             let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
                 continue;
             };
