@@ -173,6 +173,7 @@ struct ReplicaFamilies {
     stalled_seq: IntGauge,
     misses: IntCounterVec,
     resyncs: IntCounterVec,
+    unchanged: IntCounter,
     antientropy: IntCounterVec,
 }
 
@@ -214,6 +215,15 @@ impl ReplicaFamilies {
                 "Replica: full resyncs from sequence 0 by reason",
                 "reason",
             ),
+            unchanged: {
+                let c = IntCounter::new(
+                    "nas_replica_feed_unchanged_total",
+                    "Replica: feed changes whose token was already held byte for byte (neither verified again nor stored; a resync after a failover is mostly these)",
+                )
+                .expect("valid metric");
+                register(Box::new(c.clone()));
+                c
+            },
             antientropy: counter(
                 "nas_replica_antientropy_total",
                 "Replica: digest comparisons with the primary and repairs, by result (match, mismatch, fetched, sent_back, failed)",
@@ -449,6 +459,11 @@ impl Metrics {
             .resyncs
             .with_label_values(&[reason])
             .inc();
+    }
+
+    /// Counts `n` feed changes a replica already held byte for byte.
+    pub fn replica_feed_unchanged(&self, n: u64) {
+        self.inner.replica.unchanged.inc_by(n);
     }
 
     /// Counts a claims update a replica received over NATS and did not apply, by `reason`.

@@ -288,6 +288,79 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
     assert!(metrics.contains("nas_cluster_term "), "{metrics}");
 }
 
+/// A failover changes the lineage followers replicate, so they read the new leader's feed from
+/// 0 (DESIGN §6): every token they already hold, byte for byte, is neither verified nor stored
+/// again. Only what they lack is, and they converge on the new leader's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_followers_resync_only_what_they_lack() {
+    const ACCOUNTS: usize = 150;
+    let js = JetStream::single().await;
+    let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"2s\"\n").await;
+    let (_, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
+    let leader = nodes[at].url();
+    let mut keys = Vec::new();
+    for i in 0..ACCOUNTS {
+        let (kp, jwt) = new_account(&format!("held-{i}"));
+        let a = post_account(&leader, &kp.public_key(), &jwt)
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 200, "{}", a.body);
+        keys.push((kp.public_key(), jwt));
+    }
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != at).collect();
+    for &i in &survivors {
+        let (key, jwt) = keys.last().unwrap();
+        wait_serves(&nodes[i].url(), key, jwt, Duration::from_secs(15)).await;
+    }
+    let applied = |url: String| async move {
+        crate::common::metric(&url, "nas_replica_applied_total{source=\"feed\"}").await
+    };
+    let mut before = HashMap::new();
+    for &i in &survivors {
+        before.insert(i, applied(nodes[i].url()).await);
+    }
+
+    nodes[at].kill9();
+    let (kp, jwt) = new_account("after-failover");
+    let key = kp.public_key();
+    let a = post_until_accepted(
+        &nodes[survivors[0]].url(),
+        &key,
+        &jwt,
+        Duration::from_secs(15),
+        false,
+    )
+    .await
+    .unwrap_or_else(|last| panic!("no failover: {last:?}"));
+    assert!(a.term.unwrap() > term);
+    let (_, _, new_at) = wait_leader(&nodes, Duration::from_secs(10)).await;
+    let follower = nodes[*survivors.iter().find(|i| **i != new_at).unwrap()].url();
+    let f = *survivors.iter().find(|i| **i != new_at).unwrap();
+    wait_serves(&follower, &key, &jwt, Duration::from_secs(15)).await;
+    for (k, j) in &keys {
+        wait_serves(&follower, k, j, Duration::from_secs(5)).await;
+    }
+    let metric = |name: &'static str| {
+        let url = follower.clone();
+        async move { crate::common::metric(&url, name).await }
+    };
+    // The new write may arrive over NATS before the feed: wait for the resync itself.
+    eventually(
+        Duration::from_secs(15),
+        "the follower resyncs from the new leader's sequence 0",
+        || async {
+            metric("nas_replica_resyncs_total{reason=\"new_lineage\"}").await == 1.0
+                && metric("nas_replica_feed_unchanged_total").await >= ACCOUNTS as f64
+        },
+    )
+    .await;
+    let stored = applied(follower.clone()).await - before[&f];
+    assert!(
+        stored < 10.0,
+        "the follower stored {stored} tokens again after the failover (it held all but one)"
+    );
+}
+
 /// With `syncreplicas = 1`, ten leader kills under 16 concurrent writers lose no acknowledged
 /// write: every 200 is served by the final leader and every follower; no two nodes accepted
 /// writes in one term, and no write was accepted in a term after a newer one had begun.

@@ -130,6 +130,16 @@ pub struct ReplicaHandle {
     cluster: Option<ClusterHandle>,
 }
 
+/// What [`ReplicaHandle::verify_many`] found in a part of a feed page.
+pub struct PageCheck {
+    /// The changes that verified, in order, as entries to store.
+    pub entries: Vec<Arc<Entry>>,
+    /// The keys of changes skipped because this store already holds the same token.
+    pub held: Vec<(Kind, Arc<str>)>,
+    /// The first change that did not verify; nothing after it is in `entries` or `held`.
+    pub stall: Option<Stall>,
+}
+
 /// Metadata keys of the replica cursor (persisted in the same commit as applied tokens).
 pub const META_PRIMARY_LINEAGE: &str = "replica.primary_lineage";
 /// See [`META_PRIMARY_LINEAGE`].
@@ -448,15 +458,45 @@ impl ReplicaHandle {
     /// that verify, in order, up to the first change that does not, and that change with the
     /// reason: nothing after it is used, so the caller never moves past a change it could not
     /// apply.
-    pub fn verify_many(
-        &self,
-        changes: Vec<crate::wire::feed::Change>,
-    ) -> (Vec<Arc<Entry>>, Option<Stall>) {
-        let tokens: Vec<&str> = changes.iter().map(|c| c.jwt.as_str()).collect();
-        let decoded = jwt::decode_many(&tokens);
+    ///
+    /// A change whose token this store already holds for its key, byte for byte, is neither
+    /// verified nor returned: it was verified when it was stored, and storing it again would
+    /// change nothing (same bytes are `Unchanged` under every policy). Its key is listed in
+    /// [`PageCheck::held`] instead. This is what makes a full resync after a lineage change (a
+    /// failover, a promoted replica) cost a read of the feed rather than a verification and a
+    /// write of every token.
+    pub fn verify_many(&self, changes: Vec<crate::wire::feed::Change>) -> PageCheck {
+        let held: Vec<bool> = changes
+            .iter()
+            .map(|c| {
+                !c.deleted
+                    && self
+                        .store
+                        .get(c.kind, &c.key)
+                        .is_some_and(|e| e.jwt == c.jwt.as_bytes())
+            })
+            .collect();
+        let tokens: Vec<&str> = changes
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| !**held)
+            .map(|(c, _)| c.jwt.as_str())
+            .collect();
+        let mut decoded = jwt::decode_many(&tokens).into_iter();
         drop(tokens);
-        let mut out = Vec::with_capacity(changes.len());
-        for (change, jwt) in changes.into_iter().zip(decoded) {
+        let mut out = PageCheck {
+            entries: Vec::with_capacity(changes.len()),
+            held: Vec::new(),
+            stall: None,
+        };
+        for (change, held) in changes.into_iter().zip(held) {
+            if held {
+                out.held.push((change.kind, Arc::from(change.key.as_str())));
+                continue;
+            }
+            let jwt = decoded
+                .next()
+                .expect("one decoded token per change not held");
             let checked = if change.deleted {
                 // Deletions are rare: checked one by one, as the primary checked them.
                 self.verify_delete(&change.key, &change.jwt)
@@ -466,20 +506,18 @@ impl ReplicaHandle {
                     .map_err(|e| e.to_string())
             };
             match checked {
-                Ok(entry) => out.push(Arc::new(entry)),
+                Ok(entry) => out.entries.push(Arc::new(entry)),
                 Err(reason) => {
-                    return (
-                        out,
-                        Some(Stall {
-                            seq: change.seq,
-                            key: change.key,
-                            reason,
-                        }),
-                    )
+                    out.stall = Some(Stall {
+                        seq: change.seq,
+                        key: change.key,
+                        reason,
+                    });
+                    return out;
                 }
             }
         }
-        (out, None)
+        out
     }
 
     /// The mirror policy's checks after the signature ([`verify::mirror`]).

@@ -6,8 +6,8 @@
 
 use super::client::{Ack, PrimaryError};
 use super::{
-    antientropy, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR, META_PRIMARY_LINEAGE,
-    META_SYNCED,
+    antientropy, PageCheck, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR,
+    META_PRIMARY_LINEAGE, META_SYNCED,
 };
 use crate::config::Settings;
 use crate::link::{LinkState, Note};
@@ -61,6 +61,9 @@ struct VerifiedPage {
     last: Option<u64>,
     /// The tokens that verified, up to `stall`.
     tokens: Vec<Arc<Entry>>,
+    /// The keys of changes up to `stall` whose token this store already holds (not verified
+    /// again, nothing to store).
+    held: Vec<(Kind, Arc<str>)>,
     /// The first change that did not verify, if one did not.
     stall: Option<Stall>,
     /// `X-Cluster-Term` of the answer (cluster mode).
@@ -81,7 +84,11 @@ async fn fetch_verified(
         .await?;
     let count = page.changes.len();
     let last = page.changes.last().map(|c| c.seq);
-    let (tokens, stall) = verify_page(&replica, page.changes).await;
+    let PageCheck {
+        entries: tokens,
+        held,
+        stall,
+    } = verify_page(&replica, page.changes).await;
     Ok(VerifiedPage {
         store_id: page.store_id,
         head: page.head,
@@ -90,6 +97,7 @@ async fn fetch_verified(
         count,
         last,
         tokens,
+        held,
         stall,
         term: page.term,
     })
@@ -352,7 +360,10 @@ pub(super) async fn run(
             }
             lineage = Some(page.store_id.clone());
             if since != 0 {
-                // This page is relative to another store's sequence numbers; start over.
+                // This page is relative to another store's sequence numbers; start over. What
+                // this replica already holds byte for byte is neither verified nor stored
+                // again (`verify_many`): after a failover that is nearly everything.
+                replica.metrics.replica_resync("new_lineage");
                 cursor = 0;
                 long_poll = false;
                 ahead = None;
@@ -435,6 +446,7 @@ pub(super) async fn run(
         let applied = page.tokens.len() as u64;
         if let Some(seen) = rebuild.as_mut() {
             seen.extend(page.tokens.iter().map(|e| (e.kind, e.key.clone())));
+            seen.extend(page.held.iter().cloned());
         }
         if let Err(e) = commit_in_chunks(&store, page.tokens, meta).await {
             tracing::error!(cause = %e, "could not store replicated tokens; retrying");
@@ -445,6 +457,9 @@ pub(super) async fn run(
             continue;
         }
         replica.metrics.replica_applied("feed", applied);
+        replica
+            .metrics
+            .replica_feed_unchanged(page.held.len() as u64);
         cursor = new_cursor;
         if let (true, Some(seen)) = (caught_up, rebuild.as_ref()) {
             let gone: Vec<(Kind, String)> = store
@@ -536,10 +551,7 @@ pub(super) async fn run(
 
 /// Verifies a page's tokens (in parallel: signature checks dominate a large initial sync).
 /// Returns those before the first change that does not verify, and that change.
-async fn verify_page(
-    replica: &ReplicaHandle,
-    changes: Vec<Change>,
-) -> (Vec<Arc<Entry>>, Option<Stall>) {
+async fn verify_page(replica: &ReplicaHandle, changes: Vec<Change>) -> PageCheck {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
@@ -552,27 +564,34 @@ async fn verify_page(
         let r = replica.clone();
         jobs.push(tokio::task::spawn_blocking(move || r.verify_many(part)));
     }
-    let mut out = Vec::new();
+    let mut out = PageCheck {
+        entries: Vec::new(),
+        held: Vec::new(),
+        stall: None,
+    };
     for job in jobs {
-        let (part, stall) = match job.await {
+        let part = match job.await {
             Ok(done) => done,
             // A verification task panicked: nothing after what verified so far is applied, and
             // the cursor stays where it is (seq 0 never moves it).
-            Err(e) => (
-                Vec::new(),
-                Some(Stall {
+            Err(e) => PageCheck {
+                entries: Vec::new(),
+                held: Vec::new(),
+                stall: Some(Stall {
                     seq: 0,
                     key: String::new(),
                     reason: format!("verification task failed: {e}"),
                 }),
-            ),
+            },
         };
-        out.extend(part);
-        if stall.is_some() {
-            return (out, stall);
+        out.entries.extend(part.entries);
+        out.held.extend(part.held);
+        if part.stall.is_some() {
+            out.stall = part.stall;
+            return out;
         }
     }
-    (out, None)
+    out
 }
 
 /// Tokens per store commit while applying a feed page. Pages are fetched large (fewer round
@@ -618,6 +637,7 @@ async fn sync_from_pack(
     // A pack has no sequence to stop at: each token that verifies is stored, each one that
     // does not is reported (and tried again with the next refresh).
     let mut applied = Vec::new();
+    let mut unchanged = 0;
     for line in lines {
         let (key, jwt) = match line {
             Ok(line) => line,
@@ -631,6 +651,16 @@ async fn sync_from_pack(
         } else {
             Kind::Activation
         };
+        // Held byte for byte: verified when stored, and storing it again changes nothing.
+        // Every refresh of the pack is then a comparison of what changed, not a check of all.
+        if replica
+            .store
+            .get(kind, &key)
+            .is_some_and(|e| e.jwt == jwt.as_bytes())
+        {
+            unchanged += 1;
+            continue;
+        }
         match replica.verify(kind, &key, &jwt) {
             Ok(jwt) => applied.push(Arc::new(Entry::new(kind, &key, &jwt))),
             Err(e) => {
@@ -645,6 +675,7 @@ async fn sync_from_pack(
         return false;
     }
     replica.metrics.replica_applied("feed", count);
+    replica.metrics.replica_feed_unchanged(unchanged);
     status.send_modify(|s| {
         s.primary = replica.client.current().to_string();
         s.reachable = true;
