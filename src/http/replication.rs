@@ -105,7 +105,7 @@ const BULK_BYTES: usize = 1024 * 1024;
 /// were dropped: a replica whose cursor is below it may have missed a deletion) and, on a page
 /// that is not full, `X-Complete-To` (the page holds every change up to that sequence).
 /// Streamed from a snapshot; pages of more than [`BULK_ENTRIES`] changes take a bulk permit,
-/// and a long poll parks only within the long-poll caps.
+/// and a long poll parks only within the long-poll caps, and never with `since` beyond the head.
 pub async fn changes(
     state: web::Data<AppState>,
     opts: web::Query<ChangesOpts>,
@@ -138,7 +138,10 @@ pub async fn changes(
         None
     };
     let (mut entries, mut snapshot_head) = state.store.changes_and_head(opts.since, limit);
-    if entries.is_empty() {
+    // A cursor beyond the head (this store was restored from an older copy, or is another
+    // one behind the same address) is answered at once, never parked: the replica must learn
+    // now that it has to resync, and a write here would get a sequence it believes it has.
+    if entries.is_empty() && opts.since <= snapshot_head {
         if let Some(wait) = opts.wait.filter(|w| *w > 0.0) {
             // Nothing to send while parked: the permit goes back for others.
             permit = None;
