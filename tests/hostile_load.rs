@@ -269,7 +269,7 @@ async fn long_polls_are_capped_under_a_low_descriptor_limit_and_reads_keep_answe
         let tx = tx.clone();
         polls.push(tokio::spawn(async move {
             let (conn, head) =
-                send_get(to, [127, 0, 0, 1], "/jwt/v1/changes?since=1000000&wait=50").await;
+                send_get(to, [127, 0, 0, 1], "/jwt/v1/changes?since=1&wait=50").await;
             let _ = tx.send(head);
             // Parked polls answer only after their wait; keep the connection until aborted.
             conn
@@ -337,7 +337,8 @@ async fn long_polls_are_capped_per_client_address() {
     )
     .await;
     let to = addr(&server);
-    let path = "/jwt/v1/changes?since=1000000&wait=30";
+    // At the head (the store is empty): a poll beyond it would be answered at once.
+    let path = "/jwt/v1/changes?since=0&wait=30";
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(tokio::spawn(async move {
