@@ -448,11 +448,9 @@ async fn anti_entropy_never_resurrects_a_compacted_deletion() {
     let (a, a_jwt) = post_new_account(&primary.url, "a").await;
     let away = away_during_a_compacted_deletion(&primary, &a, &a_jwt).await;
     // The replica loses its cursor (as if its metadata were restored from elsewhere).
-    {
-        let db = sled::open(away.path("data")).unwrap();
+    crate::common::edit_sled(&away.path("data"), |db| {
         db.remove(b"m/replica.primary_cursor").unwrap();
-        db.flush().unwrap();
-    }
+    });
     let back = restart_as_replica_of(away, &[&primary.url]).await;
     eventually(Duration::from_secs(15), "the replica dropped A", || async {
         back.running()

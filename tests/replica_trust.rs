@@ -253,24 +253,25 @@ async fn a_primary_restored_from_a_backup_is_followed() {
 /// Rewrites a stopped sled store behind the server's back: removes the record of `removed` and
 /// puts `older` in place of `replaced`'s record (as a lost write or a bad restore would).
 fn tamper(data: &Path, removed: &str, replaced: &str, older: &str) {
-    let db = sled::open(data).unwrap();
-    let mut hits = 0;
-    for item in db.scan_prefix(b"s/") {
-        let (k, v) = item.unwrap();
-        let end = 2 + v[1] as usize;
-        let key = std::str::from_utf8(&v[2..end]).unwrap().to_string();
-        if key == removed {
-            db.remove(k).unwrap();
-            hits += 1;
-        } else if key == replaced {
-            let mut value = v[..end].to_vec();
-            value.extend_from_slice(older.as_bytes());
-            db.insert(k, value).unwrap();
-            hits += 1;
+    let hits = crate::common::edit_sled(data, |db| {
+        let mut hits = 0;
+        for item in db.scan_prefix(b"s/") {
+            let (k, v) = item.unwrap();
+            let end = 2 + v[1] as usize;
+            let key = std::str::from_utf8(&v[2..end]).unwrap().to_string();
+            if key == removed {
+                db.remove(k).unwrap();
+                hits += 1;
+            } else if key == replaced {
+                let mut value = v[..end].to_vec();
+                value.extend_from_slice(older.as_bytes());
+                db.insert(k, value).unwrap();
+                hits += 1;
+            }
         }
-    }
+        hits
+    });
     assert_eq!(hits, 2, "both records found");
-    db.flush().unwrap();
 }
 
 /// A replica whose store was changed behind its back (a token removed, an older version put
