@@ -335,8 +335,8 @@ async fn after_a_failover_followers_resync_only_what_they_lack() {
     .unwrap_or_else(|last| panic!("no failover: {last:?}"));
     assert!(a.term.unwrap() > term);
     let (_, _, new_at) = wait_leader(&nodes, Duration::from_secs(10)).await;
-    let follower = nodes[*survivors.iter().find(|i| **i != new_at).unwrap()].url();
     let f = *survivors.iter().find(|i| **i != new_at).unwrap();
+    let follower = nodes[f].url();
     wait_serves(&follower, &key, &jwt, Duration::from_secs(15)).await;
     for (k, j) in &keys {
         wait_serves(&follower, k, j, Duration::from_secs(5)).await;
