@@ -558,12 +558,17 @@ async fn a_primary_can_require_replica_client_certificates() {
 async fn a_busy_primary_is_not_an_unreachable_one() {
     let primary = TestServer::start_with(|s| s.http.maxlongpolls = 1).await;
     let (k, j) = post_new_account(&primary.url, "first").await;
-    let replica = replica_of(&[&primary.url], |_| {}).await;
-    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
-    // Someone else holds the only long-poll slot (parked at the head).
+    // Someone else holds the only long-poll slot (parked at the head) before the replica
+    // starts: its first long poll, after the initial sync, is the one refused.
     let head = primary.running().state().store.head();
     let hog = primary.at(&format!("/jwt/v1/changes?since={head}&wait=50"));
     let _hog = tokio::spawn(async move { crate::common::http().get(hog).send().await });
+    eventually(Duration::from_secs(10), "the hog parked", || async {
+        metric(&primary.url, "nas_changes_long_polls").await == 1.0
+    })
+    .await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
     eventually(
         Duration::from_secs(10),
         "the replica was refused a long poll",
