@@ -390,7 +390,6 @@ impl Proc {
         }
     }
 
-    /// Resident set size in MiB.
     /// CPU time used so far (user + system), in clock ticks (1/100 s).
     fn cpu_ticks(&self) -> u64 {
         let stat =
@@ -419,6 +418,7 @@ impl Proc {
         }
     }
 
+    /// Resident set size in MiB.
     fn rss_mib(&self) -> f64 {
         self.status_mib("VmRSS")
     }

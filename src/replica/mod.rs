@@ -135,7 +135,7 @@ pub struct PageCheck {
     /// The changes that verified, in order, as entries to store.
     pub entries: Vec<Arc<Entry>>,
     /// The keys of changes skipped because this store already holds the same token.
-    pub held: Vec<(Kind, Arc<str>)>,
+    pub held: Vec<(Kind, String)>,
     /// The first change that did not verify; nothing after it is in `entries` or `held`.
     pub stall: Option<Stall>,
 }
@@ -468,13 +468,7 @@ impl ReplicaHandle {
     pub fn verify_many(&self, changes: Vec<crate::wire::feed::Change>) -> PageCheck {
         let held: Vec<bool> = changes
             .iter()
-            .map(|c| {
-                !c.deleted
-                    && self
-                        .store
-                        .get(c.kind, &c.key)
-                        .is_some_and(|e| e.jwt == c.jwt.as_bytes())
-            })
+            .map(|c| !c.deleted && self.store.holds(c.kind, &c.key, c.jwt.as_bytes()))
             .collect();
         let tokens: Vec<&str> = changes
             .iter()
@@ -491,7 +485,7 @@ impl ReplicaHandle {
         };
         for (change, held) in changes.into_iter().zip(held) {
             if held {
-                out.held.push((change.kind, Arc::from(change.key.as_str())));
+                out.held.push((change.kind, change.key));
                 continue;
             }
             let jwt = decoded

@@ -63,7 +63,7 @@ struct VerifiedPage {
     tokens: Vec<Arc<Entry>>,
     /// The keys of changes up to `stall` whose token this store already holds (not verified
     /// again, nothing to store).
-    held: Vec<(Kind, Arc<str>)>,
+    held: Vec<(Kind, String)>,
     /// The first change that did not verify, if one did not.
     stall: Option<Stall>,
     /// `X-Cluster-Term` of the answer (cluster mode).
@@ -446,7 +446,11 @@ pub(super) async fn run(
         let applied = page.tokens.len() as u64;
         if let Some(seen) = rebuild.as_mut() {
             seen.extend(page.tokens.iter().map(|e| (e.kind, e.key.clone())));
-            seen.extend(page.held.iter().cloned());
+            seen.extend(
+                page.held
+                    .iter()
+                    .map(|(kind, key)| (*kind, Arc::from(key.as_str()))),
+            );
         }
         if let Err(e) = commit_in_chunks(&store, page.tokens, meta).await {
             tracing::error!(cause = %e, "could not store replicated tokens; retrying");
@@ -653,11 +657,7 @@ async fn sync_from_pack(
         };
         // Held byte for byte: verified when stored, and storing it again changes nothing.
         // Every refresh of the pack is then a comparison of what changed, not a check of all.
-        if replica
-            .store
-            .get(kind, &key)
-            .is_some_and(|e| e.jwt == jwt.as_bytes())
-        {
+        if replica.store.holds(kind, &key, jwt.as_bytes()) {
             unchanged += 1;
             continue;
         }

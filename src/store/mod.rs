@@ -448,6 +448,12 @@ impl Store {
         self.read().get(kind, key)
     }
 
+    /// Whether `token` is, byte for byte, the stored (not deleted) version of `key`: storing it
+    /// again would change nothing, under every policy.
+    pub fn holds(&self, kind: Kind, key: &str, token: &[u8]) -> bool {
+        self.get(kind, key).is_some_and(|e| e.jwt == token)
+    }
+
     /// The stored JWT of account `key`, as text: the issuing account an activation's checks
     /// look up ([`crate::verify::post::activation`]).
     pub fn account_jwt(&self, key: &str) -> Option<String> {

@@ -111,20 +111,25 @@ fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
 /// Fails with [`StoreError::Locked`] when another process holds the store's lock. sled takes
 /// an exclusive `flock` on `<dir>/db` at open, but reports a failure to get it only as an I/O
 /// error whose text names the lock; taking the same lock for a moment first tells that case
-/// apart without reading error text. The probe's lock is released when its file closes, before
-/// sled opens the store.
+/// apart without reading error text ([`is_locked`]).
 fn check_not_locked(dir: &Path) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
-    // No lock file yet: a new store, which nobody can hold.
-    let Ok(file) = std::fs::File::open(dir.join("db")) else {
-        return Ok(());
-    };
-    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK) {
+    if is_locked(dir) {
         return Err(StoreError::Locked(dir.to_path_buf()));
     }
     Ok(())
+}
+
+/// Whether a sled handle (of this process or another) holds the lock of the store in `dir`.
+/// The probe's own lock is released when its file closes, before this returns.
+pub fn is_locked(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    // No lock file yet: a new store, which nobody can hold.
+    let Ok(file) = std::fs::File::open(dir.join("db")) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
 /// `snap.*.generating` files in `dir` (see [`open_db`]).

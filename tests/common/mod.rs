@@ -371,13 +371,11 @@ where
     }
 }
 
-/// A TCP port that was free a moment ago (for processes that must keep a port across restarts).
 /// Opens a stopped server's sled store (`data`) for a test to change behind its back, runs
 /// `edit`, and returns once the store's directory lock is free again. Dropping a sled handle
 /// does not always release the lock at once (its background threads finish first), and a
 /// server started on the directory meanwhile refuses it as locked.
 pub fn edit_sled<T>(data: &std::path::Path, edit: impl FnOnce(&sled::Db) -> T) -> T {
-    use std::os::fd::AsRawFd;
     let out = {
         let db = sled::open(data).expect("open the stopped store");
         let out = edit(&db);
@@ -385,12 +383,7 @@ pub fn edit_sled<T>(data: &std::path::Path, edit: impl FnOnce(&sled::Db) -> T) -
         out
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let file = std::fs::File::open(data.join("db")).expect("sled's lock file");
-        // SAFETY: flock on a descriptor owned by `file`; the lock goes when the file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return out;
-        }
+    while nats_account_server::store::sled::is_locked(data) {
         assert!(
             std::time::Instant::now() < deadline,
             "the sled lock on {} was not released",
@@ -398,8 +391,10 @@ pub fn edit_sled<T>(data: &std::path::Path, edit: impl FnOnce(&sled::Db) -> T) -
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    out
 }
 
+/// A TCP port that was free a moment ago (for processes that must keep a port across restarts).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
