@@ -474,3 +474,61 @@ async fn anti_entropy_never_resurrects_a_compacted_deletion() {
             >= 1.0
     );
 }
+
+/// A replica holding a deletion that its primary lacks (the primary was restored from a copy
+/// taken before it, and deletion is now off there) keeps the deletion: anti-entropy offers it
+/// back, the primary refuses it (405), and the older account the primary still has is not
+/// taken in its place. Only an account issued after a deletion undoes it (DESIGN §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_deletion_is_kept_not_replaced_by_an_older_account() {
+    let port = free_port();
+    let start = |dir: tempfile::TempDir, allow: bool| {
+        let mut settings = crate::common::primary_settings(dir.path());
+        settings.store.allowdelete = allow;
+        TestServer::start_on(dir, settings, port)
+    };
+    let mut primary = start(tempfile::tempdir().unwrap(), true).await;
+    let (a, _) = post_new_account(&primary.url, "deleted-later").await;
+    primary.stop().await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&primary.path("data"), backup.path());
+    let dir = std::mem::replace(&mut primary.dir, tempfile::tempdir().unwrap());
+    let mut primary = start(dir, true).await;
+    let replica = replica_of(&[&primary.url], |_| {}).await;
+    let request = delete_request(&operator_signer(), &[&a]);
+    assert_eq!(delete(&primary.url, &a, &request).await.0, 200);
+    wait_gone(&replica.url, &a).await;
+
+    primary.stop().await;
+    std::fs::remove_dir_all(primary.path("data")).unwrap();
+    copy_dir(backup.path(), &primary.path("data"));
+    let dir = std::mem::replace(&mut primary.dir, tempfile::tempdir().unwrap());
+    let primary = start(dir, false).await;
+    assert_eq!(
+        status_of(&primary.url, &a).await,
+        200,
+        "restored without the deletion"
+    );
+    let failed = "nas_replica_antientropy_total{result=\"failed\"}";
+    // Either way anti-entropy ends its check: the deletion refused and kept (failed), or
+    // the primary's account taken.
+    eventually(
+        Duration::from_secs(20),
+        "anti-entropy settled A or gave up on it",
+        || async {
+            crate::common::metric(&replica.url, failed).await >= 1.0
+                || status_of(&replica.url, &a).await == 200
+        },
+    )
+    .await;
+    assert_eq!(status_of(&replica.url, &a).await, 404, "the deletion stays");
+    assert_eq!(
+        crate::common::metric(
+            &replica.url,
+            "nas_replica_antientropy_total{result=\"fetched\"}"
+        )
+        .await,
+        0.0,
+        "nothing taken from the primary"
+    );
+}

@@ -14,6 +14,8 @@
 //!   lacks that was issued before a deletion the primary has compacted may be one it deleted,
 //!   and is dropped here instead (the primary decides);
 //! - same `iat`, different bytes: the primary decides; its version is fetched.
+//! - a version sent back that the primary refuses: see [`send_back`] (only a refusal that
+//!   decides something makes the replica give its version up).
 //!
 //! Deletions (tombstones) are versions like any other: a deletion listed by the primary comes
 //! with its request and is verified and applied; one held only here goes back as a `DELETE`.
@@ -87,9 +89,7 @@ pub(super) async fn check(
         };
         let settled = match by_key.get(&(r.kind, r.key.as_str())) {
             Some(mine) if mine.digest_hash() == r.hash => continue,
-            Some(mine) if mine_newer(mine) => {
-                send_back(replica, mine, &mut outcome.sent_back).await
-            }
+            Some(mine) if mine_newer(mine) => send_back(replica, mine, &mut outcome).await,
             _ => match &r.request {
                 Some(request) => {
                     take_deletion(replica, &r.key, request, &mut outcome.fetched).await
@@ -108,7 +108,7 @@ pub(super) async fn check(
             forgotten.push((mine.kind, mine.key.to_string()));
             continue;
         }
-        let settled = send_back(replica, mine, &mut outcome.sent_back).await;
+        let settled = send_back(replica, mine, &mut outcome).await;
         outcome.failed += u64::from(!settled);
     }
     if !forgotten.is_empty() {
@@ -207,28 +207,50 @@ async fn take_deletion(
 }
 
 /// Sends a version held here, newer than the primary's or unknown to it, back to the primary.
-/// If the primary refuses it, the primary decides: its version (if any) is taken.
-async fn send_back(replica: &ReplicaHandle, mine: &Entry, sent: &mut u64) -> bool {
+/// Returns whether the key is settled. What a refusal means:
+/// - 409: the primary holds a version it ranks at least as high (it changed since the
+///   listing, or a same-second tie): its version is taken under the usual mirror rules.
+/// - 400 for an account: the primary finds the token invalid (say, expired since, or signed
+///   by a key the operator dropped). The primary decides what is served: its version replaces
+///   this one even though it is older.
+/// - Anything else (a busy or fenced primary, an error, deletion turned off there, a 400 for a
+///   deletion): nothing is decided. This version stays and is offered again at the next
+///   check. A newer version may be the only copy of an acknowledged write (a primary restored
+///   from an old backup, a failover without `syncreplicas`), and a deletion is undone only by
+///   an account issued after it (DESIGN §7), never by an older one the primary still has.
+async fn send_back(replica: &ReplicaHandle, mine: &Entry, outcome: &mut Outcome) -> bool {
     let write = if mine.deleted {
         Write::Delete
     } else {
         Write::Put(mine.kind)
     };
-    match replica.client.send(write, &mine.key, &mine.jwt).await {
-        Ok(a) if a.status == 200 => {
-            *sent += 1;
+    let answer = match replica.client.send(write, &mine.key, &mine.jwt).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(key = %mine.key, cause = %e, "anti-entropy: could not send a version back to the primary");
+            return false;
+        }
+    };
+    match answer.status {
+        200 => {
+            outcome.sent_back += 1;
             tracing::info!(kind = mine.kind.as_str(), key = %mine.key,
                 "anti-entropy: sent a newer version held here back to the primary");
             true
         }
-        Ok(a) => {
-            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status = a.status, reason = %a.body.trim(),
-                "anti-entropy: the primary refused the version held here; taking the primary's");
-            let mut fetched = 0;
-            fetch(replica, mine.kind, &mine.key, true, &mut fetched).await
+        409 => {
+            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, reason = %answer.body.trim(),
+                "anti-entropy: the primary holds a version it ranks higher; taking it");
+            fetch(replica, mine.kind, &mine.key, false, &mut outcome.fetched).await
         }
-        Err(e) => {
-            tracing::warn!(key = %mine.key, cause = %e, "anti-entropy: could not send a version back to the primary");
+        400 if !mine.deleted => {
+            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, reason = %answer.body.trim(),
+                "anti-entropy: the primary finds the version held here invalid; taking the primary's");
+            fetch(replica, mine.kind, &mine.key, true, &mut outcome.fetched).await
+        }
+        status => {
+            tracing::warn!(kind = mine.kind.as_str(), key = %mine.key, status, reason = %answer.body.trim(),
+                "anti-entropy: the primary did not take the version held here; it stays, and is offered again at the next check");
             false
         }
     }
