@@ -55,6 +55,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for key in &report.ignored_keys {
         tracing::warn!(key = %key, "config key from the Go account server is not supported here and is ignored");
     }
+    for (key, reason) in &report.ignored_with_reason {
+        tracing::warn!(key = %key, "config key {key} is {reason}");
+    }
+    if !report.ignored_env.is_empty() {
+        // One line for all: Kubernetes alone sets seven for a Service named `nas`.
+        tracing::warn!(
+            variables = %report.ignored_env.join(" "),
+            "NAS_ environment variables that name no setting are ignored (a setting is NAS_<KEY> or NAS_<SECTION>__<KEY>, e.g. NAS_HTTP__PORT)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

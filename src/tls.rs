@@ -1,10 +1,11 @@
 //! HTTPS: a rustls server configuration whose certificate can be swapped at runtime, so SIGHUP
 //! picks up renewed certificate files without dropping the listener or open connections.
-//! Minimum TLS 1.2. With `http.tls.ca` (alias `root`), clients must present a certificate
-//! signed by that CA: a primary can admit only its replicas (their `replication.tls`); without
-//! it, no client authentication (as the Go server).
+//! Minimum TLS 1.2. With `http.tls.ca`, clients must present a certificate signed by that CA:
+//! a primary can admit only its replicas (their `replication.tls`); without it, no client
+//! authentication, as the Go server (whose `http.tls.root` is ignored, see
+//! [`HttpTlsSettings`]).
 
-use crate::config::TlsSettings;
+use crate::config::HttpTlsSettings;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -84,12 +85,12 @@ impl ReloadableCert {
     ///
     /// # Errors
     /// [`TlsError`] naming the file.
-    pub fn load(tls: &TlsSettings) -> Result<Arc<ReloadableCert>, TlsError> {
+    pub fn load(tls: &HttpTlsSettings) -> Result<Arc<ReloadableCert>, TlsError> {
         let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
             return Err(TlsError::Missing);
         };
         let ck = certified_key(cert, key)?;
-        let client_roots = match &tls.root {
+        let client_roots = match &tls.ca {
             None => None,
             Some(ca) => Some(Arc::new(root_store(ca)?)),
         };

@@ -342,8 +342,11 @@ fn precedence_is_defaults_then_file_then_env_then_flags() {
         &[],
     ));
     assert_eq!(key, "http.port");
-    let (key, _) = key_error(Settings::load(None, env(&[("NAS_HTTP__PROT", "1")]), &[]));
-    assert_eq!(key, "http.prot");
+    // A variable that names no setting is reported and ignored (Kubernetes sets `NAS_*`
+    // service links for a Service named `nas`).
+    let (s, report) = Settings::load(None, env(&[("NAS_HTTP__PROT", "1")]), &[]).unwrap();
+    assert_eq!(report.ignored_env, ["NAS_HTTP__PROT"]);
+    assert_eq!(s.http.port, 9090);
 }
 
 /// The Go server's single-dash flags are understood and land in the right settings.
@@ -371,9 +374,13 @@ fn go_style_flags_parse() {
     let expected = json!({
         "http.host": "127.0.0.1",
         "http.port": 7777,
-        // A store flag replaces the lower layers' whole store section first.
-        "store": {},
+        // A store flag replaces the lower layers' choice of store first (not allowdelete etc.).
+        "store.data": null,
+        "store.memory": false,
+        "store.shard": false,
         "store.nsc": "NSCDIR",
+        // -nsc replaces the operator with the folder's, as in Go.
+        "operatorjwtpath": null,
         "store.dir": "D",
         "store.readonly": true,
         "nats.servers": "nats://x:4222",

@@ -288,6 +288,8 @@ async fn the_demo_config_runs_in_memory_with_a_flag() {
     let log = server.log_text();
     assert!(log.contains("store=\"memory\""), "log:\n{log}");
     assert!(!log.contains("no operator"), "log:\n{log}");
+    // `:PORT` is all interfaces, as the Go server's `-hp :PORT`.
+    assert!(log.contains(&format!("addr=0.0.0.0:{port}")), "log:\n{log}");
 }
 
 /// `--listen PORT` (no colon) binds the configured host on that port.
@@ -306,4 +308,51 @@ async fn listen_takes_a_bare_port() {
     assert!(server
         .log_text()
         .contains(&format!("addr=127.0.0.1:{port}")));
+}
+
+/// The `NAS_*` service links Kubernetes gives every pod for a Service named `nas` do not stop
+/// the start: they are named in one warning and ignored, while a real `NAS_` setting applies
+/// (JSON logs).
+#[tokio::test]
+async fn kubernetes_service_links_are_ignored_with_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_wrapped(
+        dir.path(),
+        "k8s",
+        free_port(),
+        &[
+            "env",
+            "NAS_SERVICE_HOST=10.96.0.7",
+            "NAS_SERVICE_PORT=9090",
+            "NAS_PORT=tcp://10.96.0.7:9090",
+            "NAS_PORT_9090_TCP=tcp://10.96.0.7:9090",
+            "NAS_PORT_9090_TCP_ADDR=10.96.0.7",
+            "NAS_PORT_9090_TCP_PORT=9090",
+            "NAS_PORT_9090_TCP_PROTO=tcp",
+            "NAS_LOGGING__JSON=true",
+        ],
+        &["--memory"],
+    )
+    .await;
+    let log = server.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("name no setting"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "log:\n{log}");
+    assert!(
+        warnings[0].contains("NAS_PORT_9090_TCP_ADDR") && warnings[0].contains("NAS_SERVICE_HOST"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        !warnings[0].contains("NAS_LOGGING__JSON"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].starts_with('{'),
+        "NAS_LOGGING__JSON applied: {}",
+        warnings[0]
+    );
 }

@@ -89,10 +89,10 @@ async fn https_serves_and_nats_server_resolves_through_it() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = crate::common::tls::files(certs.path());
     let server = TestServer::start_with(|s| {
-        s.http.tls = Some(nats_account_server::config::TlsSettings {
+        s.http.tls = Some(nats_account_server::config::HttpTlsSettings {
             cert: Some(cert.clone()),
             key: Some(key.clone()),
-            root: None,
+            ca: None,
         });
     })
     .await;

@@ -455,10 +455,10 @@ async fn reachability_is_honest_when_the_primary_returns() {
 /// An HTTPS primary with the certificate in `certs` (from [`crate::common::tls::files`]);
 /// `client_ca`: it admits only clients with a certificate of that CA. Returns it and its URL.
 async fn https_primary(certs: &Path, client_ca: bool) -> (TestServer, String) {
-    let tls = nats_account_server::config::TlsSettings {
+    let tls = nats_account_server::config::HttpTlsSettings {
         cert: Some(certs.join("cert.pem")),
         key: Some(certs.join("key.pem")),
-        root: client_ca.then(|| certs.join("ca.pem")),
+        ca: client_ca.then(|| certs.join("ca.pem")),
     };
     let primary = TestServer::start_with(|s| s.http.tls = Some(tls)).await;
     let url = primary.url.replace("http://", "https://");

@@ -1,5 +1,7 @@
-//! Command-line flags. The Go server's single-dash long flags (`-hp`, `-nsc`, `-ro`, `-DV`, …)
-//! are rewritten to their `--long` forms before clap sees them, so old scripts keep working.
+//! Command-line flags. The Go server's flags (`-hp`, `-nsc`, `-ro`, `-DV`, …) are rewritten to
+//! their `--long` forms before clap sees them, so old scripts keep working. Go's `flag` package
+//! takes one or two dashes on every flag (`--hp`, `--DV`) and `=true`/`=false` on booleans
+//! (`-ro=true`); so does [`rewrite_go_flags`].
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -20,8 +22,8 @@ pub struct Cli {
     /// Config file: TOML (.toml), JSON (.json) or the Go server's nats-server syntax (other).
     #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// HTTP bind address (alias -hp): HOST:PORT, or :PORT / PORT for the configured host;
-    /// port 0 picks a free port.
+    /// HTTP bind address (alias -hp): HOST:PORT; :PORT for all interfaces (as the Go server);
+    /// PORT for the configured host; port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// Not a flag of this server (the port belongs to --listen); caught so that the answer
@@ -111,17 +113,41 @@ pub struct ImportArgs {
     pub trust_store_operator: bool,
 }
 
-/// Go-style single-dash long flags and their modern spelling.
-const GO_FLAGS: &[(&str, &str)] = &[
-    ("-hp", "--listen"),
-    ("-nsc", "--nsc"),
-    ("-dir", "--dir"),
-    ("-ro", "--read-only"),
-    ("-nats", "--nats"),
-    ("-creds", "--creds"),
-    ("-primary", "--primary"),
-    ("-operator", "--operator"),
-    ("-config", "--config"),
+/// A Go flag as clap takes it.
+enum GoFlag {
+    /// A flag with a value, and its spelling here.
+    Value(&'static str),
+    /// A boolean flag, and the flags here it stands for.
+    Switch(&'static [&'static str]),
+}
+
+/// The Go server's flags (names without dashes, case-sensitive as in Go) and their spelling
+/// here. Those spelled the same (`nsc`, `dir`, …) are listed too, for `-nsc`.
+const GO_FLAGS: &[(&str, GoFlag)] = &[
+    ("c", GoFlag::Value("-c")),
+    ("config", GoFlag::Value("--config")),
+    ("hp", GoFlag::Value("--listen")),
+    ("nsc", GoFlag::Value("--nsc")),
+    ("dir", GoFlag::Value("--dir")),
+    ("nats", GoFlag::Value("--nats")),
+    ("creds", GoFlag::Value("--creds")),
+    ("primary", GoFlag::Value("--primary")),
+    ("operator", GoFlag::Value("--operator")),
+    ("ro", GoFlag::Switch(&["--read-only"])),
+    ("D", GoFlag::Switch(&["-D"])),
+    ("V", GoFlag::Switch(&["-V"])),
+    ("DV", GoFlag::Switch(&["-D", "-V"])),
+];
+
+/// The store-selection keys a store flag replaces: which store, its directory, shard,
+/// readonly. The rest of `[store]` (`allowdelete`, `deletemode`, `tombstonettl`) is kept.
+const STORE_SELECTION: &[(&str, Value)] = &[
+    ("store.data", Value::Null),
+    ("store.dir", Value::Null),
+    ("store.nsc", Value::Null),
+    ("store.memory", Value::Bool(false)),
+    ("store.shard", Value::Bool(false)),
+    ("store.readonly", Value::Bool(false)),
 ];
 
 impl Cli {
@@ -134,9 +160,12 @@ impl Cli {
     }
 
     /// The flags as dotted config keys, applied over file and environment. A flag that selects
-    /// a store (`--data`, `--dir`, `--nsc`, `--memory`) replaces the whole `store` section of
-    /// the lower layers, so `-c demo.toml --memory` runs in memory instead of refusing two
-    /// stores; `--shard` and `--read-only` alone adjust the configured store.
+    /// a store (`--data`, `--dir`, `--nsc`, `--memory`) replaces the lower layers' choice of
+    /// store ([`STORE_SELECTION`]), so `-c demo.toml --memory` runs in memory instead of
+    /// refusing two stores, while their `allowdelete` and the like still apply; `--shard` and
+    /// `--read-only` alone adjust the configured store. `--nsc DIR` also replaces
+    /// `operatorjwtpath` with `DIR/<name>.jwt` (unless `--operator` is given), as the Go
+    /// server did.
     ///
     /// # Errors
     /// A message when `--listen` is not `HOST:PORT`, `:PORT` or `PORT`, or `--port` is used.
@@ -149,19 +178,28 @@ impl Cli {
             ));
         }
         if let Some(listen) = &self.listen {
-            // A bare port has no colon; an IPv6 host without brackets is not accepted.
-            let (host, port) = listen.rsplit_once(':').unwrap_or(("", listen));
+            // A bare port has no colon and keeps the configured host; `:PORT` is an empty host,
+            // which means all interfaces (Go's `net.SplitHostPort` and `net.Listen`). An IPv6
+            // host without brackets is not accepted.
+            let (host, port) = match listen.rsplit_once(':') {
+                Some((host, port)) => (Some(host), port),
+                None => (None, listen.as_str()),
+            };
             let port: u16 = port.parse().map_err(|_| {
                 format!("--listen {listen:?}: {port:?} is not a port number (expected HOST:PORT, :PORT or PORT)")
             })?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            if !host.is_empty() {
-                set("http.host", json!(host));
+            if let Some(host) = host {
+                set(
+                    "http.host",
+                    json!(host.trim_start_matches('[').trim_end_matches(']')),
+                );
             }
             set("http.port", json!(port));
         }
         if self.data.is_some() || self.dir.is_some() || self.nsc.is_some() || self.memory {
-            set("store", json!({}));
+            for (key, value) in STORE_SELECTION {
+                set(key, value.clone());
+            }
         }
         let path = |p: &PathBuf| json!(p.to_string_lossy());
         if let Some(p) = &self.operator {
@@ -184,6 +222,10 @@ impl Cli {
         }
         if let Some(p) = &self.nsc {
             set("store.nsc", path(p));
+            if self.operator.is_none() {
+                // Cleared, so `Settings::operator_path` derives `<nsc>/<name>.jwt`.
+                set("operatorjwtpath", Value::Null);
+            }
         }
         if self.memory {
             set("store.memory", json!(true));
@@ -216,28 +258,49 @@ impl Cli {
     }
 }
 
-/// Rewrites `-hp x`, `-hp=x` and `-DV` into forms clap understands.
+/// Rewrites the Go server's flags into forms clap understands: `-hp x`, `--hp=x`, `-DV`,
+/// `--ro`, `-ro=true` (a boolean set false is dropped: a flag never unsets the config file's
+/// value, in Go either). Other arguments, and everything after `--`, pass unchanged.
 pub fn rewrite_go_flags<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     let mut out = Vec::new();
-    for arg in args {
-        if arg == "-DV" {
-            out.push("-D".into());
-            out.push("-V".into());
-            continue;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(args.by_ref());
+            break;
         }
-        let (name, value) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with('-') && !n.starts_with("--") => {
-                (n.to_string(), Some(v.to_string()))
-            }
-            _ => (arg.clone(), None),
+        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            out.push(arg);
+            continue;
         };
-        match GO_FLAGS.iter().find(|(go, _)| *go == name) {
-            Some((_, long)) => match value {
-                Some(v) => out.push(format!("{long}={v}")),
-                None => out.push((*long).to_string()),
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        let Some((_, go)) = GO_FLAGS.iter().find(|(go, _)| *go == name) else {
+            out.push(arg);
+            continue;
+        };
+        match (go, value) {
+            (GoFlag::Value(ours), None) => out.push((*ours).to_string()),
+            (GoFlag::Value(ours), Some(v)) => out.push(format!("{ours}={v}")),
+            (GoFlag::Switch(ours), value) => match value.map(go_bool) {
+                None | Some(Some(true)) => out.extend(ours.iter().map(|s| (*s).to_string())),
+                Some(Some(false)) => {}
+                // Not a boolean: left for clap to refuse, naming the flag.
+                Some(None) => out.push(format!("{}={}", ours[0], value.unwrap_or_default())),
             },
-            None => out.push(arg),
         }
     }
     out
+}
+
+/// A boolean flag's value as Go's `strconv.ParseBool` reads it.
+fn go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }

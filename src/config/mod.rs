@@ -5,9 +5,16 @@
 //! nats-server syntax the Go account server used ([`natsconf`]), so its files load unchanged.
 //! Keys are case-insensitive. Keys the Go server knew but this one does not implement are
 //! accepted with a warning; unknown keys and bad values fail with the key's path in the message.
+//! `NAS_` variables that name no setting are ignored with a warning (`env.rs`). As in the Go
+//! server, numbers and booleans may be quoted (`lenient.rs`), an empty path is no path, and an
+//! empty `http.host` means all interfaces.
 
 pub mod cli;
+mod env;
+mod lenient;
 pub mod natsconf;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use cli::Cli;
@@ -23,8 +30,10 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Operator JWT file: the trust anchor for POSTed account JWTs.
+    #[serde(deserialize_with = "types::optional_path")]
     pub operatorjwtpath: Option<PathBuf>,
     /// System-account JWT file, served even when the store lacks it.
+    #[serde(deserialize_with = "types::optional_path")]
     pub systemaccountjwtpath: Option<PathBuf>,
     /// Primaries to replicate from, tried in order. Empty: this server is a primary.
     pub primary: StringList,
@@ -83,7 +92,7 @@ pub struct HttpSettings {
     /// `Cache-Control: max-age` for tokens that do not expire (and the cap for those that do).
     pub maxage: Dur,
     /// HTTPS.
-    pub tls: Option<TlsSettings>,
+    pub tls: Option<HttpTlsSettings>,
     /// HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
     /// Largest request head (request line and headers) in bytes; larger ones get 431.
@@ -129,17 +138,42 @@ impl Default for HttpSettings {
     }
 }
 
-/// `tls { cert, key, root }` (HTTP and NATS).
+/// `tls { cert, key, root }`: TLS of our outgoing links (NATS, the primary), `root` (or `ca`)
+/// being the CA that verifies the server.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM certificate chain.
+    #[serde(deserialize_with = "types::optional_path")]
     pub cert: Option<PathBuf>,
     /// PEM private key.
+    #[serde(deserialize_with = "types::optional_path")]
     pub key: Option<PathBuf>,
-    /// PEM CA bundle to verify the peer with (`ca` is the same key).
-    #[serde(alias = "ca")]
+    /// PEM CA bundle to verify the server with (`ca` is the same key).
+    #[serde(alias = "ca", deserialize_with = "types::optional_path")]
     pub root: Option<PathBuf>,
+}
+
+/// `http { tls { cert, key, ca } }`: HTTPS.
+///
+/// A separate type from [`TlsSettings`] because `root` does not mean "CA" here: the Go server
+/// read `http.tls.root` and never used it (its HTTPS asked no client for a certificate), and
+/// its README shows one TLS block with `root` for both NATS and HTTP, so configs carry it.
+/// Were it the client CA, nats-server's resolver, which has no client certificate, would fail
+/// the handshake. [`Settings::load`] drops it with a warning; `ca` is the client CA.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTlsSettings {
+    /// PEM certificate chain.
+    #[serde(deserialize_with = "types::optional_path")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(deserialize_with = "types::optional_path")]
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate signed by it (a primary
+    /// admitting only its replicas).
+    #[serde(deserialize_with = "types::optional_path")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `nats { … }`
@@ -149,8 +183,10 @@ pub struct NatsSettings {
     /// Server URLs; empty disables NATS.
     pub servers: StringList,
     /// Decorated creds file of a system-account user.
+    #[serde(deserialize_with = "types::optional_path")]
     pub usercredentials: Option<PathBuf>,
     /// File holding an nkey seed (`SU…`) to authenticate with, instead of creds.
+    #[serde(deserialize_with = "types::optional_path")]
     pub nkey: Option<PathBuf>,
     /// Connect timeout (Go: integer milliseconds).
     pub connecttimeout: Dur,
@@ -195,14 +231,17 @@ impl Default for NatsSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// sled data directory (default `./data`).
+    #[serde(deserialize_with = "types::optional_path")]
     pub data: Option<PathBuf>,
     /// Directory of `.jwt` files.
+    #[serde(deserialize_with = "types::optional_path")]
     pub dir: Option<PathBuf>,
     /// Shard the directory store by the last two characters of the key.
     pub shard: bool,
     /// Refuse writes (directory or memory store).
     pub readonly: bool,
     /// nsc operator folder (read-only).
+    #[serde(deserialize_with = "types::optional_path")]
     pub nsc: Option<PathBuf>,
     /// In-memory store.
     pub memory: bool,
@@ -327,6 +366,7 @@ pub struct ClusterSettings {
     pub nats: Option<NatsSettings>,
     /// The JWT of the account the election's NATS user belongs to: served by every node when
     /// its store has no version, so nats-server can resolve it before a leader exists.
+    #[serde(deserialize_with = "types::optional_path")]
     pub accountjwtpath: Option<PathBuf>,
 }
 
@@ -392,6 +432,9 @@ pub enum ConfigError {
     },
 }
 
+/// What an empty `http.host` binds: every IPv4 interface.
+pub const ALL_INTERFACES: &str = "0.0.0.0";
+
 /// Keys the Go server (v0.8 or v1.0) knew that this server does not implement. They are
 /// accepted, so old files load, and each is named in a warning.
 const LEGACY_KEYS: &[&str] = &[
@@ -402,11 +445,25 @@ const LEGACY_KEYS: &[&str] = &[
     "signrequesttimeout",
 ];
 
-/// What [`Settings::load`] found besides the settings.
+/// Keys the Go server had that would mean something else here: accepted, ignored, and named
+/// in a warning with what to set instead.
+const IGNORED_WITH_REASON: &[(&str, &str)] = &[(
+    "http.tls.root",
+    "ignored: the Go account server never asked HTTPS clients for a certificate (nats-server's \
+     resolver has none to give); `http.tls.ca` is the setting that requires client certificates",
+)];
+
+/// What [`Settings::load`] found besides the settings: what to warn about once logging is up.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    /// Keys that were accepted but ignored.
+    /// Keys of the Go server that this one does not implement: accepted but ignored.
     pub ignored_keys: Vec<String>,
+    /// Keys accepted but ignored because here they would change behaviour, each with why
+    /// and what to set instead.
+    pub ignored_with_reason: Vec<(&'static str, &'static str)>,
+    /// `NAS_*` environment variables that name no setting (Kubernetes service links, typos):
+    /// ignored.
+    pub ignored_env: Vec<String>,
 }
 
 impl Settings {
@@ -428,24 +485,51 @@ impl Settings {
             })?;
             merge(&mut merged, parse_file(path, &text)?);
         }
-        merge(&mut merged, env_layer(env)?);
+        let accepted: Vec<&str> = LEGACY_KEYS
+            .iter()
+            .copied()
+            .chain(IGNORED_WITH_REASON.iter().map(|(key, _)| *key))
+            .collect();
+        let (env, ignored_env) = env::layer::<Settings>(env, &accepted)?;
+        merge(&mut merged, env);
         for (key, value) in overrides {
             set_path(&mut merged, key, value.clone());
         }
         lowercase_keys(&mut merged);
-        let mut report = LoadReport::default();
+        let mut report = LoadReport {
+            ignored_env,
+            ..LoadReport::default()
+        };
         for key in LEGACY_KEYS {
             if remove_path(&mut merged, key) {
                 report.ignored_keys.push((*key).to_string());
             }
         }
-        let settings: Settings =
-            serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Key {
+        for &(key, reason) in IGNORED_WITH_REASON {
+            if remove_path(&mut merged, key) {
+                report.ignored_with_reason.push((key, reason));
+            }
+        }
+        let mut settings: Settings = serde_path_to_error::deserialize(lenient::Lenient(merged))
+            .map_err(|e| ConfigError::Key {
                 key: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
+        settings.normalize();
         settings.validate()?;
         Ok((settings, report))
+    }
+
+    /// The Go server's readings of empty values: an empty `http.host` listens on all
+    /// interfaces (Go's `net.Listen` with host ""), and an `http.tls` block naming no file
+    /// (`cert: ""`, `key: ""`, or only the ignored `root`) is no HTTPS.
+    fn normalize(&mut self) {
+        if self.http.host.trim().is_empty() {
+            self.http.host = ALL_INTERFACES.to_string();
+        }
+        if self.http.tls.as_ref() == Some(&HttpTlsSettings::default()) {
+            self.http.tls = None;
+        }
     }
 
     /// Cross-field checks.
@@ -606,6 +690,8 @@ impl Settings {
     }
 
     /// The operator JWT file: the configured one, or `<nsc>/<basename>.jwt` for an nsc store.
+    /// (`--nsc` clears `operatorjwtpath`, so the folder's operator wins over the file's, as in
+    /// the Go server.)
     pub fn operator_path(&self) -> Option<PathBuf> {
         self.operatorjwtpath.clone().or_else(|| {
             let nsc = self.store.nsc.as_ref()?;
@@ -654,26 +740,6 @@ fn toml_to_json(text: &str) -> Result<Value, String> {
         .build()
         .map_err(|e| e.to_string())?;
     cfg.try_deserialize::<Value>().map_err(|e| e.to_string())
-}
-
-/// `NAS_HTTP__PORT=9091` → `http.port = 9091`; values are typed the way a config file would
-/// type them (numbers, booleans), and lists are comma-separated strings.
-fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Value, ConfigError> {
-    let vars: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("NAS_"))
-        .collect();
-    let source = config::Environment::with_prefix("NAS")
-        .prefix_separator("_")
-        .separator("__")
-        .try_parsing(true)
-        .source(Some(vars.into_iter().collect()));
-    let cfg = config::Config::builder()
-        .add_source(source)
-        .build()
-        .map_err(|e| ConfigError::Parse(format!("environment: {e}")))?;
-    cfg.try_deserialize::<Value>()
-        .map_err(|e| ConfigError::Parse(format!("environment: {e}")))
 }
 
 fn merge(base: &mut Value, over: Value) {

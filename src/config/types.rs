@@ -83,3 +83,12 @@ pub enum UpdateSubjects {
     /// Both (a server listening on both applies the second as a no-op).
     Both,
 }
+
+/// `deserialize_with` for optional paths: an empty string is no path. The Go server treated
+/// `operatorjwtpath: ""`, `store { dir: "" }` and the like as unset, and so do we; otherwise
+/// an empty path passed `check-config` and failed at start with an error naming no key.
+pub(crate) fn optional_path<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::path::PathBuf>, D::Error> {
+    Ok(Option::<std::path::PathBuf>::deserialize(d)?.filter(|p| !p.as_os_str().is_empty()))
+}
