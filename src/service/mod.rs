@@ -90,6 +90,14 @@ pub async fn store_and_notify(
         // Already stored here, but perhaps not yet on the followers a semi-synchronous write
         // waits for (a client retrying a write whose answer it lost).
         PutOutcome::Unchanged(entry) => committed(state, entry.seq, stamp).await,
+        // A tombstone's `iat` is its delete request's: the account is deleted, not newer.
+        // Same second as the deletion included: a deletion wins ties (DESIGN §4).
+        PutOutcome::Stale { current } | PutOutcome::Conflict { current } if current.deleted => {
+            Err(ServiceError::Deleted {
+                deleted_at: current.iat,
+                posted_iat: jwt.claims.iat,
+            })
+        }
         PutOutcome::Stale { current } => Err(ServiceError::Stale {
             stored_iat: current.iat,
             posted_iat: jwt.claims.iat,
