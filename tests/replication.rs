@@ -887,3 +887,95 @@ async fn replica_mirrors_its_primarys_choice_between_same_second_versions() {
         (200, the_primarys)
     );
 }
+
+/// The configured system-account JWT answers while the primary is unreachable: it is the one
+/// account nats-server needs to start, so it must not depend on the primary. (Before, the
+/// replica asked the primary first and answered 503.) Another unknown key still needs the
+/// primary: 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_its_configured_system_account_while_the_primary_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let op = fixtures::vectors().join("operator.jwt");
+    let sys = fixtures::vectors().join("sys.jwt");
+    let replica = ServerProcess::start(
+        dir.path(),
+        "replica",
+        free_port(),
+        &[
+            "--primary",
+            &dead,
+            "--operator",
+            op.to_str().unwrap(),
+            "--system-account",
+            sys.to_str().unwrap(),
+            "--data",
+            "data",
+        ],
+    )
+    .await;
+    let key = fixtures::vector("system_account.pub");
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{key}", replica.url)).await,
+        (200, fixtures::vector("sys.jwt"))
+    );
+    let other = KeyPair::new_account().public_key();
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{other}", replica.url))
+            .await
+            .0,
+        503
+    );
+}
+
+/// A caught-up replica started without `--system-account` serves the system account its
+/// primary serves from `systemaccountjwtpath` (no feed carries it: it is not in the primary's
+/// store). It is asked of the primary and verified, but not stored, so the two stores stay
+/// equal; the last answer is served on while the primary is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_the_system_account_its_primary_serves_from_a_file() {
+    let mut primary = TestServer::start_with(|s| {
+        s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
+    })
+    .await;
+    let replica = replica_of(&[&primary.url], |s| {
+        s.replication.notfoundttl = Dur(Duration::from_millis(200));
+    })
+    .await;
+    let (k, j) = post_new_account(&primary.url, "a").await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "the replica caught up", || async {
+        crate::common::readyz(&replica.url).await.1["replica"]["caught_up"] == true
+    })
+    .await;
+
+    let (sys_key, sys) = (
+        fixtures::vector("system_account.pub"),
+        fixtures::vector("sys.jwt"),
+    );
+    assert!(serves(&replica.url, &sys_key, &sys).await);
+    let store = &replica.running().state().store;
+    assert!(
+        store
+            .get(nats_account_server::store::Kind::Account, &sys_key)
+            .is_none(),
+        "served, not stored"
+    );
+    assert_eq!(
+        get(&replica.at("/jwt/v1/pack")).await,
+        get(&primary.at("/jwt/v1/pack")).await,
+        "the replica holds what the primary holds"
+    );
+
+    // The primary goes away: past the answer's TTL, the last answer is still served.
+    primary.stop().await;
+    eventually(
+        Duration::from_secs(10),
+        "the primary is unreachable",
+        || async {
+            crate::common::readyz(&replica.url).await.1["replica"]["primary_reachable"] == false
+        },
+    )
+    .await;
+    assert!(serves(&replica.url, &sys_key, &sys).await);
+}
