@@ -14,6 +14,7 @@ use crate::common::{
 use nats_account_server::config::UpdateSubjects;
 use nats_account_server::config::{Dur, Settings, StringList};
 use nats_account_server::jwt::{self, encode};
+use nats_account_server::server::load_trust;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -978,4 +979,55 @@ async fn a_replica_serves_the_system_account_its_primary_serves_from_a_file() {
     )
     .await;
     assert!(serves(&replica.url, &sys_key, &sys).await);
+}
+
+/// A replica without `--operator` (it pinned its primary's on first contact) restarted
+/// without `--primary` becomes a primary that still trusts that operator (DESIGN §6.1): it
+/// serves `/jwt/v1/operator`, takes writes signed by it, and a new replica without `--operator`
+/// bootstraps from it. With another `--operator`, its data directory refuses to start, as a
+/// replica's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_without_operator_keeps_the_one_it_pinned() {
+    let mut old = TestServer::primary().await;
+    let (k, j) = post_new_account(&old.url, "before-failover").await;
+    let mut r1 = replica_of(&[&old.url], |_| {}).await;
+    wait_serves(&r1.url, &k, &j, Duration::from_secs(10)).await;
+    old.stop().await;
+    r1.stop().await;
+
+    let dir = std::mem::replace(&mut r1.dir, tempfile::tempdir().unwrap());
+    let mut promoted = crate::common::primary_settings(dir.path());
+    promoted.operatorjwtpath = None;
+    let rogue = KeyPair::new_operator();
+    let rogue_op = dir.path().join("rogue.jwt");
+    std::fs::write(&rogue_op, encode::operator(&rogue, "rogue", &[], None)).unwrap();
+    let mut settings = promoted.clone();
+    settings.operatorjwtpath = Some(rogue_op);
+    let mut p = TestServer::start_in(dir, promoted.clone()).await;
+    assert_eq!(
+        get(&p.at("/jwt/v1/operator")).await,
+        (200, fixtures::vector("operator.jwt"))
+    );
+    let (k2, j2) = post_new_account(&p.url, "after-failover").await;
+    let r2 = replica_of(&[&p.url], |_| {}).await;
+    wait_serves(&r2.url, &k2, &j2, Duration::from_secs(10)).await;
+    assert!(serves(&r2.url, &k, &j).await);
+
+    // A SIGHUP keeps the pinned operator and refuses another one.
+    let reload = |s: &Settings| p.running().reload_trust(load_trust(s).unwrap());
+    assert!(reload(&settings).is_err(), "another operator on reload");
+    reload(&promoted).unwrap();
+    post_new_account(&p.url, "after-reload").await;
+
+    p.stop().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = nats_account_server::RunningServer::start(settings, listener).await;
+    let message = refused.err().expect("the start is refused").to_string();
+    assert!(
+        message.contains(&format!(
+            "the configured operator is {}",
+            rogue.public_key()
+        )),
+        "{message}"
+    );
 }
