@@ -320,9 +320,10 @@ impl ReplicaHandle {
             }
         };
         match flight.await {
+            // A version the feed stored meanwhile (posted to the primary) wins over its file.
+            Ok(found) if system => Ok(self.store.get(kind, key).or(found)),
             // Newer-wins still applies to a stored answer: if the feed stored a newer version
             // meanwhile, that is what the index returns.
-            Ok(found) if system => Ok(self.store.get(kind, key).or(found)),
             Ok(_) => Ok(self.store.get(kind, key)),
             Err(e) => stale().map(Some).ok_or(ReplicaError::Unavailable(e)),
         }
