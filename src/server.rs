@@ -229,11 +229,12 @@ impl RunningServer {
         listener: TcpListener,
     ) -> Result<RunningServer, StartError> {
         let trust = load_trust(&settings)?;
-        let no_operator = trust.operator.is_none() && !settings.is_replica();
+        let replica = settings.is_replica();
         let store = open_store(&settings)?;
         let server = RunningServer::start_with_store(settings, listener, store, trust).await?;
-        // After the start succeeded: a failed start prints its error alone.
-        if no_operator {
+        // After the start succeeded: a failed start prints its error alone. A primary may
+        // trust the operator its store recorded (a promoted replica) without a configured one.
+        if !replica && server.anchor.current().operator.is_none() {
             tracing::warn!(
                 "no operator JWT configured: POSTs will be refused (configure --operator)"
             );
@@ -267,7 +268,7 @@ impl RunningServer {
         let anchor = if follows {
             TrustAnchor::replica(trust, &store)?
         } else {
-            TrustAnchor::fixed(trust)
+            TrustAnchor::primary(trust, &store)?
         };
         let nats = NatsHandle::connect(&settings.nats).await?;
         // The election's link: its own connection when `cluster.nats` is configured.

@@ -4,7 +4,8 @@
 //! signing keys, its system account) may change over time; the identity key never does. It
 //! comes from the configured `--operator` file or, on a replica without one, from the primary
 //! on first contact (trust on first use), and a replica persists it in its store, so a restart
-//! or a SIGHUP never forgets it.
+//! or a SIGHUP never forgets it; nor does a promotion: a primary without `--operator` trusts
+//! the operator its store recorded.
 //!
 //! Two things change the trust at runtime, and both go through [`TrustAnchor`]:
 //! - SIGHUP re-reads the configured files ([`TrustAnchor::reload`]);
@@ -120,7 +121,8 @@ pub struct TrustAnchor {
     /// rare writers that must not interleave. Readers use the `watch` and never take it.
     sources: Arc<Mutex<Sources>>,
     tx: Arc<watch::Sender<Arc<Trust>>>,
-    /// Where a replica persists what it learned; `None` on a primary (its trust is its files).
+    /// Where a replica persists what it learned; `None` on a primary (its trust is its files
+    /// and, read once at start, the operator its store recorded).
     persist: Option<Store>,
 }
 
@@ -136,10 +138,42 @@ pub fn recorded_operator(store: &Store) -> Result<Option<Operator>, OperatorErro
         .transpose()
 }
 
+/// A configured operator must be the one the store recorded, if it recorded one.
+fn check_configured(
+    configured: Option<&Operator>,
+    recorded: Option<&Operator>,
+) -> Result<(), TrustError> {
+    match (configured, recorded) {
+        (Some(c), Some(r)) if c.public_key() != r.public_key() => {
+            Err(TrustError::ConfiguredMismatch {
+                pinned: r.public_key().to_string(),
+                configured: c.public_key().to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl TrustAnchor {
-    /// The trust of a primary: the configured files alone.
-    pub fn fixed(configured: Trust) -> TrustAnchor {
-        TrustAnchor::build(configured, None, None)
+    /// The trust of a primary on `store`: the configured files, plus the operator the store
+    /// recorded (pinned or learned when it was a replica, or recorded by `import`). A replica
+    /// promoted by a restart without `--primary` (DESIGN §6.1) and without `--operator` keeps
+    /// the operator it trusted, so it still takes writes and serves `/jwt/v1/operator` to new
+    /// replicas. Nothing is persisted: a primary's trust changes only with its files.
+    ///
+    /// # Errors
+    /// [`TrustError::ConfiguredMismatch`] when the store trusts another identity key than the
+    /// configured operator, as for a replica: its tokens were verified against another operator.
+    pub fn primary(configured: Trust, store: &Store) -> Result<TrustAnchor, TrustError> {
+        let recorded = recorded_operator(store)?;
+        check_configured(configured.operator.as_ref(), recorded.as_ref())?;
+        if let (None, Some(op)) = (&configured.operator, &recorded) {
+            tracing::info!(
+                operator = op.public_key(),
+                "no operator configured: trusting the operator recorded in the store"
+            );
+        }
+        Ok(TrustAnchor::build(configured, recorded, None))
     }
 
     /// The trust of a replica: the configured files plus the operator it persisted in `store`
@@ -150,14 +184,7 @@ impl TrustAnchor {
     /// configured operator: its tokens were verified against another operator.
     pub fn replica(configured: Trust, store: &Store) -> Result<TrustAnchor, TrustError> {
         let learned = recorded_operator(store)?;
-        if let (Some(c), Some(l)) = (&configured.operator, &learned) {
-            if c.public_key() != l.public_key() {
-                return Err(TrustError::ConfiguredMismatch {
-                    pinned: l.public_key().to_string(),
-                    configured: c.public_key().to_string(),
-                });
-            }
-        }
+        check_configured(configured.operator.as_ref(), learned.as_ref())?;
         let anchor = TrustAnchor::build(configured, learned, Some(store.clone()));
         Ok(anchor)
     }
@@ -194,13 +221,14 @@ impl TrustAnchor {
 
     /// Applies re-read configuration files (SIGHUP). What a replica learned from its primary
     /// stays; a configured operator with another identity key than the trusted one is refused
-    /// on a replica (its store holds tokens verified against the old one).
+    /// on a replica, and on a primary trusting an operator its store recorded (the store holds
+    /// tokens verified against the old one).
     ///
     /// # Errors
     /// [`TrustError::ConfiguredMismatch`]; then nothing changes.
     pub fn reload(&self, configured: Trust) -> Result<(), TrustError> {
         let mut sources = self.lock();
-        if self.persist.is_some() {
+        if self.persist.is_some() || sources.learned.is_some() {
             if let (Some(c), Some(identity)) = (&configured.operator, sources.identity()) {
                 if c.public_key() != identity {
                     return Err(TrustError::ConfiguredMismatch {

@@ -648,3 +648,40 @@ async fn distant_followers_converge_and_fail_over() {
     eprintln!("failover with 50 ms links: {:?}", killed.elapsed());
     drop(proxies);
 }
+
+/// With no leader (JetStream unreachable), a node serves the configured system-account and
+/// election-account JWTs: in operator mode nats-server must resolve the election account
+/// before any leader can be elected, so asking a leader first would never end. (Before, the
+/// node asked for a leader first and answered 503.) Another unknown key needs a leader: 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_accounts_are_served_before_a_leader_exists() {
+    let dead_nats = format!("nats://127.0.0.1:{}", free_port());
+    let mut node = Node::new(
+        &dead_nats,
+        "systemaccountjwtpath = \"sys.jwt\"\n[cluster]\naccountjwtpath = \"election.jwt\"\n",
+    );
+    let vectors = crate::common::fixtures::vectors();
+    std::fs::copy(vectors.join("sys.jwt"), node.dir.path().join("sys.jwt")).unwrap();
+    let (election, election_jwt) = new_account("election");
+    std::fs::write(node.dir.path().join("election.jwt"), &election_jwt).unwrap();
+    node.start().await;
+
+    let sys_key = crate::common::fixtures::vector("system_account.pub");
+    let sys = crate::common::fixtures::vector("sys.jwt");
+    let election_key = election.public_key();
+    for (key, jwt) in [(&sys_key, &sys), (&election_key, &election_jwt)] {
+        assert_eq!(
+            get(&format!("{}/jwt/v1/accounts/{key}", node.url())).await,
+            (200, jwt.clone()),
+            "{}",
+            node.log()
+        );
+    }
+    let other = nkeys::KeyPair::new_account().public_key();
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{other}", node.url()))
+            .await
+            .0,
+        503
+    );
+}

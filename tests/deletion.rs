@@ -7,7 +7,8 @@ use crate::common::nats::{our_reply, use_nats, wait_nats_connected, NatsServer};
 use crate::common::process::ServerProcess;
 use crate::common::{
     account, copy_dir, eventually, free_port, get, http, post, post_accepted, post_new_account,
-    replica_of, replica_settings, restart_as_replica_of, serves, status_of, wait_ready, TestServer,
+    replica_of, replica_settings, restart_as_replica_of, send, serves, status_of, wait_ready,
+    TestServer,
 };
 use nats_account_server::jwt::encode;
 use nkeys::KeyPair;
@@ -531,4 +532,37 @@ async fn a_refused_deletion_is_kept_not_replaced_by_an_older_account() {
         0.0,
         "nothing taken from the primary"
     );
+
+/// A POST against a deleted account (older than the deletion, or of its second) says the
+/// account was deleted, when, and that only a later JWT brings it back; not that a newer JWT is
+/// stored, since none is. Still 409 with the code `stale`, which clients and replicas know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_refused_by_a_deletion_says_the_account_was_deleted() {
+    let primary = TestServer::start_with(|s| s.store.allowdelete = true).await;
+    let (a, _) = post_new_account(&primary.url, "a").await;
+    let request = delete_request(&operator_signer(), &[&a]);
+    assert_eq!(delete(&primary.url, &a, &request).await.0, 200);
+    let deleted_at = nats_account_server::jwt::parse_unverified(&request)
+        .unwrap()
+        .iat;
+    for iat in [deleted_at - 10, deleted_at] {
+        let r = send(
+            http()
+                .post(primary.at(&format!("/jwt/v1/accounts/{a}")))
+                .body(fixtures::account_jwt_at(&a, "old", iat)),
+        )
+        .await;
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(r.header("x-error-code"), "stale");
+        assert!(
+            r.body.contains(&format!(
+                "the account was deleted by a delete request issued at {deleted_at} and the \
+                 posted JWT was issued at {iat}; only a JWT issued after the deletion brings \
+                 the account back"
+            )),
+            "{}",
+            r.body
+        );
+        assert!(!r.body.contains("newer JWT is stored"), "{}", r.body);
+    }
 }

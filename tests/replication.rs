@@ -14,6 +14,7 @@ use crate::common::{
 use nats_account_server::config::UpdateSubjects;
 use nats_account_server::config::{Dur, Settings, StringList};
 use nats_account_server::jwt::{self, encode};
+use nats_account_server::server::load_trust;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -885,5 +886,148 @@ async fn replica_mirrors_its_primarys_choice_between_same_second_versions() {
     assert_eq!(
         get(&format!("{}/jwt/v1/accounts/{c}", primary.url)).await,
         (200, the_primarys)
+    );
+}
+
+/// The configured system-account JWT answers while the primary is unreachable: it is the one
+/// account nats-server needs to start, so it must not depend on the primary. (Before, the
+/// replica asked the primary first and answered 503.) Another unknown key still needs the
+/// primary: 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_its_configured_system_account_while_the_primary_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let op = fixtures::vectors().join("operator.jwt");
+    let sys = fixtures::vectors().join("sys.jwt");
+    let replica = ServerProcess::start(
+        dir.path(),
+        "replica",
+        free_port(),
+        &[
+            "--primary",
+            &dead,
+            "--operator",
+            op.to_str().unwrap(),
+            "--system-account",
+            sys.to_str().unwrap(),
+            "--data",
+            "data",
+        ],
+    )
+    .await;
+    let key = fixtures::vector("system_account.pub");
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{key}", replica.url)).await,
+        (200, fixtures::vector("sys.jwt"))
+    );
+    let other = KeyPair::new_account().public_key();
+    assert_eq!(
+        get(&format!("{}/jwt/v1/accounts/{other}", replica.url))
+            .await
+            .0,
+        503
+    );
+}
+
+/// A caught-up replica started without `--system-account` serves the system account its
+/// primary serves from `systemaccountjwtpath` (no feed carries it: it is not in the primary's
+/// store). It is asked of the primary and verified, but not stored, so the two stores stay
+/// equal; the last answer is served on while the primary is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_the_system_account_its_primary_serves_from_a_file() {
+    let mut primary = TestServer::start_with(|s| {
+        s.systemaccountjwtpath = Some(fixtures::vectors().join("sys.jwt"));
+    })
+    .await;
+    let replica = replica_of(&[&primary.url], |s| {
+        s.replication.notfoundttl = Dur(Duration::from_millis(200));
+    })
+    .await;
+    let (k, j) = post_new_account(&primary.url, "a").await;
+    wait_serves(&replica.url, &k, &j, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "the replica caught up", || async {
+        crate::common::readyz(&replica.url).await.1["replica"]["caught_up"] == true
+    })
+    .await;
+
+    let (sys_key, sys) = (
+        fixtures::vector("system_account.pub"),
+        fixtures::vector("sys.jwt"),
+    );
+    assert!(serves(&replica.url, &sys_key, &sys).await);
+    let store = &replica.running().state().store;
+    assert!(
+        store
+            .get(nats_account_server::store::Kind::Account, &sys_key)
+            .is_none(),
+        "served, not stored"
+    );
+    assert_eq!(
+        get(&replica.at("/jwt/v1/pack")).await,
+        get(&primary.at("/jwt/v1/pack")).await,
+        "the replica holds what the primary holds"
+    );
+
+    // The primary goes away: past the answer's TTL, the last answer is still served.
+    primary.stop().await;
+    eventually(
+        Duration::from_secs(10),
+        "the primary is unreachable",
+        || async {
+            crate::common::readyz(&replica.url).await.1["replica"]["primary_reachable"] == false
+        },
+    )
+    .await;
+    assert!(serves(&replica.url, &sys_key, &sys).await);
+}
+
+/// A replica without `--operator` (it pinned its primary's on first contact) restarted
+/// without `--primary` becomes a primary that still trusts that operator (DESIGN §6.1): it
+/// serves `/jwt/v1/operator`, takes writes signed by it, and a new replica without `--operator`
+/// bootstraps from it. With another `--operator`, its data directory refuses to start, as a
+/// replica's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_without_operator_keeps_the_one_it_pinned() {
+    let mut old = TestServer::primary().await;
+    let (k, j) = post_new_account(&old.url, "before-failover").await;
+    let mut r1 = replica_of(&[&old.url], |_| {}).await;
+    wait_serves(&r1.url, &k, &j, Duration::from_secs(10)).await;
+    old.stop().await;
+    r1.stop().await;
+
+    let dir = std::mem::replace(&mut r1.dir, tempfile::tempdir().unwrap());
+    let mut promoted = crate::common::primary_settings(dir.path());
+    promoted.operatorjwtpath = None;
+    let rogue = KeyPair::new_operator();
+    let rogue_op = dir.path().join("rogue.jwt");
+    std::fs::write(&rogue_op, encode::operator(&rogue, "rogue", &[], None)).unwrap();
+    let mut settings = promoted.clone();
+    settings.operatorjwtpath = Some(rogue_op);
+    let mut p = TestServer::start_in(dir, promoted.clone()).await;
+    assert_eq!(
+        get(&p.at("/jwt/v1/operator")).await,
+        (200, fixtures::vector("operator.jwt"))
+    );
+    let (k2, j2) = post_new_account(&p.url, "after-failover").await;
+    let r2 = replica_of(&[&p.url], |_| {}).await;
+    wait_serves(&r2.url, &k2, &j2, Duration::from_secs(10)).await;
+    assert!(serves(&r2.url, &k, &j).await);
+
+    // A SIGHUP keeps the pinned operator and refuses another one.
+    let reload = |s: &Settings| p.running().reload_trust(load_trust(s).unwrap());
+    assert!(reload(&settings).is_err(), "another operator on reload");
+    reload(&promoted).unwrap();
+    post_new_account(&p.url, "after-reload").await;
+
+    p.stop().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = nats_account_server::RunningServer::start(settings, listener).await;
+    let message = refused.err().expect("the start is refused").to_string();
+    assert!(
+        message.contains(&format!(
+            "the configured operator is {}",
+            rogue.public_key()
+        )),
+        "{message}"
     );
 }

@@ -4,9 +4,11 @@
 //! Why all three: a replica sits in front of a fleet, and a client asking for random unknown
 //! keys must not turn into the same number of requests at the primary. A caught-up replica
 //! never comes here (it answers 404 from its own store); this is for one that is still syncing,
-//! lagging or stalled.
+//! lagging or stalled. The one exception is the operator's system account, which a primary may
+//! serve from a file rather than its store: a caught-up replica asks for it too, and remembers
+//! the answer ([`SystemAccount`]).
 
-use crate::store::Kind;
+use crate::store::{Entry, Kind};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,24 +80,70 @@ impl NegativeCache {
     }
 }
 
-/// Shared between the clones of a replica handle: the negative cache and the keys in flight.
+/// The operator's system account as the primary last served it (verified), when this
+/// replica's store does not hold it: the primary serves it from its `systemaccountjwtpath`
+/// file, so no feed ever brings it. Kept out of the store on purpose: stored, it would be in
+/// this replica's feed, pack and digest but not in the primary's, and anti-entropy would never
+/// find the two equal (it would send the account back to the primary as a write nobody made).
+pub(super) struct SystemAccount {
+    /// How long an answer is served without asking again (`replication.notfoundttl`, the same
+    /// bound as for the primary's "not found").
+    ttl: Duration,
+    /// The last verified answer and when it came.
+    last: Option<(Arc<Entry>, Instant)>,
+}
+
+impl SystemAccount {
+    pub(super) fn new(ttl: Duration) -> SystemAccount {
+        SystemAccount { ttl, last: None }
+    }
+
+    /// The last answer for `key`, if it is younger than the TTL.
+    pub(super) fn fresh(&self, key: &str) -> Option<Arc<Entry>> {
+        self.last
+            .as_ref()
+            .filter(|(e, at)| &*e.key == key && at.elapsed() < self.ttl)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// The last answer for `key`, however old: served while the primary cannot be asked
+    /// (stale-if-error, as for everything else a replica holds).
+    pub(super) fn last(&self, key: &str) -> Option<Arc<Entry>> {
+        self.last
+            .as_ref()
+            .filter(|(e, _)| &*e.key == key)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// Remembers the primary's answer; `None`: the primary has none (forget the last one).
+    pub(super) fn set(&mut self, entry: Option<Arc<Entry>>) {
+        self.last = entry.map(|e| (e, Instant::now()));
+    }
+}
+
+/// Shared between the clones of a replica handle: the negative cache, the keys in flight and
+/// the system account served from the primary.
 pub(super) struct Misses {
     pub(super) negative: Mutex<NegativeCache>,
+    pub(super) system: Mutex<SystemAccount>,
     /// Requests to the primary in flight, by key; waiters for the same key share one.
     pub(super) inflight: Mutex<HashMap<MissKey, InFlight>>,
     /// Bounds the requests to the primary in flight at once.
     pub(super) permits: tokio::sync::Semaphore,
 }
 
-/// The shared result of one request to the primary.
-pub(super) type InFlight =
-    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<bool, String>>>;
+/// The shared result of one request to the primary: the system account it served (other keys
+/// are stored, and read from the store).
+pub(super) type InFlight = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, Result<Option<Arc<Entry>>, String>>,
+>;
 
 impl Misses {
     /// Empty, with the given negative-cache TTL and size and the cap on concurrent requests.
     pub(super) fn new(ttl: Duration, cap: usize, concurrent: usize) -> Misses {
         Misses {
             negative: Mutex::new(NegativeCache::new(ttl, cap)),
+            system: Mutex::new(SystemAccount::new(ttl)),
             inflight: Mutex::default(),
             permits: tokio::sync::Semaphore::new(concurrent.max(1)),
         }
@@ -103,6 +151,10 @@ impl Misses {
 
     pub(super) fn negative(&self) -> std::sync::MutexGuard<'_, NegativeCache> {
         self.negative.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn system(&self) -> std::sync::MutexGuard<'_, SystemAccount> {
+        self.system.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<MissKey, InFlight>> {

@@ -259,6 +259,13 @@ impl ReplicaHandle {
     /// request per key in flight, a bounded negative cache, a cap on concurrent requests.
     /// What the primary returns is verified and stored.
     ///
+    /// The operator's system account (its JWT's `system_account` claim) is asked of the
+    /// primary even when caught up: a primary may serve it from its `systemaccountjwtpath`
+    /// file, which no feed carries, and nats-server pointed at this replica must resolve it.
+    /// That answer is verified like any other but not stored (see [`misses::SystemAccount`]):
+    /// it is remembered for `replication.notfoundttl`, and served past that while the primary
+    /// cannot be asked.
+    ///
     /// # Errors
     /// [`ReplicaError::Unavailable`] when the primary cannot be asked (unreachable, or too
     /// many misses in flight).
@@ -267,10 +274,19 @@ impl ReplicaHandle {
         kind: Kind,
         key: &str,
     ) -> Result<Option<Arc<Entry>>, ReplicaError> {
-        if self.status().caught_up() {
+        let system = kind == Kind::Account && self.is_system_account(key);
+        if system {
+            if let Some(e) = self.misses.system().fresh(key) {
+                return Ok(Some(e));
+            }
+        } else if self.status().caught_up() {
             return Ok(None);
         }
+        let stale = || system.then(|| self.misses.system().last(key)).flatten();
         if self.client.count() == 0 {
+            if let Some(e) = stale() {
+                return Ok(Some(e));
+            }
             // A cluster node while no leader is known: nobody to ask.
             return Err(ReplicaError::Unavailable(
                 "no cluster leader is elected at the moment; retry shortly".into(),
@@ -292,7 +308,7 @@ impl ReplicaHandle {
                     let this = self.clone();
                     let id2 = id.clone();
                     let f = async move {
-                        let out = this.ask_primary(kind, &id2.1).await;
+                        let out = this.ask_primary(kind, &id2.1, system).await;
                         this.misses.inflight().remove(&id2);
                         out
                     }
@@ -304,13 +320,34 @@ impl ReplicaHandle {
             }
         };
         match flight.await {
+            // A version the feed stored meanwhile (posted to the primary) wins over its file.
+            Ok(found) if system => Ok(self.store.get(kind, key).or(found)),
+            // Newer-wins still applies to a stored answer: if the feed stored a newer version
+            // meanwhile, that is what the index returns.
             Ok(_) => Ok(self.store.get(kind, key)),
-            Err(e) => Err(ReplicaError::Unavailable(e)),
+            Err(e) => stale().map(Some).ok_or(ReplicaError::Unavailable(e)),
         }
     }
 
-    /// One request to the primary for a missing key: `Ok(true)` when it was stored.
-    async fn ask_primary(&self, kind: Kind, key: &str) -> Result<bool, String> {
+    /// Whether `key` is the system account the trusted operator names.
+    fn is_system_account(&self, key: &str) -> bool {
+        self.anchor
+            .current()
+            .operator
+            .as_ref()
+            .and_then(|op| op.system_account())
+            == Some(key)
+    }
+
+    /// One request to the primary for a missing key. What it serves is verified, then stored
+    /// (the waiters read it from the store), or, for the `system` account, remembered apart
+    /// (see [`misses::SystemAccount`]) and returned.
+    async fn ask_primary(
+        &self,
+        kind: Kind,
+        key: &str,
+        system: bool,
+    ) -> Result<Option<Arc<Entry>>, String> {
         let Ok(_permit) = self.misses.permits.try_acquire() else {
             self.metrics.replica_miss("refused");
             return Err("too many lookups at the primary in flight; retry shortly".into());
@@ -320,24 +357,31 @@ impl ReplicaHandle {
             Ok(Some(token)) => token,
             Ok(None) => {
                 self.misses.negative().insert((kind, key.into()));
-                return Ok(false);
+                if system {
+                    self.misses.system().set(None);
+                }
+                return Ok(None);
             }
             Err(e) => return Err(e.to_string()),
         };
         match self.verify(kind, key, &token) {
+            Ok(jwt) if system => {
+                let entry = Arc::new(Entry::from_jwt(kind, key, jwt));
+                self.misses.system().set(Some(entry.clone()));
+                Ok(Some(entry))
+            }
             Ok(jwt) => {
-                // Newer-wins still applies: if the feed stored a newer version meanwhile, that
-                // is what the index returns.
                 self.store
                     .put_with(kind, key, &jwt, Policy::MirrorPrimary)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.metrics.replica_applied("miss", 1);
-                Ok(true)
+                // The waiters read the store: it has this or a newer version now.
+                Ok(None)
             }
             Err(e) => {
                 tracing::warn!(%key, cause = %e, "primary served a token that does not verify; ignored");
-                Ok(false)
+                Ok(None)
             }
         }
     }

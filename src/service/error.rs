@@ -32,6 +32,21 @@ pub enum ServiceError {
         /// `iat` of the rejected token.
         posted_iat: i64,
     },
+    /// The account was deleted (an operator-signed delete request of `iat` `deleted_at`, kept
+    /// as a tombstone) and the posted JWT was not issued after that request. No JWT is
+    /// stored, so [`ServiceError::Stale`]'s "a newer JWT is stored" would send the operator
+    /// looking for one; the code stays `stale` (clients and replicas branch on it).
+    #[error(
+        "the account was deleted by a delete request issued at {deleted_at} and the posted JWT \
+         was issued at {posted_iat}; only a JWT issued after the deletion brings the account \
+         back: the posted JWT was not stored"
+    )]
+    Deleted {
+        /// `iat` of the delete request the tombstone carries.
+        deleted_at: i64,
+        /// `iat` of the rejected token.
+        posted_iat: i64,
+    },
     /// Another version with the same `iat` is stored. Versions are ordered by `iat`, which has
     /// a resolution of one second, and the first accepted version of a second stays (so every
     /// node ends with the same one whatever order they arrive in).
@@ -152,7 +167,7 @@ impl ServiceError {
     pub fn code(&self) -> &'static str {
         match self {
             ServiceError::Invalid(i) => i.code(),
-            ServiceError::Stale { .. } => "stale",
+            ServiceError::Stale { .. } | ServiceError::Deleted { .. } => "stale",
             ServiceError::SameSecond { .. } => "same_iat",
             ServiceError::NotFound(_) => "not_found",
             ServiceError::WritesDisabled(_) => "writes_disabled",
@@ -181,6 +196,7 @@ impl ServiceError {
             ServiceError::Invalid(Invalid::NoOperator) => 405,
             ServiceError::Invalid(_) | ServiceError::BadRequest(_) => 400,
             ServiceError::Stale { .. }
+            | ServiceError::Deleted { .. }
             | ServiceError::SameSecond { .. }
             | ServiceError::DeleteConflict(_) => 409,
             ServiceError::NotFound(_) => 404,

@@ -90,6 +90,14 @@ pub async fn store_and_notify(
         // Already stored here, but perhaps not yet on the followers a semi-synchronous write
         // waits for (a client retrying a write whose answer it lost).
         PutOutcome::Unchanged(entry) => committed(state, entry.seq, stamp).await,
+        // A tombstone's `iat` is its delete request's: the account is deleted, not newer.
+        // Same second as the deletion included: a deletion wins ties (DESIGN §4).
+        PutOutcome::Stale { current } | PutOutcome::Conflict { current } if current.deleted => {
+            Err(ServiceError::Deleted {
+                deleted_at: current.iat,
+                posted_iat: jwt.claims.iat,
+            })
+        }
         PutOutcome::Stale { current } => Err(ServiceError::Stale {
             stored_iat: current.iat,
             posted_iat: jwt.claims.iat,
@@ -185,8 +193,15 @@ pub async fn post_activation(
     Ok((hash, stamp))
 }
 
-/// Finds a token for a GET: the store; on a replica, the primary for a miss; the configured
-/// system-account JWT as a fallback.
+/// Finds a token for a GET: the store; else the configured system-account or election-account
+/// JWT (`systemaccountjwtpath`, `cluster.accountjwtpath`); else, on a replica or cluster
+/// follower, the primary.
+///
+/// The configured files come before the primary on purpose. They are what lets nats-server
+/// resolve those accounts while the primary is unreachable or no cluster leader exists yet (an
+/// operator-mode cluster bootstraps through the election account: asking a leader first would
+/// wait for the leader that needs the account to be elected). A newer version posted since
+/// still wins, because the store is asked first and the feed brings it there.
 ///
 /// # Errors
 /// [`ServiceError::NotFound`], or [`ServiceError::PrimaryUnavailable`] from a replica miss.
@@ -194,22 +209,27 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
     if let Some(e) = state.store.get(kind, key) {
         return Ok(e);
     }
+    if let Some(account) = configured_account(&state.trust(), kind, key) {
+        return Ok(account);
+    }
     if let Some(replica) = state.follower() {
         if let Some(e) = replica.fetch_missing(kind, key).await? {
             return Ok(e);
         }
     }
-    if kind == Kind::Account {
-        let trust = state.trust();
-        let fallback = [&trust.system_account, &trust.cluster_account]
-            .into_iter()
-            .flatten()
-            .find(|s| &*s.key == key);
-        if let Some(account) = fallback {
-            return Ok(account.clone());
-        }
-    }
     Err(ServiceError::NotFound(key.to_string()))
+}
+
+/// The configured JWT served for `key` when the store lacks it, if any.
+fn configured_account(trust: &Trust, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+    if kind != Kind::Account {
+        return None;
+    }
+    [&trust.system_account, &trust.cluster_account]
+        .into_iter()
+        .flatten()
+        .find(|s| &*s.key == key)
+        .cloned()
 }
 
 /// What a deletion did.
