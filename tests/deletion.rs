@@ -532,6 +532,7 @@ async fn a_refused_deletion_is_kept_not_replaced_by_an_older_account() {
         0.0,
         "nothing taken from the primary"
     );
+}
 
 /// A POST against a deleted account (older than the deletion, or of its second) says the
 /// account was deleted, when, and that only a later JWT brings it back; not that a newer JWT is
