@@ -635,9 +635,10 @@ const LOAD_SEGMENTS: u64 = 8;
 /// The fewest sequences in a load segment.
 const MIN_SEGMENT: u64 = 16_384;
 
-/// The most sequences in a load segment: ~50 MiB of 800-byte tokens, which bounds what sled
-/// keeps of a segment's pages (see [`Backend::load`]). A 1M store written in chunks peaked at
-/// 1,202–1,209 MiB read this way, 1,320 MiB with twice as many per segment.
+/// The most sequences in a load segment of a large store written mostly in chunks: ~50 MiB
+/// of 800-byte tokens, which bounds what sled keeps of a segment's pages (see
+/// [`Backend::load`]). A 1M store of chunks peaked at 1,195–1,239 MiB read this way, 1,320
+/// MiB with twice as many per segment, 1,871 MiB in one pass.
 const MAX_SEGMENT: u64 = 65_536;
 
 /// Below this many records the entries that stay are built on one thread while the loading
@@ -702,6 +703,20 @@ fn load_segment(
     Ok(())
 }
 
+/// Whether most of the store between sequences `first` and `last` is written in chunks,
+/// judged from the records at nine points spread over it (nine lookups, not a scan).
+fn mostly_chunks(db: &::sled::Db, first: u64, last: u64) -> Result<bool, StoreError> {
+    let mut chunks = 0;
+    for i in 0..=8u64 {
+        let at = first + (last - first) / 8 * i;
+        let found = db.range(seq_key(at)..=seq_key(last)).next();
+        if let Some((_, v)) = found.transpose().map_err(io)? {
+            chunks += usize::from(v.first() == Some(&CHUNK));
+        }
+    }
+    Ok(chunks > 4)
+}
+
 /// Dropping the handle does not release the directory lock at once: sled's background threads
 /// hold the files a moment longer. The writer drops its backend on [`super::Store::close`] and
 /// then answers; waiting here (bounded) makes "closed" mean "another open will succeed", so a
@@ -734,15 +749,24 @@ impl Backend for SledBackend {
         };
         // sled keeps pages a scan touched in memory until the handle is dropped (its cache
         // evicts only after 64 accesses to each of its 256 shards, so a scan keeps up to ~16k
-        // pages, whatever their size; ~75 MiB at 100,000 accounts), so a store is read in
-        // segments with a fresh handle for each (a reopen took ~110 ms at 1M). A small store:
-        // at most LOAD_SEGMENTS segments, and one thread building the entries, which took the
-        // 100k peak from 206 to 159 MiB (the two parts were not measured apart). A large one:
-        // segments of at most MAX_SEGMENT sequences, each thread building (see
-        // BUILD_IN_ONE_THREAD_BELOW). Chunks make pages ~25 times larger than single
-        // records, so without that cap a 1M store written in chunks peaked at 1,871 MiB.
+        // pages, whatever their size; ~75 MiB at 100,000 accounts), so a store may be read
+        // in segments with a fresh handle for each (a reopen took ~110 ms at 1M):
+        // - a small store: at most LOAD_SEGMENTS segments, and one thread building the
+        //   entries, which took the 100k peak from 206 to 159 MiB (the two parts were not
+        //   measured apart);
+        // - a large store of mostly chunks: segments of at most MAX_SEGMENT sequences, each
+        //   thread building. Chunk pages are ~25 times larger than those of single records:
+        //   read in one pass, a 1M store of chunks peaked at 1,871 MiB;
+        // - a large store of mostly single records: one pass, each thread building (see
+        //   BUILD_IN_ONE_THREAD_BELOW; in segments it peaked at 1,287-1,347 MiB).
         let build_here = last - first < BUILD_IN_ONE_THREAD_BELOW;
-        let segment = ((last - first) / LOAD_SEGMENTS + 1).clamp(MIN_SEGMENT, MAX_SEGMENT);
+        let segment = if build_here {
+            ((last - first) / LOAD_SEGMENTS + 1).max(MIN_SEGMENT)
+        } else if mostly_chunks(db, first, last)? {
+            MAX_SEGMENT
+        } else {
+            u64::MAX
+        };
         let mut loaded = Loaded::default();
         let mut from = first;
         loop {
