@@ -589,8 +589,10 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
 }
 
 /// A replica of a Go-era primary (no change feed, only `/jwt/v1/pack`) copies the pack, up to
-/// `maxreplicationpack` tokens, and refreshes it. The Go server cannot run here, so a minimal
-/// HTTP responder serves the Go routes with real tokens, in the Go server's formats.
+/// `maxreplicationpack` tokens, and refreshes it. A pack cut at that cap may lack accounts, so
+/// the replica does not count itself caught up: a read of one the pack left out is asked of
+/// the primary, not answered 404. The Go server cannot run here, so a minimal HTTP responder
+/// serves the Go routes with real tokens, in the Go server's formats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_of_a_go_primary_imports_its_pack() {
     use actix_web::{web, App, HttpResponse, HttpServer};
@@ -601,11 +603,24 @@ async fn replica_of_a_go_primary_imports_its_pack() {
         .collect::<Vec<_>>()
         .join("\n");
     let operator = fixtures::vector("operator.jwt");
+    let by_key: std::collections::HashMap<String, String> = pack.iter().cloned().collect();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let go_url = format!("http://{}", listener.local_addr().unwrap());
     let go = HttpServer::new(move || {
-        let (body, operator) = (body.clone(), operator.clone());
+        let (body, operator, by_key) = (body.clone(), operator.clone(), by_key.clone());
         App::new()
+            .route(
+                "/jwt/v1/accounts/{key}",
+                web::get().to(move |key: web::Path<String>| {
+                    let found = by_key.get(key.as_str()).cloned();
+                    async move {
+                        match found {
+                            Some(jwt) => HttpResponse::Ok().body(jwt),
+                            None => HttpResponse::NotFound().finish(),
+                        }
+                    }
+                }),
+            )
             .route(
                 "/jwt/v1/pack",
                 web::get().to(
@@ -645,6 +660,15 @@ async fn replica_of_a_go_primary_imports_its_pack() {
         replica.running().state().store.counts().0,
         3,
         "maxreplicationpack caps the import"
+    );
+    let (_, ready) = get(&format!("{}/readyz", replica.url)).await;
+    let detail: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(detail["replica"]["partial"], true, "{ready}");
+    assert_eq!(detail["replica"]["caught_up"], false, "{ready}");
+    let (left_out, jwt) = &pack[4];
+    assert!(
+        serves(&replica.url, left_out, jwt).await,
+        "a key the cut pack left out is asked of the primary"
     );
     handle.stop(false).await;
 }

@@ -66,6 +66,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "lag_sequences": s.primary_head.saturating_sub(s.applied_seq),
                 "lag_seconds": s.lag_seconds,
                 "caught_up": s.caught_up(),
+                "partial": s.partial,
                 "stalled": s.stall.as_ref().map(|st| json!({
                     "seq": st.seq,
                     "key": st.key,

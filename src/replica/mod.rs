@@ -78,6 +78,10 @@ pub struct ReplicaStatus {
     pub stall: Option<Stall>,
     /// Why the last request to the primary failed, while it is unreachable.
     pub link_error: Option<String>,
+    /// The last copy of a Go primary's pack may lack tokens it has: the pack filled
+    /// `maxreplicationpack`, or some of its lines could not be used. Read misses are then
+    /// asked of the primary instead of answered 404 here.
+    pub partial: bool,
 }
 
 /// Replication stopped advancing: the primary's change at `seq` does not verify here. The
@@ -100,6 +104,7 @@ impl ReplicaStatus {
         self.reachable
             && self.synced
             && self.stall.is_none()
+            && !self.partial
             && self.applied_seq >= self.primary_head
     }
 }
@@ -115,6 +120,7 @@ struct StatusCell {
     in_sync_at: Instant,
     stall: Option<Stall>,
     link_error: Option<String>,
+    partial: bool,
 }
 
 /// Handle to the replica machinery. Cheap to clone.
@@ -186,6 +192,7 @@ impl ReplicaHandle {
             in_sync_at: Instant::now(),
             stall: None,
             link_error: None,
+            partial: false,
         });
         let handle = ReplicaHandle {
             client,
@@ -246,6 +253,7 @@ impl ReplicaHandle {
             lag_seconds: 0.0,
             stall: s.stall,
             link_error: s.link_error,
+            partial: s.partial,
         };
         // Lag is 0 exactly while caught up (one rule, `caught_up`, for lag and for misses).
         if !status.caught_up() {

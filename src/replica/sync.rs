@@ -527,6 +527,7 @@ pub(super) async fn run(
             s.applied_seq = cursor;
             s.primary_head = page.head;
             s.stall = None;
+            s.partial = false;
             if caught_up {
                 s.in_sync_at = Instant::now();
             }
@@ -639,7 +640,15 @@ async fn sync_from_pack(
         }
     };
     // A pack has no sequence to stop at: each token that verifies is stored, each one that
-    // does not is reported (and tried again with the next refresh).
+    // does not is reported (and tried again with the next refresh). A pack cut at `max`, or
+    // with lines that could not be used, may lack what the primary has: until a whole one
+    // comes, this replica is not caught up, so its read misses go to the primary rather than
+    // being answered 404 here.
+    let full = opts.max_pack > 0 && i64::try_from(lines.len()).is_ok_and(|n| n >= opts.max_pack);
+    if full {
+        tracing::warn!(max = opts.max_pack, "the primary's pack filled maxreplicationpack, so it may be cut short: raise it to copy every token; read misses are asked of the primary meanwhile");
+    }
+    let mut unusable = 0;
     let mut applied = Vec::new();
     let mut unchanged = 0;
     for line in lines {
@@ -647,6 +656,7 @@ async fn sync_from_pack(
             Ok(line) => line,
             Err(malformed) => {
                 tracing::error!(%malformed, "a line of the primary's pack is malformed; skipped");
+                unusable += 1;
                 continue;
             }
         };
@@ -665,6 +675,7 @@ async fn sync_from_pack(
             Ok(jwt) => applied.push(Arc::new(Entry::new(kind, &key, &jwt))),
             Err(e) => {
                 tracing::error!(%key, cause = %e, "a token of the primary's pack does not verify here; not stored");
+                unusable += 1;
             }
         }
     }
@@ -680,7 +691,10 @@ async fn sync_from_pack(
         s.primary = replica.client.current().to_string();
         s.reachable = true;
         s.synced = true;
-        s.in_sync_at = Instant::now();
+        s.partial = full || unusable > 0;
+        if !s.partial {
+            s.in_sync_at = Instant::now();
+        }
     });
     true
 }
