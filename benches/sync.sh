@@ -20,6 +20,7 @@ STORE=${STORE:?set STORE to a directory kept by the million benchmark}
 BINS=${BINS:-target/release/nats-account-server}
 ROUNDS=${ROUNDS:-1}
 WORK=${WORK:-$(mktemp -d "$(dirname "$STORE")/sync.XXXX")}
+mkdir -p "$WORK"
 N=$(wc -l < "$STORE/keys.txt")
 PORT=${PORT:-19290}
 PIDS=()

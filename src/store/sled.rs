@@ -4,10 +4,11 @@
 //! - `s/<seq, u64 big-endian>` → `a|t|d`, key length (one byte), key, JWT: the change log and
 //!   the tokens in one record. Each key has one record, at the sequence of its latest version; a
 //!   new version inserts its record and removes the old one in the same batch.
-//! - or `s/<seq>` → `c`, then up to [`CHUNK_RECORDS`] times: sequence (u64 big-endian), record
-//!   length (u32 big-endian), record as above: a *chunk*, the records a commit of many tokens
-//!   (a replica's sync, an import) wrote, keyed by the first one's sequence. A later version of
-//!   one of them rewrites the chunk without it, in the same batch; the last one gone removes it.
+//! - or `s/<seq>` → `c`, then for each of several records: sequence (u64 big-endian), record
+//!   length (u32 big-endian), record as above: a *chunk* (up to [`CHUNK_BYTES`]), records that
+//!   one commit of many tokens (a replica's sync, an import) wrote, keyed by the first one's
+//!   sequence. A later version of one of them rewrites the chunk without it, in the same
+//!   batch; the last one gone removes it.
 //! - `m/<name>` → metadata (lineage id, head, replication cursors)
 //!
 //! Why records are keyed by sequence and not by account key: new sequences always go to the
@@ -20,8 +21,8 @@
 //! Why chunks: sled's cost per record does not depend much on its size (its leaves split at 16
 //! records, whatever their bytes, and every split copies and logs the leaf), so a sync of a
 //! million 800-byte tokens spent as much of the replica's CPU in sled as in checking the
-//! signatures. Records of one commit, 32 to a value, cost a 32nd of that per token; a later
-//! write of one of them rewrites ~28 KB instead of ~1 KB (benches/BENCHMARKS.md). A store with
+//! signatures. Records of one commit, several to a value, share that cost; a later write of
+//! one of them rewrites a few KB instead of ~1 KB (benches/BENCHMARKS.md). A store with
 //! chunks cannot be opened by a build from before them ("unknown record kind").
 //!
 //! Stores written by the first layout (`a/<key>`, `t/<hash>`, `s/<seq>` → kind + key) are
@@ -211,12 +212,40 @@ const TOMBSTONE: u8 = b'd';
 /// The first byte of a chunk: several records of one commit in one value (module docs).
 const CHUNK: u8 = b'c';
 
-/// Most records in one chunk. 32 800-byte tokens are ~28 KB: what a later write of one of them
-/// rewrites, and well under the size sled moves out of its log into a blob file.
-const CHUNK_RECORDS: usize = 32;
+/// Most bytes of records in one chunk (~7 tokens of 800 bytes); a larger record is stored
+/// alone. sled writes a page (a leaf: up to 17 values) larger than a quarter of its 512 KiB
+/// log segment to a file of its own, a "blob", and rewrites it whole at every change of the
+/// leaf: chunks of 32 tokens (~28 KB) made a 1M replica write ~2,900 blob files (800 MB)
+/// during its sync, for no measurable gain in CPU over chunks of 6 or 8 tokens
+/// (benches/BENCHMARKS.md). At this size, leaves stay in the log.
+const CHUNK_BYTES: usize = 6 * 1024;
 
 /// Bytes before each record in a chunk: its sequence and its length.
 const MEMBER_HEADER: usize = 12;
+
+/// Bytes a record takes in a chunk.
+fn member_len(r: &super::Record) -> usize {
+    MEMBER_HEADER + 2 + r.key.len() + r.jwt.len()
+}
+
+/// `records` in groups to store together, in order: each as many as fit in [`CHUNK_BYTES`]
+/// (a record that does not fit alone is a group of one, stored as a record of its own).
+fn chunked<'a>(records: &'a [&'a super::Record]) -> Vec<&'a [&'a super::Record]> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let len = member_len(r);
+        if i > start && bytes + len > CHUNK_BYTES {
+            groups.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < records.len() {
+        groups.push(&records[start..]);
+    }
+    groups
+}
 
 /// The records of chunk `v` (stored at `chunk_seq`) as (sequence, byte range of the record in
 /// `v`), in order.
@@ -225,7 +254,7 @@ fn members(chunk_seq: u64, v: &[u8]) -> Result<Vec<(u64, std::ops::Range<usize>)
         key: format!("s/{chunk_seq}"),
         reason: reason.into(),
     };
-    let mut out = Vec::with_capacity(CHUNK_RECORDS);
+    let mut out = Vec::new();
     let mut at = 1;
     while at < v.len() {
         let header = v
@@ -809,24 +838,19 @@ impl Backend for SledBackend {
             .iter()
             .filter(|r| !gone.contains(&r.seq))
             .collect();
-        if let [one] = live.as_slice() {
-            let value = record_of(one.kind, &one.key, &one.jwt, one.deleted)?;
-            batch.insert(&seq_key(one.seq)[..], value);
-        } else {
-            for group in live.chunks(CHUNK_RECORDS) {
-                let mut chunk = Vec::with_capacity(
-                    1 + group
-                        .iter()
-                        .map(|r| MEMBER_HEADER + 2 + r.key.len() + r.jwt.len())
-                        .sum::<usize>(),
-                );
-                chunk.push(CHUNK);
-                for r in group {
-                    let record = record_of(r.kind, &r.key, &r.jwt, r.deleted)?;
-                    push_member(&mut chunk, r.seq, &record)?;
-                }
-                batch.insert(&seq_key(group[0].seq)[..], chunk);
+        for group in chunked(&live) {
+            if let [one] = group {
+                let value = record_of(one.kind, &one.key, &one.jwt, one.deleted)?;
+                batch.insert(&seq_key(one.seq)[..], value);
+                continue;
             }
+            let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1);
+            chunk.push(CHUNK);
+            for r in group {
+                let record = record_of(r.kind, &r.key, &r.jwt, r.deleted)?;
+                push_member(&mut chunk, r.seq, &record)?;
+            }
+            batch.insert(&seq_key(group[0].seq)[..], chunk);
         }
         for (name, value) in &commit.meta {
             batch.insert(format!("m/{name}").into_bytes(), value.as_slice());
@@ -945,6 +969,7 @@ mod tests {
                 durable: true,
             })
             .unwrap();
+        assert!(!mostly_chunks(backend.db().unwrap(), 1, 3).unwrap());
         let loaded = backend.load().unwrap();
         assert_eq!(loaded.entries.len(), 1);
         assert_eq!(loaded.entries[0].jwt_str(), three);
@@ -997,9 +1022,37 @@ mod tests {
             .collect()
     }
 
-    /// A commit of many tokens is stored CHUNK_RECORDS to a sled value; a later version of
-    /// one of them, or its removal, rewrites its chunk without it, and the last one gone
-    /// removes the chunk. Every load sees exactly the live versions, in sequence order.
+    /// The chunk holding `seq` (its sled key) in `layout`.
+    fn chunk_of(layout: &[(u64, Vec<u64>)], seq: u64) -> u64 {
+        layout.iter().find(|(_, m)| m.contains(&seq)).unwrap().0
+    }
+
+    /// The sled keys of the token records, and the sequences each holds.
+    fn members_by_key(backend: &SledBackend) -> Vec<(u64, Vec<u64>)> {
+        backend
+            .db()
+            .unwrap()
+            .scan_prefix(b"s/")
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                let at = parse_seq_key(&k).unwrap();
+                let seqs = if v[0] == CHUNK {
+                    members(at, &v)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(s, _)| s)
+                        .collect()
+                } else {
+                    vec![at]
+                };
+                (at, seqs)
+            })
+            .collect()
+    }
+
+    /// A commit of many tokens is stored several to a sled value, up to CHUNK_BYTES; a later
+    /// version of one of them, or its removal, rewrites its chunk without it, and the last one
+    /// gone removes the chunk. Every load sees exactly the live versions, in sequence order.
     #[test]
     fn many_tokens_share_chunks_and_later_versions_leave_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -1012,7 +1065,19 @@ mod tests {
             .map(|(k, seq)| (k.as_str(), v1.as_str(), seq, None))
             .collect();
         backend.commit(&commit_of(records(&first), vec![])).unwrap();
-        assert_eq!(layout(&backend), vec![(1, 32), (33, 32), (65, 6)]);
+        let before = members_by_key(&backend);
+        let per_chunk = CHUNK_BYTES / (MEMBER_HEADER + 2 + 3 + v1.len());
+        assert!(per_chunk >= 2, "the test's tokens fit several to a chunk");
+        let sizes: Vec<usize> = before.iter().map(|(_, m)| m.len()).collect();
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&n| n == per_chunk),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), 70);
+        assert!(
+            before.iter().all(|(at, m)| m[0] == *at),
+            "keyed by their first sequence"
+        );
 
         // K5 replaced, K40 dropped, K1 replaced twice in one commit.
         let second = records(&[
@@ -1021,25 +1086,37 @@ mod tests {
             ("K1", &v1, 73, Some(72)),
         ]);
         backend.commit(&commit_of(second, vec![40])).unwrap();
+        let after = members_by_key(&backend);
+        for (seq, gone) in [(1, true), (5, true), (40, true), (2, false), (41, false)] {
+            let holder = after.iter().find(|(at, _)| *at == chunk_of(&before, seq));
+            assert_eq!(
+                holder.is_some_and(|(_, m)| m.contains(&seq)),
+                !gone,
+                "seq {seq}: {after:?}"
+            );
+        }
         assert_eq!(
-            layout(&backend),
-            vec![(1, 30), (33, 31), (65, 6), (71, 2)],
-            "K1 and K5 left the first chunk, K40 the second; K1's first new version was \
-             replaced in the same commit"
+            after.last().unwrap(),
+            &(71, vec![71, 73]),
+            "K1's first new version left"
         );
-        // All of the last chunk replaced: it goes.
-        let third: Vec<_> = (65..=70u64)
-            .map(|seq| {
+
+        // Every record of the last chunk of the first commit replaced: that chunk goes.
+        let (last_at, last) = before.last().unwrap().clone();
+        let third: Vec<_> = last
+            .iter()
+            .map(|&seq| {
                 (
                     keys[seq as usize - 1].as_str(),
                     v2.as_str(),
-                    seq + 10,
+                    seq + 100,
                     Some(seq),
                 )
             })
             .collect();
         backend.commit(&commit_of(records(&third), vec![])).unwrap();
-        assert_eq!(layout(&backend), vec![(1, 30), (33, 31), (71, 2), (75, 6)]);
+        let end = members_by_key(&backend);
+        assert!(end.iter().all(|(at, _)| *at != last_at), "{end:?}");
 
         let loaded = backend.load().unwrap();
         let got: Vec<(u64, &str, &str)> = loaded
@@ -1047,16 +1124,56 @@ mod tests {
             .iter()
             .map(|e| (e.seq, &*e.key, e.jwt_str()))
             .collect();
-        let mut want: Vec<(u64, String, &str)> = (2..=64u64)
-            .filter(|s| *s != 5 && *s != 40)
+        let mut want: Vec<(u64, String, &str)> = (2..=70u64)
+            .filter(|s| *s != 5 && *s != 40 && !last.contains(s))
             .map(|s| (s, format!("K{s}"), v1.as_str()))
             .collect();
         want.push((71, "K5".into(), &v2));
         want.push((73, "K1".into(), &v1));
-        want.extend((65..=70u64).map(|s| (s + 10, format!("K{s}"), v2.as_str())));
+        want.extend(
+            last.iter()
+                .map(|&s| (s + 100, format!("K{s}"), v2.as_str())),
+        );
         let want: Vec<(u64, &str, &str)> =
             want.iter().map(|(s, k, j)| (*s, k.as_str(), *j)).collect();
         assert_eq!(got, want);
+    }
+
+    /// A record larger than a chunk is stored alone; the ones around it still share chunks.
+    #[test]
+    fn a_record_larger_than_a_chunk_is_stored_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = SledBackend::open(dir.path()).unwrap();
+        let small = token("small");
+        let large = token(&"x".repeat(CHUNK_BYTES));
+        let of: Vec<(String, &str, u64)> = (1..=9u64)
+            .map(|seq| {
+                (
+                    format!("K{seq}"),
+                    if seq == 5 {
+                        large.as_str()
+                    } else {
+                        small.as_str()
+                    },
+                    seq,
+                )
+            })
+            .collect();
+        let of: Vec<_> = of
+            .iter()
+            .map(|(k, j, s)| (k.as_str(), *j, *s, None))
+            .collect();
+        backend.commit(&commit_of(records(&of), vec![])).unwrap();
+        let layout = members_by_key(&backend);
+        assert!(layout.contains(&(5, vec![5])), "{layout:?}");
+        assert_eq!(layout.iter().map(|(_, m)| m.len()).sum::<usize>(), 9);
+        assert!(layout.len() < 9, "the small ones share: {layout:?}");
+        let loaded = backend.load().unwrap();
+        assert_eq!(
+            loaded.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<_>>()
+        );
+        assert_eq!(loaded.entries[4].jwt_str(), large);
     }
 
     /// `edit_records` reaches records inside chunks and alone, and the store loads what it
@@ -1129,6 +1246,8 @@ mod tests {
                 durable: true,
             })
             .unwrap();
+        let last = *seqs.last().unwrap();
+        assert!(mostly_chunks(backend.db().unwrap(), 1, last).unwrap());
         let loaded = backend.load().unwrap();
         let got: Vec<u64> = loaded.entries.iter().map(|e| e.seq).collect();
         assert_eq!(got, seqs, "every record once, in order");
