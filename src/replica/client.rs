@@ -253,6 +253,17 @@ impl PrimaryClient {
         }
     }
 
+    /// A server error (other than the primary's own 503 with Retry-After, [`PrimaryError::Busy`]):
+    /// a proxy or load balancer in front of a primary it cannot reach (502, 504, a 503 of its
+    /// own), or a primary that cannot serve. As good as unreachable: the next configured
+    /// primary is tried.
+    fn server_error(&self, message: &str) -> PrimaryError {
+        PrimaryError::Unreachable {
+            url: self.current().to_string(),
+            message: message.to_string(),
+        }
+    }
+
     fn protocol(&self, message: String) -> PrimaryError {
         PrimaryError::Protocol {
             url: self.current().to_string(),
@@ -288,19 +299,28 @@ impl PrimaryClient {
                 url: self.current().to_string(),
             });
         }
-        if resp.status().as_u16() == 503 {
+        let retry_after = resp
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        match (resp.status().as_u16(), retry_after) {
             // The primary's bulk or long-poll caps are full: it is there, and says when to
-            // come back.
-            let retry_after = resp
-                .headers()
-                .get("Retry-After")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-                .map_or(Duration::from_secs(1), Duration::from_secs);
-            return Err(PrimaryError::Busy {
-                url: self.current().to_string(),
-                retry_after,
-            });
+            // come back (it always sends Retry-After with this 503).
+            (503, Some(retry_after)) => {
+                return Err(PrimaryError::Busy {
+                    url: self.current().to_string(),
+                    retry_after,
+                });
+            }
+            // Any other server error: see `server_error`.
+            (status, _) if status >= 500 => {
+                return Err(
+                    self.server_error(&format!("the change feed answered {}", resp.status()))
+                );
+            }
+            _ => {}
         }
         if !resp.status().is_success() {
             return Err(self.protocol(format!("change feed answered {}", resp.status())));
@@ -499,6 +519,7 @@ impl PrimaryClient {
         match resp.status().as_u16() {
             200 => Ok(Some(resp.text().await.map_err(|e| self.unreachable(e))?)),
             404 => Ok(None),
+            s if s >= 500 => Err(self.server_error(&format!("GET {path} answered {s}"))),
             s => Err(self.protocol(format!("GET {path} answered {s}"))),
         }
     }

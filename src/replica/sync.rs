@@ -241,6 +241,9 @@ pub(super) async fn run(
         if replica.anchor.current().operator.is_none() {
             if let Err(e) = refresh_operator(&replica).await {
                 link.down(&e, &status, &client.current());
+                if matches!(e, PrimaryError::Unreachable { .. }) {
+                    client.rotate();
+                }
                 if sleep_or_cancel(&cancel, backoff).await {
                     break;
                 }
