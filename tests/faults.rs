@@ -874,3 +874,41 @@ async fn failing_store_answers_500_leaves_no_trace_and_recovers() {
     let want: HashMap<String, String> = acked.into_iter().collect();
     assert_eq!(have, want);
 }
+
+/// A write forwarded to a primary that stops answering mid-request (a partition after the
+/// connection was made) may or may not have been stored there: the replica says exactly that
+/// (503, retry with the same JWT, which is safe), never "not stored", and does not send the
+/// write on to another primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_forwarded_write_is_reported_as_unknown_not_as_lost() {
+    let primary = TestServer::primary().await;
+    let proxy = Proxy::start(&host_port(&primary.url)).await;
+    let replica = replica_of(&[&proxy.url], |s| {
+        s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"));
+        s.replicationtimeout = Dur(Duration::from_secs(1));
+    })
+    .await;
+    crate::common::wait_ready(&replica.url).await;
+    proxy.set(Mode::Drop);
+    let (key, token) = account("unanswered");
+    let r = post(
+        &format!("{}/jwt/v1/accounts/{key}", replica.url),
+        token.clone(),
+    )
+    .await;
+    assert_eq!(r.0, 503, "{}", r.1);
+    assert!(r.1.contains("may or may not have been stored"), "{}", r.1);
+    assert!(!r.1.contains("was not stored"), "{}", r.1);
+    // The same JWT again once the link is back: accepted (stored now, or found unchanged).
+    proxy.set(Mode::Pass);
+    eventually(Duration::from_secs(10), "the retry is accepted", || async {
+        post(
+            &format!("{}/jwt/v1/accounts/{key}", replica.url),
+            token.clone(),
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    wait_serves(&primary.url, &key, &token, Duration::from_secs(5)).await;
+}

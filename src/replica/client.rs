@@ -77,6 +77,15 @@ pub enum PrimaryError {
         /// The primary.
         url: String,
     },
+    /// A forwarded write was sent but no answer came (a timeout, a connection lost after the
+    /// request went out): the primary may have stored it. Not retried elsewhere.
+    #[error("{url}: no answer to the write ({message}); it may or may not have been stored")]
+    NoAnswer {
+        /// The primary.
+        url: String,
+        /// What happened.
+        message: String,
+    },
     /// The primary answered 503 with `Retry-After`: its caps on bulk answers or parked long
     /// polls are full. It is reachable; ask again later.
     #[error("{url}: busy (the primary's limits are full), retry in {retry_after:?}")]
@@ -475,7 +484,18 @@ impl PrimaryClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| {
+                // Only a connection that was never made is known not to have delivered the
+                // write; after that, the primary may have stored it.
+                if e.is_connect() {
+                    self.unreachable(e)
+                } else {
+                    PrimaryError::NoAnswer {
+                        url: self.current().to_string(),
+                        message: error_chain(&e.without_url()),
+                    }
+                }
+            })?;
         let status = resp.status().as_u16();
         let header_value = |name: &str| {
             resp.headers()

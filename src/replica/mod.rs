@@ -471,6 +471,14 @@ impl ReplicaHandle {
                         body: a.body.trim_end().to_string(),
                     })
                 }
+                // Sent, but unanswered: sending it to another primary could store it twice
+                // in two lineages, and "not stored" could be a lie. Re-posting the same JWT is
+                // safe (the same bytes are accepted as unchanged), so the client can find out.
+                Err(e @ client::PrimaryError::NoAnswer { .. }) => {
+                    return Err(ReplicaError::Unavailable(format!(
+                        "{e}; post the same JWT again to find out (that is safe)"
+                    )))
+                }
                 Err(e) => {
                     last_err = Some(e);
                     self.client.rotate();
