@@ -20,9 +20,9 @@
 //!
 //! Why chunks: sled's cost per record does not depend much on its size (its leaves split at 16
 //! records, whatever their bytes, and every split copies and logs the leaf), so a sync of a
-//! million 800-byte tokens spent as much of the replica's CPU in sled as in checking the
-//! signatures. Records of one commit, several to a value, share that cost; a later write of
-//! one of them rewrites a few KB instead of ~1 KB (benches/BENCHMARKS.md). A store with
+//! million 800-byte tokens spent ~40% of the replica's CPU in sled. Records of one commit,
+//! a few to a value, share that cost; a later write of one of them rewrites ~2 KB instead of
+//! ~1 KB (benches/BENCHMARKS.md). A store with
 //! chunks cannot be opened by a build from before them ("unknown record kind").
 //!
 //! Stores written by the first layout (`a/<key>`, `t/<hash>`, `s/<seq>` → kind + key) are
@@ -212,13 +212,15 @@ const TOMBSTONE: u8 = b'd';
 /// The first byte of a chunk: several records of one commit in one value (module docs).
 const CHUNK: u8 = b'c';
 
-/// Most bytes of records in one chunk (~7 tokens of 800 bytes); a larger record is stored
-/// alone. sled writes a page (a leaf: up to 17 values) larger than a quarter of its 512 KiB
-/// log segment to a file of its own, a "blob", and rewrites it whole at every change of the
-/// leaf: chunks of 32 tokens (~28 KB) made a 1M replica write ~2,900 blob files (800 MB)
-/// during its sync, for no measurable gain in CPU over chunks of 6 or 8 tokens
-/// (benches/BENCHMARKS.md). At this size, leaves stay in the log.
-const CHUNK_BYTES: usize = 6 * 1024;
+/// Most bytes of records in one chunk (2 tokens of 800 bytes); a larger record is stored
+/// alone. Why so few: sled keeps the pages it wrote until its cache processes their accesses
+/// (after 64 per shard), so larger values mean more memory during a sync. At 100,000 accounts
+/// the replica's peak during a sync was 173–178 MiB with single records, 183–184 MiB with
+/// chunks of 2 KiB and 216–246 MiB with 6 KiB (DESIGN §9: under 200 MiB); at 1M, 2 KiB
+/// chunks still took the sync's replica CPU down by ~11%. Chunks of 32 tokens (~28 KB) were
+/// worse still: sled writes a leaf larger than a quarter of its 512 KiB log segment to a blob
+/// file of its own, ~2,900 files for a 1M sync (benches/BENCHMARKS.md).
+const CHUNK_BYTES: usize = 2 * 1024;
 
 /// Bytes before each record in a chunk: its sequence and its length.
 const MEMBER_HEADER: usize = 12;
@@ -666,8 +668,9 @@ const MIN_SEGMENT: u64 = 16_384;
 
 /// The most sequences in a load segment of a large store written mostly in chunks: ~50 MiB
 /// of 800-byte tokens, which bounds what sled keeps of a segment's pages (see
-/// [`Backend::load`]). A 1M store of chunks peaked at 1,195–1,239 MiB read this way, 1,320
-/// MiB with twice as many per segment, 1,871 MiB in one pass.
+/// [`Backend::load`]). A 1M store of 32-token chunks peaked at 1,195–1,239 MiB read this
+/// way, 1,320 MiB with twice as many per segment, 1,871 MiB in one pass; one of 2 KiB chunks
+/// (the size kept) 1,248 MiB.
 const MAX_SEGMENT: u64 = 65_536;
 
 /// Below this many records the entries that stay are built on one thread while the loading
@@ -784,8 +787,8 @@ impl Backend for SledBackend {
         //   entries, which took the 100k peak from 206 to 159 MiB (the two parts were not
         //   measured apart);
         // - a large store of mostly chunks: segments of at most MAX_SEGMENT sequences, each
-        //   thread building. Chunk pages are ~25 times larger than those of single records:
-        //   read in one pass, a 1M store of chunks peaked at 1,871 MiB;
+        //   thread building. Chunk pages are larger than those of single records: read in
+        //   one pass, a 1M store of 32-token chunks peaked at 1,871 MiB;
         // - a large store of mostly single records: one pass, each thread building (see
         //   BUILD_IN_ONE_THREAD_BELOW; in segments it peaked at 1,287-1,347 MiB).
         let build_here = last - first < BUILD_IN_ONE_THREAD_BELOW;
@@ -1199,7 +1202,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(edited, 3);
-        assert_eq!(layout(&backend), vec![(1, 2)]);
+        assert_eq!(layout(&backend).iter().map(|(_, n)| n).sum::<usize>(), 2);
         let loaded = backend.load().unwrap();
         let got: Vec<(u64, &str, &str)> = loaded
             .entries
