@@ -594,16 +594,8 @@ async fn a_pinned_data_directory_refuses_another_operator() {
     settings.store.data = Some(replica.path("data"));
     settings.primary = nats_account_server::config::StringList(vec![primary.url.clone()]);
     settings.operatorjwtpath = Some(rogue_op);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused = nats_account_server::RunningServer::start(settings, listener).await;
-    let message = refused.err().expect("the start is refused").to_string();
-    assert!(
-        message.contains(&format!(
-            "the configured operator is {}",
-            rogue.public_key()
-        )),
-        "{message}"
-    );
+    let message =
+        crate::common::assert_start_refused_for_operator(settings, &rogue.public_key()).await;
     assert!(
         message.contains("use a fresh --data directory"),
         "{message}"

@@ -1044,14 +1044,5 @@ async fn a_promoted_replica_without_operator_keeps_the_one_it_pinned() {
     post_new_account(&p.url, "after-reload").await;
 
     p.stop().await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused = nats_account_server::RunningServer::start(settings, listener).await;
-    let message = refused.err().expect("the start is refused").to_string();
-    assert!(
-        message.contains(&format!(
-            "the configured operator is {}",
-            rogue.public_key()
-        )),
-        "{message}"
-    );
+    crate::common::assert_start_refused_for_operator(settings, &rogue.public_key()).await;
 }

@@ -1008,20 +1008,9 @@ mod tests {
 
     /// The sled keys of the token records, and how many records each holds.
     fn layout(backend: &SledBackend) -> Vec<(u64, usize)> {
-        backend
-            .db()
-            .unwrap()
-            .scan_prefix(b"s/")
-            .map(|item| {
-                let (k, v) = item.unwrap();
-                let at = parse_seq_key(&k).unwrap();
-                let n = if v[0] == CHUNK {
-                    members(at, &v).unwrap().len()
-                } else {
-                    1
-                };
-                (at, n)
-            })
+        members_by_key(backend)
+            .into_iter()
+            .map(|(at, seqs)| (at, seqs.len()))
             .collect()
     }
 

@@ -394,6 +394,20 @@ pub fn edit_sled<T>(data: &std::path::Path, edit: impl FnOnce(&sled::Db) -> T) -
     out
 }
 
+/// Starts a server with `settings` and asserts the start is refused because the configured
+/// operator (`configured`, its identity key) is not the one the store has pinned; returns the
+/// error's text.
+pub async fn assert_start_refused_for_operator(settings: Settings, configured: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused = nats_account_server::RunningServer::start(settings, listener).await;
+    let message = refused.err().expect("the start is refused").to_string();
+    assert!(
+        message.contains(&format!("the configured operator is {configured}")),
+        "{message}"
+    );
+    message
+}
+
 /// A TCP port that was free a moment ago (for processes that must keep a port across restarts).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
