@@ -254,17 +254,22 @@ async fn a_primary_restored_from_a_backup_is_followed() {
 /// puts `older` in place of `replaced`'s record (as a lost write or a bad restore would).
 fn tamper(data: &Path, removed: &str, replaced: &str, older: &str) {
     let hits = crate::common::edit_sled(data, |db| {
-        use nats_account_server::store::sled::{edit_records, RecordEdit};
-        edit_records(db, |_, key, _| {
+        let mut hits = 0;
+        for item in db.scan_prefix(b"s/") {
+            let (k, v) = item.unwrap();
+            let end = 2 + v[1] as usize;
+            let key = std::str::from_utf8(&v[2..end]).unwrap().to_string();
             if key == removed {
-                RecordEdit::Remove
+                db.remove(k).unwrap();
+                hits += 1;
             } else if key == replaced {
-                RecordEdit::Replace(older.as_bytes().to_vec())
-            } else {
-                RecordEdit::Keep
+                let mut value = v[..end].to_vec();
+                value.extend_from_slice(older.as_bytes());
+                db.insert(k, value).unwrap();
+                hits += 1;
             }
-        })
-        .unwrap()
+        }
+        hits
     });
     assert_eq!(hits, 2, "both records found");
 }

@@ -1,14 +1,9 @@
 //! The sled backend, the default durable store.
 //!
 //! One sled tree, with prefixes, so that a commit is a single atomic `Batch`:
-//! - `s/<seq, u64 big-endian>` → `a|t|d`, key length (one byte), key, JWT: the change log and
-//!   the tokens in one record. Each key has one record, at the sequence of its latest version; a
+//! - `s/<seq, u64 big-endian>` → `a|t`, key length (one byte), key, JWT: the change log and the
+//!   tokens in one record. Each key has one record, at the sequence of its latest version; a
 //!   new version inserts its record and removes the old one in the same batch.
-//! - or `s/<seq>` → `c`, then for each of several records: sequence (u64 big-endian), record
-//!   length (u32 big-endian), record as above: a *chunk* (up to [`CHUNK_BYTES`]), records that
-//!   one commit of many tokens (a replica's sync, an import) wrote, keyed by the first one's
-//!   sequence. A later version of one of them rewrites the chunk without it, in the same
-//!   batch; the last one gone removes it.
 //! - `m/<name>` → metadata (lineage id, head, replication cursors)
 //!
 //! Why records are keyed by sequence and not by account key: new sequences always go to the
@@ -17,13 +12,6 @@
 //! with `a/<key>` records plus a separate `s/<seq>` index (benches/BENCHMARKS.md). Lookups by
 //! key are never made against sled: the in-memory index holds every token and is rebuilt from
 //! this log at open.
-//!
-//! Why chunks: sled's cost per record does not depend much on its size (its leaves split at 16
-//! records, whatever their bytes, and every split copies and logs the leaf), so a sync of a
-//! million 800-byte tokens spent ~40% of the replica's CPU in sled. Records of one commit,
-//! a few to a value, share that cost; a later write of one of them rewrites ~2 KB instead of
-//! ~1 KB (benches/BENCHMARKS.md). A store with
-//! chunks cannot be opened by a build from before them ("unknown record kind").
 //!
 //! Stores written by the first layout (`a/<key>`, `t/<hash>`, `s/<seq>` → kind + key) are
 //! converted at open, in one atomic batch (see `migrate_v1`).
@@ -209,143 +197,6 @@ fn kind_of(b: Option<&u8>) -> Option<Kind> {
 /// The record kind byte of a tombstone (an account deleted by the request it holds).
 const TOMBSTONE: u8 = b'd';
 
-/// The first byte of a chunk: several records of one commit in one value (module docs).
-const CHUNK: u8 = b'c';
-
-/// Most bytes of records in one chunk (2 tokens of 800 bytes); a larger record is stored
-/// alone. Why so few: sled keeps the pages it wrote until its cache processes their accesses
-/// (after 64 per shard), so larger values mean more memory during a sync. At 100,000 accounts
-/// the replica's peak during a sync was 173–178 MiB with single records, 183–184 MiB with
-/// chunks of 2 KiB and 216–246 MiB with 6 KiB (DESIGN §9: under 200 MiB); at 1M, 2 KiB
-/// chunks still took the sync's replica CPU down by ~11%. Chunks of 32 tokens (~28 KB) were
-/// worse still: sled writes a leaf larger than a quarter of its 512 KiB log segment to a blob
-/// file of its own, ~2,900 files for a 1M sync (benches/BENCHMARKS.md).
-const CHUNK_BYTES: usize = 2 * 1024;
-
-/// Bytes before each record in a chunk: its sequence and its length.
-const MEMBER_HEADER: usize = 12;
-
-/// Bytes a record takes in a chunk.
-fn member_len(r: &super::Record) -> usize {
-    MEMBER_HEADER + 2 + r.key.len() + r.jwt.len()
-}
-
-/// `records` in groups to store together, in order: each as many as fit in [`CHUNK_BYTES`]
-/// (a record that does not fit alone is a group of one, stored as a record of its own).
-fn chunked<'a>(records: &'a [&'a super::Record]) -> Vec<&'a [&'a super::Record]> {
-    let mut groups = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, r) in records.iter().enumerate() {
-        let len = member_len(r);
-        if i > start && bytes + len > CHUNK_BYTES {
-            groups.push(&records[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += len;
-    }
-    if start < records.len() {
-        groups.push(&records[start..]);
-    }
-    groups
-}
-
-/// The records of chunk `v` (stored at `chunk_seq`) as (sequence, byte range of the record in
-/// `v`), in order.
-fn members(chunk_seq: u64, v: &[u8]) -> Result<Vec<(u64, std::ops::Range<usize>)>, StoreError> {
-    let corrupt = |reason: &str| StoreError::Corrupt {
-        key: format!("s/{chunk_seq}"),
-        reason: reason.into(),
-    };
-    let mut out = Vec::new();
-    let mut at = 1;
-    while at < v.len() {
-        let header = v
-            .get(at..at + MEMBER_HEADER)
-            .ok_or_else(|| corrupt("truncated chunk"))?;
-        let seq = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes")) as usize;
-        let start = at + MEMBER_HEADER;
-        if start + len > v.len() {
-            return Err(corrupt("truncated chunk record"));
-        }
-        out.push((seq, start..start + len));
-        at = start + len;
-    }
-    Ok(out)
-}
-
-/// Appends record `record` at `seq` to the chunk being built in `chunk` (which starts with
-/// [`CHUNK`]).
-fn push_member(chunk: &mut Vec<u8>, seq: u64, record: &[u8]) -> Result<(), StoreError> {
-    let len = u32::try_from(record.len()).map_err(|_| StoreError::Corrupt {
-        key: format!("s/{seq}"),
-        reason: "a record of 4 GiB or more cannot be stored".into(),
-    })?;
-    chunk.extend_from_slice(&seq.to_be_bytes());
-    chunk.extend_from_slice(&len.to_be_bytes());
-    chunk.extend_from_slice(record);
-    Ok(())
-}
-
-/// The value that stores `record` (a record value, with its kind byte) at `seq`.
-fn record_of(kind: Kind, key: &str, jwt: &[u8], deleted: bool) -> Result<Vec<u8>, StoreError> {
-    let mut value = record_value(kind, key, jwt)?;
-    if deleted {
-        value[0] = TOMBSTONE;
-    }
-    Ok(value)
-}
-
-/// Stages in `batch` the removal of the records at `seqs` (versions replaced or keys dropped
-/// by this commit, all stored by earlier commits): a record of its own is removed; a chunk is
-/// rewritten without them, or removed with its last record. A sequence no record holds (it
-/// was removed before) is left alone.
-fn remove_records(
-    db: &::sled::Db,
-    seqs: &[u64],
-    batch: &mut ::sled::Batch,
-) -> Result<(), StoreError> {
-    // Chunk sequence → its value and the records of it to drop.
-    let mut chunks: std::collections::BTreeMap<u64, (::sled::IVec, Vec<u64>)> =
-        std::collections::BTreeMap::new();
-    for &seq in seqs {
-        // The record at `seq`, or the chunk holding it: the last record at or before it (the
-        // records of one chunk were one commit's, so nothing else was stored between them).
-        let found = db.range(seq_key(0)..=seq_key(seq)).next_back();
-        let Some((k, v)) = found.transpose().map_err(io)? else {
-            continue;
-        };
-        let at = parse_seq_key(&k)?;
-        if v.first() == Some(&CHUNK) {
-            chunks
-                .entry(at)
-                .or_insert_with(|| (v, Vec::new()))
-                .1
-                .push(seq);
-        } else if at == seq {
-            batch.remove(&k[..]);
-        }
-    }
-    for (at, (value, drop)) in chunks {
-        let records = members(at, &value)?;
-        if !records.iter().any(|(seq, _)| drop.contains(seq)) {
-            continue;
-        }
-        let mut kept = vec![CHUNK];
-        for (seq, range) in records {
-            if !drop.contains(&seq) {
-                push_member(&mut kept, seq, &value[range])?;
-            }
-        }
-        if kept.len() == 1 {
-            batch.remove(&seq_key(at)[..]);
-        } else {
-            batch.insert(&seq_key(at)[..], kept);
-        }
-    }
-    Ok(())
-}
-
 fn seq_key(seq: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[..2].copy_from_slice(b"s/");
@@ -390,76 +241,6 @@ fn parse_record(seq: u64, v: &[u8]) -> Result<(Kind, &str, &[u8]), StoreError> {
         .ok_or_else(|| corrupt("truncated record key"))?;
     let key = std::str::from_utf8(key).map_err(|_| corrupt("record key is not UTF-8"))?;
     Ok((kind, key, &v[2 + len..]))
-}
-
-/// What [`edit_records`] does with one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordEdit {
-    /// Leave it.
-    Keep,
-    /// Drop it (as if it had never been written).
-    Remove,
-    /// Put this token in its place (same key, kind and sequence).
-    Replace(Vec<u8>),
-}
-
-/// Changes the token records of a sled store that no server has open, one record at a time,
-/// whether it sits alone or in a chunk: `edit` gets each record's kind, key and token. For
-/// repair tooling and for tests that change a stopped store behind the server's back (a lost
-/// write, a bad restore). Nothing else (the head, the cursors) is touched. Returns how many
-/// records were removed or replaced.
-///
-/// # Errors
-/// [`StoreError::Io`] from sled; [`StoreError::Corrupt`] for a record it cannot read.
-pub fn edit_records(
-    db: &::sled::Db,
-    mut edit: impl FnMut(Kind, &str, &[u8]) -> RecordEdit,
-) -> Result<usize, StoreError> {
-    let mut batch = ::sled::Batch::default();
-    let mut edited = 0;
-    for item in db.scan_prefix(b"s/") {
-        let (k, v) = item.map_err(io)?;
-        let at = parse_seq_key(&k)?;
-        let chunk = v.first() == Some(&CHUNK);
-        let records = if chunk {
-            members(at, &v)?
-        } else {
-            vec![(at, 0..v.len())]
-        };
-        let mut kept: Vec<(u64, Vec<u8>)> = Vec::with_capacity(records.len());
-        let before = edited;
-        for (seq, range) in records {
-            let record = &v[range];
-            let (kind, key, jwt) = parse_record(seq, record)?;
-            match edit(kind, key, jwt) {
-                RecordEdit::Keep => kept.push((seq, record.to_vec())),
-                RecordEdit::Remove => edited += 1,
-                RecordEdit::Replace(token) => {
-                    // The kind byte as it was: a tombstone stays one.
-                    let mut value = record_value(kind, key, &token)?;
-                    value[0] = record[0];
-                    kept.push((seq, value));
-                    edited += 1;
-                }
-            }
-        }
-        if edited == before {
-            continue;
-        }
-        match (chunk, kept.as_slice()) {
-            (_, []) => batch.remove(&k[..]),
-            (false, [(_, record)]) => batch.insert(&k[..], record.as_slice()),
-            (_, records) => {
-                let mut value = vec![CHUNK];
-                for (seq, record) in records {
-                    push_member(&mut value, *seq, record)?;
-                }
-                batch.insert(&k[..], value);
-            }
-        }
-    }
-    db.apply_batch(batch).map_err(io)?;
-    Ok(edited)
 }
 
 /// Converts a store written by the first layout (`a/<key>` and `t/<hash>` → JWT, `s/<seq>` →
@@ -533,10 +314,8 @@ struct Parsed {
     seq: u64,
     kind: Kind,
     deleted: bool,
-    /// The sled value holding the record (a chunk may hold more): kind, key length, key,
-    /// token at `record`.
+    /// The record: kind, key length, key, token.
     value: ::sled::IVec,
-    record: std::ops::Range<usize>,
     key_len: usize,
     iat: i64,
     exp: Option<i64>,
@@ -546,9 +325,8 @@ struct Parsed {
 impl Parsed {
     /// The index entry: the key and the token copied out of sled's buffer.
     fn into_entry(self) -> super::Entry {
-        let record = &self.value[self.record.clone()];
-        let key = &record[2..2 + self.key_len];
-        let jwt = &record[2 + self.key_len..];
+        let key = &self.value[2..2 + self.key_len];
+        let jwt = &self.value[2 + self.key_len..];
         super::Entry {
             kind: self.kind,
             key: std::str::from_utf8(key).unwrap_or_default().into(),
@@ -618,39 +396,31 @@ fn parse_range(
     };
     for item in db.range::<[u8; 10], _>(range) {
         let (k, v) = item.map_err(io)?;
-        let at = parse_seq_key(&k)?;
-        let records = if v.first() == Some(&CHUNK) {
-            members(at, &v)?
-        } else {
-            vec![(at, 0..v.len())]
+        let seq = parse_seq_key(&k)?;
+        let (kind, key, jwt) = parse_record(seq, &v)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: key.to_string(),
+            reason,
         };
-        for (seq, record) in records {
-            let (kind, key, jwt) = parse_record(seq, &v[record.clone()])?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                key: key.to_string(),
-                reason,
-            };
-            let text = std::str::from_utf8(jwt).map_err(|_| corrupt("not UTF-8".into()))?;
-            let (iat, exp) = crate::jwt::parse_times(text).map_err(|e| corrupt(e.to_string()))?;
-            let tag = super::index::tag_of(jwt);
-            let key_len = key.len();
-            chunk.push(Parsed {
-                seq,
-                kind,
-                deleted: v.get(record.start) == Some(&TOMBSTONE),
-                value: v.clone(),
-                record,
-                key_len,
-                iat,
-                exp,
-                tag,
-            });
-            if chunk.len() == LOAD_CHUNK {
-                let next = chunk.empty_like();
-                let full = std::mem::replace(&mut chunk, next);
-                if out.send((part, full)).is_err() {
-                    return Ok(());
-                }
+        let text = std::str::from_utf8(jwt).map_err(|_| corrupt("not UTF-8".into()))?;
+        let (iat, exp) = crate::jwt::parse_times(text).map_err(|e| corrupt(e.to_string()))?;
+        let tag = super::index::tag_of(jwt);
+        let key_len = key.len();
+        chunk.push(Parsed {
+            seq,
+            kind,
+            deleted: v.first() == Some(&TOMBSTONE),
+            value: v,
+            key_len,
+            iat,
+            exp,
+            tag,
+        });
+        if chunk.len() == LOAD_CHUNK {
+            let next = chunk.empty_like();
+            let full = std::mem::replace(&mut chunk, next);
+            if out.send((part, full)).is_err() {
+                return Ok(());
             }
         }
     }
@@ -666,16 +436,9 @@ const LOAD_SEGMENTS: u64 = 8;
 /// The fewest sequences in a load segment.
 const MIN_SEGMENT: u64 = 16_384;
 
-/// The most sequences in a load segment of a large store written mostly in chunks: ~50 MiB
-/// of 800-byte tokens, which bounds what sled keeps of a segment's pages (see
-/// [`Backend::load`]). A 1M store of 32-token chunks peaked at 1,195–1,239 MiB read this
-/// way, 1,320 MiB with twice as many per segment, 1,871 MiB in one pass; one of 2 KiB chunks
-/// (the size kept) 1,248 MiB.
-const MAX_SEGMENT: u64 = 65_536;
-
-/// Below this many records the entries that stay are built on one thread while the loading
-/// threads only read and parse; above it each loading thread builds its own. Measured, before
-/// chunks and [`MAX_SEGMENT`] (when large stores were read in one pass), with
+/// Below this many records the log is read in segments with a fresh handle for each, and the
+/// entries that stay are built on one thread while the loading threads only read and parse;
+/// above it, in one pass, each loading thread building its own entries. Measured with
 /// 800-byte tokens (peak / idle RSS at start): 100,000 records 143 / 129 MiB the first way,
 /// 208 / 184 MiB the second (entries interleaved in each thread's malloc arena with sled's
 /// freed read buffers, in pages that cannot be returned); 1,000,000 records 1,306–1,362 /
@@ -735,20 +498,6 @@ fn load_segment(
     Ok(())
 }
 
-/// Whether most of the store between sequences `first` and `last` is written in chunks,
-/// judged from the records at nine points spread over it (nine lookups, not a scan).
-fn mostly_chunks(db: &::sled::Db, first: u64, last: u64) -> Result<bool, StoreError> {
-    let mut chunks = 0;
-    for i in 0..=8u64 {
-        let at = first + (last - first) / 8 * i;
-        let found = db.range(seq_key(at)..=seq_key(last)).next();
-        if let Some((_, v)) = found.transpose().map_err(io)? {
-            chunks += usize::from(v.first() == Some(&CHUNK));
-        }
-    }
-    Ok(chunks > 4)
-}
-
 /// Dropping the handle does not release the directory lock at once: sled's background threads
 /// hold the files a moment longer. The writer drops its backend on [`super::Store::close`] and
 /// then answers; waiting here (bounded) makes "closed" mean "another open will succeed", so a
@@ -779,23 +528,14 @@ impl Backend for SledBackend {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u64
         };
-        // sled keeps pages a scan touched in memory until the handle is dropped (its cache
-        // evicts only after 64 accesses to each of its 256 shards, so a scan keeps up to ~16k
-        // pages, whatever their size; ~75 MiB at 100,000 accounts), so a store may be read
-        // in segments with a fresh handle for each (a reopen took ~110 ms at 1M):
-        // - a small store: at most LOAD_SEGMENTS segments, and one thread building the
-        //   entries, which took the 100k peak from 206 to 159 MiB (the two parts were not
-        //   measured apart);
-        // - a large store of mostly chunks: segments of at most MAX_SEGMENT sequences, each
-        //   thread building. Chunk pages are larger than those of single records: read in
-        //   one pass, a 1M store of 32-token chunks peaked at 1,871 MiB;
-        // - a large store of mostly single records: one pass, each thread building (see
-        //   BUILD_IN_ONE_THREAD_BELOW; in segments it peaked at 1,287-1,347 MiB).
+        // sled keeps pages a scan touched in memory until the handle is dropped (~75 MiB at
+        // 100,000 accounts), so a small store is read in at most LOAD_SEGMENTS segments with a
+        // fresh handle for each (a reopen took ~110 ms at 1M). Together with one
+        // thread building the entries this took the 100k peak from 206 to 159 MiB; the two
+        // parts were not measured apart. Large stores: see BUILD_IN_ONE_THREAD_BELOW.
         let build_here = last - first < BUILD_IN_ONE_THREAD_BELOW;
         let segment = if build_here {
             ((last - first) / LOAD_SEGMENTS + 1).max(MIN_SEGMENT)
-        } else if mostly_chunks(db, first, last)? {
-            MAX_SEGMENT
         } else {
             u64::MAX
         };
@@ -822,38 +562,21 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let db = self.db()?;
         let mut batch = ::sled::Batch::default();
-        // This commit's records have sequences from `first` on; an older sequence it replaces
-        // or removes is an earlier commit's record, which `remove_records` finds.
-        let first = commit.records.first().map_or(u64::MAX, |r| r.seq);
-        let gone: std::collections::HashSet<u64> = commit
-            .records
-            .iter()
-            .filter_map(|r| r.old_seq)
-            .chain(commit.removed.iter().copied())
-            .collect();
-        let older: Vec<u64> = gone.iter().copied().filter(|&s| s < first).collect();
-        remove_records(db, &older, &mut batch)?;
-        // A key written twice in one commit keeps its last version only.
-        let live: Vec<&super::Record> = commit
-            .records
-            .iter()
-            .filter(|r| !gone.contains(&r.seq))
-            .collect();
-        for group in chunked(&live) {
-            if let [one] = group {
-                let value = record_of(one.kind, &one.key, &one.jwt, one.deleted)?;
-                batch.insert(&seq_key(one.seq)[..], value);
-                continue;
+        for r in &commit.records {
+            // Remove first: when one commit writes a key twice, the second record's `old_seq`
+            // is the first's sequence, and a batch keeps the last operation per key.
+            if let Some(old) = r.old_seq {
+                batch.remove(&seq_key(old)[..]);
             }
-            let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1);
-            chunk.push(CHUNK);
-            for r in group {
-                let record = record_of(r.kind, &r.key, &r.jwt, r.deleted)?;
-                push_member(&mut chunk, r.seq, &record)?;
+            let mut value = record_value(r.kind, &r.key, &r.jwt)?;
+            if r.deleted {
+                value[0] = TOMBSTONE;
             }
-            batch.insert(&seq_key(group[0].seq)[..], chunk);
+            batch.insert(&seq_key(r.seq)[..], value);
+        }
+        for seq in &commit.removed {
+            batch.remove(&seq_key(*seq)[..]);
         }
         for (name, value) in &commit.meta {
             batch.insert(format!("m/{name}").into_bytes(), value.as_slice());
@@ -862,6 +585,7 @@ impl Backend for SledBackend {
             format!("m/{META_HEAD}").into_bytes(),
             &commit.head.to_be_bytes()[..],
         );
+        let db = self.db()?;
         db.apply_batch(batch).map_err(io)?;
         // A commit that need not wait is written by sled's background flusher (every 500 ms)
         // or by the next flush, which writes everything applied before it.
@@ -972,233 +696,10 @@ mod tests {
                 durable: true,
             })
             .unwrap();
-        assert!(!mostly_chunks(backend.db().unwrap(), 1, 3).unwrap());
         let loaded = backend.load().unwrap();
         assert_eq!(loaded.entries.len(), 1);
         assert_eq!(loaded.entries[0].jwt_str(), three);
         assert_eq!(loaded.entries[0].seq, 3);
-    }
-
-    /// Records of `(key, token, seq, old_seq)`, accounts.
-    fn records(of: &[(&str, &str, u64, Option<u64>)]) -> Vec<super::super::Record> {
-        of.iter()
-            .map(|&(key, jwt, seq, old_seq)| super::super::Record {
-                entry: std::sync::Arc::new(super::super::Entry::from_parts(
-                    Kind::Account,
-                    key.into(),
-                    Bytes::copy_from_slice(jwt.as_bytes()),
-                    0,
-                    None,
-                    seq,
-                )),
-                old_seq,
-            })
-            .collect()
-    }
-
-    fn commit_of(records: Vec<super::super::Record>, removed: Vec<u64>) -> Commit {
-        Commit {
-            head: records.last().map_or(0, |r| r.seq),
-            records,
-            meta: vec![],
-            removed,
-            durable: true,
-        }
-    }
-
-    /// The sled keys of the token records, and how many records each holds.
-    fn layout(backend: &SledBackend) -> Vec<(u64, usize)> {
-        members_by_key(backend)
-            .into_iter()
-            .map(|(at, seqs)| (at, seqs.len()))
-            .collect()
-    }
-
-    /// The chunk holding `seq` (its sled key) in `layout`.
-    fn chunk_of(layout: &[(u64, Vec<u64>)], seq: u64) -> u64 {
-        layout.iter().find(|(_, m)| m.contains(&seq)).unwrap().0
-    }
-
-    /// The sled keys of the token records, and the sequences each holds.
-    fn members_by_key(backend: &SledBackend) -> Vec<(u64, Vec<u64>)> {
-        backend
-            .db()
-            .unwrap()
-            .scan_prefix(b"s/")
-            .map(|item| {
-                let (k, v) = item.unwrap();
-                let at = parse_seq_key(&k).unwrap();
-                let seqs = if v[0] == CHUNK {
-                    members(at, &v)
-                        .unwrap()
-                        .into_iter()
-                        .map(|(s, _)| s)
-                        .collect()
-                } else {
-                    vec![at]
-                };
-                (at, seqs)
-            })
-            .collect()
-    }
-
-    /// A commit of many tokens is stored several to a sled value, up to CHUNK_BYTES; a later
-    /// version of one of them, or its removal, rewrites its chunk without it, and the last one
-    /// gone removes the chunk. Every load sees exactly the live versions, in sequence order.
-    #[test]
-    fn many_tokens_share_chunks_and_later_versions_leave_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut backend = SledBackend::open(dir.path()).unwrap();
-        let (v1, v2) = (token("one"), token("two"));
-        let keys: Vec<String> = (1..=70).map(|i| format!("K{i}")).collect();
-        let first: Vec<_> = keys
-            .iter()
-            .zip(1u64..)
-            .map(|(k, seq)| (k.as_str(), v1.as_str(), seq, None))
-            .collect();
-        backend.commit(&commit_of(records(&first), vec![])).unwrap();
-        let before = members_by_key(&backend);
-        let per_chunk = CHUNK_BYTES / (MEMBER_HEADER + 2 + 3 + v1.len());
-        assert!(per_chunk >= 2, "the test's tokens fit several to a chunk");
-        let sizes: Vec<usize> = before.iter().map(|(_, m)| m.len()).collect();
-        assert!(
-            sizes[..sizes.len() - 1].iter().all(|&n| n == per_chunk),
-            "{sizes:?}"
-        );
-        assert_eq!(sizes.iter().sum::<usize>(), 70);
-        assert!(
-            before.iter().all(|(at, m)| m[0] == *at),
-            "keyed by their first sequence"
-        );
-
-        // K5 replaced, K40 dropped, K1 replaced twice in one commit.
-        let second = records(&[
-            ("K5", &v2, 71, Some(5)),
-            ("K1", &v2, 72, Some(1)),
-            ("K1", &v1, 73, Some(72)),
-        ]);
-        backend.commit(&commit_of(second, vec![40])).unwrap();
-        let after = members_by_key(&backend);
-        for (seq, gone) in [(1, true), (5, true), (40, true), (2, false), (41, false)] {
-            let holder = after.iter().find(|(at, _)| *at == chunk_of(&before, seq));
-            assert_eq!(
-                holder.is_some_and(|(_, m)| m.contains(&seq)),
-                !gone,
-                "seq {seq}: {after:?}"
-            );
-        }
-        assert_eq!(
-            after.last().unwrap(),
-            &(71, vec![71, 73]),
-            "K1's first new version left"
-        );
-
-        // Every record of the last chunk of the first commit replaced: that chunk goes.
-        let (last_at, last) = before.last().unwrap().clone();
-        let third: Vec<_> = last
-            .iter()
-            .map(|&seq| {
-                (
-                    keys[seq as usize - 1].as_str(),
-                    v2.as_str(),
-                    seq + 100,
-                    Some(seq),
-                )
-            })
-            .collect();
-        backend.commit(&commit_of(records(&third), vec![])).unwrap();
-        let end = members_by_key(&backend);
-        assert!(end.iter().all(|(at, _)| *at != last_at), "{end:?}");
-
-        let loaded = backend.load().unwrap();
-        let got: Vec<(u64, &str, &str)> = loaded
-            .entries
-            .iter()
-            .map(|e| (e.seq, &*e.key, e.jwt_str()))
-            .collect();
-        let mut want: Vec<(u64, String, &str)> = (2..=70u64)
-            .filter(|s| *s != 5 && *s != 40 && !last.contains(s))
-            .map(|s| (s, format!("K{s}"), v1.as_str()))
-            .collect();
-        want.push((71, "K5".into(), &v2));
-        want.push((73, "K1".into(), &v1));
-        want.extend(
-            last.iter()
-                .map(|&s| (s + 100, format!("K{s}"), v2.as_str())),
-        );
-        let want: Vec<(u64, &str, &str)> =
-            want.iter().map(|(s, k, j)| (*s, k.as_str(), *j)).collect();
-        assert_eq!(got, want);
-    }
-
-    /// A record larger than a chunk is stored alone; the ones around it still share chunks.
-    #[test]
-    fn a_record_larger_than_a_chunk_is_stored_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut backend = SledBackend::open(dir.path()).unwrap();
-        let small = token("small");
-        let large = token(&"x".repeat(CHUNK_BYTES));
-        let of: Vec<(String, &str, u64)> = (1..=9u64)
-            .map(|seq| {
-                (
-                    format!("K{seq}"),
-                    if seq == 5 {
-                        large.as_str()
-                    } else {
-                        small.as_str()
-                    },
-                    seq,
-                )
-            })
-            .collect();
-        let of: Vec<_> = of
-            .iter()
-            .map(|(k, j, s)| (k.as_str(), *j, *s, None))
-            .collect();
-        backend.commit(&commit_of(records(&of), vec![])).unwrap();
-        let layout = members_by_key(&backend);
-        assert!(layout.contains(&(5, vec![5])), "{layout:?}");
-        assert_eq!(layout.iter().map(|(_, m)| m.len()).sum::<usize>(), 9);
-        assert!(layout.len() < 9, "the small ones share: {layout:?}");
-        let loaded = backend.load().unwrap();
-        assert_eq!(
-            loaded.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            (1..=9).collect::<Vec<_>>()
-        );
-        assert_eq!(loaded.entries[4].jwt_str(), large);
-    }
-
-    /// `edit_records` reaches records inside chunks and alone, and the store loads what it
-    /// left.
-    #[test]
-    fn edit_records_changes_chunked_and_single_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut backend = SledBackend::open(dir.path()).unwrap();
-        let (v1, v2) = (token("one"), token("two"));
-        let many = records(&[
-            ("A", &v1, 1, None),
-            ("B", &v1, 2, None),
-            ("C", &v1, 3, None),
-        ]);
-        backend.commit(&commit_of(many, vec![])).unwrap();
-        backend
-            .commit(&commit_of(records(&[("D", &v1, 4, None)]), vec![]))
-            .unwrap();
-        let edited = edit_records(backend.db().unwrap(), |_, key, _| match key {
-            "A" | "D" => RecordEdit::Remove,
-            "B" => RecordEdit::Replace(v2.clone().into_bytes()),
-            _ => RecordEdit::Keep,
-        })
-        .unwrap();
-        assert_eq!(edited, 3);
-        assert_eq!(layout(&backend).iter().map(|(_, n)| n).sum::<usize>(), 2);
-        let loaded = backend.load().unwrap();
-        let got: Vec<(u64, &str, &str)> = loaded
-            .entries
-            .iter()
-            .map(|e| (e.seq, &*e.key, e.jwt_str()))
-            .collect();
-        assert_eq!(got, vec![(2, "B", v2.as_str()), (3, "C", v1.as_str())]);
     }
 
     /// A store larger than one load segment, with gaps in its sequences and tombstones, loads
@@ -1238,8 +739,6 @@ mod tests {
                 durable: true,
             })
             .unwrap();
-        let last = *seqs.last().unwrap();
-        assert!(mostly_chunks(backend.db().unwrap(), 1, last).unwrap());
         let loaded = backend.load().unwrap();
         let got: Vec<u64> = loaded.entries.iter().map(|e| e.seq).collect();
         assert_eq!(got, seqs, "every record once, in order");
