@@ -27,20 +27,12 @@ PORT=${PORT:-19290}
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-start() { # BINARY NAME PORT ARGS... -> starts a server, its pid in $! and PIDS
-  local bin=$1 name=$2 port=$3
-  shift 3
-  "$bin" --operator "$STORE/operator.jwt" --listen "127.0.0.1:$port" "$@" \
-    > "$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-}
-ready_field() { curl -fs "http://127.0.0.1:$1/readyz" 2>/dev/null | grep -o "\"$2\":[a-z0-9]*" | head -1 | cut -d: -f2; }
-wait_accounts() { until [ "$(ready_field "$1" accounts)" = "$N" ]; do sleep 0.05; done; }
+# shellcheck source=benches/at_size.sh
+. benches/at_size.sh
 fed() { # feed changes a replica on port $1 stored or skipped as held since it started
   curl -fs "http://127.0.0.1:$1/metrics" 2>/dev/null \
     | awk '/^nas_replica_applied_total\{source="feed"\}|^nas_replica_feed_unchanged_total/ {s += $2} END {print s + 0}'
 }
-cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 
 # The primary, the first replica and the promoted one run the first binary; the follower each.
 FIRST=$(echo "$BINS" | awk '{print $1}')

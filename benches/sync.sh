@@ -26,22 +26,8 @@ PORT=${PORT:-19290}
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-start() { # BINARY NAME PORT ARGS... -> starts a server, its pid in $! and PIDS
-  local bin=$1 name=$2 port=$3
-  shift 3
-  "$bin" --operator "$STORE/operator.jwt" --listen "127.0.0.1:$port" "$@" \
-    > "$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-}
-accounts() { curl -fs "http://127.0.0.1:$1/readyz" 2>/dev/null | grep -o '"accounts":[0-9]*' | cut -d: -f2; }
-wait_accounts() { # PORT PID: until the server counts N accounts; fails if it exits
-  until [ "$(accounts "$1")" = "$N" ]; do
-    kill -0 "$2" 2>/dev/null || { echo "server on port $1 exited; see $WORK" >&2; exit 1; }
-    sleep 0.05
-  done
-}
-cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
-mib() { echo $(( $(awk "/^$2:/ {print \$2}" "/proc/$1/status") / 1024 )); }
+# shellcheck source=benches/at_size.sh
+. benches/at_size.sh
 
 FIRST=$(echo "$BINS" | awk '{print $1}')
 [ -x "$FIRST" ] || cargo build --release
