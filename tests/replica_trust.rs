@@ -607,30 +607,50 @@ async fn a_pinned_data_directory_refuses_another_operator() {
     );
 }
 
-/// A proxy in front of a primary it cannot reach answers 502 (or a 503 without Retry-After):
-/// the replica counts that primary as unreachable and moves on to the next one it was given,
-/// instead of waiting on the proxy forever.
+/// A proxy in front of a primary it cannot reach answers 502, or a 503 without Retry-After (a
+/// busy primary of ours always sends one): the replica counts that primary as unreachable and
+/// moves on to the next one it was given, instead of waiting on the proxy forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_answering_502_sends_the_replica_to_the_next_primary() {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    let proxy = HttpServer::new(|| {
-        App::new().default_service(web::to(|| async { HttpResponse::BadGateway().finish() }))
-    })
-    .listen(listener)
-    .unwrap()
-    .workers(1)
-    .disable_signals()
-    .run();
-    let handle = proxy.handle();
-    tokio::spawn(proxy);
+    use actix_web::{http::StatusCode, web, App, HttpResponse, HttpServer};
+    let mut proxies = Vec::new();
+    for status in [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let proxy = HttpServer::new(move || {
+            App::new().default_service(web::to(move || async move {
+                HttpResponse::build(status).finish()
+            }))
+        })
+        .listen(listener)
+        .unwrap()
+        .workers(1)
+        .disable_signals()
+        .run();
+        proxies.push((url, proxy.handle()));
+        tokio::spawn(proxy);
+    }
 
     let primary = TestServer::primary().await;
-    let (k, j) = post_new_account(&primary.url, "behind-the-proxy").await;
-    let replica = replica_of(&[&proxy_url, &primary.url], |_| {}).await;
-    wait_serves(&replica.url, &k, &j, Duration::from_secs(15)).await;
-    let (_, r) = readyz(&replica.url).await;
-    assert_eq!(r["replica"]["primary"], primary.url, "{r}");
-    handle.stop(false).await;
+    let (k, j) = post_new_account(&primary.url, "behind-the-proxies").await;
+    let list = [
+        proxies[0].0.as_str(),
+        proxies[1].0.as_str(),
+        primary.url.as_str(),
+    ];
+    // One replica learns the operator from its primary (the operator fetch meets the proxies
+    // first), one has it configured (the change feed meets them first).
+    let learns = replica_of(&list, |_| {}).await;
+    let configured = replica_of(&list, |s| {
+        s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"));
+    })
+    .await;
+    for replica in [&learns, &configured] {
+        wait_serves(&replica.url, &k, &j, Duration::from_secs(15)).await;
+        let (_, r) = readyz(&replica.url).await;
+        assert_eq!(r["replica"]["primary"], primary.url, "{r}");
+    }
+    for (_, handle) in proxies {
+        handle.stop(false).await;
+    }
 }
