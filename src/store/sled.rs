@@ -637,6 +637,12 @@ mod tests {
             db.insert(b"m/lineage", &b"abc"[..]).unwrap();
             db.flush().unwrap();
         }
+        // Dropping a sled handle does not release the directory lock at once (see `Drop for
+        // SledBackend`): a busy machine saw this open refused as `Locked`.
+        let deadline = std::time::Instant::now() + RELOCK_WAIT;
+        while is_locked(dir.path()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let mut backend = SledBackend::open(dir.path()).unwrap();
         let mut loaded = backend.load().unwrap();
         loaded.entries.sort_by_key(|e| e.seq);
