@@ -389,21 +389,7 @@ async fn replica_catches_up_after_missing_1000_writes() {
     wait_serves(&first.url, &k0, &j0, Duration::from_secs(10)).await;
     // Served is not yet applied from the feed (a miss fetches it from the primary): stop only
     // once the cursor has passed it, or the restart applies it again and the count is off.
-    let head = crate::common::readyz(&primary.url).await.1["head_seq"]
-        .as_u64()
-        .unwrap();
-    let url = first.url.clone();
-    eventually(
-        Duration::from_secs(10),
-        "the first replica's cursor at the primary's head",
-        || {
-            let url = url.clone();
-            async move {
-                crate::common::readyz(&url).await.1["replica"]["applied_seq"].as_u64() >= Some(head)
-            }
-        },
-    )
-    .await;
+    crate::common::wait_applied(&primary.url, &first.url).await;
     first.stop().await;
 
     // 1,000 writes with 16 concurrent clients while the replica is down.

@@ -263,6 +263,19 @@ pub async fn readyz(base: &str) -> (u16, Value) {
     (status, detail)
 }
 
+/// Waits until `replica` has applied its primary's change feed up to the head `primary` has
+/// now. Serving a key is not enough to know a replica holds it: while it syncs, a miss is
+/// answered by asking the primary (a 404 even just cached), not from its store.
+pub async fn wait_applied(primary: &str, replica: &str) {
+    let head = readyz(primary).await.1["head_seq"].as_u64().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        &format!("{replica} applied the feed up to {head}"),
+        || async { readyz(replica).await.1["replica"]["applied_seq"].as_u64() >= Some(head) },
+    )
+    .await;
+}
+
 /// `max-age=N` from a Cache-Control value.
 pub fn max_age(cache_control: &str) -> i64 {
     cache_control
