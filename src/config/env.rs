@@ -181,3 +181,38 @@ impl<'de, 'a> MapAccess<'de> for Entry<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::names_setting;
+    use crate::config::Settings;
+
+    /// What the probe of the settings types knows, directly.
+    #[test]
+    fn the_settings_types_name_their_keys() {
+        for path in [
+            "operatorjwtpath",
+            "http.port",
+            "http.tls.ca",
+            "nats.tls.root",
+            "nats.tls.ca",
+            "cluster.nats.tls.cert",
+            "store.tombstonettl",
+            "http",
+        ] {
+            let path: Vec<&str> = path.split('.').collect();
+            assert!(names_setting::<Settings>(&path), "{path:?}");
+        }
+        for path in [
+            "port",
+            "http.prot",
+            "http.port.x",
+            "http.tls.root",
+            "primary.x",
+            "",
+        ] {
+            let path: Vec<&str> = path.split('.').collect();
+            assert!(!names_setting::<Settings>(&path), "{path:?}");
+        }
+    }
+}

@@ -13,8 +13,6 @@ pub mod cli;
 mod env;
 mod lenient;
 pub mod natsconf;
-#[cfg(test)]
-mod tests;
 mod types;
 
 pub use cli::Cli;
