@@ -230,6 +230,11 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
     let js = JetStream::single().await;
     let mut nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n").await;
     let (leader, term, at) = wait_leader(&nodes, Duration::from_secs(30)).await;
+    assert_eq!(
+        js.stream_replicas("KV_nas_t").await,
+        1,
+        "one nats-server: R1"
+    );
     let lb = nginx_for(&nodes).await;
 
     let (kp, jwt) = new_account("before");
@@ -564,6 +569,9 @@ async fn losing_one_of_three_nats_servers_triggers_no_failover() {
     let mut js = JetStream::cluster().await;
     let nodes = three(&js.urls(), "[cluster]\nleasettl = \"5s\"\n").await;
     let (leader, term, _) = wait_leader(&nodes, Duration::from_secs(60)).await;
+    // Made while the JetStream cluster was still forming, the bucket must still be R3: on one
+    // server, losing it would stop the writes.
+    assert_eq!(js.stream_replicas("KV_nas_t").await, 3);
     js.kill(1);
     let started = Instant::now();
     let mut paused = Duration::ZERO;

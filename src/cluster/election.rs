@@ -673,14 +673,19 @@ async fn read_lease(kv: &kv::Store) -> Result<Option<(u64, Lease)>, String> {
 }
 
 /// Makes the bucket: three replicas in a JetStream cluster, one on a single server (which
-/// refuses more). The stream is made directly, shaped as a key-value bucket is (one message
-/// per key, rollups, direct get): async-nats' `create_key_value` first asks for the account
-/// information, whose answer from nats-server 2.9 it cannot parse.
+/// refuses more, and says so with its own error code). Any other refusal is returned, and the
+/// election retries: a JetStream cluster that is still forming (no meta leader yet, peers not
+/// all known) refuses three replicas for a moment, and a bucket made with one then would stay
+/// on one server for good, so losing that server would stop the cluster's writes (DESIGN §6:
+/// R3 in a JetStream cluster). The stream is made directly, shaped as a key-value bucket is
+/// (one message per key, rollups, direct get): async-nats' `create_key_value` first asks for
+/// the account information, whose answer from nats-server 2.9 it cannot parse.
 async fn create_bucket(
     js: &async_nats::jetstream::Context,
     bucket: &str,
 ) -> Result<kv::Store, String> {
-    use async_nats::jetstream::stream;
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    use async_nats::jetstream::{stream, ErrorCode};
     let config = |replicas| stream::Config {
         name: format!("KV_{bucket}"),
         description: Some("nats-account-server cluster: leader lease and node progress".into()),
@@ -695,14 +700,22 @@ async fn create_bucket(
         ..Default::default()
     };
     let made = match js.create_stream(config(3)).await {
-        Ok(_) => Ok(3),
-        Err(first) => match js.create_stream(config(1)).await {
-            Ok(_) => Ok(1),
-            Err(e) => Err(format!(
-                "opening or making the bucket {bucket}: {e} (with 3 replicas: {first}); is JetStream enabled for this NATS account?"
-            )),
-        },
-    }?;
+        Ok(_) => 3,
+        Err(e)
+            if matches!(e.kind(), CreateStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED) =>
+        {
+            js.create_stream(config(1)).await.map_err(|e| {
+                format!("making the bucket {bucket} on a single nats-server: {e}; is JetStream enabled for this NATS account?")
+            })?;
+            1
+        }
+        Err(e) => {
+            return Err(format!(
+                "making the bucket {bucket} with 3 replicas: {e} (a JetStream cluster needs 3 servers with JetStream, and a meta leader; is JetStream enabled for this NATS account?)"
+            ))
+        }
+    };
     tracing::info!(%bucket, replicas = made, "made the cluster's lease bucket");
     js.get_key_value(bucket)
         .await

@@ -77,6 +77,22 @@ impl JetStream {
             .join(",")
     }
 
+    /// How many replicas JetStream keeps of `stream` (its configuration, as the API reports
+    /// it), asked of server 0.
+    pub async fn stream_replicas(&self, stream: &str) -> u64 {
+        let client = async_nats::connect(format!("nats://127.0.0.1:{}", self.ports[0]))
+            .await
+            .expect("connecting to nats-server");
+        let info = client
+            .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
+            .await
+            .expect("stream info");
+        let info: serde_json::Value = serde_json::from_slice(&info.payload).expect("JSON");
+        info["config"]["num_replicas"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no stream {stream}: {info}"))
+    }
+
     /// Kills server `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
         child::kill(&mut self.children[i]);
