@@ -125,6 +125,7 @@ struct LoadFamilies {
     decode_cache: IntCounterVec,
     post_shortcuts: IntCounterVec,
     pack_computations: IntCounter,
+    decode_delayed: IntCounter,
 }
 
 impl LoadFamilies {
@@ -144,11 +145,19 @@ impl LoadFamilies {
         registry
             .register(Box::new(pack_computations.clone()))
             .expect("metric registered once");
+        let decode_delayed = IntCounter::new(
+            "nas_decode_views_delayed_total",
+            "?decode=true views held back until they fit their client address's http.decodebytespersecond (sent late, not refused)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(decode_delayed.clone()))
+            .expect("metric registered once");
         LoadFamilies {
             refused: counter(
                 "nas_refused_total",
                 "Requests refused or cut off at a limit, by reason (header_too_large, bulk_busy, \
-                 long_polls, long_polls_per_client, write_timeout, heavy_busy, pack_busy, notify_queue_full)",
+                 long_polls, long_polls_per_client, write_timeout, heavy_busy, pack_busy, notify_queue_full, decode_budget)",
                 "reason",
             ),
             decode_cache: counter(
@@ -163,6 +172,7 @@ impl LoadFamilies {
                 "result",
             ),
             pack_computations,
+            decode_delayed,
         }
     }
 }
@@ -513,6 +523,11 @@ impl Metrics {
             .post_shortcuts
             .with_label_values(&[result])
             .inc();
+    }
+
+    /// Counts a `?decode=true` view held back for its address's byte budget.
+    pub fn decode_delayed(&self) {
+        self.inner.load.decode_delayed.inc();
     }
 
     /// Counts one computation of the NATS PACK answer.

@@ -178,6 +178,11 @@ impl Limits {
         };
         self.decode_budget
             .take(ip, bytes, std::time::Instant::now())
+            .inspect(|wait| {
+                if !wait.is_zero() {
+                    metrics.decode_delayed();
+                }
+            })
             .map_err(|wait| {
                 metrics.refused("decode_budget");
                 Busy {
