@@ -581,7 +581,7 @@ async fn nats_server_resolves_through_nginx_and_replicas() {
 /// serves the Go routes with real tokens, in the Go server's formats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_of_a_go_primary_imports_its_pack() {
-    use actix_web::{web, App, HttpResponse, HttpServer};
+    use actix_web::{web, HttpResponse};
     let pack: Vec<(String, String)> = (0..5).map(|i| account(&format!("go-{i}"))).collect();
     let body = pack
         .iter()
@@ -590,11 +590,9 @@ async fn replica_of_a_go_primary_imports_its_pack() {
         .join("\n");
     let operator = fixtures::vector("operator.jwt");
     let by_key: std::collections::HashMap<String, String> = pack.iter().cloned().collect();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let go_url = format!("http://{}", listener.local_addr().unwrap());
-    let go = HttpServer::new(move || {
+    let (go_url, handle) = crate::common::serve_routes(move |routes| {
         let (body, operator, by_key) = (body.clone(), operator.clone(), by_key.clone());
-        App::new()
+        routes
             .route(
                 "/jwt/v1/accounts/{key}",
                 web::get().to(move |key: web::Path<String>| {
@@ -627,15 +625,8 @@ async fn replica_of_a_go_primary_imports_its_pack() {
                     let op = operator.clone();
                     async move { HttpResponse::Ok().body(op) }
                 }),
-            )
-    })
-    .listen(listener)
-    .unwrap()
-    .workers(1)
-    .disable_signals()
-    .run();
-    let handle = go.handle();
-    tokio::spawn(go);
+            );
+    });
 
     let replica = replica_of(&[&go_url], |s| s.maxreplicationpack = 3).await;
     wait_ready(&replica.url).await;

@@ -45,6 +45,26 @@ pub struct TestServer {
     pub dir: TempDir,
 }
 
+/// Serves the routes `routes` adds on a loopback port, in the test's runtime: a stand-in for
+/// another program's HTTP server (a Go-era primary, a proxy). Returns its URL and a handle
+/// that stops it (it also ends with the test's runtime).
+pub fn serve_routes(
+    routes: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+) -> (String, actix_web::dev::ServerHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
+            .listen(listener)
+            .unwrap()
+            .workers(1)
+            .disable_signals()
+            .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (url, handle)
+}
+
 /// Settings for a primary on a sled store in `dir`, trusting the vectors' operator.
 pub fn primary_settings(dir: &std::path::Path) -> Settings {
     let mut s = Settings {
