@@ -100,18 +100,20 @@ impl SystemAccount {
 
     /// The last answer for `key`, if it is younger than the TTL.
     pub(super) fn fresh(&self, key: &str) -> Option<Arc<Entry>> {
-        self.last
-            .as_ref()
-            .filter(|(e, at)| &*e.key == key && at.elapsed() < self.ttl)
-            .map(|(e, _)| e.clone())
+        self.answer(key, Some(self.ttl))
     }
 
     /// The last answer for `key`, however old: served while the primary cannot be asked
     /// (stale-if-error, as for everything else a replica holds).
     pub(super) fn last(&self, key: &str) -> Option<Arc<Entry>> {
+        self.answer(key, None)
+    }
+
+    /// The last answer for `key`, if younger than `max_age` (when given).
+    fn answer(&self, key: &str, max_age: Option<Duration>) -> Option<Arc<Entry>> {
         self.last
             .as_ref()
-            .filter(|(e, _)| &*e.key == key)
+            .filter(|(e, at)| &*e.key == key && max_age.is_none_or(|age| at.elapsed() < age))
             .map(|(e, _)| e.clone())
     }
 

@@ -4,7 +4,7 @@
 //! the tokens of the page it covers, so a crash at any point resumes exactly where the durable
 //! state is: never skipping a change, and re-applying one is a no-op (the same bytes).
 
-use super::client::{Ack, PrimaryError};
+use super::client::{Ack, PrimaryClient, PrimaryError};
 use super::{
     antientropy, PageCheck, ReplicaHandle, Stall, StatusCell, META_PRIMARY_CURSOR,
     META_PRIMARY_LINEAGE, META_SYNCED,
@@ -134,7 +134,15 @@ impl Link {
         }
     }
 
-    fn down(&mut self, e: &PrimaryError, status: &watch::Sender<StatusCell>, primary: &str) {
+    /// Marks the link down with `e` and, when the primary could not be asked (no answer, or a
+    /// proxy's 5xx), moves `client` on to the next configured primary for the next attempt.
+    fn down(
+        &mut self,
+        e: &PrimaryError,
+        status: &watch::Sender<StatusCell>,
+        client: &PrimaryClient,
+    ) {
+        let primary = client.current();
         match self.state.failed(&e.to_string(), Instant::now()) {
             Some(Note::Down) => {
                 tracing::warn!(%primary, cause = %e, "primary unreachable; serving what this replica has and retrying");
@@ -148,9 +156,12 @@ impl Link {
         self.up = false;
         status.send_modify(|s| {
             s.reachable = false;
-            s.primary = primary.to_string();
+            s.primary = primary;
             s.link_error = Some(e.to_string());
         });
+        if matches!(e, PrimaryError::Unreachable { .. }) {
+            client.rotate();
+        }
     }
 
     /// Marks the link up; returns whether it was not up before.
@@ -240,10 +251,7 @@ pub(super) async fn run(
         }
         if replica.anchor.current().operator.is_none() {
             if let Err(e) = refresh_operator(&replica).await {
-                link.down(&e, &status, &client.current());
-                if matches!(e, PrimaryError::Unreachable { .. }) {
-                    client.rotate();
-                }
+                link.down(&e, &status, &client);
                 if sleep_or_cancel(&cancel, backoff).await {
                     break;
                 }
@@ -320,12 +328,9 @@ pub(super) async fn run(
                 continue;
             }
             Err(e) => {
-                link.down(&e, &status, &client.current());
+                link.down(&e, &status, &client);
                 long_poll = false;
                 ahead = None;
-                if matches!(e, PrimaryError::Unreachable { .. }) {
-                    client.rotate();
-                }
                 if sleep_or_cancel(&cancel, backoff).await {
                     break;
                 }
