@@ -70,6 +70,29 @@ async fn cache_resolver_looks_accounts_up_from_us() {
     );
 }
 
+/// The configured election account (`cluster.accountjwtpath`), which no store holds, is
+/// answered over NATS as over HTTP: a nats-server with a cache resolver admits its users (in
+/// operator mode a cluster's nodes connect with it before any leader can be elected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_account_is_answered_to_a_lookup() {
+    let nats = NatsServer::start_nats_resolver(0, "cache", "timeout: \"1s\"").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (election, election_jwt) = new_account("election");
+    let path = dir.path().join("election.jwt");
+    std::fs::write(&path, &election_jwt).unwrap();
+    let mut settings = primary_settings(dir.path());
+    use_nats(&mut settings, nats.port);
+    settings.cluster.accountjwtpath = Some(path);
+    let server = TestServer::start_in(dir, settings).await;
+    wait_nats_connected(&server.url).await;
+    assert_eq!(server.running().state().store.counts().0, 0, "not stored");
+    assert!(
+        nats.admits(&user_creds(&election, "u")).await,
+        "nats-server log:\n{}",
+        nats.log_text()
+    );
+}
+
 /// PACK spoken directly: a stale hash, or none (`nsc pull`), gets every account as `key|jwt`
 /// and an empty message; the hash of exactly those tokens gets the empty message alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,17 +256,15 @@ async fn lookup(
     key: &str,
     reply: async_nats::Subject,
 ) {
+    // As a GET (`service::lookup`): the store, then the configured system and election
+    // accounts, which no store holds.
     let found = crate::jwt::is_account_key(key)
         .then(|| {
-            responder.state.store.get(Kind::Account, key).or_else(|| {
-                responder
-                    .state
-                    .trust
-                    .borrow()
-                    .system_account
-                    .clone()
-                    .filter(|e| &*e.key == key)
-            })
+            let state = &responder.state;
+            state
+                .store
+                .get(Kind::Account, key)
+                .or_else(|| crate::service::configured_account(&state.trust(), Kind::Account, key))
         })
         .flatten();
     let Some(entry) = found else {

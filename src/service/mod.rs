@@ -221,7 +221,7 @@ pub async fn lookup(state: &AppState, kind: Kind, key: &str) -> Result<Arc<Entry
 }
 
 /// The configured JWT served for `key` when the store lacks it, if any.
-fn configured_account(trust: &Trust, kind: Kind, key: &str) -> Option<Arc<Entry>> {
+pub fn configured_account(trust: &Trust, kind: Kind, key: &str) -> Option<Arc<Entry>> {
     if kind != Kind::Account {
         return None;
     }
