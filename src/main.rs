@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use nats_account_server::config::cli::Command;
-use nats_account_server::config::{Cli, LoadReport, LoggingSettings, Settings};
+use nats_account_server::config::{Cli, LoadReport, LoggingSettings, Settings, ALL_INTERFACES};
 use nats_account_server::import;
 use nats_account_server::link::error_chain;
 use nats_account_server::server::{check_files, load_trust, RunningServer};
@@ -77,10 +77,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(serve(cli, settings, filter))
 }
 
+/// Binds the HTTP listener on `host:port` (an IPv6 address in brackets or not). All interfaces
+/// ([`ALL_INTERFACES`], `::`, what an empty host means, as Go's `net.Listen(":9090")`) take
+/// IPv4 connections too: Linux's IPv6 sockets are dual-stack unless `net.ipv6.bindv6only` is
+/// set. A host without IPv6 gets every IPv4 interface instead.
+fn bind_http(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    let bind = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    match TcpListener::bind(&bind) {
+        Err(e)
+            if host == ALL_INTERFACES
+                && !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            let v4 = format!("0.0.0.0:{port}");
+            tracing::info!(cause = %e, "no IPv6 here: listening on every IPv4 interface");
+            TcpListener::bind(&v4).with_context(|| format!("binding HTTP listener on {v4}"))
+        }
+        bound => bound.with_context(|| format!("binding HTTP listener on {bind}")),
+    }
+}
+
 async fn serve(cli: Cli, settings: Settings, filter: FilterHandle) -> anyhow::Result<()> {
-    let bind = format!("{}:{}", settings.http.host, settings.http.port);
-    let listener =
-        TcpListener::bind(&bind).with_context(|| format!("binding HTTP listener on {bind}"))?;
+    let listener = bind_http(&settings.http.host, settings.http.port)?;
     let server = RunningServer::start(settings, listener).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

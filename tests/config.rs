@@ -135,7 +135,7 @@ batch = 100
     );
     assert_eq!(s.replicationtimeout.0, Duration::from_secs(2));
     assert_eq!(s.maxreplicationpack, 5);
-    assert_eq!(s.http.host, "0.0.0.0");
+    assert_eq!(s.http.host, "0.0.0.0", "an explicit host stays as written");
     assert_eq!(s.http.port, 8080);
     assert_eq!(s.http.maxbodybytes, 4096);
     assert_eq!(s.http.maxage.0, Duration::from_secs(120));
@@ -652,7 +652,7 @@ fn an_empty_host_means_all_interfaces() {
     .unwrap();
     assert_eq!((s.http.host.as_str(), s.http.port), (ALL_INTERFACES, 9090));
     let (s, _) = load_with("h.conf", "", &[], &["--listen", ":0"]).unwrap();
-    assert_eq!(s.http.host, "0.0.0.0");
+    assert_eq!(s.http.host, ALL_INTERFACES);
     let (s, _) = load_with(
         "h.conf",
         "http { host: \"10.0.0.1\" }\n",
@@ -662,7 +662,7 @@ fn an_empty_host_means_all_interfaces() {
     .unwrap();
     assert_eq!((s.http.host.as_str(), s.http.port), ("10.0.0.1", 9091));
     let (s, _) = load_with("h.conf", "http { host: \"\", port: 9092 }\n", &[], &[]).unwrap();
-    assert_eq!(s.http.host, "0.0.0.0");
+    assert_eq!(s.http.host, ALL_INTERFACES);
     let (s, _) = load_with("h.conf", "", &[], &[]).unwrap();
     assert_eq!(s.http.host, "127.0.0.1", "the default stays loopback");
 }

@@ -288,8 +288,11 @@ async fn the_demo_config_runs_in_memory_with_a_flag() {
     let log = server.log_text();
     assert!(log.contains("store=\"memory\""), "log:\n{log}");
     assert!(!log.contains("no operator"), "log:\n{log}");
-    // `:PORT` is all interfaces, as the Go server's `-hp :PORT`.
-    assert!(log.contains(&format!("addr=0.0.0.0:{port}")), "log:\n{log}");
+    // `:PORT` is all interfaces, IPv6 and IPv4, as the Go server's `-hp :PORT` (the harness
+    // waited for it on 127.0.0.1).
+    assert!(log.contains(&format!("addr=[::]:{port}")), "log:\n{log}");
+    let (status, _) = crate::common::get(&format!("http://[::1]:{port}/healthz")).await;
+    assert_eq!(status, 200, "over IPv6 loopback");
 }
 
 /// `--listen PORT` (no colon) binds the configured host on that port.

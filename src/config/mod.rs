@@ -430,8 +430,9 @@ pub enum ConfigError {
     },
 }
 
-/// What an empty `http.host` binds: every IPv4 interface.
-pub const ALL_INTERFACES: &str = "0.0.0.0";
+/// What an empty `http.host` binds: every interface, IPv6 and IPv4 (see `main.rs`'s
+/// `bind_http`), as the Go server's empty host did.
+pub const ALL_INTERFACES: &str = "::";
 
 /// Keys the Go server (v0.8 or v1.0) knew that this server does not implement. They are
 /// accepted, so old files load, and each is named in a warning.
