@@ -208,7 +208,8 @@ async fn cache_control_is_never_negative_and_follows_the_configured_max_age() {
     }
 }
 
-/// `?text=true` serves the JWT as text/plain (flag compared case-insensitively).
+/// `?text=true` serves the JWT as text/plain (flag compared case-insensitively), also when
+/// `decode=true` is given too.
 #[tokio::test]
 async fn text_option_serves_text_plain() {
     let server = TestServer::primary().await;
@@ -221,6 +222,11 @@ async fn text_option_serves_text_plain() {
     }
     let r = send(http().get(format!("{}?text=false", account_url(&server, &key)))).await;
     assert_eq!(r.header("content-type"), "application/jwt");
+    // Asked for both, the text wins, as in the Go server (which answered `text` first).
+    for q in ["text=true&decode=true", "decode=true&text=true"] {
+        let r = send(http().get(format!("{}?{q}", account_url(&server, &key)))).await;
+        assert_eq!((r.status, r.body.as_str()), (200, token.as_str()), "{q}");
+    }
 }
 
 /// `?decode=true` is header JSON, `\r\n`, claims JSON (with `iat_rfc3339`), `\r\n`, signature.

@@ -25,6 +25,14 @@ pub struct ReadOpts {
     pub notify: Option<String>,
 }
 
+impl ReadOpts {
+    /// The decoded view is asked for, and not the text one: `text=true` wins over
+    /// `decode=true`, as in the Go server (it answered `text` first).
+    fn wants_decoded(&self) -> bool {
+        flag(&self.decode) && !flag(&self.text)
+    }
+}
+
 /// `Cache-Control` for a token: never a negative max-age (the Go server's bug). A token that
 /// does not expire gets `max_age`; one that does gets the time left, capped at `max_age`; an
 /// expired one must not be cached.
@@ -52,7 +60,7 @@ pub async fn respond(
     req: &HttpRequest,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    if !flag(&opts.decode) || expired_check(entry, opts).is_err() {
+    if !opts.wants_decoded() || expired_check(entry, opts).is_err() {
         return token(entry, opts, req, state.http.max_age);
     }
     let cache = &state.limits.decode;
@@ -113,7 +121,7 @@ pub fn token(
 ) -> Result<HttpResponse, ApiError> {
     let now = jwt::now_unix();
     expired_check(entry, opts)?;
-    if flag(&opts.decode) {
+    if opts.wants_decoded() {
         let view = view::render(entry.jwt_str())?;
         return Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
