@@ -233,6 +233,19 @@ async fn update_requests_are_stored_and_answered_like_nats_server() {
             == 404
     );
 
+    // An empty body: nats-server's own words.
+    let reply = our_reply(
+        &sys,
+        format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", other.public_key()),
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply["error"]["description"], "jwt update error - request body is empty",
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["account"], other.public_key().as_str());
+
     // A token signed by a key the operator does not trust.
     let rogue = nkeys::KeyPair::new_operator();
     let (mallory, _) = new_account("mallory");

@@ -162,10 +162,28 @@ async fn update(
     if !leads(responder) {
         return;
     }
+    let body = store_update(responder, named, &msg.payload).await;
+    if let Err(e) = nc.publish(reply, body.to_string().into()).await {
+        tracing::warn!(cause = %e, "could not answer an account update request");
+    }
+}
+
+/// Stores the account JWT of an update request (`named`: the key its subject names) through
+/// the write path, and returns nats-server's reply for the outcome.
+async fn store_update(
+    responder: &Responder,
+    named: Option<String>,
+    payload: &[u8],
+) -> serde_json::Value {
+    let metrics = &responder.state.metrics;
+    if payload.trim_ascii().is_empty() {
+        metrics.resolver_request("update", "rejected");
+        return replies::update_empty(named.as_deref().unwrap_or_default());
+    }
     // The per-account subject names the key; the generic one leaves it to the token (whose
     // subject the write path then checks like a POST's path key).
     let key = named.or_else(|| {
-        std::str::from_utf8(&msg.payload)
+        std::str::from_utf8(payload)
             .ok()
             .and_then(|t| crate::jwt::parse_unverified(t.trim()).ok())
             .map(|c| c.sub)
@@ -174,25 +192,19 @@ async fn update(
         None => Err(ServiceError::BadRequest(
             "the update is not an account JWT".into(),
         )),
-        Some(key) => crate::service::post_account(&responder.state, key, &msg.payload)
+        Some(key) => crate::service::post_account(&responder.state, key, payload)
             .await
             .map(|_stamp| ()),
     };
     let account = key.unwrap_or_default();
     match &result {
-        Ok(()) => responder.state.metrics.resolver_request("update", "stored"),
+        Ok(()) => metrics.resolver_request("update", "stored"),
         Err(e) => {
-            responder
-                .state
-                .metrics
-                .resolver_request("update", "rejected");
+            metrics.resolver_request("update", "rejected");
             tracing::info!(%account, cause = %e, "refused an account update request from NATS");
         }
     }
-    let body = replies::update(&account, &result);
-    if let Err(e) = nc.publish(reply, body.to_string().into()).await {
-        tracing::warn!(cause = %e, "could not answer an account update request");
-    }
+    replies::update(&account, &result)
 }
 
 /// Deletes the accounts an operator-signed delete request lists and answers as nats-server's

@@ -27,6 +27,14 @@ pub fn update(account: &str, result: &Result<(), ServiceError>) -> Value {
     }
 }
 
+/// The answer to an update request with an empty body, in nats-server's words (code 400, as
+/// our other refusals of what was sent).
+pub fn update_empty(account: &str) -> Value {
+    json!({ "server": server_info(), "error": {
+        "account": account, "code": 400,
+        "description": "jwt update error - request body is empty" } })
+}
+
 /// The answer to a delete request, as nats-server's `handleDeleteRequest` words it: every
 /// listed account counts as deleted when it is gone now (deleted, or absent already).
 pub fn delete(result: &Result<Deleted, ServiceError>) -> Value {
