@@ -137,22 +137,21 @@ impl LoadFamilies {
                 .expect("metric registered once");
             c
         };
-        let pack_computations = IntCounter::new(
+        let single = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let pack_computations = single(
             "nas_resolver_pack_computations_total",
             "NATS PACK answers computed (store hash and account list); concurrent requests for one store state share one",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(pack_computations.clone()))
-            .expect("metric registered once");
-        let decode_delayed = IntCounter::new(
+        );
+        let decode_delayed = single(
             "nas_decode_views_delayed_total",
             "?decode=true views held back until they fit their client address's http.decodebytespersecond (sent late, not refused)",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(decode_delayed.clone()))
-            .expect("metric registered once");
+        );
         LoadFamilies {
             refused: counter(
                 "nas_refused_total",
