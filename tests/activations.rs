@@ -484,6 +484,31 @@ async fn notifications_on_post_and_notify_option() {
         format!("$SYS.ACCOUNT.{a}.CLAIMS.ACTIVATE.{hash}")
     );
     assert_eq!(std::str::from_utf8(&msg.payload).unwrap(), token);
+
+    // A 304 re-sends nothing (the Go server's order: the ETag check came first). Re-sends go
+    // out in the order they were asked for, so the account's, asked for next, comes first.
+    let mut both = client
+        .subscribe(format!("$SYS.ACCOUNT.{a}.CLAIMS.>"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let r = send(
+        http()
+            .get(format!(
+                "{}?notify=true",
+                activation_url(&server.url, &hash)
+            ))
+            .header("If-None-Match", etag_of(&token)),
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    let (status, _) = get(&format!("{}/jwt/v1/accounts/{a}?notify=true", server.url)).await;
+    assert_eq!(status, 200);
+    let msg = next_message(&mut both, "the account's re-sent notification").await;
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("$SYS.ACCOUNT.{a}.CLAIMS.UPDATE")
+    );
 }
 
 /// Without NATS, a replica gets activations (and their newer versions) through the change

@@ -45,9 +45,6 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let key = account_key(&key)?;
     let entry = service::lookup(&state, Kind::Account, key).await?;
-    if super::flag(&opts.notify) {
-        state.notifier.resend(entry.clone());
-    }
     render::respond(&entry, &opts, &req, &state).await
 }
 

@@ -24,9 +24,6 @@ pub async fn get(
         )));
     }
     let entry = service::lookup(&state, Kind::Activation, &hash).await?;
-    if super::flag(&opts.notify) {
-        state.notifier.resend(entry.clone());
-    }
     render::respond(&entry, &opts, &req, &state).await
 }
 

@@ -10,6 +10,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Query options of token GETs.
@@ -46,15 +47,31 @@ pub fn cache_control(exp: Option<i64>, now: i64, max_age: Duration) -> String {
     format!("max-age={age}, stale-while-revalidate=3600, stale-if-error=3600")
 }
 
+/// Answers a GET of `entry` according to `opts` ([`render`]); with `?notify=true` an answer of
+/// the token (200) also re-sends its NATS notification. As in the Go server, a 304 (the client
+/// has it) or the 404 of `check=true` on an expired token re-sends nothing.
+///
+/// # Errors
+/// As [`token`].
+pub async fn respond(
+    entry: &Arc<Entry>,
+    opts: &ReadOpts,
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let res = render(entry, opts, req, state).await?;
+    if flag(&opts.notify) && res.status() == actix_web::http::StatusCode::OK {
+        state.notifier.resend(entry.clone());
+    }
+    Ok(res)
+}
+
 /// Renders `entry` according to `opts` for a handler: [`token`], with `?decode=true` views
 /// taken from the per-version cache ([`crate::limits::DecodeCache`]). A view is rendered at
 /// most once per version while it stays cached, on the heavy-work thread
 /// ([`crate::limits::heavy`]: nested activation tokens are verified one by one, a thousand
 /// take tens of milliseconds).
-///
-/// # Errors
-/// As [`token`].
-pub async fn respond(
+async fn render(
     entry: &Entry,
     opts: &ReadOpts,
     req: &HttpRequest,
