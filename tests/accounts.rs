@@ -7,7 +7,8 @@ use crate::common::feed;
 use crate::common::fixtures::{self, vectors};
 use crate::common::process::ServerProcess;
 use crate::common::{
-    assert_no_failures, etag_of, free_port, get, http, max_age, post, send, TestServer,
+    assert_no_failures, etag_of, free_port, get, http, max_age, post, post_accepted, send,
+    TestServer,
 };
 use data_encoding::BASE64URL_NOPAD;
 use nats_account_server::jwt::{self, encode};
@@ -449,6 +450,19 @@ async fn validation_reports_the_first_failure_in_contract_order() {
         );
     }
     assert_eq!(server.running().state().store.head(), 0);
+
+    // The stored version is compared before the claims' validity and expiry: an expired token
+    // older than the stored one is stale (409), one issued later is refused for its expiry.
+    let now = jwt::now_unix();
+    let stored = fixtures::account_jwt_at(&key, "stored", now - 30);
+    post_accepted(&server.url, &key, &stored).await;
+    for (iat, status, reason) in [(now - 90, 409, "newer"), (now - 10, 400, "expired")] {
+        let token = account_with(&key, json!({ "iat": iat, "exp": now - 5 }));
+        let (got, body) = post(&account_url(&server, &key), token).await;
+        assert_eq!(got, status, "issued at {iat}: {body}");
+        assert!(body.contains(reason), "issued at {iat}: {body}");
+    }
+    assert_eq!(server.running().state().store.head(), 1);
 }
 
 /// A raw HTTP/1.1 POST with a chunked body of `total` bytes; returns the status code.
@@ -1080,15 +1094,17 @@ async fn bad_input_batch_leaves_the_store_unchanged() {
             400,
         ),
         (
+            // Issued after the stored version: the comparison with it comes first (DESIGN
+            // §4), and these are refused for their time window, not as conflicts.
             "expired",
             a,
-            account_with(a, json!({ "exp": now - 10 })).into_bytes(),
+            account_with(a, json!({ "iat": now + 1, "exp": now - 10 })).into_bytes(),
             400,
         ),
         (
             "future nbf",
             a,
-            account_with(a, json!({ "nbf": now + 3600 })).into_bytes(),
+            account_with(a, json!({ "iat": now + 1, "nbf": now + 3600 })).into_bytes(),
             400,
         ),
         (
