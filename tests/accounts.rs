@@ -210,7 +210,7 @@ async fn cache_control_is_never_negative_and_follows_the_configured_max_age() {
 }
 
 /// `?text=true` serves the JWT as text/plain (flag compared case-insensitively), also when
-/// `decode=true` is given too.
+/// `decode=true` is given too; a repeated parameter counts once, with its first value.
 #[tokio::test]
 async fn text_option_serves_text_plain() {
     let server = TestServer::primary().await;
@@ -227,6 +227,21 @@ async fn text_option_serves_text_plain() {
     for q in ["text=true&decode=true", "decode=true&text=true"] {
         let r = send(http().get(format!("{}?{q}", account_url(&server, &key)))).await;
         assert_eq!((r.status, r.body.as_str()), (200, token.as_str()), "{q}");
+    }
+    // A parameter given twice counts with its first value (Go's `Query().Get`); others are
+    // ignored.
+    for (q, content_type) in [
+        ("text=true&text=false", "text/plain; charset=utf-8"),
+        ("text=false&text=true", "application/jwt"),
+        ("notify=true&notify=true&other=1&other=2", "application/jwt"),
+    ] {
+        let r = send(http().get(format!("{}?{q}", account_url(&server, &key)))).await;
+        assert_eq!(
+            (r.status, r.header("content-type")),
+            (200, content_type),
+            "{q}"
+        );
+        assert_eq!(r.body, token, "{q}");
     }
 }
 

@@ -40,7 +40,7 @@ pub(super) fn truncate(s: &str) -> String {
 pub async fn get(
     state: web::Data<AppState>,
     key: web::Path<String>,
-    opts: web::Query<ReadOpts>,
+    opts: ReadOpts,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let key = account_key(&key)?;

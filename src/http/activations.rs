@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 pub async fn get(
     state: web::Data<AppState>,
     hash: web::Path<String>,
-    opts: web::Query<ReadOpts>,
+    opts: ReadOpts,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if !jwt::is_activation_hash(&hash) {

@@ -195,7 +195,7 @@ fn account_get_fast(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Err(req);
     };
-    let Ok(opts) = web::Query::<render::ReadOpts>::from_query(req.query_string()) else {
+    let Ok(opts) = render::ReadOpts::from_query(req.query_string()) else {
         return Err(req);
     };
     let key = req.path()["/jwt/v1/accounts/".len()..].to_string();

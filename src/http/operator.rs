@@ -8,17 +8,14 @@ use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 
 /// `GET /jwt/v1/operator`
-pub async fn get(
-    state: web::Data<AppState>,
-    opts: web::Query<ReadOpts>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, opts: ReadOpts) -> Result<HttpResponse, ApiError> {
     let trust = state.trust();
     let op = trust
         .operator
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("operator (none is configured)".into()))?;
     let raw = op.jwt().raw.clone();
-    if flag(&opts.decode) {
+    if opts.wants_decoded() {
         return Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(view::render(&raw)?));

@@ -8,13 +8,12 @@ use crate::state::AppState;
 use crate::store::Entry;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
-use serde::Deserialize;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Query options of token GETs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct ReadOpts {
     /// Serve as `text/plain`.
     pub text: Option<String>,
@@ -27,10 +26,41 @@ pub struct ReadOpts {
 }
 
 impl ReadOpts {
+    /// The options of the query string `query`. As the Go server read them (`Query().Get`): a
+    /// parameter given twice counts with its first value, and other parameters are ignored.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] when the query string is not URL-encoded pairs.
+    pub fn from_query(query: &str) -> Result<ReadOpts, ApiError> {
+        let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+        let mut opts = ReadOpts::default();
+        for (name, value) in pairs.into_inner() {
+            let slot = match name.as_str() {
+                "text" => &mut opts.text,
+                "decode" => &mut opts.decode,
+                "check" => &mut opts.check,
+                "notify" => &mut opts.notify,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        Ok(opts)
+    }
+
     /// The decoded view is asked for, and not the text one: `text=true` wins over
     /// `decode=true`, as in the Go server (it answered `text` first).
-    fn wants_decoded(&self) -> bool {
+    pub fn wants_decoded(&self) -> bool {
         flag(&self.decode) && !flag(&self.text)
+    }
+}
+
+impl actix_web::FromRequest for ReadOpts {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<ReadOpts, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(ReadOpts::from_query(req.query_string()))
     }
 }
 
