@@ -111,6 +111,65 @@ async fn a_new_operator_signing_key_reaches_every_replica() {
     assert!(serves(&learning.url, &k1, &j1).await);
 }
 
+/// A replica still syncing asks its primary for keys it lacks; an account signed by a signing
+/// key the operator added since (unknown to the replica's copy of the operator) makes it fetch
+/// the operator JWT again and serve the account, not a 404 (DESIGN §6: the operator is fetched
+/// again whenever a token names an unknown issuer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_miss_signed_by_a_new_signing_key_is_served_while_syncing() {
+    let files = tempfile::tempdir().unwrap();
+    let op_path = files.path().join("operator.jwt");
+    std::fs::copy(fixtures::vectors().join("operator.jwt"), &op_path).unwrap();
+    let primary_dir = tempfile::tempdir().unwrap();
+    let mut settings = primary_settings(primary_dir.path());
+    settings.operatorjwtpath = Some(op_path.clone());
+    let primary = TestServer::start_in(primary_dir, settings.clone()).await;
+    for i in 0..400 {
+        post_new_account(&primary.url, &format!("bulk-{i}")).await;
+    }
+    // One change per page: the replica is still syncing below. It has learned the operator
+    // (before the rotation) once it has applied a change.
+    let syncing = replica_of(&[&primary.url], |s| s.replication.batch = 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "the replica started its sync",
+        || async { readyz(&syncing.url).await.1["replica"]["applied_seq"].as_u64() >= Some(1) },
+    )
+    .await;
+
+    let new_signer = KeyPair::new_operator();
+    let rotated = operator_with_signing_keys(&[
+        fixtures::signing_key().public_key(),
+        new_signer.public_key(),
+    ]);
+    std::fs::write(&op_path, &rotated).unwrap();
+    primary
+        .running()
+        .reload_trust(load_trust(&settings).unwrap())
+        .unwrap();
+    let key = KeyPair::new_account().public_key();
+    let jwt = encode::account(&new_signer, &key, "new-signer", json!({}));
+    post_accepted(&primary.url, &key, &jwt).await;
+
+    assert_eq!(
+        get(&syncing.at(&format!("/jwt/v1/accounts/{key}"))).await,
+        (200, jwt.clone())
+    );
+    assert_eq!(
+        readyz(&syncing.url).await.1["replica"]["caught_up"],
+        false,
+        "served by a read miss, not by the feed"
+    );
+    // The feed goes on past the rotation with the operator learned (400 pages of one change:
+    // a liveness bound).
+    eventually(Duration::from_secs(60), "the replica synced", || async {
+        readyz(&syncing.url).await.0 == 200
+    })
+    .await;
+    assert!(serves(&syncing.url, &key, &jwt).await);
+    assert!(readyz(&syncing.url).await.1["replica"]["stalled"].is_null());
+}
+
 /// A spoofed primary (another operator) gets nothing served: not by a replica that pinned the
 /// real operator, not by one configured with it. The replica stalls loudly instead of skipping,
 /// keeps serving what it has, and converges once pointed back at the real primary.

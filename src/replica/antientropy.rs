@@ -148,7 +148,7 @@ async fn fetch(
             return false;
         }
     };
-    let jwt = match replica.verify(kind, key, &token) {
+    let jwt = match replica.verify_served(kind, key, &token).await {
         Ok(jwt) => jwt,
         Err(e) => {
             tracing::error!(%key, cause = %e, "anti-entropy: the primary's version does not verify here; not stored");

@@ -132,6 +132,9 @@ pub(super) struct Misses {
     pub(super) inflight: Mutex<HashMap<MissKey, InFlight>>,
     /// Bounds the requests to the primary in flight at once.
     pub(super) permits: tokio::sync::Semaphore,
+    /// When a token the primary served last made this replica fetch the operator JWT again
+    /// (see `ReplicaHandle::verify_served`): at most one such fetch a second.
+    pub(super) operator_asked: Mutex<Option<Instant>>,
 }
 
 /// The shared result of one request to the primary: the system account it served (other keys
@@ -148,7 +151,22 @@ impl Misses {
             system: Mutex::new(SystemAccount::new(ttl)),
             inflight: Mutex::default(),
             permits: tokio::sync::Semaphore::new(concurrent.max(1)),
+            operator_asked: Mutex::default(),
         }
+    }
+
+    /// Whether a fetch of the operator JWT may start now (none in the last second); if so, it
+    /// counts as started.
+    pub(super) fn may_ask_operator(&self) -> bool {
+        let mut last = self
+            .operator_asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     pub(super) fn negative(&self) -> std::sync::MutexGuard<'_, NegativeCache> {

@@ -372,7 +372,7 @@ impl ReplicaHandle {
             }
             Err(e) => return Err(e.to_string()),
         };
-        match self.verify(kind, key, &token) {
+        match self.verify_served(kind, key, &token).await {
             Ok(jwt) if system => {
                 let entry = Arc::new(Entry::from_jwt(kind, key, jwt));
                 self.misses.system().set(Some(entry.clone()));
@@ -511,6 +511,42 @@ impl ReplicaHandle {
         let jwt = jwt::decode(token)?;
         self.check(kind, key, &jwt)?;
         Ok(jwt)
+    }
+
+    /// [`ReplicaHandle::verify`] for a token the primary served outside the feed (a read miss,
+    /// anti-entropy). An account naming an issuer the trusted operator does not list (a signing
+    /// key added since) makes this replica fetch the operator JWT from the primary again, as
+    /// DESIGN §6 asks whenever a token names an unknown issuer, and verify the token once more
+    /// (the feed does the same through its stall). At most one such fetch a second.
+    pub(super) async fn verify_served(
+        &self,
+        kind: Kind,
+        key: &str,
+        token: &str,
+    ) -> Result<Jwt, JwtError> {
+        let first = self.verify(kind, key, token);
+        if first.is_ok() || kind != Kind::Account || !self.names_unknown_issuer(token) {
+            return first;
+        }
+        if !self.misses.may_ask_operator() {
+            return first;
+        }
+        match sync::refresh_operator(self).await {
+            Ok(crate::trust::Learned::Updated) => self.verify(kind, key, token),
+            _ => first,
+        }
+    }
+
+    /// Whether `token`'s issuer is not one the trusted operator lists.
+    fn names_unknown_issuer(&self, token: &str) -> bool {
+        let Ok(claims) = jwt::parse_unverified(token) else {
+            return false;
+        };
+        let trust = self.anchor.current();
+        trust
+            .operator
+            .as_ref()
+            .is_some_and(|op| op.check_issuer(&claims.iss).is_err())
     }
 
     /// [`ReplicaHandle::verify`] for a page of the change feed, with the signatures verified

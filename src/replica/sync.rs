@@ -713,7 +713,7 @@ async fn sync_from_pack(
 /// # Errors
 /// A [`PrimaryError`] to report as the link's state: the primary cannot be asked, has no
 /// operator, or offers one this replica does not trust.
-async fn refresh_operator(replica: &ReplicaHandle) -> Result<Learned, PrimaryError> {
+pub(super) async fn refresh_operator(replica: &ReplicaHandle) -> Result<Learned, PrimaryError> {
     let url = replica.client.current().to_string();
     let token = match replica.client.operator().await? {
         Some(token) => token,
