@@ -235,6 +235,10 @@ async fn the_leader_killed_a_follower_takes_over_and_the_old_one_rejoins() {
         1,
         "one nats-server: R1"
     );
+    assert!(
+        nodes.iter().all(|n| !n.log().contains("keeps one replica")),
+        "R1 is right on one server"
+    );
     let lb = nginx_for(&nodes).await;
 
     let (kp, jwt) = new_account("before");
@@ -572,6 +576,7 @@ async fn losing_one_of_three_nats_servers_triggers_no_failover() {
     // Made while the JetStream cluster was still forming, the bucket must still be R3: on one
     // server, losing it would stop the writes.
     assert_eq!(js.stream_replicas("KV_nas_t").await, 3);
+    assert!(nodes.iter().all(|n| !n.log().contains("keeps one replica")));
     js.kill(1);
     let started = Instant::now();
     let mut paused = Duration::ZERO;
@@ -596,6 +601,28 @@ async fn losing_one_of_three_nats_servers_triggers_no_failover() {
     eprintln!("longest write pause after losing a nats-server: {paused:?}");
     let (still, same_term, _) = wait_leader(&nodes, Duration::from_secs(10)).await;
     assert_eq!((still, same_term), (leader, term));
+}
+
+/// A lease bucket with one replica in a JetStream cluster (as an earlier version made it while
+/// the cluster formed) works, and the node says in a warning that losing its server would stop
+/// the writes, and how to give it three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_replica_bucket_in_a_jetstream_cluster_is_reported() {
+    let js = JetStream::cluster().await;
+    js.make_bucket("nas_t", 1).await;
+    let nodes = vec![{
+        let mut n = Node::new(&js.urls(), "[cluster]\nleasettl = \"5s\"\n");
+        n.start().await;
+        n
+    }];
+    wait_leader(&nodes, Duration::from_secs(30)).await;
+    assert_eq!(js.stream_replicas("KV_nas_t").await, 1, "left as it was");
+    eventually(Duration::from_secs(10), "the warning", || async {
+        nodes[0]
+            .log()
+            .contains("nats stream edit KV_nas_t --replicas 3")
+    })
+    .await;
 }
 
 /// Geography: every node reaches nats-server through a proxy adding 50 ms, and is reached by

@@ -86,6 +86,8 @@ pub struct Election {
     next_sample: Instant,
     /// The last bucket error logged, so a lasting outage is one line, not one per tick.
     said: Option<String>,
+    /// A bucket of one replica in a JetStream cluster was reported (once per process).
+    said_single_replica: bool,
 }
 
 impl Election {
@@ -112,6 +114,7 @@ impl Election {
             next_publish: Instant::now(),
             next_sample: Instant::now(),
             said: None,
+            said_single_replica: false,
         }
     }
 
@@ -204,6 +207,7 @@ impl Election {
         if client.connection_state() != async_nats::connection::State::Connected {
             return Err("not connected to NATS".into());
         }
+        let clustered = client.server_info().cluster.is_some();
         let mut js = async_nats::jetstream::new(client);
         js.set_timeout(self.request_timeout());
         let bucket = format!("nas_{}", self.handle.name());
@@ -211,8 +215,26 @@ impl Election {
             Ok(kv) => kv,
             Err(_) => create_bucket(&js, &bucket).await?,
         };
+        if clustered && !self.said_single_replica {
+            self.warn_if_single_replica(&js, &bucket).await;
+        }
         self.kv = Some(kv.clone());
         Ok(kv)
+    }
+
+    /// Says so when the bucket keeps one replica although nats-server runs as a cluster (made
+    /// by an earlier version while the JetStream cluster was forming): losing that one server
+    /// stops the cluster's writes. Not changed here: a bucket's replicas are the operator's to
+    /// change (`nats stream edit`), and deleting it while nodes run would lose the lease.
+    async fn warn_if_single_replica(&mut self, js: &async_nats::jetstream::Context, bucket: &str) {
+        let Ok(stream) = js.get_stream(format!("KV_{bucket}")).await else {
+            return;
+        };
+        if stream.cached_info().config.num_replicas == 1 {
+            tracing::warn!(cluster = %self.handle.name(), %bucket,
+                "the cluster's lease bucket keeps one replica although nats-server runs as a cluster: losing the server that holds it stops all writes; give it three (nats stream edit KV_{bucket} --replicas 3)");
+            self.said_single_replica = true;
+        }
     }
 
     /// Requests to the bucket time out well within a renewal period.

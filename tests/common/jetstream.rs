@@ -93,6 +93,35 @@ impl JetStream {
             .unwrap_or_else(|| panic!("no stream {stream}: {info}"))
     }
 
+    /// Makes the key-value stream of bucket `bucket` with `replicas` replicas, shaped as the
+    /// server makes it, retrying while the JetStream cluster forms (as an earlier version of
+    /// the server could have made it).
+    pub async fn make_bucket(&self, bucket: &str, replicas: usize) {
+        use async_nats::jetstream::stream;
+        let client = async_nats::connect(format!("nats://127.0.0.1:{}", self.ports[0]))
+            .await
+            .expect("connecting to nats-server");
+        let js = async_nats::jetstream::new(client);
+        let config = stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        super::eventually(
+            Duration::from_secs(30),
+            "JetStream made the stream",
+            || async { js.create_stream(config.clone()).await.is_ok() },
+        )
+        .await;
+    }
+
     /// Kills server `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
         child::kill(&mut self.children[i]);
