@@ -40,8 +40,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Loads a file of `name` holding `text`, no env, no flags.
 fn load_text(name: &str, text: &str) -> Result<(Settings, LoadReport), ConfigError> {
-    let (_dir, path) = file(name, text);
-    Settings::load(Some(&path), no_env(), &[])
+    load_with(name, text, &[], &[])
 }
 
 /// Loads `text` as a file called `name`, with the environment `env` and the flags `args`.

@@ -29,6 +29,49 @@ fn operator_with_signing_keys(signing_keys: &[String]) -> String {
     )
 }
 
+/// A primary whose operator JWT is a file the test rewrites (see [`RotatingPrimary::add_signing_key`]).
+struct RotatingPrimary {
+    server: TestServer,
+    settings: Settings,
+    op_path: std::path::PathBuf,
+    _files: tempfile::TempDir,
+}
+
+impl RotatingPrimary {
+    /// A primary trusting the vectors' operator, from a file of its own.
+    async fn start() -> RotatingPrimary {
+        let files = tempfile::tempdir().unwrap();
+        let op_path = files.path().join("operator.jwt");
+        std::fs::copy(fixtures::vectors().join("operator.jwt"), &op_path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = primary_settings(dir.path());
+        settings.operatorjwtpath = Some(op_path.clone());
+        let server = TestServer::start_in(dir, settings.clone()).await;
+        RotatingPrimary {
+            server,
+            settings,
+            op_path,
+            _files: files,
+        }
+    }
+
+    /// The operator adds a signing key: its JWT file is rewritten and the primary reloads it.
+    /// Returns the new key.
+    fn add_signing_key(&self) -> KeyPair {
+        let new_signer = KeyPair::new_operator();
+        let rotated = operator_with_signing_keys(&[
+            fixtures::signing_key().public_key(),
+            new_signer.public_key(),
+        ]);
+        std::fs::write(&self.op_path, rotated).unwrap();
+        self.server
+            .running()
+            .reload_trust(load_trust(&self.settings).unwrap())
+            .unwrap();
+        new_signer
+    }
+}
+
 /// Number of account GETs `base` has answered.
 async fn account_gets(base: &str) -> f64 {
     metric(
@@ -63,17 +106,8 @@ async fn sighup_never_forgets_the_operator_a_replica_learned() {
 /// the new key reach replicas with and without `--operator`, and a restart keeps them working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_operator_signing_key_reaches_every_replica() {
-    let files = tempfile::tempdir().unwrap();
-    let op_path = files.path().join("operator.jwt");
-    std::fs::copy(fixtures::vectors().join("operator.jwt"), &op_path).unwrap();
-    let primary_settings_now = |dir: &Path| {
-        let mut s = primary_settings(dir);
-        s.operatorjwtpath = Some(op_path.clone());
-        s
-    };
-    let primary_dir = tempfile::tempdir().unwrap();
-    let settings = primary_settings_now(primary_dir.path());
-    let primary = TestServer::start_in(primary_dir, settings.clone()).await;
+    let rotating = RotatingPrimary::start().await;
+    let primary = &rotating.server;
     let learning = replica_of(&[&primary.url], |_| {}).await;
     let configured = replica_of(&[&primary.url], |s| {
         s.operatorjwtpath = Some(fixtures::vectors().join("operator.jwt"))
@@ -84,16 +118,7 @@ async fn a_new_operator_signing_key_reaches_every_replica() {
         wait_serves(&r.url, &k0, &j0, Duration::from_secs(10)).await;
     }
 
-    let new_signer = KeyPair::new_operator();
-    let rotated = operator_with_signing_keys(&[
-        fixtures::signing_key().public_key(),
-        new_signer.public_key(),
-    ]);
-    std::fs::write(&op_path, &rotated).unwrap();
-    primary
-        .running()
-        .reload_trust(load_trust(&settings).unwrap())
-        .unwrap();
+    let new_signer = rotating.add_signing_key();
     let k1 = KeyPair::new_account().public_key();
     let j1 = encode::account(&new_signer, &k1, "rotated", json!({}));
     post_accepted(&primary.url, &k1, &j1).await;
@@ -117,13 +142,8 @@ async fn a_new_operator_signing_key_reaches_every_replica() {
 /// again whenever a token names an unknown issuer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_miss_signed_by_a_new_signing_key_is_served_while_syncing() {
-    let files = tempfile::tempdir().unwrap();
-    let op_path = files.path().join("operator.jwt");
-    std::fs::copy(fixtures::vectors().join("operator.jwt"), &op_path).unwrap();
-    let primary_dir = tempfile::tempdir().unwrap();
-    let mut settings = primary_settings(primary_dir.path());
-    settings.operatorjwtpath = Some(op_path.clone());
-    let primary = TestServer::start_in(primary_dir, settings.clone()).await;
+    let rotating = RotatingPrimary::start().await;
+    let primary = &rotating.server;
     for i in 0..400 {
         post_new_account(&primary.url, &format!("bulk-{i}")).await;
     }
@@ -137,16 +157,7 @@ async fn a_read_miss_signed_by_a_new_signing_key_is_served_while_syncing() {
     )
     .await;
 
-    let new_signer = KeyPair::new_operator();
-    let rotated = operator_with_signing_keys(&[
-        fixtures::signing_key().public_key(),
-        new_signer.public_key(),
-    ]);
-    std::fs::write(&op_path, &rotated).unwrap();
-    primary
-        .running()
-        .reload_trust(load_trust(&settings).unwrap())
-        .unwrap();
+    let new_signer = rotating.add_signing_key();
     let key = KeyPair::new_account().public_key();
     let jwt = encode::account(&new_signer, &key, "new-signer", json!({}));
     post_accepted(&primary.url, &key, &jwt).await;

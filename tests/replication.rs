@@ -638,10 +638,9 @@ async fn replica_of_a_go_primary_imports_its_pack() {
         3,
         "maxreplicationpack caps the import"
     );
-    let (_, ready) = get(&format!("{}/readyz", replica.url)).await;
-    let detail: serde_json::Value = serde_json::from_str(&ready).unwrap();
-    assert_eq!(detail["replica"]["partial"], true, "{ready}");
-    assert_eq!(detail["replica"]["caught_up"], false, "{ready}");
+    let (_, ready) = crate::common::readyz(&replica.url).await;
+    assert_eq!(ready["replica"]["partial"], true, "{ready}");
+    assert_eq!(ready["replica"]["caught_up"], false, "{ready}");
     let (left_out, jwt) = &pack[4];
     assert!(
         serves(&replica.url, left_out, jwt).await,

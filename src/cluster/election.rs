@@ -212,12 +212,15 @@ impl Election {
         js.set_timeout(self.request_timeout());
         let bucket = format!("nas_{}", self.handle.name());
         let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
+            // An existing bucket: one made by an earlier version may keep one replica.
+            Ok(kv) => {
+                if clustered && !self.said_single_replica {
+                    self.warn_if_single_replica(&js, &bucket).await;
+                }
+                kv
+            }
             Err(_) => create_bucket(&js, &bucket).await?,
         };
-        if clustered && !self.said_single_replica {
-            self.warn_if_single_replica(&js, &bucket).await;
-        }
         self.kv = Some(kv.clone());
         Ok(kv)
     }
@@ -694,21 +697,13 @@ async fn read_lease(kv: &kv::Store) -> Result<Option<(u64, Lease)>, String> {
     Ok(Some((entry.revision, lease)))
 }
 
-/// Makes the bucket: three replicas in a JetStream cluster, one on a single server (which
-/// refuses more, and says so with its own error code). Any other refusal is returned, and the
-/// election retries: a JetStream cluster that is still forming (no meta leader yet, peers not
-/// all known) refuses three replicas for a moment, and a bucket made with one then would stay
-/// on one server for good, so losing that server would stop the cluster's writes (DESIGN §6:
-/// R3 in a JetStream cluster). The stream is made directly, shaped as a key-value bucket is
-/// (one message per key, rollups, direct get): async-nats' `create_key_value` first asks for
-/// the account information, whose answer from nats-server 2.9 it cannot parse.
-async fn create_bucket(
-    js: &async_nats::jetstream::Context,
-    bucket: &str,
-) -> Result<kv::Store, String> {
-    use async_nats::jetstream::context::CreateStreamErrorKind;
-    use async_nats::jetstream::{stream, ErrorCode};
-    let config = |replicas| stream::Config {
+/// The stream behind the cluster's lease bucket `bucket`, with `replicas` replicas: shaped as
+/// a key-value bucket is (one message per key, rollups, direct get). Made directly rather than
+/// with async-nats' `create_key_value`, which first asks for the account information, whose
+/// answer from nats-server 2.9 it cannot parse.
+pub fn bucket_stream(bucket: &str, replicas: usize) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream;
+    stream::Config {
         name: format!("KV_{bucket}"),
         description: Some("nats-account-server cluster: leader lease and node progress".into()),
         subjects: vec![format!("$KV.{bucket}.>")],
@@ -720,7 +715,22 @@ async fn create_bucket(
         discard: stream::DiscardPolicy::New,
         num_replicas: replicas,
         ..Default::default()
-    };
+    }
+}
+
+/// Makes the bucket ([`bucket_stream`]): three replicas in a JetStream cluster, one on a
+/// single server (which refuses more, and says so with its own error code). Any other refusal
+/// is returned, and the election retries: a JetStream cluster that is still forming (no meta
+/// leader yet, peers not all known) refuses three replicas for a moment, and a bucket made
+/// with one then would stay on one server for good, so losing that server would stop the
+/// cluster's writes (DESIGN §6: R3 in a JetStream cluster).
+async fn create_bucket(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+) -> Result<kv::Store, String> {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    let config = |replicas| bucket_stream(bucket, replicas);
     let made = match js.create_stream(config(3)).await {
         Ok(_) => 3,
         Err(e)

@@ -516,7 +516,7 @@ impl ReplicaHandle {
     /// [`ReplicaHandle::verify`] for a token the primary served outside the feed (a read miss,
     /// anti-entropy). An account naming an issuer the trusted operator does not list (a signing
     /// key added since) makes this replica fetch the operator JWT from the primary again, as
-    /// DESIGN §6 asks whenever a token names an unknown issuer, and verify the token once more
+    /// DESIGN §6 asks whenever a token names an unknown issuer, and check the token once more
     /// (the feed does the same through its stall). At most one such fetch a second.
     pub(super) async fn verify_served(
         &self,
@@ -524,29 +524,24 @@ impl ReplicaHandle {
         key: &str,
         token: &str,
     ) -> Result<Jwt, JwtError> {
-        let first = self.verify(kind, key, token);
-        if first.is_ok() || kind != Kind::Account || !self.names_unknown_issuer(token) {
-            return first;
-        }
-        if !self.misses.may_ask_operator() {
-            return first;
+        let jwt = jwt::decode(token)?;
+        let Err(refused) = self.check(kind, key, &jwt) else {
+            return Ok(jwt);
+        };
+        let unknown_issuer = kind == Kind::Account
+            && self
+                .anchor
+                .current()
+                .operator
+                .as_ref()
+                .is_some_and(|op| op.check_issuer(&jwt.claims.iss).is_err());
+        if !unknown_issuer || !self.misses.may_ask_operator() {
+            return Err(refused);
         }
         match sync::refresh_operator(self).await {
-            Ok(crate::trust::Learned::Updated) => self.verify(kind, key, token),
-            _ => first,
+            Ok(crate::trust::Learned::Updated) => self.check(kind, key, &jwt).map(|()| jwt),
+            _ => Err(refused),
         }
-    }
-
-    /// Whether `token`'s issuer is not one the trusted operator lists.
-    fn names_unknown_issuer(&self, token: &str) -> bool {
-        let Ok(claims) = jwt::parse_unverified(token) else {
-            return false;
-        };
-        let trust = self.anchor.current();
-        trust
-            .operator
-            .as_ref()
-            .is_some_and(|op| op.check_issuer(&claims.iss).is_err())
     }
 
     /// [`ReplicaHandle::verify`] for a page of the change feed, with the signatures verified

@@ -3,6 +3,7 @@
 //! Killed on drop.
 
 use super::child::{self, listening, wait_started};
+use nats_account_server::cluster::election::bucket_stream;
 use std::future::ready;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -77,43 +78,28 @@ impl JetStream {
             .join(",")
     }
 
-    /// How many replicas JetStream keeps of `stream` (its configuration, as the API reports
-    /// it), asked of server 0.
-    pub async fn stream_replicas(&self, stream: &str) -> u64 {
+    /// JetStream through server 0.
+    async fn context(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(format!("nats://127.0.0.1:{}", self.ports[0]))
             .await
             .expect("connecting to nats-server");
-        let info = client
-            .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
-            .await
-            .expect("stream info");
-        let info: serde_json::Value = serde_json::from_slice(&info.payload).expect("JSON");
-        info["config"]["num_replicas"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no stream {stream}: {info}"))
+        async_nats::jetstream::new(client)
     }
 
-    /// Makes the key-value stream of bucket `bucket` with `replicas` replicas, shaped as the
-    /// server makes it, retrying while the JetStream cluster forms (as an earlier version of
-    /// the server could have made it).
+    /// How many replicas JetStream keeps of `stream` (its configuration, as the API reports
+    /// it).
+    pub async fn stream_replicas(&self, stream: &str) -> usize {
+        let found = self.context().await.get_stream(stream).await;
+        let found = found.unwrap_or_else(|e| panic!("no stream {stream}: {e}"));
+        found.cached_info().config.num_replicas
+    }
+
+    /// Makes the lease bucket `bucket` with `replicas` replicas, as the server makes it
+    /// ([`bucket_stream`]), retrying while the JetStream cluster forms: what an earlier
+    /// version of the server could have made.
     pub async fn make_bucket(&self, bucket: &str, replicas: usize) {
-        use async_nats::jetstream::stream;
-        let client = async_nats::connect(format!("nats://127.0.0.1:{}", self.ports[0]))
-            .await
-            .expect("connecting to nats-server");
-        let js = async_nats::jetstream::new(client);
-        let config = stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            num_replicas: replicas,
-            ..Default::default()
-        };
+        let js = self.context().await;
+        let config = bucket_stream(bucket, replicas);
         super::eventually(
             Duration::from_secs(30),
             "JetStream made the stream",
